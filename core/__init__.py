@@ -1,0 +1,2 @@
+"""mtbranch."""
+__version__ = "0.1.0"

@@ -1,0 +1,183 @@
+"""A branch as a torch module, and its artifact directory (manifest.json + branch.safetensors).
+
+A branch takes the trunk's hidden states at its attach depth, runs ``num_layers`` layers of the trunk's
+own layer type, pools (sequence heads), optionally projects (dense+tanh, BERT's pooler) and applies its
+head. Weights are safetensors only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from torch import nn
+
+from mtbranch.atomic import atomic_directory
+from mtbranch.errors import IntegrityError, MtbranchError
+from mtbranch.head_types import HeadType
+from mtbranch.manifest import MANIFEST_NAME, BranchManifest, read_manifest
+from mtbranch.trunk import attention_mask_4d, hf_config, layer_class
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class LinearHead(nn.Module):
+    def __init__(self, hidden: int, num_outputs: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(x))
+
+
+class Projection(nn.Module):
+    """BERT's pooler: dense + tanh (RoBERTa's classification head has the same shape)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(x))
+
+
+class AttentionPooling(nn.Module):
+    """Multi-head attention pooling with a learned query (papers/003)."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(1, 1, hidden))
+        nn.init.normal_(self.query, std=0.02)
+        self.attn = nn.MultiheadAttention(hidden, heads, batch_first=True)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        q = self.query.expand(hidden.shape[0], -1, -1)
+        pad = None if attention_mask is None else attention_mask == 0
+        out, _ = self.attn(q, hidden, hidden, key_padding_mask=pad, need_weights=False)
+        return out[:, 0]
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "mean":
+        if attention_mask is None:
+            return hidden.mean(dim=1)
+        m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    raise ValueError(how)
+
+
+class BranchModule(nn.Module):
+    def __init__(self, manifest: BranchManifest, head_type: HeadType) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.head_type = head_type
+        s = manifest.trunk.structure
+        self.config = hf_config(s, num_layers=max(manifest.num_layers, 1))
+        cls = layer_class(self.config)
+        self.layers = nn.ModuleList(cls(self.config, layer_idx=i) for i in range(manifest.num_layers))
+        self.sequence_level = head_type.sequence_level
+        self.pooling_kind = manifest.pooling
+        if self.sequence_level and manifest.pooling == "attention":
+            self.pooling = AttentionPooling(s.hidden_size, s.num_attention_heads)
+        if self.sequence_level and manifest.projection:
+            self.pooler = Projection(s.hidden_size)
+        self.head = head_type.build(manifest.head, s.hidden_size)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def encode(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
+               mask4d: Any = None) -> torch.Tensor:
+        """The branch's own layers over the trunk's hidden states at its attach depth."""
+        if len(self.layers) and mask4d is None:
+            mask4d = attention_mask_4d(self.config, hidden, attention_mask)
+        for layer in self.layers:
+            hidden = layer(hidden, mask4d)
+        return hidden
+
+    def head_input(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if not self.sequence_level:
+            return hidden
+        if self.pooling_kind == "attention":
+            x = self.pooling(hidden, attention_mask)
+        else:
+            x = pool(hidden, attention_mask, self.pooling_kind)
+        return self.pooler(x) if hasattr(self, "pooler") else x
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                mask4d: Any = None) -> torch.Tensor:
+        return self.head(self.head_input(self.encode(hidden, attention_mask, mask4d), attention_mask))
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,
+                dtype: str | None = None, extra_files: dict[str, bytes] | None = None) -> BranchManifest:
+    """Write the artifact atomically; returns the manifest with weights sha256/params filled in."""
+    manifest = module.manifest
+    dtype = dtype or manifest.weights.dtype
+    state = {k: v.detach().to(DTYPES[dtype]).contiguous().cpu() for k, v in module.state_dict().items()}
+    data = st_save(state, metadata={"format": "pt", "mtbranch.branch": manifest.name})
+    weights = manifest.weights.model_copy(update={
+        "sha256": hashlib.sha256(data).hexdigest(), "dtype": dtype,
+        "num_parameters": sum(v.numel() for v in state.values()),
+    })
+    manifest = manifest.model_copy(update={"weights": weights})
+    with atomic_directory(out_dir) as tmp:
+        (tmp / weights.path).write_bytes(data)
+        (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        for name, blob in (extra_files or {}).items():
+            (tmp / name).write_bytes(blob)
+    module.manifest = manifest
+    return manifest
+
+
+def resolve_inside(root: Path, relative: str, what: str) -> Path:
+    """``root/relative``, refusing paths that escape ``root`` (../, absolute paths, symlinks)."""
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise MtbranchError(f"{what} path {relative!r} escapes the artifact directory",
+                            path=str(root), hint="keep files inside the artifact directory")
+    return target
+
+
+def load_branch(path: str | os.PathLike[str], head_type: HeadType | None = None, *,
+                verify: bool = True, expected_sha256: str | None = None) -> BranchModule:
+    root = Path(path)
+    manifest = read_manifest(root / MANIFEST_NAME)
+    if head_type is None:
+        from mtbranch.plugins.manager import get_plugin_manager
+
+        head_type = get_plugin_manager().head_type(manifest.head.type)
+    weights = resolve_inside(root, manifest.weights.path, "weights")
+    if verify:
+        digest = sha256_file(weights)
+        for want in {manifest.weights.sha256, expected_sha256} - {None}:
+            if digest != want:
+                raise IntegrityError(f"sha256 {digest[:16]}... does not match the recorded {want[:16]}...",
+                                     path=str(weights), hint="the file was modified or corrupted; re-export it")
+    module = BranchModule(manifest, head_type)
+    with safe_open(str(weights), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return module.eval()
+
+
+def read_manifest_dict(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))

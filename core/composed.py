@@ -1,0 +1,204 @@
+"""The composed model: one trunk, many branches, the frozen computation done once.
+
+Forward runs the trunk once per input signature present (``single`` text, text ``pair``) up to the
+deepest depth the requested tasks need, and forks each branch at its attach depth. Branch modules only
+read the shared hidden states, so adding, removing or replacing one branch cannot change another's output.
+The branch set is an immutable plan swapped atomically: a request in flight keeps the plan it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtbranch.branch import BranchModule
+from mtbranch.errors import MtbranchError
+from mtbranch.postprocess import TokenContext
+from mtbranch.trunk import Trunk
+
+log = logging.getLogger("mtbranch")
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Plan:
+    branches: tuple[BranchModule, ...]
+    by_name: dict[str, BranchModule] = field(compare=False)
+
+    @classmethod
+    def of(cls, branches: Sequence[BranchModule]) -> Plan:
+        ordered = tuple(sorted(branches, key=lambda b: (b.manifest.attach_depth, b.name)))
+        return cls(ordered, {b.name: b for b in ordered})
+
+
+class ComposedModel(nn.Module):
+    def __init__(self, trunk: Trunk, branches: Sequence[BranchModule], tokenizer: Any,
+                 *, trunk_num_layers: int | None = None, lock: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.tokenizer = tokenizer
+        self.trunk_num_layers = trunk_num_layers or trunk.num_layers  # layers of the full (untruncated) trunk
+        self.lock = lock or {}
+        self._tok_lock = threading.Lock()  # fast tokenizers are not safe to call from several threads
+        self._swap_lock = threading.Lock()
+        self.branch_modules = nn.ModuleDict()
+        self._plan = Plan.of([])
+        for b in branches:
+            self._check_fits(b)
+            self.branch_modules[b.name] = b
+        self._plan = Plan.of(list(branches))
+
+    # -- branch set ---------------------------------------------------------------------------------
+    @property
+    def branches(self) -> tuple[BranchModule, ...]:
+        return self._plan.branches
+
+    @property
+    def task_names(self) -> list[str]:
+        return [b.name for b in self._plan.branches]
+
+    def branch(self, name: str) -> BranchModule:
+        return self._plan.by_name[name]
+
+    def _check_fits(self, b: BranchModule) -> None:
+        if b.manifest.attach_depth > self.trunk.num_layers:
+            raise MtbranchError(
+                f"branch {b.name!r} attaches at depth {b.manifest.attach_depth} but this model keeps only "
+                f"{self.trunk.num_layers} trunk layers", hint="compose again with the new branch included")
+
+    def put_branch(self, branch: BranchModule) -> None:
+        """Add a branch, or replace the one with the same name. Other branches are untouched."""
+        self._check_fits(branch)
+        with self._swap_lock:
+            others = [b for b in self._plan.branches if b.name != branch.name]
+            self.branch_modules[branch.name] = branch
+            self._plan = Plan.of([*others, branch])
+
+    def remove_branch(self, name: str) -> None:
+        with self._swap_lock:
+            if name not in self._plan.by_name:
+                raise MtbranchError(f"no branch named {name!r}", hint=f"tasks: {', '.join(self.task_names)}")
+            self._plan = Plan.of([b for b in self._plan.branches if b.name != name])
+            del self.branch_modules[name]
+
+    # -- tensors in, tensors out --------------------------------------------------------------------
+    def select(self, tasks: Sequence[str] | None, plan: Plan | None = None) -> list[BranchModule]:
+        plan = plan or self._plan
+        if tasks is None:
+            return list(plan.branches)
+        unknown = [t for t in tasks if t not in plan.by_name]
+        if unknown:
+            raise MtbranchError(f"unknown task(s): {', '.join(map(repr, unknown))}",
+                                hint=f"tasks in this model: {', '.join(plan.by_name) or 'none'}")
+        return [plan.by_name[t] for t in dict.fromkeys(tasks)]
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None,
+                branches: Sequence[BranchModule] | None = None) -> dict[str, torch.Tensor]:
+        """Outputs of ``branches`` (default: all) for one tokenized batch; the trunk runs to their deepest depth."""
+        branches = list(self._plan.branches) if branches is None else list(branches)
+        if not branches:
+            return {}
+        by_depth: dict[int, list[BranchModule]] = {}
+        for b in branches:
+            by_depth.setdefault(b.manifest.attach_depth, []).append(b)
+        top = max(by_depth)
+        hidden = self.trunk.embed(input_ids, token_type_ids)
+        mask4d = self.trunk.mask(hidden, attention_mask)
+        out: dict[str, torch.Tensor] = {}
+        for depth in range(top + 1):
+            if depth:
+                hidden = self.trunk.run_layer(depth, hidden, mask4d)
+            for b in by_depth.get(depth, ()):
+                out[b.name] = b(hidden, attention_mask, mask4d)
+        return out
+
+    # -- texts in, results out ----------------------------------------------------------------------
+    def max_length(self, branches: Sequence[BranchModule]) -> int:
+        # the smallest contract wins so no branch sees longer inputs than it was trained on (finding K004)
+        return min(b.manifest.tokenizer.max_length for b in branches)
+
+    def tokenize(self, texts: list[str], pairs: list[str] | None, max_length: int, offsets: bool) -> Any:
+        with self._tok_lock:
+            enc = self.tokenizer(texts, pairs, padding="longest", truncation="only_first" if pairs else True,
+                                 max_length=max_length, return_tensors="pt",
+                                 return_offsets_mapping=offsets)
+        truncated = sum(1 for e in enc.encodings if e.overflowing)
+        if truncated:
+            log.warning("%d input(s) longer than max_length=%d tokens were truncated", truncated, max_length)
+        return enc
+
+    def predict(self, texts: str | Sequence[str], *, tasks: Sequence[str] | None = None,
+                text_pairs: str | Sequence[str] | None = None, raw: bool = False,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict[str, Any]]:
+        """One dict per input text mapping each task name to its result.
+
+        ``tasks`` picks a subset (the trunk then runs only as deep as they need); ``text_pairs`` feeds
+        branches with a ``pair`` signature; ``raw`` adds the head's outputs. Inputs are processed in
+        micro-batches of ``batch_size``, sorted by length so padding stays small.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        pairs = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None
+                                                                   else None)
+        _check_texts(texts, "texts")
+        if pairs is not None:
+            _check_texts(pairs, "text_pairs")
+            if len(pairs) != len(texts):
+                raise MtbranchError(f"{len(texts)} texts but {len(pairs)} text_pairs",
+                                    hint="give one pair text per input text")
+        plan = self._plan
+        selected = self.select(tasks, plan)
+        groups: dict[str, list[BranchModule]] = {}
+        for b in selected:
+            groups.setdefault(b.manifest.tokenizer.input_signature, []).append(b)
+        if "pair" in groups and pairs is None:
+            names = ", ".join(b.name for b in groups["pair"])
+            raise MtbranchError(f"task(s) {names} take a text pair, but no pair was given",
+                                hint="pass text_pairs= (CLI: --pair TEXT), or pick tasks with --task")
+        results: list[dict[str, Any]] = [{} for _ in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for signature, branches in groups.items():
+            need_offsets = any(not b.sequence_level for b in branches)
+            ml = self.max_length(branches)
+            for start in range(0, len(order), max(1, batch_size)):
+                idx = order[start:start + batch_size]
+                batch = [texts[i] for i in idx]
+                batch_pairs = [pairs[i] for i in idx] if signature == "pair" and pairs is not None else None
+                enc = self.tokenize(batch, batch_pairs, ml, need_offsets)
+                outputs = self(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), branches)
+                for b in branches:
+                    self._postprocess(b, outputs[b.name], enc, batch, idx, results, raw)
+        del single
+        return results
+
+    def _postprocess(self, b: BranchModule, out: torch.Tensor, enc: Any, batch: list[str], idx: list[int],
+                     results: list[dict[str, Any]], raw: bool) -> None:
+        spec = b.manifest.head
+        rows = out.float().tolist()
+        for j, i in enumerate(idx):
+            if b.sequence_level:
+                res = b.head_type.postprocess(spec, rows[j], None)
+            else:
+                e = enc.encodings[j]
+                n = int(enc["attention_mask"][j].sum())
+                word_ids = [w if s == 0 else None for w, s in zip(e.word_ids, e.sequence_ids, strict=True)]
+                ctx = TokenContext(batch[j], [tuple(o) for o in e.offsets], word_ids)
+                res = b.head_type.postprocess(spec, rows[j][:n], ctx)
+            if raw:
+                res["raw"] = rows[j] if b.sequence_level else rows[j][: int(enc["attention_mask"][j].sum())]
+            results[i][b.name] = res
+
+
+def _check_texts(items: list[Any], what: str) -> None:
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise MtbranchError(f"{what}[{i}] is {type(t).__name__}, not a string",
+                                hint="pass a list of strings (use '' for an empty input)")

@@ -1,0 +1,112 @@
+"""The trunk fingerprint chain (DESIGN.md): ``h0 = sha256(structure || embeddings)``,
+``h_k = sha256(h_{k-1} || layer k)``.
+
+Computed from tensor names (prefix-free), dtypes, shapes and raw bytes read straight from the safetensors
+file, so a checkpoint saved as ``BertForSequenceClassification`` (names under ``bert.``) and the bare
+``BertModel`` give the same chain. A branch at depth d depends on ``h_d`` only. Results are cached by
+(path, size, mtime) so an unchanged trunk is hashed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from mtbranch.atomic import write_text_atomic
+from mtbranch.safetensors_header import SafetensorsHeader, TensorInfo, read_header
+from mtbranch.structure import TrunkStructure
+
+_LAYER_RE = re.compile(r"^(?:encoder\.)?layers?\.(\d+)\.(.+)$")
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("MTBRANCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mtbranch"
+    )
+    return Path(base)
+
+
+def trunk_prefix(names: list[str] | set[str] | dict[str, object]) -> str:
+    """The prefix in front of ``embeddings.word_embeddings.weight`` (``''``, ``'bert.'``, ``'roberta.'``)."""
+    for name in names:
+        if name.endswith("embeddings.word_embeddings.weight"):
+            return name[: -len("embeddings.word_embeddings.weight")]
+    raise ValueError("no embeddings.word_embeddings.weight tensor: not a BERT-family checkpoint")
+
+
+def split_trunk_tensors(header: SafetensorsHeader) -> tuple[str, list[TensorInfo], dict[int, list[TensorInfo]]]:
+    """Group a checkpoint's tensors into embeddings and layers (by index); other tensors are ignored."""
+    prefix = trunk_prefix(header.tensors)
+    embeddings: list[TensorInfo] = []
+    layers: dict[int, list[TensorInfo]] = {}
+    for name, info in header.tensors.items():
+        if not name.startswith(prefix):
+            continue
+        rel = name[len(prefix):]
+        if rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids")):
+            embeddings.append(info)
+            continue
+        m = _LAYER_RE.match(rel)
+        if m:
+            layers.setdefault(int(m.group(1)), []).append(info)
+    return prefix, embeddings, layers
+
+
+def _update(h: hashlib._Hash, fh, infos: list[TensorInfo], strip: str) -> None:  # type: ignore[name-defined]
+    for info in sorted(infos, key=lambda t: t.name):
+        rel = info.name[len(strip):]
+        h.update(json.dumps([rel, info.dtype, list(info.shape)]).encode())
+        fh.seek(info.start)
+        remaining = info.nbytes
+        while remaining:
+            chunk = fh.read(min(_CHUNK, remaining))
+            if not chunk:
+                raise ValueError(f"{info.name}: file ends before the tensor's data")
+            h.update(chunk)
+            remaining -= len(chunk)
+
+
+def compute_chain(weights: Path, structure: TrunkStructure, max_depth: int | None = None) -> list[str]:
+    header = read_header(weights)
+    prefix, embeddings, layers = split_trunk_tensors(header)
+    n = len(layers)
+    if sorted(layers) != list(range(n)):
+        raise ValueError(f"layer indices are not contiguous from 0: {sorted(layers)}")
+    depth = n if max_depth is None else min(n, max_depth)
+    chain: list[str] = []
+    with open(weights, "rb") as fh:
+        h = hashlib.sha256(structure.canonical_json().encode())
+        _update(h, fh, embeddings, prefix)
+        chain.append(h.hexdigest())
+        for k in range(depth):
+            h = hashlib.sha256(chain[-1].encode())
+            layer_prefix = layers[k][0].name[: layers[k][0].name.index(f"{k}.") + len(f"{k}.")]
+            _update(h, fh, layers[k], layer_prefix)
+            chain.append(h.hexdigest())
+    return chain
+
+
+def fingerprint_chain(weights: str | os.PathLike[str], structure: TrunkStructure) -> list[str]:
+    """``[h0, h1, ..., hN]`` for the trunk stored in ``weights``; cached on disk by file identity."""
+    path = Path(weights).resolve()
+    st = path.stat()
+    key = hashlib.sha256(
+        f"{path}|{st.st_size}|{st.st_mtime_ns}|{structure.canonical_json()}".encode()
+    ).hexdigest()[:32]
+    cache_file = cache_dir() / "fingerprints" / f"{key}.json"
+    try:
+        cached = json.loads(cache_file.read_text())
+        if isinstance(cached, list) and all(isinstance(x, str) for x in cached):
+            return cached
+    except (OSError, ValueError):
+        pass
+    chain = compute_chain(path, structure)
+    try:
+        write_text_atomic(cache_file, json.dumps(chain))
+    except OSError:
+        pass  # a read-only cache must not break validation
+    return chain

@@ -1,0 +1,54 @@
+"""Head type records: what the ``mtbranch_head_types`` hook returns.
+
+A record says how to validate a head spec, which tensors it stores, how to build its torch module and how
+to turn logits into a result. Built-in heads are registered by ``mtbranch.plugins.builtin`` through the
+same hook as plugin heads. Torch is only imported inside ``build``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from mtbranch.branch_layout import linear_head_shapes
+from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+
+
+@dataclass(frozen=True)
+class HeadType:
+    name: str
+    spec_model: type[BaseModel]
+    sequence_level: bool
+    # (spec, hidden_size) -> {"head.<param>": shape}
+    tensor_shapes: Callable[[Any, int], dict[str, tuple[int, ...]]]
+    # (spec, hidden_size) -> torch.nn.Module mapping pooled [B, H] (or tokens [B, T, H]) to outputs
+    build: Callable[[Any, int], Any]
+    # (spec, outputs row as a list, context) -> JSON-able result; see mtbranch.postprocess
+    postprocess: Callable[..., Any]
+    description: str = ""
+
+
+def _linear_shapes(spec: Any, hidden: int) -> dict[str, tuple[int, ...]]:
+    return linear_head_shapes(spec.num_outputs, hidden)
+
+
+def _build_linear(spec: Any, hidden: int) -> Any:
+    from mtbranch.branch import LinearHead
+
+    return LinearHead(hidden, spec.num_outputs, spec.dropout)
+
+
+def builtin_head_types() -> list[HeadType]:
+    from mtbranch import postprocess as pp
+
+    return [
+        HeadType("classification", ClassificationHead, True, _linear_shapes, _build_linear,
+                 pp.classification, "single- or multi-label classification (softmax / sigmoid)"),
+        HeadType("regression", RegressionHead, True, _linear_shapes, _build_linear,
+                 pp.regression, "one or more real-valued outputs"),
+        HeadType("token_classification", TokenClassificationHead, False, _linear_shapes, _build_linear,
+                 pp.token_classification, "BIO/IOB2 tagging with entity spans and character offsets"),
+    ]

@@ -1,0 +1,95 @@
+"""Resolve a trunk reference to a local model directory (no torch).
+
+A reference is a local Hugging Face model directory, ``hf:org/name[@revision]`` (downloaded through
+huggingface_hub where the hub is reachable), or the name of a trunk provided by an installed plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from mtbranch.errors import MtbranchError
+from mtbranch.fingerprint import fingerprint_chain
+from mtbranch.structure import TrunkStructure, read_config
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class TrunkSource:
+    reference: str
+    path: Path
+    config: dict[str, Any] = field(repr=False)
+
+    @cached_property
+    def structure(self) -> TrunkStructure:
+        return TrunkStructure.from_config_dict(self.config)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config["num_hidden_layers"])
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS_NAME
+
+    @cached_property
+    def fingerprints(self) -> list[str]:
+        """``[h0..hN]``; index d is the fingerprint a branch attached at depth d must carry."""
+        return fingerprint_chain(self.weights, self.structure)
+
+
+def load_trunk_source(path: str | os.PathLike[str], reference: str | None = None) -> TrunkSource:
+    p = Path(path)
+    if not p.is_dir():
+        raise MtbranchError("trunk directory does not exist", path=str(p),
+                            hint="pass --trunk with a model directory, hf:org/name@rev, or an installed trunk name")
+    cfg = read_config(p)
+    if not (p / WEIGHTS_NAME).is_file():
+        other = sorted(x.name for x in p.iterdir() if x.suffix in {".bin", ".pt", ".pth", ".ckpt"})
+        hint = ("mtbranch never unpickles weights; convert them with "
+                "`AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`"
+                if other else "save the model with save_pretrained() to get model.safetensors")
+        raise MtbranchError(f"no {WEIGHTS_NAME} in the trunk directory", path=str(p), hint=hint)
+    return TrunkSource(reference or str(p), p, cfg)
+
+
+def _download_hf(spec: str) -> Path:
+    repo, _, revision = spec.partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise MtbranchError(f"cannot resolve hf:{spec}: huggingface_hub is not installed",
+                            hint="pip install 'mtbranch[hub]', or pass a local model directory") from None
+    try:
+        return Path(snapshot_download(
+            repo, revision=revision or None,
+            allow_patterns=["config.json", "model.safetensors", "tokenizer*", "vocab*", "merges.txt",
+                            "special_tokens_map.json"],
+        ))
+    except Exception as exc:  # network, auth, missing repo: all user-fixable
+        raise MtbranchError(
+            f"cannot download hf:{spec} from the Hugging Face hub: {type(exc).__name__}: {exc}",
+            hint="the hub may be unreachable here; download the model elsewhere and pass its directory",
+        ) from None
+
+
+def resolve_trunk(reference: str) -> TrunkSource:
+    if reference.startswith("hf:"):
+        return load_trunk_source(_download_hf(reference[3:]), reference)
+    if os.sep in reference or reference.startswith(".") or Path(reference).is_dir():
+        return load_trunk_source(reference)
+    from mtbranch.plugins.manager import get_plugin_manager
+
+    trunks = get_plugin_manager().trunks()
+    if reference in trunks:
+        return load_trunk_source(trunks[reference].path, reference)
+    known = ", ".join(sorted(trunks)) or "none installed"
+    raise MtbranchError(
+        f"unknown trunk {reference!r}",
+        hint=f"installed trunks: {known}; or pass a model directory or hf:org/name@rev",
+    )

@@ -1,0 +1,1 @@
+"""mtbranch's plugin system: pluggy hookspecs (``hookspecs``), the manager (``manager``), built-ins."""

@@ -1,0 +1,198 @@
+"""The plugin manager: loads each ``mtbranch`` entry point in its own try/except (as conda does).
+
+A plugin that fails to import, raises in a hook or returns the wrong type becomes a finding and a row in
+``mtbranch plugins``; the others keep working. ``MTBRANCH_DISABLE_PLUGIN_AUTOLOAD=1`` turns entry-point
+loading off; ``MTBRANCH_PLUGINS=a,b`` loads only those entry points (or distributions). Nothing here
+imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+
+from mtbranch.errors import MtbranchError
+from mtbranch.findings import Finding, finding
+from mtbranch.plugins import builtin, hookspecs
+from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TrunkProvider
+
+ENTRY_POINT_GROUP = "mtbranch"
+DISABLE_ENV = "MTBRANCH_DISABLE_PLUGIN_AUTOLOAD"
+ALLOW_ENV = "MTBRANCH_PLUGINS"
+HOOK_RECORDS: dict[str, type | str] = {
+    "mtbranch_branches": BranchLocation,
+    "mtbranch_trunks": TrunkProvider,
+    "mtbranch_head_types": "HeadType",  # imported lazily: head_types pulls in pydantic models only
+    "mtbranch_checks": Check,
+}
+
+
+def _record_type(hook: str) -> type:
+    rt = HOOK_RECORDS[hook]
+    if isinstance(rt, str):
+        from mtbranch.head_types import HeadType
+
+        return HeadType
+    return rt
+
+
+class PluginManager:
+    def __init__(self, *, autoload: bool | None = None, allow: Iterable[str] | None = None) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.findings: list[Finding] = []
+        self.infos: dict[str, PluginInfo] = {}
+        self._cache: dict[str, list[tuple[str, Any]]] = {}
+        self.register(builtin, "builtin", distribution="mtbranch")
+        if autoload is None:
+            autoload = os.environ.get(DISABLE_ENV, "").lower() not in {"1", "true", "yes"}
+        if allow is None and os.environ.get(ALLOW_ENV):
+            allow = [a.strip() for a in os.environ[ALLOW_ENV].split(",") if a.strip()]
+        if autoload:
+            self.load_entry_points(set(allow) if allow is not None else None)
+
+    # -- registration -------------------------------------------------------------------------------
+    def register(self, plugin: object, name: str, *, distribution: str | None = None,
+                 version: str | None = None) -> None:
+        info = self.infos.setdefault(name, PluginInfo(name, distribution, version))
+        known = {h for h in HOOK_RECORDS}
+        unknown = sorted(a for a in dir(plugin) if a.startswith("mtbranch_") and a not in known)
+        for hook in unknown:
+            self._report(info, finding("P004", f"plugin {name!r} implements unknown hook {hook!r}",
+                                       location=name, hint=f"known hooks: {', '.join(sorted(known))}"))
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # pluggy.PluginValidationError and friends
+            self._report(info, finding("P001", f"plugin {name!r} could not be registered: {exc}", location=name))
+            return
+        info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        self._cache.clear()
+
+    def load_entry_points(self, allow: set[str] | None = None) -> None:
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            if ep.value == builtin.__name__ or ep.name in self.infos:
+                continue
+            if allow is not None and ep.name not in allow and dist_name not in allow:
+                continue
+            info = self.infos.setdefault(ep.name, PluginInfo(ep.name, dist_name,
+                                                             dist.version if dist is not None else None))
+            try:
+                plugin = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a plugin must never take mtbranch down
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self._report(info, finding(
+                    "P001", f"plugin {ep.name!r} ({dist_name}) failed to import: {type(exc).__name__}: {exc}",
+                    location=f"entry point {ep.name} = {ep.value}",
+                    hint=f"fix or uninstall {dist_name}; set {ALLOW_ENV} to load only the plugins you need"))
+                continue
+            self.register(plugin, ep.name, distribution=dist_name, version=info.version)
+
+    def _report(self, info: PluginInfo, f: Finding) -> None:
+        info.errors.append(f"{f.code}: {f.message}")
+        self.findings.append(f)
+
+    # -- calling hooks ------------------------------------------------------------------------------
+    def call(self, hook: str) -> list[tuple[str, Any]]:
+        """``[(plugin name, record)]`` from every implementation, each called in its own try/except."""
+        if hook in self._cache:
+            return self._cache[hook]
+        record_type = _record_type(hook)
+        results: list[tuple[str, Any]] = []
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            name = impl.plugin_name
+            info = self.infos.setdefault(name, PluginInfo(name))
+            try:
+                out = impl.function()
+            except Exception as exc:
+                self._report(info, finding("P002", f"plugin {name!r} hook {hook} raised {type(exc).__name__}: "
+                                                   f"{exc}", location=name))
+                continue
+            if out is None:
+                continue
+            if not isinstance(out, list | tuple) or not all(isinstance(r, record_type) for r in out):
+                self._report(info, finding(
+                    "P003", f"plugin {name!r} hook {hook} returned {type(out).__name__} "
+                            f"instead of a list of {record_type.__name__}", location=name,
+                    hint=f"return [{record_type.__name__}(...), ...] from {hook}"))
+                continue
+            results.extend((name, r) for r in out)
+        self._cache[hook] = results
+        return results
+
+    def branches(self) -> dict[str, tuple[str, BranchLocation]]:
+        out: dict[str, tuple[str, BranchLocation]] = {}
+        for plugin, rec in self.call("mtbranch_branches"):
+            if rec.name in out:
+                other = out[rec.name][0]
+                f = finding("P005", f"branch {rec.name!r} is provided by both {other!r} and {plugin!r}",
+                            branch=rec.name, hint="uninstall one of the two plugins, or rename a branch")
+                if f not in self.findings:
+                    self._report(self.infos[plugin], f)
+                continue
+            out[rec.name] = (plugin, rec)
+            self.infos[plugin].branches.append(rec.name) if rec.name not in self.infos[plugin].branches else None
+        return out
+
+    def _unique(self, hook: str, attr: str, kind: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        owner: dict[str, str] = {}
+        for plugin, rec in self.call(hook):
+            key = getattr(rec, attr)
+            if key in out:
+                f = finding("P006", f"{kind} {key!r} is registered by both {owner[key]!r} and {plugin!r}; "
+                                    f"keeping {owner[key]!r}'s", location=plugin)
+                if f not in self.findings:
+                    self._report(self.infos[plugin], f)
+                continue
+            out[key], owner[key] = rec, plugin
+            lst = getattr(self.infos[plugin], {"trunk": "trunks", "head type": "head_types",
+                                               "check": "checks"}[kind])
+            if key not in lst:
+                lst.append(key)
+        return out
+
+    def trunks(self) -> dict[str, TrunkProvider]:
+        return self._unique("mtbranch_trunks", "name", "trunk")
+
+    def head_types(self) -> dict[str, Any]:
+        return self._unique("mtbranch_head_types", "name", "head type")
+
+    def head_type(self, name: str) -> Any:
+        types = self.head_types()
+        if name not in types:
+            raise MtbranchError(f"head type {name!r} is not registered",
+                                hint=f"install the plugin that provides it; known: {', '.join(sorted(types))}")
+        return types[name]
+
+    def checks(self) -> list[Check]:
+        return list(self._unique("mtbranch_checks", "name", "check").values())
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        self.branches()
+        self.trunks()
+        self.head_types()
+        self.checks()
+        return list(self.infos.values())
+
+
+_manager: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    global _manager
+    if _manager is None:
+        _manager = PluginManager()
+    return _manager
+
+
+def set_plugin_manager(manager: PluginManager | None) -> None:
+    """Install a manager (tests register hookimpl classes on a fresh one); None resets to autoload."""
+    global _manager
+    _manager = manager
