@@ -1,1 +1,80 @@
-def main(): print("ok")
+"""``mtbranch``: validate, compose, inspect and run task branches on a shared frozen trunk.
+
+Exit codes (as ruff): 0 success, 1 findings at error level / a user-fixable failure, 2 usage or internal
+error. No command prints a Python traceback for a user error (set MTBRANCH_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+from mtbranch import __version__
+from mtbranch.cli.output import err_console
+
+
+class MtbranchGroup(click.Group):
+    """Turns MtbranchError into a clear message + exit code, and anything unexpected into exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from mtbranch.errors import MtbranchError
+
+        try:
+            return super().invoke(ctx)
+        except MtbranchError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+        except Exception as exc:  # a bug, not a user error: still no traceback unless asked
+            if os.environ.get("MTBRANCH_DEBUG"):
+                raise
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+                              "  (set MTBRANCH_DEBUG=1 for the traceback and please report it)", markup=True)
+            sys.exit(2)
+
+
+@click.group(cls=MtbranchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mtbranch")
+def cli() -> None:
+    """Task branches for one shared frozen transformer trunk.
+
+    \b
+    Typical flow:
+      mtbranch plugins                      # what is installed
+      mtbranch validate --trunk minilm-l6   # do the branches fit the trunk?
+      mtbranch compose --trunk minilm-l6 -o composed/
+      mtbranch inspect composed/
+      mtbranch predict composed/ "I loved this film"
+    """
+
+
+def _register() -> None:
+    from mtbranch.cli import commands
+
+    for cmd in commands.ALL:
+        cli.add_command(cmd)
+    try:
+        from mtbranch.sdk import cli_commands as sdk_cmds
+    except ImportError:  # the SDK extra is optional
+        return
+    for name in ("train_cmd", "sweep_cmd", "distill_cmd"):
+        cmd = getattr(sdk_cmds, name, None)
+        if cmd is not None:
+            cli.add_command(cmd)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="mtbranch")
+
+
+if __name__ == "__main__":
+    main()

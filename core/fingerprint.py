@@ -9,6 +9,7 @@ file, so a checkpoint saved as ``BertForSequenceClassification`` (names under ``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -105,8 +106,6 @@ def fingerprint_chain(weights: str | os.PathLike[str], structure: TrunkStructure
     except (OSError, ValueError):
         pass
     chain = compute_chain(path, structure)
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache must not break validation
         write_text_atomic(cache_file, json.dumps(chain))
-    except OSError:
-        pass  # a read-only cache must not break validation
     return chain

@@ -6,6 +6,7 @@ is one a malicious or truncated file could fail, and each failure is a :class:`H
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -101,8 +102,7 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         spans.append((begin, end, name))
         tensors[name] = TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end)
     spans.sort()
-    for (b1, e1, n1), (b2, _e2, n2) in zip(spans, spans[1:]):
+    for (_b1, e1, n1), (b2, _e2, n2) in itertools.pairwise(spans):
         if b2 < e1:
             raise HeaderError(f"tensors {n1!r} and {n2!r} overlap in the data section")
-        del b1
     return SafetensorsHeader(p, tensors, {str(k): str(v) for k, v in metadata.items()}, data_start)

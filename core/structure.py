@@ -10,9 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from mtbranch.errors import MtbranchError
+from pydantic import BaseModel, ConfigDict
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 

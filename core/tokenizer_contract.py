@@ -44,6 +44,9 @@ def _sha(obj: object) -> str:
 
 def tokenizer_fingerprints(tokenizer: Any) -> dict[str, Any]:
     definition = json.loads(tokenizer.backend_tokenizer.to_str())
+    # padding/truncation are call-time settings the tokenizer object carries around, not its definition
+    definition.pop("padding", None)
+    definition.pop("truncation", None)
     single = tokenizer(PROBE_TEXT)["input_ids"]
     pair = tokenizer(PROBE_TEXT, PROBE_PAIR)
     specials = {

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import pluggy
-
 from mtbranch.errors import MtbranchError
 from mtbranch.findings import Finding, finding
 from mtbranch.plugins import builtin, hookspecs
@@ -47,7 +46,9 @@ class PluginManager:
         self.findings: list[Finding] = []
         self.infos: dict[str, PluginInfo] = {}
         self._cache: dict[str, list[tuple[str, Any]]] = {}
-        self.register(builtin, "builtin", distribution="mtbranch")
+        from mtbranch import __version__
+
+        self.register(builtin, "builtin", distribution="mtbranch", version=__version__)
         if autoload is None:
             autoload = os.environ.get(DISABLE_ENV, "").lower() not in {"1", "true", "yes"}
         if allow is None and os.environ.get(ALLOW_ENV):
@@ -84,7 +85,7 @@ class PluginManager:
                                                              dist.version if dist is not None else None))
             try:
                 plugin = ep.load()
-            except BaseException as exc:  # noqa: BLE001 - a plugin must never take mtbranch down
+            except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 self._report(info, finding(
@@ -137,7 +138,8 @@ class PluginManager:
                     self._report(self.infos[plugin], f)
                 continue
             out[rec.name] = (plugin, rec)
-            self.infos[plugin].branches.append(rec.name) if rec.name not in self.infos[plugin].branches else None
+            if rec.name not in self.infos[plugin].branches:
+                self.infos[plugin].branches.append(rec.name)
         return out
 
     def _unique(self, hook: str, attr: str, kind: str) -> dict[str, Any]:

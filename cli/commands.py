@@ -1,0 +1,357 @@
+"""The core commands. Each imports what it needs inside its body so ``--help`` stays light (no torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from mtbranch.cli.output import console, print_findings, print_json
+
+trunk_option = click.option("--trunk", "trunk_ref", metavar="REF",
+                            help="Model directory, hf:org/name@rev, or an installed trunk's name. "
+                                 "Default: the installed trunk whose fingerprint fits the branches.")
+branch_option = click.option("--branch", "branch_dirs", multiple=True, metavar="DIR",
+                             type=click.Path(path_type=Path),
+                             help="A branch artifact directory (repeatable); mixes with installed plugins.")
+no_plugins_option = click.option("--no-plugins", is_flag=True,
+                                 help="Ignore branches from installed plugins; use only --branch directories.")
+
+
+def _manifest_fingerprints(branches: list[tuple[Path, str]]) -> list[tuple[int, str]]:
+    out = []
+    for path, _ in branches:
+        try:
+            data = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            out.append((int(data["attach_depth"]), str(data["trunk"]["fingerprint"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # validation reports it
+    return out
+
+
+def choose_trunk(trunk_ref: str | None, branches: list[tuple[Path, str]], pm: Any, *,
+                 required: bool) -> Any:
+    """The trunk to use: --trunk, else the one installed trunk every branch's fingerprint fits."""
+    from mtbranch.errors import MtbranchError, UsageError
+    from mtbranch.trunk_ref import load_trunk_source, resolve_trunk
+
+    if trunk_ref:
+        return resolve_trunk(trunk_ref)
+    trunks = pm.trunks()
+    if not trunks:
+        if required:
+            raise UsageError("no trunk given and no trunk plugin installed",
+                             hint="pass --trunk DIR (a Hugging Face model directory) or install a trunk plugin")
+        return None
+    wanted = _manifest_fingerprints(branches)
+    fits, partial = [], []
+    for name, rec in sorted(trunks.items()):
+        try:
+            src = load_trunk_source(rec.path, name)
+            ok = [d < len(src.fingerprints) and src.fingerprints[d] == fp for d, fp in wanted]
+        except MtbranchError:
+            continue
+        (fits if all(ok) else partial).append((name, src, sum(ok)))
+    if len(fits) >= 1:
+        return fits[0][1]
+    detail = "; ".join(f"{n} fits {k} of {len(wanted)} branches" for n, _, k in partial) or "none load"
+    raise MtbranchError("no installed trunk fits every branch", hint=f"installed trunks: {detail}. "
+                        "Pass --trunk explicitly, or --exclude the branches that do not fit")
+
+
+# -- schema ------------------------------------------------------------------------------------------
+@click.command()
+def schema() -> None:
+    """Print the branch manifest JSON Schema.
+
+    \b
+    Example:
+      mtbranch schema > branch-manifest.schema.json
+    """
+    from mtbranch.manifest import manifest_json_schema
+
+    print_json(manifest_json_schema())
+
+
+# -- plugins -----------------------------------------------------------------------------------------
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins: distributions, hooks, branches, trunks and load errors.
+
+    \b
+    Example:
+      mtbranch plugins --json
+    """
+    from mtbranch.plugins.manager import get_plugin_manager
+    from rich.table import Table
+
+    pm = get_plugin_manager()
+    infos = pm.plugin_infos()
+    if as_json:
+        print_json([info.__dict__ for info in infos])
+        return
+    table = Table(title="mtbranch plugins")
+    for col in ("plugin", "distribution", "version", "hooks", "branches", "trunks", "errors"):
+        table.add_column(col)
+    for i in infos:
+        hooks = ", ".join(h.removeprefix("mtbranch_") for h in i.hooks)
+        table.add_row(i.name, i.distribution or "-", i.version or "-", hooks, ", ".join(i.branches) or "-",
+                      ", ".join(i.trunks) or "-", "\n".join(i.errors) or "-",
+                      style="red" if i.errors else None)
+    console.print(table)
+
+
+# -- validate ----------------------------------------------------------------------------------------
+@click.command()
+@trunk_option
+@branch_option
+@no_plugins_option
+@click.option("--format", "--output-format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Report format.")
+@click.option("--strict", is_flag=True, help="Warnings fail too (exit 1), plugin load errors included.")
+def validate(trunk_ref: str | None, branch_dirs: tuple[Path, ...], no_plugins: bool, fmt: str,
+             strict: bool) -> None:
+    """Check that branches fit the trunk and each other, without loading any weights.
+
+    Exit 0 when clean, 1 on errors (or warnings with --strict), 2 on usage errors.
+
+    \b
+    Examples:
+      mtbranch validate --trunk ./minilm --branch ./my-branch
+      mtbranch validate --format json --strict
+    """
+    from mtbranch.plugins.manager import get_plugin_manager
+    from mtbranch.sources import collect_branches
+    from mtbranch.validation import Validator
+
+    pm = get_plugin_manager()
+    branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins)
+    trunk = choose_trunk(trunk_ref, branches, pm, required=False)
+    report = Validator(trunk, plugin_manager=pm).validate(branches)
+    if fmt == "json":
+        print_json(report.to_dict())
+    else:
+        _print_report(report)
+    raise SystemExit(report.exit_code(strict))
+
+
+def _print_report(report: Any) -> None:
+    from rich.table import Table
+
+    if report.trunk:
+        console.print(f"trunk: [bold]{report.trunk['reference']}[/] ({report.trunk['model_type']}, "
+                      f"{report.trunk['num_layers']} layers, hidden {report.trunk['hidden_size']})")
+    else:
+        console.print("trunk: none given (trunk and tokenizer checks skipped)", style="yellow")
+    if report.branches:
+        from mtbranch.validation import CHECKS
+
+        table = Table()
+        for col in ("branch", "source", "depth", "layers", "head", *CHECKS):
+            table.add_column(col)
+        marks = {"passed": "[green]ok[/]", "failed": "[red]FAIL[/]", "warning": "[yellow]warn[/]",
+                 "skipped": "[dim]-[/]"}
+        for b in report.branches:
+            d = b.to_dict()
+            table.add_row(str(d["name"]), str(d["source"]), str(d["attach_depth"]), str(d["num_layers"]),
+                          str(d["head"]), *(marks[b.checks[c]] for c in CHECKS))
+        console.print(table)
+    print_findings(report.findings)
+    style = {"passed": "bold green", "passed-with-warnings": "bold yellow", "failed": "bold red"}[report.status]
+    console.print(f"[{style}]{report.status}[/]: {len(report.errors)} error(s), {len(report.warnings)} "
+                  f"warning(s), {len(report.branches)} branch(es)")
+
+
+# -- compose -----------------------------------------------------------------------------------------
+@click.command()
+@trunk_option
+@branch_option
+@no_plugins_option
+@click.option("--only", multiple=True, metavar="NAME", help="Compose only these branches (repeatable).")
+@click.option("--exclude", multiple=True, metavar="NAME", help="Leave these branches out (repeatable).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="Directory to write the composed artifact to (replaced atomically).")
+def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], no_plugins: bool, only: tuple[str, ...],
+            exclude: tuple[str, ...], out: Path) -> None:
+    """Validate and merge branches into one composed artifact.
+
+    \b
+    Example:
+      mtbranch compose --trunk ./minilm --branch ./sentiment --branch ./ner -o composed/
+    """
+    from mtbranch.compose import compose as do_compose
+    from mtbranch.compose import save_composed
+    from mtbranch.plugins.manager import get_plugin_manager
+    from mtbranch.sources import collect_branches
+
+    pm = get_plugin_manager()
+    branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins, only=only,
+                                exclude=exclude)
+    trunk = choose_trunk(trunk_ref, branches, pm, required=True)
+    with console.status("composing..."):
+        model = do_compose(trunk, branches, plugin_manager=pm)
+        lock = save_composed(model, out)
+    console.print(f"[green]composed[/] {len(lock['branches'])} branch(es) on {trunk.reference} -> {out}")
+    console.print(f"overhead: {lock['overhead']['text']}")
+
+
+# -- inspect -----------------------------------------------------------------------------------------
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(artifact: Path, as_json: bool) -> None:
+    """Show a composed artifact: depths, branches, parameters and the overhead metric.
+
+    \b
+    Example:
+      mtbranch inspect composed/ --json
+    """
+    from mtbranch.compose import read_lock
+    from mtbranch.safetensors_header import read_header
+    from rich.tree import Tree
+
+    lock = read_lock(artifact)
+    params: dict[str, int] = {}
+    trunk_header = read_header(artifact / "trunk" / "model.safetensors")
+    params["trunk"] = sum(_numel(t.shape) for t in trunk_header.tensors.values())
+    for e in lock["branches"]:
+        h = read_header(artifact / "branches" / e["name"] / "branch.safetensors")
+        params[e["name"]] = sum(_numel(t.shape) for t in h.tensors.values())
+    info = {"artifact": str(artifact), "mtbranch_version": lock.get("mtbranch_version"),
+            "trunk": {k: v for k, v in lock["trunk"].items() if k != "fingerprints"},
+            "branches": [{**e, "parameters": params[e["name"]]} for e in lock["branches"]],
+            "parameters": {"trunk": params["trunk"], "total": sum(params.values())},
+            "overhead": lock["overhead"]}
+    if as_json:
+        print_json(info)
+        return
+    t = lock["trunk"]
+    tree = Tree(f"[bold]{artifact}[/]  trunk {t['reference']} ({t['model_type']}, {t['kept_layers']} of "
+                f"{t['num_layers']} layers kept, {params['trunk']:,} params)")
+    for depth in sorted({e["attach_depth"] for e in lock["branches"]}):
+        node = tree.add(f"depth {depth}")
+        for e in (e for e in lock["branches"] if e["attach_depth"] == depth):
+            node.add(f"[bold]{e['name']}[/] {e['version']}  {e['head']}, {e['num_layers']} layer(s), "
+                     f"{params[e['name']]:,} params  [dim]({e['source']})[/]")
+    console.print(tree)
+    console.print(f"parameters: {info['parameters']['total']:,}")
+    console.print(f"overhead: [bold]{lock['overhead']['text']}[/] transformer layers vs one full model per task")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+# -- verify ------------------------------------------------------------------------------------------
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+def verify(artifact: Path) -> None:
+    """Re-check every file of a composed artifact against its lock file (exit 1 on any mismatch).
+
+    \b
+    Example:
+      mtbranch verify composed/
+    """
+    from mtbranch.compose import verify_artifact
+
+    problems = verify_artifact(artifact)
+    if problems:
+        for p in problems:
+            console.print(f"[red]FAIL[/] {p}")
+        raise SystemExit(1)
+    console.print(f"[green]ok[/] {artifact}: every file matches mtbranch.lock.json")
+
+
+# -- predict -----------------------------------------------------------------------------------------
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--task", "tasks", multiple=True, metavar="NAME", help="Run only these tasks (repeatable).")
+@click.option("--pair", "pairs", multiple=True, metavar="TEXT",
+              help="Second text for pair tasks: once for all inputs, or once per input.")
+@click.option("--raw", is_flag=True, help="Include the head's raw outputs (logits / values).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
+def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
+            as_json: bool, no_verify: bool) -> None:
+    """Run a composed model on TEXTS.
+
+    \b
+    Examples:
+      mtbranch predict composed/ "I loved this film" "Paris is in France"
+      mtbranch predict composed/ --task similarity --pair "A man plays guitar" "A man plays a guitar" --json
+    """
+    from mtbranch.compose import load
+    from mtbranch.errors import UsageError
+
+    if pairs and len(pairs) not in (1, len(texts)):
+        raise UsageError(f"{len(pairs)} --pair values for {len(texts)} texts", hint="give one, or one per text")
+    text_pairs = None if not pairs else (list(pairs) * len(texts) if len(pairs) == 1 else list(pairs))
+    model = load(artifact, verify=not no_verify)
+    if text_pairs is None and not tasks:  # pair tasks are skipped when no pair is given
+        tasks = tuple(b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single")
+    results = model.predict(list(texts), tasks=list(tasks) or None, text_pairs=text_pairs, raw=raw)
+    if as_json:
+        print_json(results)
+        return
+    for text, res in zip(texts, results, strict=True):
+        console.print(f"[bold]{text}[/]", markup=True, highlight=False)
+        for task, r in res.items():
+            console.print(f"  {task}: {_summary(r)}", markup=False)
+
+
+def _summary(r: dict[str, Any]) -> str:
+    if "label" in r:
+        return f"{r['label']} ({r['score']:.3f})"
+    if "labels" in r:
+        return ", ".join(r["labels"]) or "(no label)"
+    if "values" in r:
+        return ", ".join(f"{k}={v:.3f}" for k, v in r["values"].items())
+    if "entities" in r:
+        return "; ".join(f"{e['text']!r} {e['label']} [{e['start']}:{e['end']}] ({e['score']:.2f})"
+                         for e in r["entities"]) or "(no entities)"
+    return json.dumps(r)
+
+
+# -- import-hf ---------------------------------------------------------------------------------------
+@click.command("import-hf")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@trunk_option
+@click.option("--layers", "num_layers", type=int, required=True,
+              help="How many top layers of the checkpoint become the branch.")
+@click.option("--name", required=True, help="Branch (task) name.")
+@click.option("--version", "version", default="0.1.0", show_default=True, help="Branch version (PEP 440).")
+@click.option("--max-length", type=int, default=None, help="Tokenizer max_length (default: the tokenizer's).")
+@click.option("--pair", "pair", is_flag=True, help="The task takes a text pair.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="Branch artifact directory to write.")
+def import_hf(model_dir: Path, trunk_ref: str | None, num_layers: int, name: str, version: str,
+              max_length: int | None, pair: bool, out: Path) -> None:
+    """Turn a fine-tuned *ForSequenceClassification / *ForTokenClassification checkpoint into a branch.
+
+    The checkpoint's embeddings and bottom layers must equal the trunk's; its top LAYERS layers, pooler and
+    classifier become the branch, attached at depth (checkpoint layers - LAYERS).
+
+    \b
+    Example:
+      mtbranch import-hf ./my-finetuned-bert --trunk ./bert-base --layers 2 --name intent -o ./intent-branch
+    """
+    from mtbranch.errors import UsageError
+    from mtbranch.import_hf import import_hf as do_import
+
+    if not trunk_ref:
+        raise UsageError("--trunk is required", hint="pass the trunk the checkpoint was fine-tuned from")
+    from mtbranch.trunk_ref import resolve_trunk
+
+    manifest = do_import(model_dir, resolve_trunk(trunk_ref), num_layers=num_layers, name=name, out=out,
+                         version=version, max_length=max_length, input_signature="pair" if pair else "single")
+    console.print(f"[green]imported[/] {manifest.name} {manifest.version}: {manifest.head.type}, depth "
+                  f"{manifest.attach_depth}, {manifest.num_layers} layer(s) -> {out}")
+
+
+ALL = [schema, plugins, validate, compose, inspect, verify, predict, import_hf]

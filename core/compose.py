@@ -1,0 +1,222 @@
+"""Compose branches into one model, write it as a composed artifact, and load it back.
+
+Artifact layout (written atomically)::
+
+    OUT/mtbranch.lock.json          versions, trunk fingerprints, branches, sha256 of every file
+    OUT/trunk/                      config.json (num_hidden_layers = D), model.safetensors (layers <= D),
+                                    tokenizer files
+    OUT/branches/<name>/            manifest.json + branch.safetensors, as exported by the team
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import mtbranch
+from mtbranch.atomic import atomic_directory
+from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed
+from mtbranch.fingerprint import trunk_prefix
+from mtbranch.trunk_ref import TrunkSource, load_trunk_source
+from mtbranch.validation import Report, Validator
+
+LOCK_NAME = "mtbranch.lock.json"
+LOCK_VERSION = 1
+
+
+def _torch_dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise MtbranchError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(names)}")
+    return names[dtype]
+
+
+def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
+            plugin_manager: Any | None = None, device: str = "cpu", dtype: Any = None,
+            report: Report | None = None) -> Any:
+    """Validate, then build the :class:`ComposedModel`. Refuses when validation finds errors."""
+    from mtbranch.branch import load_branch
+    from mtbranch.composed import ComposedModel
+    from mtbranch.tokenizer_contract import load_tokenizer
+    from mtbranch.trunk import load_trunk
+
+    if report is None:
+        report = Validator(trunk, plugin_manager=plugin_manager).validate(list(branch_dirs))
+    if report.errors:
+        raise ValidationFailed(report)
+    if not report.branches:
+        raise MtbranchError("no branches to compose", hint="install branch plugins or pass --branch DIR")
+    pm = plugin_manager
+    if pm is None:
+        from mtbranch.plugins.manager import get_plugin_manager
+
+        pm = get_plugin_manager()
+    branches = []
+    for res in report.branches:
+        b = load_branch(res.path, pm.head_type(res.manifest.head.type))
+        b.source = res.source  # type: ignore[attr-defined]
+        b.artifact_path = res.path  # type: ignore[attr-defined]
+        branches.append(b)
+    depth = max(b.manifest.attach_depth for b in branches)
+    t = load_trunk(trunk, depth)
+    model = ComposedModel(t, branches, load_tokenizer(trunk.path), trunk_num_layers=trunk.num_layers,
+                          lock={"trunk": {"reference": trunk.reference,
+                                          "fingerprints": trunk.fingerprints[: depth + 1]}})
+    model.trunk_source = trunk  # type: ignore[attr-defined]
+    return model.to(device=device, dtype=_torch_dtype(dtype))
+
+
+def overhead(depth: int, branch_layers: Sequence[int], full_layers: int) -> dict[str, Any]:
+    """The paper's overhead metric: transformer layers composed vs one full model per task."""
+    task = sum(branch_layers)
+    total = depth + task
+    single = full_layers * len(branch_layers)
+    return {"shared_layers": depth, "task_layers": task, "total_layers": total,
+            "single_task_layers": single, "ratio": total / single if single else 0.0,
+            "text": f"{depth} + {task} = {total} of {single}, {100 * total / single:.1f}%" if single else "-"}
+
+
+def _sha(path: Path) -> str:
+    from mtbranch.branch import sha256_file
+
+    return sha256_file(path)
+
+
+def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write the composed artifact atomically; returns the lock."""
+    from mtbranch.branch import save_branch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source: TrunkSource = model.trunk_source
+    depth = model.trunk.num_layers
+    with atomic_directory(out) as tmp:
+        tdir = tmp / "trunk"
+        tdir.mkdir()
+        # the trunk file keeps the original tensors byte-for-byte (so fingerprints h_0..h_D still match)
+        with safe_open(str(source.weights), framework="pt") as f:
+            names = list(f.keys())
+            prefix = trunk_prefix(names)
+            keep = {}
+            for name in names:
+                rel = name[len(prefix):]
+                if (rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids"))) or (rel.startswith("encoder.layer.") and int(rel.split(".")[2]) < depth):
+                    keep[rel] = f.get_tensor(name)
+        save_file(keep, str(tdir / "model.safetensors"), metadata={"format": "pt"})
+        cfg = dict(source.config)
+        cfg["num_hidden_layers"] = depth
+        (tdir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        model.tokenizer.save_pretrained(str(tdir))
+        entries = []
+        for b in model.branches:
+            bdir = tmp / "branches" / b.name
+            src = getattr(b, "artifact_path", None)
+            if src is not None and Path(src).is_dir():
+                shutil.copytree(src, bdir)
+            else:
+                save_branch(b, bdir)
+            entries.append({"name": b.name, "version": b.manifest.version,
+                            "source": getattr(b, "source", None) or "directory",
+                            "attach_depth": b.manifest.attach_depth, "num_layers": b.manifest.num_layers,
+                            "head": b.manifest.head.type,
+                            "sha256": _sha(bdir / b.manifest.weights.path)})
+        files = {str(p.relative_to(tmp)): _sha(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        lock = {
+            "lock_version": LOCK_VERSION,
+            "mtbranch_version": mtbranch.__version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "trunk": {"reference": source.reference, "num_layers": source.num_layers, "kept_layers": depth,
+                      "model_type": source.structure.model_type,
+                      "fingerprints": source.fingerprints[: depth + 1]},
+            "branches": entries,
+            "overhead": overhead(depth, [e["num_layers"] for e in entries], source.num_layers),
+            "files": files,
+        }
+        (tmp / LOCK_NAME).write_text(json.dumps(lock, indent=2) + "\n")
+    return lock
+
+
+def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
+    lp = Path(path) / LOCK_NAME
+    try:
+        lock = json.loads(lp.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MtbranchError("not a composed artifact: no mtbranch.lock.json", path=str(path),
+                            hint="create one with `mtbranch compose -o DIR`") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"lock file is not valid JSON: {exc}", path=str(lp),
+                             hint="the lock file was edited or corrupted; compose again") from None
+    if not isinstance(lock, dict) or not isinstance(lock.get("files"), dict) or "branches" not in lock:
+        raise IntegrityError("lock file lacks 'files' or 'branches'", path=str(lp),
+                             hint="the lock file was edited or corrupted; compose again")
+    return lock
+
+
+def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = None) -> list[str]:
+    """Problems found re-checking every file against the lock (empty = intact)."""
+    root = Path(path)
+    lock = lock or read_lock(root)
+    problems = []
+    present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} - {LOCK_NAME}
+    for rel, digest in lock["files"].items():
+        p = root / rel
+        if not isinstance(rel, str) or not p.resolve().is_relative_to(root.resolve()):
+            problems.append(f"{rel}: path escapes the artifact directory")
+        elif not p.is_file():
+            problems.append(f"{rel}: missing")
+        elif _sha(p) != digest:
+            problems.append(f"{rel}: sha256 differs from the lock file")
+    for rel in sorted(present - set(lock["files"])):
+        problems.append(f"{rel}: not listed in the lock file")
+    listed = {e.get("name"): e for e in lock["branches"] if isinstance(e, dict)}
+    for name, e in listed.items():
+        weights = f"branches/{name}/branch.safetensors"
+        if weights in lock["files"] and e.get("sha256") != lock["files"][weights]:
+            problems.append(f"{weights}: branch entry sha256 disagrees with the file list")
+    return problems
+
+
+def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cpu", dtype: Any = None,
+         tasks: Sequence[str] | None = None) -> Any:
+    """Load a composed artifact. Hashes are checked against the lock unless ``verify=False``."""
+    from mtbranch.branch import load_branch
+    from mtbranch.composed import ComposedModel
+    from mtbranch.plugins.manager import get_plugin_manager
+    from mtbranch.tokenizer_contract import load_tokenizer
+    from mtbranch.trunk import load_trunk
+
+    root = Path(path)
+    if not root.is_dir():
+        raise MtbranchError("composed artifact directory does not exist", path=str(root))
+    lock = read_lock(root)
+    if verify:
+        problems = verify_artifact(root, lock)
+        if problems:
+            raise IntegrityError("composed artifact does not match its lock file:\n  " + "\n  ".join(problems),
+                                 path=str(root), hint="compose it again, or restore the original files")
+    source = load_trunk_source(root / "trunk", reference=lock["trunk"].get("reference"))
+    pm = get_plugin_manager()
+    branches = []
+    for e in lock["branches"]:
+        if tasks is not None and e["name"] not in tasks:
+            continue
+        bdir = root / "branches" / e["name"]
+        b = load_branch(bdir, pm.head_type(e["head"]), verify=False)
+        b.source, b.artifact_path = e.get("source"), bdir  # type: ignore[attr-defined]
+        branches.append(b)
+    depth = max((b.manifest.attach_depth for b in branches), default=0)
+    trunk = load_trunk(source, depth)
+    model = ComposedModel(trunk, branches, load_tokenizer(source.path),
+                          trunk_num_layers=int(lock["trunk"].get("num_layers", source.num_layers)), lock=lock)
+    model.trunk_source = source  # type: ignore[attr-defined]
+    return model.to(device=device, dtype=_torch_dtype(dtype))

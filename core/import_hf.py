@@ -1,0 +1,111 @@
+"""``import-hf``: turn a fine-tuned transformers checkpoint into a branch.
+
+For teams that already have a ``*ForSequenceClassification`` / ``*ForTokenClassification`` model whose
+bottom layers were kept frozen (or were distilled from the trunk): its top N layers, pooler and classifier
+become the branch, attached at depth d = (checkpoint layers) - N. The checkpoint's embeddings and bottom d
+layers must be bit-identical to the trunk's, which the fingerprint chain checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from mtbranch.errors import MtbranchError
+from mtbranch.fingerprint import compute_chain, trunk_prefix
+from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.manifest import BranchManifest
+from mtbranch.structure import TrunkStructure, read_config
+from mtbranch.trunk_ref import WEIGHTS_NAME, TrunkSource
+
+
+def _labels(cfg: dict[str, Any]) -> list[str]:
+    id2label = cfg.get("id2label") or {}
+    n = int(cfg.get("num_labels") or len(id2label) or 2)
+    return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
+
+
+def head_from_config(cfg: dict[str, Any], path: Path) -> tuple[Any, bool]:
+    """(head spec, sequence-level?) from the checkpoint's architecture and problem_type."""
+    arch = (cfg.get("architectures") or [""])[0]
+    labels = _labels(cfg)
+    if arch.endswith("ForTokenClassification"):
+        return TokenClassificationHead(labels=labels), False
+    if arch.endswith("ForSequenceClassification"):
+        if cfg.get("problem_type") == "regression" or len(labels) == 1:
+            return RegressionHead(outputs=["score"] if len(labels) == 1 else labels), True
+        return ClassificationHead(labels=labels,
+                                  multi_label=cfg.get("problem_type") == "multi_label_classification"), True
+    raise MtbranchError(f"architecture {arch or '(none)'!r} cannot be imported", path=str(path / "config.json"),
+                        hint="import-hf takes *ForSequenceClassification or *ForTokenClassification checkpoints")
+
+
+def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, name: str, out: str | Path,
+              version: str = "0.1.0", max_length: int | None = None,
+              input_signature: Literal["single", "pair"] = "single") -> BranchManifest:
+    from mtbranch.branch import BranchModule, save_branch
+    from mtbranch.factory import branch_manifest
+    from mtbranch.plugins.manager import get_plugin_manager
+    from mtbranch.tokenizer_contract import load_tokenizer
+    from safetensors import safe_open
+
+    src = Path(model_dir)
+    cfg = read_config(src)
+    weights = src / WEIGHTS_NAME
+    if not weights.is_file():
+        raise MtbranchError(f"no {WEIGHTS_NAME} in the checkpoint", path=str(src),
+                            hint="save it with save_pretrained(); mtbranch never unpickles .bin files")
+    structure = TrunkStructure.from_config_dict(cfg)
+    diffs = structure.differences(trunk.structure)
+    if diffs:
+        raise MtbranchError(f"T003 checkpoint structure differs from the trunk: {'; '.join(diffs)}",
+                            path=str(src / "config.json"), hint="import onto the trunk it was fine-tuned from")
+    total = int(cfg["num_hidden_layers"])
+    depth = total - num_layers
+    if num_layers < 0 or depth < 0:
+        raise MtbranchError(f"--layers {num_layers} is not within the checkpoint's 0..{total} layers",
+                            hint=f"choose --layers between 0 and {total}")
+    if depth > trunk.num_layers:
+        raise MtbranchError(f"T002 attach depth {depth} exceeds the trunk's {trunk.num_layers} layers",
+                            hint=f"use --layers >= {total - trunk.num_layers}")
+    chain = compute_chain(weights, structure, max_depth=depth)
+    if chain[depth] != trunk.fingerprints[depth]:
+        first = next(k for k in range(depth + 1) if chain[k] != trunk.fingerprints[k])
+        where = "the embeddings" if first == 0 else f"layer {first}"
+        raise MtbranchError(
+            f"T001 the checkpoint's bottom {depth} layers do not match the trunk: {where} differs",
+            path=str(weights),
+            hint=f"only layers above depth {first - 1 if first else 0} were changed by fine-tuning? then "
+                 f"use --layers {total - max(first - 1, 0)}; otherwise import onto the trunk it came from")
+
+    head, sequence_level = head_from_config(cfg, src)
+    with safe_open(str(weights), framework="pt") as f:
+        names = set(f.keys())
+        prefix = trunk_prefix(names)
+        roberta_head = "classifier.out_proj.weight" in names
+        has_pooler = sequence_level and (f"{prefix}pooler.dense.weight" in names or roberta_head)
+        try:
+            tok = load_tokenizer(src)
+        except Exception:  # checkpoints often ship without tokenizer files: the trunk's is the contract
+            tok = load_tokenizer(trunk.path)
+        manifest = branch_manifest(trunk, tok, name=name, attach_depth=depth, num_layers=num_layers, head=head,
+                                   projection=has_pooler, max_length=max_length, input_signature=input_signature,
+                                   version=version,
+                                   training={"imported_from": str(src.resolve()),
+                                             "architecture": (cfg.get("architectures") or [""])[0]})
+        module = BranchModule(manifest, get_plugin_manager().head_type(head.type))
+        mapping: dict[str, str] = {}
+        for i in range(num_layers):
+            for key in module.layers[i].state_dict():
+                mapping[f"layers.{i}.{key}"] = f"{prefix}encoder.layer.{depth + i}.{key}"
+        for p in ("weight", "bias"):
+            if has_pooler:
+                mapping[f"pooler.dense.{p}"] = f"classifier.dense.{p}" if roberta_head else f"{prefix}pooler.dense.{p}"
+            mapping[f"head.classifier.{p}"] = f"classifier.out_proj.{p}" if roberta_head else f"classifier.{p}"
+        missing = [v for v in mapping.values() if v not in names]
+        if missing:
+            raise MtbranchError(f"checkpoint lacks tensors {missing[:4]}", path=str(weights),
+                                hint="is it a complete *ForSequenceClassification/*ForTokenClassification save?")
+        state = {k: f.get_tensor(v).float() for k, v in mapping.items()}
+    module.load_state_dict(state, strict=True)
+    return save_branch(module, out)

@@ -1,0 +1,44 @@
+"""Which branches a command works on: installed plugins' branches plus ``--branch DIR`` directories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mtbranch.errors import UsageError
+
+
+def collect_branches(dirs: Sequence[str | Path] = (), *, plugin_manager: Any | None = None,
+                     use_plugins: bool = True, only: Sequence[str] = (),
+                     exclude: Sequence[str] = ()) -> list[tuple[Path, str]]:
+    """``[(directory, source)]``; source is the providing plugin's name or ``"directory"``.
+
+    ``only``/``exclude`` filter by branch name (the plugin record's name, or the directory's name for
+    unpackaged branches, whose manifest is read later by validation).
+    """
+    found: list[tuple[Path, str, str]] = []
+    if use_plugins and plugin_manager is not None:
+        for name, (plugin, loc) in plugin_manager.branches().items():
+            found.append((Path(loc.path), plugin, name))
+    for d in dirs:
+        p = Path(d)
+        name = _manifest_name(p) or p.name
+        found.append((p, "directory", name))
+    names = {n for _, _, n in found}
+    missing = [n for n in (*only, *exclude) if n not in names]
+    if missing:
+        raise UsageError(f"no branch named {', '.join(map(repr, missing))}",
+                         hint=f"available: {', '.join(sorted(names)) or 'none'}")
+    return [(p, src) for p, src, n in found if (not only or n in only) and n not in exclude]
+
+
+def _manifest_name(path: Path) -> str | None:
+    import json
+
+    try:
+        data = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        name = data.get("name") if isinstance(data, dict) else None
+        return name if isinstance(name, str) else None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,378 @@
+"""The validation engine: every check a branch must pass before it is composed, as findings.
+
+Branches are read from their artifact directories only: no plugin code is imported for ``--branch DIR``
+and no tensor is loaded (weights are checked from the safetensors header, plus sha256 and a finite-values
+scan over the memory-mapped data). The result is a :class:`Report` with a per-check status per branch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mtbranch
+from mtbranch.branch_layout import expected_branch_tensors
+from mtbranch.findings import Finding, finding
+from mtbranch.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
+from mtbranch.safetensors_header import DTYPE_CODES, HeaderError, SafetensorsHeader, read_header
+from mtbranch.trunk_ref import TrunkSource
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from pydantic import ValidationError
+
+CHECKS = ("manifest", "head", "requires", "weights", "trunk", "tokenizer", "policies")
+
+
+@dataclass
+class BranchResult:
+    path: Path
+    name: str | None = None
+    manifest: BranchManifest | None = None
+    source: str | None = None  # plugin that provided it, or "directory"
+    checks: dict[str, str] = field(default_factory=lambda: dict.fromkeys(CHECKS, "skipped"))
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "name": self.name, "path": str(self.path), "source": self.source,
+            "version": m.version if m else None,
+            "attach_depth": m.attach_depth if m else None, "num_layers": m.num_layers if m else None,
+            "head": m.head.type if m else None, "checks": self.checks,
+        }
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    branches: list[BranchResult] = field(default_factory=list)
+    trunk: dict[str, Any] | None = None
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def status(self) -> str:
+        if self.errors:
+            return "failed"
+        return "passed-with-warnings" if self.warnings else "passed"
+
+    def exit_code(self, strict: bool = False) -> int:
+        return 1 if self.errors or (strict and self.warnings) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "mtbranch_version": mtbranch.__version__,
+            "trunk": self.trunk,
+            "summary": {"errors": len(self.errors), "warnings": len(self.warnings),
+                        "branches": len(self.branches)},
+            "branches": [b.to_dict() for b in self.branches],
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def _loc(path: Path, fieldpath: tuple[Any, ...] | str | None = None) -> str:
+    if not fieldpath:
+        return str(path)
+    if isinstance(fieldpath, str):
+        return f"{path}#{fieldpath}"
+    return f"{path}#" + ".".join(str(p) for p in fieldpath)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _non_finite(header: SafetensorsHeader) -> list[str]:
+    """Names of floating tensors holding NaN/Inf, scanned through a read-only memory map."""
+    import numpy as np
+
+    bad = []
+    arr = np.memmap(header.path, dtype=np.uint8, mode="r")
+    views = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+    for name, info in header.tensors.items():
+        raw = arr[info.start:info.end]
+        if info.dtype in views:
+            finite = bool(np.isfinite(raw.view(views[info.dtype])).all())
+        elif info.dtype == "BF16":  # exponent bits all ones = NaN/Inf
+            finite = not bool(((raw.view(np.uint16) & 0x7F80) == 0x7F80).any())
+        else:
+            finite = True
+        if not finite:
+            bad.append(name)
+    return bad
+
+
+class Validator:
+    def __init__(self, trunk: TrunkSource | None = None, *, plugin_manager: Any | None = None,
+                 tokenizer: Any | None = None) -> None:
+        self.trunk = trunk
+        self.pm = plugin_manager
+        self._tokenizer = tokenizer
+        self._tok_fp: dict[str, Any] | None = None
+
+    def head_types(self) -> dict[str, Any]:
+        if self.pm is None:
+            from mtbranch.plugins.manager import get_plugin_manager
+
+            self.pm = get_plugin_manager()
+        return self.pm.head_types()
+
+    def tokenizer_fingerprints(self) -> dict[str, Any] | None:
+        if self.trunk is None:
+            return None
+        if self._tok_fp is None:
+            from mtbranch.tokenizer_contract import load_tokenizer, tokenizer_fingerprints
+
+            tok = self._tokenizer or load_tokenizer(self.trunk.path)
+            self._tok_fp = tokenizer_fingerprints(tok)
+        return self._tok_fp
+
+    # -- per branch ---------------------------------------------------------------------------------
+    def check_branch(self, path: Path, source: str = "directory") -> tuple[BranchResult, list[Finding]]:
+        res = BranchResult(Path(path), source=source)
+        out: list[Finding] = []
+        mpath = res.path / MANIFEST_NAME
+        res.name = res.path.name
+        if not mpath.is_file():
+            out.append(finding("M001", "no manifest.json in the branch directory", branch=res.name,
+                               location=str(res.path),
+                               hint="a branch artifact is a directory with manifest.json and its weights"))
+            res.checks["manifest"] = "failed"
+            return res, out
+        try:
+            data = json.loads(mpath.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("the top level is not a JSON object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            out.append(finding("M002", f"manifest.json is not valid JSON: {exc}", branch=res.name,
+                               location=str(mpath), hint="fix the JSON syntax"))
+            res.checks["manifest"] = "failed"
+            return res, out
+        if isinstance(data.get("name"), str):
+            res.name = data["name"]
+        try:
+            data = upgrade(data)
+        except SchemaVersionError as exc:
+            out.append(finding("M004", str(exc), branch=res.name, location=_loc(mpath, "schema_version"),
+                               hint="upgrade mtbranch (`pip install -U mtbranch`) or re-export the branch"))
+            res.checks["manifest"] = "failed"
+            return res, out
+        try:
+            m = BranchManifest.model_validate(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in
+                                                          ("classification", "regression", "custom",
+                                                           "token_classification")))
+                out.append(finding("M003", f"{'.'.join(map(str, loc)) or '(root)'}: {err['msg']}",
+                                   branch=res.name, location=_loc(mpath, loc),
+                                   hint="see `mtbranch schema` or docs/manifest.md for the field"))
+            res.checks["manifest"] = "failed"
+            return res, out
+        res.manifest = m
+        res.checks["manifest"] = "passed"
+        out += self._check_head(res, m, mpath)
+        out += self._check_requires(res, m, mpath)
+        out += self._check_weights(res, m, mpath)
+        out += self._check_trunk(res, m, mpath)
+        out += self._check_tokenizer(res, m, mpath)
+        out += self._check_policies(res, m)
+        return res, out
+
+    def _mark(self, res: BranchResult, check: str, found: list[Finding]) -> list[Finding]:
+        res.checks[check] = "failed" if any(f.severity == "error" for f in found) else (
+            "warning" if found else "passed")
+        return found
+
+    def _check_head(self, res: BranchResult, m: BranchManifest, mpath: Path) -> list[Finding]:
+        types = self.head_types()
+        ht = types.get(m.head.type)
+        if ht is None:
+            return self._mark(res, "head", [finding(
+                "M005", f"head type {m.head.type!r} is not registered", branch=m.name,
+                location=_loc(mpath, "head.type"),
+                hint=f"install the plugin that provides it; registered: {', '.join(sorted(types))}")])
+        found = []
+        if not isinstance(m.head, ht.spec_model):
+            try:
+                ht.spec_model.model_validate(m.head.model_dump())
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = ("head", *err["loc"])
+                    found.append(finding("M003", f"{'.'.join(map(str, loc))}: {err['msg']}", branch=m.name,
+                                         location=_loc(mpath, loc)))
+        return self._mark(res, "head", found)
+
+    def _check_requires(self, res: BranchResult, m: BranchManifest, mpath: Path) -> list[Finding]:
+        found = []
+        if Version(mtbranch.__version__) not in SpecifierSet(m.requires, prereleases=True):
+            found.append(finding("V001", f"branch requires mtbranch {m.requires}, running {mtbranch.__version__}",
+                                 branch=m.name, location=_loc(mpath, "requires"),
+                                 hint=f"install a matching mtbranch: pip install 'mtbranch{m.requires}'"))
+        return self._mark(res, "requires", found)
+
+    def _check_weights(self, res: BranchResult, m: BranchManifest, mpath: Path) -> list[Finding]:
+        root = res.path.resolve()
+        loc = _loc(mpath, "weights.path")
+        wpath = (res.path / m.weights.path)
+        if Path(m.weights.path).is_absolute() or not wpath.resolve().is_relative_to(root):
+            return self._mark(res, "weights", [finding(
+                "W008", f"weights.path {m.weights.path!r} points outside the artifact directory",
+                branch=m.name, location=loc, hint="use a plain file name such as 'branch.safetensors'")])
+        if not wpath.is_file():
+            return self._mark(res, "weights", [finding(
+                "W001", f"weights file {m.weights.path!r} is missing", branch=m.name, location=str(wpath),
+                hint="re-export the branch; the artifact must ship its safetensors file")])
+        found: list[Finding] = []
+        digest = _sha256(wpath)
+        if digest != m.weights.sha256:
+            found.append(finding("W002", f"sha256 of {m.weights.path} is {digest[:12]}..., manifest says "
+                                         f"{m.weights.sha256[:12]}...", branch=m.name,
+                                 location=_loc(mpath, "weights.sha256"),
+                                 hint="the file changed after export: re-export, or restore the original"))
+        try:
+            header = read_header(wpath)
+        except (HeaderError, OSError) as exc:
+            found.append(finding("W003", f"cannot read the safetensors header: {exc}", branch=m.name,
+                                 location=str(wpath), hint="re-export the branch with mtbranch"))
+            return self._mark(res, "weights", found)
+        ht = self.head_types().get(m.head.type)
+        head_shapes = ht.tensor_shapes(m.head, m.trunk.structure.hidden_size) if ht else None
+        expected = expected_branch_tensors(m, head_shapes)
+        code = DTYPE_CODES[m.weights.dtype]
+        for name, shape in expected.items():
+            info = header.tensors.get(name)
+            if info is None:
+                found.append(finding("W004", f"tensor {name!r} {list(shape)} is missing", branch=m.name,
+                                     location=str(wpath),
+                                     hint="num_layers, pooling, projection or head in the manifest do not "
+                                          "match the file"))
+            elif info.shape != shape:
+                found.append(finding("W006", f"tensor {name!r} has shape {list(info.shape)}, the declared "
+                                             f"architecture needs {list(shape)}", branch=m.name,
+                                     location=str(wpath)))
+            elif info.dtype != code:
+                found.append(finding("W007", f"tensor {name!r} is {info.dtype}, manifest weights.dtype is "
+                                             f"{m.weights.dtype} ({code})", branch=m.name,
+                                     location=_loc(mpath, "weights.dtype")))
+        for name in sorted(set(header.tensors) - set(expected)):
+            found.append(finding("W005", f"unexpected tensor {name!r}", branch=m.name, location=str(wpath),
+                                 hint="the file holds more than the manifest declares"))
+        if not found:
+            bad = _non_finite(header)
+            if bad:
+                found.append(finding("W009", f"NaN/Inf values in {', '.join(bad[:5])}", branch=m.name,
+                                     location=str(wpath), hint="training diverged; retrain the branch"))
+        return self._mark(res, "weights", found)
+
+    def _check_trunk(self, res: BranchResult, m: BranchManifest, mpath: Path) -> list[Finding]:
+        if self.trunk is None:
+            return []
+        t = self.trunk
+        found = []
+        diffs = m.trunk.structure.differences(t.structure)
+        if diffs:
+            found.append(finding("T003", f"trunk structure differs: {'; '.join(diffs)}", branch=m.name,
+                                 location=_loc(mpath, "trunk.structure"),
+                                 hint="the branch was trained on another model family or size"))
+        elif m.attach_depth > t.num_layers:
+            found.append(finding("T002", f"attach_depth {m.attach_depth} exceeds the trunk's {t.num_layers} "
+                                         "layers", branch=m.name, location=_loc(mpath, "attach_depth"),
+                                 hint="use a trunk with at least that many layers"))
+        elif m.trunk.fingerprint != t.fingerprints[m.attach_depth]:
+            found.append(finding("T001", f"trunk fingerprint at depth {m.attach_depth} does not match "
+                                         f"({m.trunk.fingerprint[:12]}... vs {t.fingerprints[m.attach_depth][:12]}"
+                                         f"... in {t.reference})", branch=m.name,
+                                 location=_loc(mpath, "trunk.fingerprint"),
+                                 hint="the trunk's bottom layers differ from the ones the branch was trained "
+                                      "on: use that trunk, or retrain the branch on this one"))
+        return self._mark(res, "trunk", found)
+
+    def _check_tokenizer(self, res: BranchResult, m: BranchManifest, mpath: Path) -> list[Finding]:
+        try:
+            fp = self.tokenizer_fingerprints()
+        except Exception as exc:  # the trunk directory holds no usable tokenizer
+            return self._mark(res, "tokenizer", [finding(
+                "T004", f"cannot load the trunk's tokenizer: {type(exc).__name__}: {exc}", branch=m.name,
+                location=str(self.trunk.path) if self.trunk else None,
+                hint="the trunk directory must contain the tokenizer files (tokenizer.json or vocab.txt)")])
+        if fp is None:
+            return []
+        c = m.tokenizer
+        found = []
+        if c.vocab_size != fp["vocab_size"] or c.special_token_ids != fp["special_token_ids"]:
+            found.append(finding("K003", f"tokenizer vocab size/special ids {c.vocab_size}/{c.special_token_ids} "
+                                         f"!= trunk's {fp['vocab_size']}/{fp['special_token_ids']}",
+                                 branch=m.name, location=_loc(mpath, "tokenizer")))
+        if c.probe_sha256 != fp["probe_sha256"]:
+            found.append(finding("K001", "the trunk's tokenizer gives different token ids for the probe text",
+                                 branch=m.name, location=_loc(mpath, "tokenizer.probe_sha256"),
+                                 hint="the branch was trained with another tokenizer; retrain or use its trunk"))
+        elif c.definition_sha256 != fp["definition_sha256"]:
+            found.append(finding("K002", "tokenizer definition differs but gives identical probe ids",
+                                 branch=m.name, location=_loc(mpath, "tokenizer.definition_sha256"),
+                                 hint="usually a re-serialised tokenizer; check it if results look off"))
+        return self._mark(res, "tokenizer", found)
+
+    def _check_policies(self, res: BranchResult, m: BranchManifest) -> list[Finding]:
+        if self.pm is None:
+            return []
+        found: list[Finding] = []
+        for check in self.pm.checks():
+            try:
+                got = check.run(m, res.path)
+            except Exception as exc:
+                got = [finding("P002", f"check {check.name!r} raised {type(exc).__name__}: {exc}",
+                               branch=m.name)]
+            if not isinstance(got, list) or not all(isinstance(f, Finding) for f in got):
+                got = [finding("P003", f"check {check.name!r} returned {type(got).__name__}, not a list of "
+                                       "Finding", branch=m.name)]
+            found += got
+        return self._mark(res, "policies", found)
+
+    # -- many branches ------------------------------------------------------------------------------
+    def validate(self, branches: list[tuple[Path, str]]) -> Report:
+        report = Report()
+        if self.pm is not None:
+            report.findings += self.pm.findings
+        if self.trunk is not None:
+            report.trunk = {"reference": self.trunk.reference, "path": str(self.trunk.path),
+                            "num_layers": self.trunk.num_layers, "model_type": self.trunk.structure.model_type,
+                            "hidden_size": self.trunk.structure.hidden_size}
+        names: dict[str, Path] = {}
+        for path, source in branches:
+            res, found = self.check_branch(path, source)
+            report.branches.append(res)
+            report.findings += found
+            if res.manifest is not None:
+                if res.manifest.name in names:
+                    report.findings.append(finding(
+                        "C001", f"branch name {res.manifest.name!r} is used by {names[res.manifest.name]} and "
+                                f"{path}", branch=res.manifest.name, location=str(path),
+                        hint="task names must be unique in a composed model; rename one or pass --exclude"))
+                names[res.manifest.name] = path
+        lengths = {r.manifest.tokenizer.max_length for r in report.branches if r.manifest}
+        if len(lengths) > 1:
+            report.findings.append(finding(
+                "K004", f"branches declare different max_length {sorted(lengths)}; composed inputs are "
+                        f"truncated to {min(lengths)}", hint="align max_length across teams if this matters"))
+        return report
+
+
+def validate(branches: list[tuple[Path, str]], trunk: TrunkSource | None = None,
+             plugin_manager: Any | None = None) -> Report:
+    return Validator(trunk, plugin_manager=plugin_manager).validate(branches)
+

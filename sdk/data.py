@@ -1,0 +1,273 @@
+"""Training data readers: tables (TSV/CSV/JSONL) of texts or text pairs with labels or scores, and
+token/tag files (CoNLL columns, seq.in/seq.out) for token classification. No torch.
+
+Every bad row raises :class:`DataError` naming the file and the 1-based line, so a user can fix the data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mtbranch.errors import MtbranchError
+
+Column = int | str
+LabelKind = Literal["class", "score"]
+
+
+class DataError(MtbranchError):
+    """A bad row: ``path`` is the file, ``line`` the 1-based line number."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str], line: int | None = None,
+                 hint: str | None = None) -> None:
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line is not None else message, path=str(path), hint=hint)
+
+
+@dataclass(frozen=True)
+class TextExample:
+    text: str
+    pair: str | None = None
+    label: str | float | None = None  # class name, or a float score for regression
+
+
+@dataclass(frozen=True)
+class TokenExample:
+    tokens: list[str]
+    tags: list[str]
+
+
+@dataclass
+class TableSpec:
+    """How to read a table: which columns hold the text, the optional pair text and the label."""
+
+    text: Column = 0
+    pair: Column | None = None
+    label: Column | None = 1
+    label_kind: LabelKind = "class"
+    header: bool = True
+    quote_none: bool = False
+    fmt: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    encoding: str = "utf-8-sig"  # tolerates a BOM (GLUE's MRPC files start with one)
+
+
+@dataclass
+class ConllSpec:
+    token_col: int = 0
+    tag_col: int = -1  # CoNLL-2003: token POS chunk NER
+    separator: str | None = None  # None: any whitespace
+
+
+@dataclass
+class Dataset:
+    """Examples plus where they came from (for the branch's training provenance)."""
+
+    examples: list[Any]
+    sources: list[dict[str, str]] = field(default_factory=list)
+
+
+def sha256_path(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _source(path: Path) -> dict[str, str]:
+    return {"path": str(path), "sha256": sha256_path(path)}
+
+
+def _open(path: Path, encoding: str = "utf-8-sig") -> Any:
+    if not path.is_file():
+        raise DataError("data file does not exist", path=path)
+    return open(path, encoding=encoding, newline="")
+
+
+def _detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        # STS Benchmark's *.csv files are tab-separated; sniff the first line rather than trust the name
+        with _open(path) as fh:
+            first = fh.readline()
+        return "tsv" if "\t" in first else "csv"
+    return "tsv"
+
+
+def _pick(row: list[str] | dict[str, Any], col: Column, names: dict[str, int] | None, path: Path,
+          line: int, what: str) -> Any:
+    if isinstance(row, dict):
+        key = col if isinstance(col, str) else None
+        if key is None:
+            raise DataError(f"{what} column must be a field name for JSONL, not index {col}", path=path)
+        if key not in row:
+            raise DataError(f"missing field {key!r} ({what})", path=path, line=line,
+                            hint=f"fields here: {', '.join(map(str, row))}")
+        return row[key]
+    idx = col
+    if isinstance(col, str):
+        if names is None:
+            raise DataError(f"{what} column {col!r} is a name but the file is read without a header", path=path,
+                            hint="give a column index, or read the file with its header")
+        if col not in names:
+            raise DataError(f"no column named {col!r} ({what}) in the header", path=path, line=1,
+                            hint=f"columns: {', '.join(names)}")
+        idx = names[col]
+    assert isinstance(idx, int)
+    if not -len(row) <= idx < len(row):
+        raise DataError(f"row has {len(row)} column(s), {what} column {idx} is missing", path=path, line=line,
+                        hint="check the separator (tab vs comma) and the quoting (--quote-none)")
+    return row[idx]
+
+
+def _label(value: Any, kind: LabelKind, path: Path, line: int) -> str | float:
+    if kind == "score":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"score {value!r} is not a number", path=path, line=line) from None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError("empty label", path=path, line=line)
+    return str(value).strip()
+
+
+def _text(value: Any, path: Path, line: int, what: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{what} is {type(value).__name__}, not a string", path=path, line=line)
+    return value.strip()
+
+
+def _rows(path: Path, spec: TableSpec) -> Any:
+    """Yield ``(line_number, row)``; for JSONL, rows are dicts."""
+    fmt = _detect_format(path, spec.fmt)
+    with _open(path, spec.encoding) as fh:
+        if fmt == "jsonl":
+            for n, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"invalid JSON: {exc.msg}", path=path, line=n) from None
+                if not isinstance(obj, dict):
+                    raise DataError("JSONL row is not an object", path=path, line=n)
+                yield n, obj
+            return
+        reader = csv.reader(fh, delimiter="\t" if fmt == "tsv" else ",",
+                            quoting=csv.QUOTE_NONE if spec.quote_none else csv.QUOTE_MINIMAL)
+        try:
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                yield reader.line_num, row
+        except csv.Error as exc:
+            raise DataError(f"unreadable row: {exc}", path=path, line=reader.line_num,
+                            hint="for text with stray quotes, read with quoting disabled (--quote-none)") from None
+
+
+def read_table(path: str | os.PathLike[str], spec: TableSpec | None = None) -> list[TextExample]:
+    """Texts (and pair texts) with class labels or float scores from a TSV, CSV or JSONL file."""
+    spec = spec or TableSpec()
+    p = Path(path)
+    names: dict[str, int] | None = None
+    out: list[TextExample] = []
+    for n, row in _rows(p, spec):
+        if names is None and spec.header and not isinstance(row, dict):
+            names = {name.strip(): i for i, name in enumerate(row)}
+            continue
+        text = _text(_pick(row, spec.text, names, p, n, "text"), p, n, "text")
+        pair = None if spec.pair is None else _text(_pick(row, spec.pair, names, p, n, "pair"), p, n, "pair")
+        label = None if spec.label is None else _label(_pick(row, spec.label, names, p, n, "label"),
+                                                       spec.label_kind, p, n)
+        out.append(TextExample(text, pair, label))
+    if not out:
+        raise DataError("no examples in the file", path=p)
+    return out
+
+
+def read_conll(path: str | os.PathLike[str], spec: ConllSpec | None = None) -> list[TokenExample]:
+    """Sentences from a CoNLL column file: one token per line, blank lines between sentences,
+    ``-DOCSTART-`` lines skipped."""
+    spec = spec or ConllSpec()
+    p = Path(path)
+    out: list[TokenExample] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    with _open(p) as fh:
+        for n, raw in enumerate(fh, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                if tokens:
+                    out.append(TokenExample(tokens, tags))
+                    tokens, tags = [], []
+                continue
+            cols = line.split(spec.separator)
+            if cols[0] == "-DOCSTART-":
+                continue
+            for idx, what in ((spec.token_col, "token"), (spec.tag_col, "tag")):
+                if not -len(cols) <= idx < len(cols):
+                    raise DataError(f"line has {len(cols)} column(s), {what} column {idx} is missing",
+                                    path=p, line=n)
+            tokens.append(cols[spec.token_col])
+            tags.append(_check_tag(cols[spec.tag_col], p, n))
+    if tokens:
+        out.append(TokenExample(tokens, tags))
+    if not out:
+        raise DataError("no sentences in the file", path=p)
+    return out
+
+
+def _check_tag(tag: str, path: Path, line: int) -> str:
+    if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
+        raise DataError(f"tag {tag!r} is not a BIO tag (O, B-X or I-X)", path=path, line=line,
+                        hint="check the tag column (--tag-col); CoNLL-2003 keeps NER tags in the last column")
+    return tag
+
+
+def read_seq_files(seq_in: str | os.PathLike[str], seq_out: str | os.PathLike[str]) -> list[TokenExample]:
+    """Aligned token/tag line files (SNIPS/ATIS layout): line i of seq.in and seq.out is one utterance."""
+    pin, pout = Path(seq_in), Path(seq_out)
+    with _open(pin) as fi, _open(pout) as fo:
+        lines_in, lines_out = fi.read().splitlines(), fo.read().splitlines()
+    if len(lines_in) != len(lines_out):
+        raise DataError(f"{len(lines_in)} lines in {pin.name} but {len(lines_out)} in {pout.name}", path=pout,
+                        line=min(len(lines_in), len(lines_out)) + 1)
+    out: list[TokenExample] = []
+    for n, (a, b) in enumerate(zip(lines_in, lines_out, strict=True), start=1):
+        tokens, tags = a.split(), b.split()
+        if not tokens and not tags:
+            continue
+        if len(tokens) != len(tags):
+            raise DataError(f"{len(tokens)} tokens but {len(tags)} tags", path=pout, line=n)
+        out.append(TokenExample(tokens, [_check_tag(t, pout, n) for t in tags]))
+    if not out:
+        raise DataError("no utterances in the files", path=pin)
+    return out
+
+
+def load_token_data(path: str | os.PathLike[str], spec: ConllSpec | None = None) -> Dataset:
+    """A CoNLL file, or a directory holding ``seq.in`` and ``seq.out``."""
+    p = Path(path)
+    if p.is_dir():
+        files = [p / "seq.in", p / "seq.out"]
+        return Dataset(read_seq_files(*files), [_source(f) for f in files])
+    return Dataset(read_conll(p, spec), [_source(p)])
+
+
+def load_table_data(path: str | os.PathLike[str], spec: TableSpec | None = None) -> Dataset:
+    p = Path(path)
+    return Dataset(read_table(p, spec), [_source(p)])
+
+
+def parse_column(value: str) -> Column:
+    """CLI helper: ``'3'`` is an index, ``'sentence'`` a name."""
+    return int(value) if value.lstrip("-").isdigit() else value

@@ -1,0 +1,76 @@
+"""Task metrics from scikit-learn, scipy and seqeval, computed from raw head outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+IGNORE_INDEX = -100
+DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson", "token_classification": "entity_f1"}
+METRICS = {
+    "classification": ("accuracy", "f1", "macro_f1", "matthews"),
+    "regression": ("pearson", "spearman", "mse"),
+    "token_classification": ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"),
+}
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    pred = logits.argmax(-1)
+    binary = logits.shape[-1] == 2
+    return {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "f1": float(f1_score(labels, pred, average="binary" if binary else "micro")),
+        "macro_f1": float(f1_score(labels, pred, average="macro")),
+        "matthews": float(matthews_corrcoef(labels, pred)),
+    }
+
+
+def regression_metrics(outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from scipy.stats import pearsonr, spearmanr
+
+    pred = outputs.reshape(len(outputs), -1)[:, 0]
+    gold = labels.reshape(len(labels), -1)[:, 0]
+    return {"pearson": float(pearsonr(pred, gold)[0]), "spearman": float(spearmanr(pred, gold)[0]),
+            "mse": float(np.mean((pred - gold) ** 2))}
+
+
+def word_tags(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """Tags at the labelled (first sub-token) positions, per sentence: (gold, predicted)."""
+    gold: list[list[str]] = []
+    pred: list[list[str]] = []
+    best = logits.argmax(-1)
+    for lab_row, pred_row in zip(labels, best, strict=True):
+        keep = lab_row != IGNORE_INDEX
+        gold.append([names[int(x)] for x in lab_row[keep]])
+        pred.append([names[int(x)] for x in pred_row[keep]])
+    return gold, pred
+
+
+def token_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    gold, pred = word_tags(logits, labels, names)
+    flat_g = [t for s in gold for t in s]
+    flat_p = [t for s in pred for t in s]
+    kw: dict[str, Any] = {"zero_division": 0}  # conlleval semantics (an I- after O starts an entity)
+    return {
+        "entity_f1": float(f1_score(gold, pred, **kw)),
+        "entity_precision": float(precision_score(gold, pred, **kw)),
+        "entity_recall": float(recall_score(gold, pred, **kw)),
+        "token_accuracy": float(np.mean([a == b for a, b in zip(flat_g, flat_p, strict=True)]) if flat_g else 0.0),
+    }
+
+
+def compute_metrics(task: str, outputs: np.ndarray, labels: np.ndarray,
+                    label_names: list[str] | None = None) -> dict[str, float]:
+    if task == "classification":
+        return classification_metrics(outputs, labels)
+    if task == "regression":
+        return regression_metrics(outputs, labels)
+    if task == "token_classification":
+        assert label_names is not None
+        return token_metrics(outputs, labels, label_names)
+    raise ValueError(f"no metrics for task {task!r}")

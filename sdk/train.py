@@ -1,0 +1,539 @@
+"""Partial fine-tuning of a branch on cached trunk features, with transformers' Trainer.
+
+A branch of ``n`` layers at depth ``d`` starts from trunk layers ``d+1..d+n`` (and the trunk's pooler);
+the frozen trunk never runs during training: its features at ``d`` are computed once (see
+:mod:`mtbranch.sdk.features`). Trainer gives DDP under ``torchrun`` / ``accelerate launch``, progress bars
+and schedules. The dev set is evaluated every epoch; the best state is kept and exported as a branch
+artifact whose manifest records metrics and provenance.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from torch import nn
+
+import mtbranch
+from mtbranch.branch import BranchModule, save_branch
+from mtbranch.errors import MtbranchError
+from mtbranch.head_types import HeadType
+from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.manifest import BranchManifest, TrunkBinding, WeightsSpec
+from mtbranch.sdk.data import Dataset, TextExample, TokenExample
+from mtbranch.sdk.features import IGNORE_INDEX, Encoded, FeatureCache, FeatureStore, Quantize, encode_texts, \
+    encode_tokens
+from mtbranch.sdk.metrics import DEFAULT_METRIC, METRICS, compute_metrics
+from mtbranch.tokenizer_contract import contract_for, load_tokenizer
+from mtbranch.trunk import trunk_state_keys
+from mtbranch.trunk_ref import TrunkSource, resolve_trunk
+
+log = logging.getLogger("mtbranch.sdk")
+Task = Literal["classification", "regression", "token_classification"]
+TASKS: tuple[str, ...] = ("classification", "regression", "token_classification")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters. ``head_lr`` (pooler, pooling, classifier) defaults to 10x ``lr``: the head starts
+    from scratch while the layers start from pretrained weights."""
+
+    epochs: float = 3.0
+    batch_size: int = 32
+    lr: float = 1e-4
+    head_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    seed: int = 42
+    max_length: int = 128
+    dropout: float = 0.1
+    pooling: Literal["cls", "mean", "attention"] = "cls"
+    projection: bool = True
+    quantize: Quantize = "none"
+    cache_dir: str | None = None
+    metric: str | None = None
+    eval_batch_size: int = 64
+    progress: bool = True
+    max_train_examples: int | None = None  # subsample (seeded) for time-bound runs
+
+    def effective_head_lr(self) -> float:
+        return self.head_lr if self.head_lr is not None else 10 * self.lr
+
+
+@dataclass
+class BranchInfo:
+    name: str
+    version: str = "0.1.0"
+    owner: str | None = None
+    description: str = ""
+
+
+@dataclass
+class Prepared:
+    """Tokenized data and trunk features, shared by every run of a sweep or a distillation."""
+
+    source: TrunkSource
+    tokenizer: Any
+    task: Task
+    labels: list[str] | None
+    train: Encoded
+    dev: Encoded
+    train_data: Dataset
+    dev_data: Dataset
+    input_signature: Literal["single", "pair"]
+    max_length: int
+    train_features: dict[int, FeatureStore] = field(default_factory=dict)
+    dev_features: dict[int, FeatureStore] = field(default_factory=dict)
+    quantize: str = "none"
+
+
+@dataclass
+class TrainResult:
+    module: BranchModule
+    metrics: dict[str, float]
+    metric: str
+    history: list[dict[str, float]]
+    dev_outputs: np.ndarray
+    manifest: BranchManifest | None = None
+    out_dir: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return self.metrics[self.metric]
+
+
+# -- data preparation -------------------------------------------------------------------------------------
+def label_names(task: Task, train: Dataset, given: Sequence[str] | None = None) -> list[str] | None:
+    if task == "regression":
+        return None
+    if task == "token_classification":
+        seen = {t for e in train.examples for t in e.tags}
+        names = list(given) if given else ["O", *sorted(seen - {"O"}, key=lambda t: (t[2:], t[:2]))]
+    else:
+        seen = {str(e.label) for e in train.examples}
+        names = list(given) if given else sorted(seen)
+    missing = seen - set(names)
+    if missing:
+        raise MtbranchError(f"training labels {sorted(missing)[:5]} are not in the label list",
+                            hint="list every label, or leave the label list out to take them from the data")
+    if len(names) < 2:
+        raise MtbranchError(f"need at least two labels, the training data has {names}")
+    return names
+
+
+def _check_examples(task: Task, data: Dataset, labels: list[str] | None, what: str) -> None:
+    sample = data.examples[0]
+    if task == "token_classification":
+        if not isinstance(sample, TokenExample):
+            raise MtbranchError(f"{what} data holds texts, but token classification needs token/tag files")
+    elif not isinstance(sample, TextExample):
+        raise MtbranchError(f"{what} data holds token/tag sentences, but {task} needs a table of texts")
+    if labels is None:
+        return
+    known = set(labels)
+    for i, e in enumerate(data.examples):
+        tags = e.tags if isinstance(e, TokenExample) else [str(e.label)]
+        bad = [t for t in tags if t not in known]
+        if bad:
+            src = data.sources[0]["path"] if data.sources else what
+            raise MtbranchError(f"{what} example {i + 1} has label {bad[0]!r} that training never saw",
+                                path=src, hint=f"labels: {', '.join(labels)}")
+
+
+def subsample(data: Dataset, n: int | None, seed: int) -> Dataset:
+    if n is None or n >= len(data.examples):
+        return data
+    rng = np.random.default_rng(seed)
+    keep = sorted(rng.choice(len(data.examples), size=n, replace=False).tolist())
+    return Dataset([data.examples[i] for i in keep], data.sources)
+
+
+def prepare(trunk: str | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset, cfg: TrainConfig,
+            depths: Sequence[int], *, labels: Sequence[str] | None = None) -> Prepared:
+    """Tokenize both splits and compute their trunk features at every depth in one pass per split."""
+    if task not in TASKS:
+        raise MtbranchError(f"unknown task {task!r}", hint=f"tasks: {', '.join(TASKS)}")
+    source = resolve_trunk(trunk) if isinstance(trunk, str) else trunk
+    for d in depths:
+        if not 0 <= d <= source.num_layers:
+            raise MtbranchError(f"depth {d} is outside the trunk's 0..{source.num_layers}", path=str(source.path))
+    train_data = subsample(train_data, cfg.max_train_examples, cfg.seed)
+    names = label_names(task, train_data, labels)
+    _check_examples(task, train_data, names, "training")
+    _check_examples(task, dev_data, names, "dev")
+    tok = load_tokenizer(source.path)
+    if not getattr(tok, "is_fast", False):
+        raise MtbranchError("the trunk's tokenizer has no fast version (needed for word offsets)",
+                            path=str(source.path))
+    pair = task != "token_classification" and any(e.pair is not None for e in train_data.examples)
+    if task == "token_classification":
+        assert names is not None
+        l2i = {n: i for i, n in enumerate(names)}
+        enc_train = encode_tokens(tok, train_data.examples, cfg.max_length, l2i)
+        enc_dev = encode_tokens(tok, dev_data.examples, cfg.max_length, l2i)
+    else:
+        l2i2 = None if names is None else {n: i for i, n in enumerate(names)}
+        enc_train = encode_texts(tok, train_data.examples, cfg.max_length, l2i2)
+        enc_dev = encode_texts(tok, dev_data.examples, cfg.max_length, l2i2)
+    prep = Prepared(source, tok, task, names, enc_train, enc_dev, train_data, dev_data,
+                    "pair" if pair else "single", cfg.max_length, quantize=cfg.quantize)
+    cache = FeatureCache(cfg.cache_dir)
+    pad = int(tok.pad_token_id or 0)
+    with _main_process_first():
+        prep.train_features = cache.get(source, enc_train, depths, kind=cfg.quantize, pad_token_id=pad,
+                                        progress=cfg.progress)
+        # dev features are never quantized: the metric must measure the branch, not a lossy dev set
+        prep.dev_features = cache.get(source, enc_dev, depths, kind="none", pad_token_id=pad,
+                                      progress=cfg.progress)
+    return prep
+
+
+class _main_process_first:
+    """Under torchrun, rank 0 fills an on-disk cache before the other ranks read it."""
+
+    def __enter__(self) -> None:
+        self._ctx = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self._ctx = PartialState().main_process_first()
+            self._ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+
+
+# -- the branch module and its initialisation -----------------------------------------------------------
+def head_spec(task: Task, labels: list[str] | None, dropout: float) -> Any:
+    if task == "classification":
+        return ClassificationHead(labels=labels, dropout=dropout)
+    if task == "regression":
+        return RegressionHead(dropout=dropout)
+    return TokenClassificationHead(labels=labels, dropout=dropout)
+
+
+def build_manifest(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo) -> BranchManifest:
+    src = prep.source
+    if depth + layers > src.num_layers:
+        raise MtbranchError(f"a branch of {layers} layer(s) at depth {depth} needs trunk layers up to "
+                            f"{depth + layers}, the trunk has {src.num_layers}",
+                            hint="use fewer layers or a lower depth: depth + layers <= trunk layers")
+    return BranchManifest(
+        name=info.name, version=info.version, owner=info.owner, description=info.description,
+        trunk=TrunkBinding(structure=src.structure, fingerprint=src.fingerprints[depth],
+                           num_layers=src.num_layers, reference=src.reference),
+        attach_depth=depth, num_layers=layers, pooling=cfg.pooling, projection=cfg.projection,
+        head=head_spec(prep.task, prep.labels, cfg.dropout),
+        tokenizer=contract_for(prep.tokenizer, max_length=prep.max_length, input_signature=prep.input_signature),
+        weights=WeightsSpec(sha256="0" * 64, num_parameters=0),
+    )
+
+
+def trunk_init_state(source: TrunkSource, depth: int, layers: int) -> dict[str, torch.Tensor]:
+    """Branch tensors from the trunk: ``layers.i.*`` <- trunk layer ``depth+i+1``; ``pooler.dense.*`` <- the
+    trunk's pooler where the checkpoint has one."""
+    state: dict[str, torch.Tensor] = {}
+    keys = trunk_state_keys(source, depth + layers)
+    with safe_open(str(source.weights), framework="pt") as f:
+        for name, key in keys.items():
+            if key.startswith("layers."):
+                _, k, rest = key.split(".", 2)
+                if int(k) >= depth:
+                    state[f"layers.{int(k) - depth}.{rest}"] = f.get_tensor(name).float()
+        for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+            for part in ("weight", "bias"):
+                if name.endswith(f"pooler.dense.{part}"):
+                    state[f"pooler.dense.{part}"] = f.get_tensor(name).float()
+    return state
+
+
+def new_branch(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo,
+               init_state: dict[str, torch.Tensor] | None = None) -> BranchModule:
+    from mtbranch.plugins.manager import get_plugin_manager
+
+    manifest = build_manifest(prep, depth, layers, cfg, info)
+    head_type: HeadType = get_plugin_manager().head_type(manifest.head.type)
+    module = BranchModule(manifest, head_type)
+    state = trunk_init_state(prep.source, depth, layers) if init_state is None else init_state
+    own = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(usable, strict=False)
+    return module
+
+
+# -- Trainer plumbing -----------------------------------------------------------------------------------
+@dataclass
+class DistillSpec:
+    alpha: float = 0.5  # weight of the soft-target loss
+    temperature: float = 2.0
+
+
+class TrainingModel(nn.Module):
+    """Branch + task loss (+ distillation loss when the batch carries teacher outputs)."""
+
+    def __init__(self, branch: BranchModule, task: Task, distill: DistillSpec | None = None) -> None:
+        super().__init__()
+        self.branch = branch
+        self.task = task
+        self.distill = distill
+
+    def forward(self, features: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+                teacher: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = self.branch(features, attention_mask)
+        result = {"logits": out}
+        if labels is None:
+            return result
+        loss = task_loss(self.task, out, labels)
+        if teacher is not None and self.distill is not None:
+            soft = soft_loss(self.task, out, teacher, labels, self.distill.temperature)
+            loss = self.distill.alpha * soft + (1 - self.distill.alpha) * loss
+        result["loss"] = loss
+        return result
+
+
+def task_loss(task: str, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if task == "regression":
+        return nn.functional.mse_loss(out.view(-1), labels.view(-1).float())
+    return nn.functional.cross_entropy(out.view(-1, out.shape[-1]), labels.view(-1), ignore_index=IGNORE_INDEX)
+
+
+def soft_loss(task: str, out: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """KL(teacher || student) at temperature T, scaled by T^2 (Hinton et al.); MSE for regression."""
+    if task == "regression":
+        return nn.functional.mse_loss(out, teacher)
+    s = out.reshape(-1, out.shape[-1])
+    t = teacher.reshape(-1, teacher.shape[-1])
+    if task == "token_classification":  # only positions that carry a word's tag
+        keep = labels.reshape(-1) != IGNORE_INDEX
+        s, t = s[keep], t[keep]
+    log_p = nn.functional.log_softmax(s / temperature, dim=-1)
+    q = nn.functional.softmax(t / temperature, dim=-1)
+    return nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
+
+
+class FeatureDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    def __init__(self, store: FeatureStore, labels: list[Any], teacher: list[np.ndarray] | None = None) -> None:
+        self.store, self.labels, self.teacher = store, labels, teacher
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def lengths(self) -> list[int]:
+        return self.store.lengths()
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"features": self.store[i], "labels": self.labels[i]}
+        if self.teacher is not None:
+            item["teacher"] = self.teacher[i]
+        return item
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Pad features to the longest example in the batch; the mask marks real tokens."""
+    width = max(it["features"].shape[0] for it in items)
+    hidden = items[0]["features"].shape[1]
+    feats = torch.zeros(len(items), width, hidden)
+    mask = torch.zeros(len(items), width, dtype=torch.long)
+    for j, it in enumerate(items):
+        n = it["features"].shape[0]
+        feats[j, :n] = it["features"]
+        mask[j, :n] = 1
+    batch = {"features": feats, "attention_mask": mask}
+    first = items[0]["labels"]
+    if isinstance(first, list):
+        lab = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+        for j, it in enumerate(items):
+            lab[j, : len(it["labels"])] = torch.tensor(it["labels"])
+        batch["labels"] = lab
+    elif isinstance(first, float):
+        batch["labels"] = torch.tensor([[it["labels"]] for it in items], dtype=torch.float32)
+    else:
+        batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+    if "teacher" in items[0]:
+        t0 = items[0]["teacher"]
+        if t0.ndim == 2:  # per token
+            teach = torch.zeros(len(items), width, t0.shape[-1])
+            for j, it in enumerate(items):
+                teach[j, : it["teacher"].shape[0]] = torch.from_numpy(it["teacher"])
+        else:
+            teach = torch.from_numpy(np.stack([it["teacher"] for it in items]))
+        batch["teacher"] = teach.float()
+    return batch
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class FeatureTrainer(Trainer):  # type: ignore[misc]
+        """Batches of similar length: unpadded features would otherwise be padded up to 4x on SST-2."""
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=ds.lengths())
+
+    return FeatureTrainer
+
+
+def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, Any]) -> Any:
+    from transformers import TrainerCallback
+
+    class KeepBest(TrainerCallback):  # type: ignore[misc]
+        """Keep the best dev state in memory: no checkpoint files, the best epoch is what gets exported."""
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                        model: Any = None, **kw: Any) -> None:
+            if not metrics or f"eval_{metric}" not in metrics:
+                return
+            row = {"epoch": float(state.epoch or 0)} | {k[5:]: float(v) for k, v in metrics.items()
+                                                       if k.startswith("eval_") and isinstance(v, int | float)}
+            history.append(row)
+            value = metrics[f"eval_{metric}"]
+            if "value" not in best or _better(metric, value, best["value"]):
+                inner = getattr(model, "module", model)
+                best["value"] = value
+                best["epoch"] = row["epoch"]
+                best["state"] = {k: v.detach().clone() for k, v in inner.branch.state_dict().items()}
+
+    return KeepBest()
+
+
+def _better(metric: str, new: float, old: float) -> bool:
+    return new < old if metric == "mse" else new > old
+
+
+def _param_groups(branch: BranchModule, cfg: TrainConfig) -> list[dict[str, Any]]:
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in branch.named_parameters():
+        is_layer = name.startswith("layers.")
+        no_decay = name.endswith("bias") or "LayerNorm" in name or name.endswith("query")
+        groups.setdefault((is_layer, no_decay), []).append(p)
+    return [{"params": ps, "lr": cfg.lr if is_layer else cfg.effective_head_lr(),
+             "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+            for (is_layer, no_decay), ps in groups.items()]
+
+
+def _training_args(cfg: TrainConfig, output_dir: str, metric: str) -> Any:
+    from transformers import TrainingArguments
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return TrainingArguments(
+        output_dir=output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio, lr_scheduler_type="linear", eval_strategy="epoch", save_strategy="no",
+        logging_strategy="epoch", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        disable_tqdm=not cfg.progress, remove_unused_columns=False, label_names=["labels"],
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        ddp_backend=("gloo" if not torch.cuda.is_available() else "nccl") if distributed else None,
+        include_for_metrics=[], eval_do_concat_batches=True,
+    )
+
+
+def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo, *,
+        out_dir: str | os.PathLike[str] | None = None, init_state: dict[str, torch.Tensor] | None = None,
+        teacher_outputs: list[np.ndarray] | None = None, distill: DistillSpec | None = None,
+        extra_training: dict[str, Any] | None = None) -> TrainResult:
+    """Train one branch on prepared features and (on the main process) export it to ``out_dir``."""
+    from transformers import set_seed
+
+    metric = cfg.metric or DEFAULT_METRIC[prep.task]
+    if metric not in METRICS[prep.task]:
+        raise MtbranchError(f"metric {metric!r} does not apply to {prep.task}",
+                            hint=f"choose one of: {', '.join(METRICS[prep.task])}")
+    if depth not in prep.train_features:
+        raise MtbranchError(f"no trunk features at depth {depth} were prepared")
+    set_seed(cfg.seed)
+    branch = new_branch(prep, depth, layers, cfg, info, init_state)
+    model = TrainingModel(branch, prep.task, distill)
+    train_ds = FeatureDataset(prep.train_features[depth], prep.train.labels, teacher_outputs)
+    dev_ds = FeatureDataset(prep.dev_features[depth], prep.dev.labels)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {}
+    names = prep.labels
+
+    def metrics_fn(p: Any) -> dict[str, float]:
+        preds = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+        return compute_metrics(prep.task, np.asarray(preds), np.asarray(p.label_ids), names)
+
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="mtbranch-train-") as tmp:
+        args = _training_args(cfg, tmp, metric)
+        optimizer = torch.optim.AdamW(_param_groups(branch, cfg))
+        trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
+                                   data_collator=collate, compute_metrics=metrics_fn,
+                                   callbacks=[_best_keeper(metric, history, best)], optimizers=(optimizer, None))
+        trainer.train()
+        if "state" in best:
+            branch.load_state_dict(best["state"])
+        pred = trainer.predict(dev_ds)
+        is_main = trainer.is_world_process_zero()
+    seconds = time.time() - started
+    outputs = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    dev_metrics = {k[5:]: float(v) for k, v in pred.metrics.items()
+                   if k.startswith("test_") and k[5:] in METRICS[prep.task]}
+    branch.eval()
+    result = TrainResult(branch, dev_metrics, metric, history, np.asarray(outputs), seconds=seconds)
+    if out_dir is not None and is_main:
+        training = provenance(prep, depth, layers, cfg, metric, dev_metrics, best.get("epoch"), seconds)
+        training.update(extra_training or {})
+        branch.manifest = branch.manifest.model_copy(update={
+            "metrics": {f"dev_{k}": round(v, 6) for k, v in dev_metrics.items()}, "training": training})
+        result.manifest = save_branch(branch, out_dir)
+        result.out_dir = Path(out_dir)
+    return result
+
+
+def provenance(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, metric: str,
+               dev_metrics: dict[str, float], best_epoch: float | None, seconds: float) -> dict[str, Any]:
+    import transformers
+
+    return {
+        "task": prep.task,
+        "data": {"train": prep.train_data.sources, "dev": prep.dev_data.sources,
+                 "train_examples": len(prep.train), "dev_examples": len(prep.dev)},
+        "trunk": {"reference": prep.source.reference, "num_layers": prep.source.num_layers},
+        "attach_depth": depth, "num_layers": layers,
+        "init": f"trunk layers {depth + 1}..{depth + layers}" if layers else "none (feature-based)",
+        "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "cache_dir")}
+        | {"head_lr": cfg.effective_head_lr()},
+        "seed": cfg.seed, "metric": metric, "dev_metric": dev_metrics.get(metric),
+        "best_epoch": best_epoch, "train_seconds": round(seconds, 1),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "versions": {"mtbranch": mtbranch.__version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "python": platform.python_version()},
+    }
+
+
+def train(trunk: str | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset, *, layers: int = 2,
+          depth: int | None = None, cfg: TrainConfig | None = None, info: BranchInfo | None = None,
+          out_dir: str | os.PathLike[str] | None = None, labels: Sequence[str] | None = None) -> TrainResult:
+    """Train a branch of ``layers`` layers at ``depth`` (default: the top ``layers`` of the trunk)."""
+    cfg = cfg or TrainConfig()
+    info = info or BranchInfo(name="branch")
+    source = resolve_trunk(trunk) if isinstance(trunk, str) else trunk
+    depth = source.num_layers - layers if depth is None else depth
+    if depth < 0 or layers < 0 or depth + layers > source.num_layers:
+        raise MtbranchError(f"a branch of {layers} layer(s) at depth {depth} does not fit a "
+                            f"{source.num_layers}-layer trunk", hint="need 0 <= depth and depth + layers <= "
+                                                                     f"{source.num_layers}")
+    prep = prepare(source, task, train_data, dev_data, cfg, [depth], labels=labels)
+    return fit(prep, depth, layers, cfg, info, out_dir=out_dir)
+
+
+def copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return copy.deepcopy({k: v.detach() for k, v in module.state_dict().items()})
