@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,13 +40,37 @@ def _record_type(hook: str) -> type:
     return rt
 
 
+def canonical_name(name: str) -> str:
+    """PEP 503 normalisation, so ``MTBRANCH_PLUGINS=mtbranch_sentiment`` matches ``mtbranch-sentiment``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _record_problem(records: Any, record_type: type) -> str | None:
+    """Why a hook's return value is unusable, or None when it is a list of well-formed records."""
+    if not isinstance(records, list | tuple):
+        return f"returned {type(records).__name__} instead of a list of {record_type.__name__}"
+    for rec in records:
+        if not isinstance(rec, record_type):
+            return f"returned a {type(rec).__name__} in its list instead of a {record_type.__name__}"
+        name = getattr(rec, "name", None)
+        if not isinstance(name, str) or not name:
+            return f"returned a {record_type.__name__} whose name is {name!r}, not a non-empty string"
+        path = getattr(rec, "path", None)
+        if hasattr(rec, "path") and not isinstance(path, str | os.PathLike):
+            return f"returned {record_type.__name__} {name!r} whose path is a {type(path).__name__}"
+        if isinstance(rec, Check) and not callable(rec.run):
+            return f"returned Check {name!r} whose run is not callable"
+    return None
+
+
 class PluginManager:
     def __init__(self, *, autoload: bool | None = None, allow: Iterable[str] | None = None) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.findings: list[Finding] = []
+        self._findings: list[Finding] = []
         self.infos: dict[str, PluginInfo] = {}
         self._cache: dict[str, list[tuple[str, Any]]] = {}
+        self._collecting = False
         from mtbranch import __version__
 
         self.register(builtin, "builtin", distribution="mtbranch", version=__version__)
@@ -55,6 +80,18 @@ class PluginManager:
             allow = [a.strip() for a in os.environ[ALLOW_ENV].split(",") if a.strip()]
         if autoload:
             self.load_entry_points(set(allow) if allow is not None else None)
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every plugin finding (P001-P006). Reading it calls each hook once, so that a hook returning
+        garbage is reported even when the command at hand did not need that hook yet."""
+        if not self._collecting:
+            self._collecting = True
+            try:
+                self.plugin_infos()
+            finally:
+                self._collecting = False
+        return self._findings
 
     # -- registration -------------------------------------------------------------------------------
     def register(self, plugin: object, name: str, *, distribution: str | None = None,
@@ -74,30 +111,40 @@ class PluginManager:
         self._cache.clear()
 
     def load_entry_points(self, allow: set[str] | None = None) -> None:
+        """Load every ``mtbranch`` entry point, each in its own try/except (a failure is finding P001).
+
+        ``allow`` keeps only entry points whose name or distribution name is listed (PEP 503-normalised).
+        """
+        wanted = {canonical_name(a) for a in allow} if allow is not None else None
+        seen: set[tuple[str | None, str, str]] = set()
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
-            if ep.value == builtin.__name__ or ep.name in self.infos:
+            if ep.value == builtin.__name__ or (dist_name, ep.name, ep.value) in seen:
                 continue
-            if allow is not None and ep.name not in allow and dist_name not in allow:
+            seen.add((dist_name, ep.name, ep.value))
+            if wanted is not None and not {canonical_name(ep.name), canonical_name(dist_name or "")} & wanted:
                 continue
-            info = self.infos.setdefault(ep.name, PluginInfo(ep.name, dist_name,
-                                                             dist.version if dist is not None else None))
+            # Two distributions may pick the same entry point name: keep both, the second under a longer name.
+            name = ep.name if ep.name not in self.infos else f"{dist_name}:{ep.name}"
+            info = self.infos.setdefault(name, PluginInfo(name, dist_name, dist.version if dist is not None else None))
             try:
                 plugin = ep.load()
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 self._report(info, finding(
-                    "P001", f"plugin {ep.name!r} ({dist_name}) failed to import: {type(exc).__name__}: {exc}",
+                    "P001", f"plugin {name!r} ({dist_name}) failed to import: {type(exc).__name__}: {exc}",
                     location=f"entry point {ep.name} = {ep.value}",
                     hint=f"fix or uninstall {dist_name}; set {ALLOW_ENV} to load only the plugins you need"))
                 continue
-            self.register(plugin, ep.name, distribution=dist_name, version=info.version)
+            self.register(plugin, name, distribution=dist_name, version=info.version)
 
     def _report(self, info: PluginInfo, f: Finding) -> None:
+        if f in self._findings:
+            return
         info.errors.append(f"{f.code}: {f.message}")
-        self.findings.append(f)
+        self._findings.append(f)
 
     # -- calling hooks ------------------------------------------------------------------------------
     def call(self, hook: str) -> list[tuple[str, Any]]:
@@ -117,11 +164,10 @@ class PluginManager:
                 continue
             if out is None:
                 continue
-            if not isinstance(out, list | tuple) or not all(isinstance(r, record_type) for r in out):
-                self._report(info, finding(
-                    "P003", f"plugin {name!r} hook {hook} returned {type(out).__name__} "
-                            f"instead of a list of {record_type.__name__}", location=name,
-                    hint=f"return [{record_type.__name__}(...), ...] from {hook}"))
+            problem = _record_problem(out, record_type)
+            if problem:
+                self._report(info, finding("P003", f"plugin {name!r} hook {hook} {problem}; ignored", location=name,
+                                           hint=f"return [{record_type.__name__}(...), ...] from {hook}"))
                 continue
             results.extend((name, r) for r in out)
         self._cache[hook] = results
@@ -132,10 +178,9 @@ class PluginManager:
         for plugin, rec in self.call("mtbranch_branches"):
             if rec.name in out:
                 other = out[rec.name][0]
-                f = finding("P005", f"branch {rec.name!r} is provided by both {other!r} and {plugin!r}",
-                            branch=rec.name, hint="uninstall one of the two plugins, or rename a branch")
-                if f not in self.findings:
-                    self._report(self.infos[plugin], f)
+                self._report(self.infos[plugin], finding(
+                    "P005", f"branch {rec.name!r} is provided by both {other!r} and {plugin!r}; keeping {other!r}'s",
+                    branch=rec.name, location=plugin, hint="uninstall one of the two plugins, or rename a branch"))
                 continue
             out[rec.name] = (plugin, rec)
             if rec.name not in self.infos[plugin].branches:
@@ -148,10 +193,9 @@ class PluginManager:
         for plugin, rec in self.call(hook):
             key = getattr(rec, attr)
             if key in out:
-                f = finding("P006", f"{kind} {key!r} is registered by both {owner[key]!r} and {plugin!r}; "
-                                    f"keeping {owner[key]!r}'s", location=plugin)
-                if f not in self.findings:
-                    self._report(self.infos[plugin], f)
+                self._report(self.infos[plugin], finding(
+                    "P006", f"{kind} {key!r} is registered by both {owner[key]!r} and {plugin!r}; "
+                            f"keeping {owner[key]!r}'s", location=plugin))
                 continue
             out[key], owner[key] = rec, plugin
             lst = getattr(self.infos[plugin], {"trunk": "trunks", "head type": "head_types",
