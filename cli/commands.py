@@ -354,4 +354,27 @@ def import_hf(model_dir: Path, trunk_ref: str | None, num_layers: int, name: str
                   f"{manifest.attach_depth}, {manifest.num_layers} layer(s) -> {out}")
 
 
-ALL = [schema, plugins, validate, compose, inspect, verify, predict, import_hf]
+# -- update ------------------------------------------------------------------------------------------
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--put", "put", multiple=True, metavar="DIR", type=click.Path(path_type=Path),
+              help="Add this branch, or replace the one with the same name (repeatable).")
+@click.option("--remove", "remove", multiple=True, metavar="NAME", help="Remove this branch (repeatable).")
+def update(artifact: Path, put: tuple[Path, ...], remove: tuple[str, ...]) -> None:
+    """Add, replace or remove branches in a composed artifact; the other branches stay bit-identical.
+
+    \b
+    Example:
+      mtbranch update composed/ --put ./sentiment-v2 --remove old-intent
+    """
+    from mtbranch.compose import update_composed
+    from mtbranch.errors import UsageError
+
+    if not put and not remove:
+        raise UsageError("nothing to do", hint="pass --put DIR and/or --remove NAME")
+    lock = update_composed(artifact, put=put, remove=remove)
+    console.print(f"[green]updated[/] {artifact}: {', '.join(e['name'] for e in lock['branches'])}")
+    console.print(f"overhead: {lock['overhead']['text']}")
+
+
+ALL = [schema, plugins, validate, compose, inspect, verify, predict, import_hf, update]

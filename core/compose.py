@@ -220,3 +220,28 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
                           trunk_num_layers=int(lock["trunk"].get("num_layers", source.num_layers)), lock=lock)
     model.trunk_source = source  # type: ignore[attr-defined]
     return model.to(device=device, dtype=_torch_dtype(dtype))
+
+
+def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.PathLike[str]] = (),
+                    remove: Sequence[str] = ()) -> dict[str, Any]:
+    """Add/replace (``put``) or remove branches in a composed artifact without touching the others.
+
+    New branches are validated against the artifact's own (truncated) trunk, whose fingerprints equal the
+    original trunk's up to the kept depth; a branch deeper than that needs a fresh ``compose``.
+    """
+    from mtbranch.branch import load_branch
+    from mtbranch.plugins.manager import get_plugin_manager
+
+    model = load(path)
+    pm = get_plugin_manager()
+    for name in remove:
+        model.remove_branch(name)
+    if put:
+        report = Validator(model.trunk_source, plugin_manager=pm).validate([(Path(p), "directory") for p in put])
+        if report.errors:
+            raise ValidationFailed(report)
+        for res in report.branches:
+            b = load_branch(res.path, pm.head_type(res.manifest.head.type))
+            b.source, b.artifact_path = "directory", res.path  # type: ignore[attr-defined]
+            model.put_branch(b)
+    return save_composed(model, path)
