@@ -1,0 +1,47 @@
+# The README's two commands: `make demo` (set up + run the main job) and `make test` (set up + run the suite).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+# torch first, pinned: a looser requirement resolved with no torch installed pulls GBs of CUDA wheels
+TORCH  ?= torch==2.13.0
+EXAMPLES := examples/trunk-minilm examples/plugin-sentiment examples/plugin-similarity examples/plugin-entities
+
+.PHONY: demo test install install-dev lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -c constraints.txt -e . $(addprefix -e ./,$(EXAMPLES))
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(BIN)/mtbranch plugins
+	$(BIN)/mtbranch validate
+	$(BIN)/mtbranch compose -o $(OUT)/composed
+	$(BIN)/mtbranch inspect $(OUT)/composed
+	$(BIN)/mtbranch predict $(OUT)/composed \
+		"a gripping, beautifully acted film that I would happily watch again" \
+		"the plot is a mess and the jokes fall flat" \
+		"Angela Merkel met Emmanuel Macron in Paris to discuss the future of the European Union ."
+	$(BIN)/mtbranch predict $(OUT)/composed --task similarity \
+		--pair "A man is playing a guitar on stage." "A man plays the guitar." "A chef is cooking pasta."
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info
