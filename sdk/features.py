@@ -19,14 +19,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as st_save
-
 from mtbranch.atomic import write_bytes_atomic
 from mtbranch.errors import MtbranchError
 from mtbranch.sdk.data import TextExample, TokenExample
 from mtbranch.trunk import load_trunk
 from mtbranch.trunk_ref import TrunkSource
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 
 Quantize = Literal["none", "float16", "int8", "1bit"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "float16", "int8", "1bit")

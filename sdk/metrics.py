@@ -33,8 +33,11 @@ def regression_metrics(outputs: np.ndarray, labels: np.ndarray) -> dict[str, flo
 
     pred = outputs.reshape(len(outputs), -1)[:, 0]
     gold = labels.reshape(len(labels), -1)[:, 0]
-    return {"pearson": float(pearsonr(pred, gold)[0]), "spearman": float(spearmanr(pred, gold)[0]),
-            "mse": float(np.mean((pred - gold) ** 2))}
+    constant = bool(np.all(pred == pred[0])) or bool(np.all(gold == gold[0]))
+    # a constant prediction has no correlation; 0.0 keeps "best epoch" comparisons well-defined
+    pearson = 0.0 if constant else float(pearsonr(pred, gold)[0])
+    spearman = 0.0 if constant else float(spearmanr(pred, gold)[0])
+    return {"pearson": pearson, "spearman": spearman, "mse": float(np.mean((pred - gold) ** 2))}
 
 
 def word_tags(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> tuple[list[list[str]], list[list[str]]]:

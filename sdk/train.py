@@ -20,24 +20,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import mtbranch
 import numpy as np
 import torch
-from safetensors import safe_open
-from torch import nn
-
-import mtbranch
 from mtbranch.branch import BranchModule, save_branch
 from mtbranch.errors import MtbranchError
 from mtbranch.head_types import HeadType
 from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
 from mtbranch.manifest import BranchManifest, TrunkBinding, WeightsSpec
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
-from mtbranch.sdk.features import IGNORE_INDEX, Encoded, FeatureCache, FeatureStore, Quantize, encode_texts, \
-    encode_tokens
+from mtbranch.sdk.features import (
+    IGNORE_INDEX,
+    Encoded,
+    FeatureCache,
+    FeatureStore,
+    Quantize,
+    encode_texts,
+    encode_tokens,
+)
 from mtbranch.sdk.metrics import DEFAULT_METRIC, METRICS, compute_metrics
 from mtbranch.tokenizer_contract import contract_for, load_tokenizer
 from mtbranch.trunk import trunk_state_keys
 from mtbranch.trunk_ref import TrunkSource, resolve_trunk
+from safetensors import safe_open
+from torch import nn
 
 log = logging.getLogger("mtbranch.sdk")
 Task = Literal["classification", "regression", "token_classification"]
@@ -108,10 +114,18 @@ class TrainResult:
     manifest: BranchManifest | None = None
     out_dir: Path | None = None
     seconds: float = 0.0
+    depth: int = 0
+    layers: int = 0
+    best_epoch: float | None = None
+    is_main: bool = True
 
     @property
     def score(self) -> float:
         return self.metrics[self.metric]
+
+
+def _source(trunk: str | os.PathLike[str] | TrunkSource) -> TrunkSource:
+    return trunk if isinstance(trunk, TrunkSource) else resolve_trunk(os.fspath(trunk))
 
 
 # -- data preparation -------------------------------------------------------------------------------------
@@ -160,12 +174,12 @@ def subsample(data: Dataset, n: int | None, seed: int) -> Dataset:
     return Dataset([data.examples[i] for i in keep], data.sources)
 
 
-def prepare(trunk: str | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset, cfg: TrainConfig,
-            depths: Sequence[int], *, labels: Sequence[str] | None = None) -> Prepared:
+def prepare(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset,
+            cfg: TrainConfig, depths: Sequence[int], *, labels: Sequence[str] | None = None) -> Prepared:
     """Tokenize both splits and compute their trunk features at every depth in one pass per split."""
     if task not in TASKS:
         raise MtbranchError(f"unknown task {task!r}", hint=f"tasks: {', '.join(TASKS)}")
-    source = resolve_trunk(trunk) if isinstance(trunk, str) else trunk
+    source = _source(trunk)
     for d in depths:
         if not 0 <= d <= source.num_layers:
             raise MtbranchError(f"depth {d} is outside the trunk's 0..{source.num_layers}", path=str(source.path))
@@ -487,15 +501,27 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
     dev_metrics = {k[5:]: float(v) for k, v in pred.metrics.items()
                    if k.startswith("test_") and k[5:] in METRICS[prep.task]}
     branch.eval()
-    result = TrainResult(branch, dev_metrics, metric, history, np.asarray(outputs), seconds=seconds)
-    if out_dir is not None and is_main:
-        training = provenance(prep, depth, layers, cfg, metric, dev_metrics, best.get("epoch"), seconds)
-        training.update(extra_training or {})
-        branch.manifest = branch.manifest.model_copy(update={
-            "metrics": {f"dev_{k}": round(v, 6) for k, v in dev_metrics.items()}, "training": training})
-        result.manifest = save_branch(branch, out_dir)
-        result.out_dir = Path(out_dir)
+    result = TrainResult(branch, dev_metrics, metric, history, np.asarray(outputs), seconds=seconds,
+                         depth=depth, layers=layers, best_epoch=best.get("epoch"), is_main=is_main)
+    if out_dir is not None:
+        export(prep, result, cfg, out_dir, extra_training)
     return result
+
+
+def export(prep: Prepared, result: TrainResult, cfg: TrainConfig, out_dir: str | os.PathLike[str],
+           extra_training: dict[str, Any] | None = None) -> BranchManifest | None:
+    """Write the branch artifact with its dev metrics and provenance (main process only)."""
+    if not result.is_main:
+        return None
+    training = provenance(prep, result.depth, result.layers, cfg, result.metric, result.metrics,
+                          result.best_epoch, result.seconds)
+    training.update(extra_training or {})
+    branch = result.module
+    branch.manifest = branch.manifest.model_copy(update={
+        "metrics": {f"dev_{k}": round(v, 6) for k, v in result.metrics.items()}, "training": training})
+    result.manifest = save_branch(branch, out_dir)
+    result.out_dir = Path(out_dir)
+    return result.manifest
 
 
 def provenance(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, metric: str,
@@ -519,13 +545,14 @@ def provenance(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, metric
     }
 
 
-def train(trunk: str | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset, *, layers: int = 2,
-          depth: int | None = None, cfg: TrainConfig | None = None, info: BranchInfo | None = None,
+def train(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset, *,
+          layers: int = 2, depth: int | None = None, cfg: TrainConfig | None = None,
+          info: BranchInfo | None = None,
           out_dir: str | os.PathLike[str] | None = None, labels: Sequence[str] | None = None) -> TrainResult:
     """Train a branch of ``layers`` layers at ``depth`` (default: the top ``layers`` of the trunk)."""
     cfg = cfg or TrainConfig()
     info = info or BranchInfo(name="branch")
-    source = resolve_trunk(trunk) if isinstance(trunk, str) else trunk
+    source = _source(trunk)
     depth = source.num_layers - layers if depth is None else depth
     if depth < 0 or layers < 0 or depth + layers > source.num_layers:
         raise MtbranchError(f"a branch of {layers} layer(s) at depth {depth} does not fit a "

@@ -1,0 +1,335 @@
+"""``mtbranch train``, ``mtbranch sweep`` and ``mtbranch distill``.
+
+The CLI registers these in its main group. Torch and transformers are imported inside the command bodies
+so ``mtbranch --help`` stays fast. User errors are raised as MtbranchError (no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from mtbranch.errors import MtbranchError, UsageError
+
+TASK_CHOICES = ["classification", "regression", "token-classification"]
+F = Callable[..., Any]
+
+
+def _data_options(f: F) -> F:
+    opts = [
+        click.option("--train", "train_path", required=True, type=click.Path(path_type=Path),
+                     help="Training data: TSV/CSV/JSONL table, CoNLL file, or a directory with seq.in/seq.out."),
+        click.option("--dev", "dev_path", required=True, type=click.Path(path_type=Path),
+                     help="Dev data, same layout; evaluated every epoch, the best epoch is kept."),
+        click.option("--text-col", default="0", show_default=True, help="Text column: index or header name."),
+        click.option("--pair-col", default=None, help="Second-text column for pair tasks (index or name)."),
+        click.option("--label-col", default="1", show_default=True, help="Label/score column: index or name."),
+        click.option("--no-header", is_flag=True, help="The table has no header row."),
+        click.option("--quote-none", is_flag=True, help="Read with quoting disabled (csv.QUOTE_NONE)."),
+        click.option("--format", "fmt", type=click.Choice(["auto", "tsv", "csv", "jsonl"]), default="auto",
+                     show_default=True, help="Table format (auto: from the suffix / first line)."),
+        click.option("--tag-col", type=int, default=-1, show_default=True,
+                     help="CoNLL: column holding the BIO tag."),
+        click.option("--labels", "labels_csv", default=None,
+                     help="Comma-separated label values in head order (default: sorted from the data)."),
+        click.option("--label-names", default=None,
+                     help="Comma-separated names for those labels in the branch, e.g. negative,positive."),
+        click.option("--max-train", type=int, default=None, help="Use a seeded random subset of the training data."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _train_options(f: F) -> F:
+    opts = [
+        click.option("--trunk", "trunk_ref", required=True, metavar="REF",
+                     help="Trunk: model directory, hf:org/name@rev or an installed trunk's name."),
+        click.option("--epochs", type=float, default=3.0, show_default=True),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--lr", type=float, default=1e-4, show_default=True, help="Learning rate of the layers."),
+        click.option("--head-lr", type=float, default=None, help="Learning rate of pooling/projection/head "
+                                                                 "(default 10x --lr)."),
+        click.option("--weight-decay", type=float, default=0.01, show_default=True),
+        click.option("--warmup", type=float, default=0.06, show_default=True, help="Warm-up fraction."),
+        click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--max-length", type=int, default=128, show_default=True, help="Tokenizer max_length."),
+        click.option("--metric", default=None, help="Dev metric that picks the best epoch (default: accuracy, "
+                                                    "pearson or entity_f1 by task)."),
+        click.option("--quantize", type=click.Choice(["none", "float16", "int8", "1bit"]), default="none",
+                     show_default=True, help="Store cached training features quantized (papers/003)."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                     help="Keep trunk features on disk here (safetensors) and reuse them across runs."),
+        click.option("--threads", type=int, default=None, help="torch CPU threads."),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _branch_options(f: F) -> F:
+    opts = [
+        click.option("--name", required=True, help="Branch (task) name, e.g. sentiment."),
+        click.option("--version", "version", default="0.1.0", show_default=True),
+        click.option("--owner", default=None, help="Owning team, e.g. team-sentiment."),
+        click.option("--pooling", type=click.Choice(["cls", "mean", "attention"]), default="cls",
+                     show_default=True, help="Sequence pooling (attention: 003's multi-head attention pooling)."),
+        click.option("--no-projection", is_flag=True, help="No dense+tanh (BERT pooler) before the head."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _load_data(task: str, path: Path, o: dict[str, Any]) -> Any:
+    from mtbranch.sdk.data import ConllSpec, TableSpec, load_table_data, load_token_data, parse_column
+
+    if task == "token_classification":
+        return load_token_data(path, ConllSpec(tag_col=o["tag_col"]))
+    spec = TableSpec(text=parse_column(o["text_col"]),
+                     pair=None if o["pair_col"] is None else parse_column(o["pair_col"]),
+                     label=parse_column(o["label_col"]), label_kind="score" if task == "regression" else "class",
+                     header=not o["no_header"], quote_none=o["quote_none"], fmt=o["fmt"])
+    return load_table_data(path, spec)
+
+
+def _rename_labels(data: Any, mapping: dict[str, str]) -> Any:
+    from dataclasses import replace
+
+    from mtbranch.sdk.data import Dataset
+
+    return Dataset([replace(e, label=mapping.get(str(e.label), str(e.label))) for e in data.examples], data.sources)
+
+
+def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
+    task = o["task"].replace("-", "_")
+    train = _load_data(task, o["train_path"], o)
+    dev = _load_data(task, o["dev_path"], o)
+    labels = [x.strip() for x in o["labels_csv"].split(",")] if o.get("labels_csv") else None
+    if o.get("label_names"):
+        if task != "classification":
+            raise UsageError("--label-names applies to classification")
+        names = [x.strip() for x in o["label_names"].split(",")]
+        raw = labels or sorted({str(e.label) for e in train.examples})
+        if len(names) != len(raw):
+            raise UsageError(f"{len(names)} --label-names for {len(raw)} labels ({', '.join(raw)})")
+        mapping = dict(zip(raw, names, strict=True))
+        train, dev, labels = _rename_labels(train, mapping), _rename_labels(dev, mapping), names
+    return task, train, dev, labels
+
+
+def _config(o: dict[str, Any]) -> Any:
+    import torch
+    from mtbranch.sdk.train import TrainConfig
+
+    if o.get("threads"):
+        torch.set_num_threads(o["threads"])
+    return TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], head_lr=o["head_lr"],
+                       weight_decay=o["weight_decay"], warmup_ratio=o["warmup"], seed=o["seed"],
+                       max_length=o["max_length"], metric=o["metric"], quantize=o["quantize"],
+                       cache_dir=str(o["cache_dir"]) if o["cache_dir"] else None,
+                       progress=not o["no_progress"], max_train_examples=o["max_train"],
+                       pooling=o.get("pooling", "cls"), projection=not o.get("no_projection", False))
+
+
+def _info(o: dict[str, Any]) -> Any:
+    from mtbranch.sdk.train import BranchInfo
+
+    return BranchInfo(name=o["name"], version=o["version"], owner=o["owner"])
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
+TRAIN_EXAMPLES = """
+\b
+Examples:
+  mtbranch train --trunk ./minilm --task classification --train SST-2/train.tsv --dev SST-2/dev.tsv \\
+      --text-col sentence --label-col label --label-names negative,positive \\
+      --layers 2 --name sentiment --owner team-sentiment -o branches/sentiment
+  mtbranch train --trunk ./minilm --task regression --train STS-B/sts-train.csv --dev STS-B/sts-dev.csv \\
+      --no-header --quote-none --text-col 5 --pair-col 6 --label-col 4 --layers 2 --name similarity -o out/sim
+  mtbranch train --trunk ./minilm --task token-classification --train conll2003/train.txt \\
+      --dev conll2003/valid.txt --layers 2 --name entities -o out/entities
+  torchrun --nproc_per_node 2 -m mtbranch.sdk.cli_commands train ...   # several processes (DDP)
+"""
+
+
+@click.command("train", epilog=TRAIN_EXAMPLES)
+@click.option("--task", type=click.Choice(TASK_CHOICES), required=True)
+@_data_options
+@_train_options
+@_branch_options
+@click.option("--layers", type=int, default=2, show_default=True, help="Task layers n in the branch (0: "
+                                                                        "feature-based head).")
+@click.option("--depth", type=int, default=None, help="Attach depth d (default: trunk layers - n).")
+@click.option("--full", is_flag=True, help="Full fine-tuning reference: depth 0, every trunk layer trained.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="Branch artifact directory to write.")
+def train_cmd(**o: Any) -> None:
+    """Train a branch: n layers at depth d, initialised from trunk layers d+1..d+n, the trunk frozen.
+
+    Trunk features at depth d are computed once and reused every epoch; the dev set is evaluated each epoch
+    and the best epoch is exported with its metrics and training provenance.
+    """
+    from mtbranch.sdk.train import train
+    from mtbranch.trunk_ref import resolve_trunk
+
+    task, train_data, dev_data, labels = load_task_data(o)
+    cfg = _config(o)
+    source = resolve_trunk(o["trunk_ref"])
+    layers, depth = o["layers"], o["depth"]
+    if o["full"]:
+        layers, depth = source.num_layers, 0
+    res = train(source, task, train_data, dev_data, layers=layers, depth=depth, cfg=cfg, info=_info(o),
+                out_dir=o["out"], labels=labels)
+    if not _is_main():
+        return
+    if o["as_json"]:
+        click.echo(json.dumps({"branch": str(o["out"]), "depth": res.depth, "layers": res.layers,
+                               "metric": res.metric, "dev": res.metrics, "history": res.history}))
+    else:
+        click.echo(f"branch {o['name']} (depth {res.depth}, {res.layers} layer(s)) -> {o['out']}")
+        click.echo(f"dev: {_fmt(res.metrics)}  (best epoch {res.best_epoch})")
+
+
+SWEEP_EXAMPLES = """
+\b
+Examples:
+  mtbranch sweep --trunk ./minilm --task classification --train SST-2/train.tsv --dev SST-2/dev.tsv \\
+      --text-col sentence --label-col label --min-layers 1 --max-layers 6 --rule within:1 \\
+      --name sentiment -o branches/sentiment
+  mtbranch sweep ... --rule marginal:1.0    # add layers while each adds >= 1 point
+"""
+
+
+@click.command("sweep", epilog=SWEEP_EXAMPLES)
+@click.option("--task", type=click.Choice(TASK_CHOICES), required=True)
+@_data_options
+@_train_options
+@_branch_options
+@click.option("--min-layers", type=int, required=True, help="N_min: fewest task layers tried.")
+@click.option("--max-layers", type=int, required=True, help="N_max: most task layers tried.")
+@click.option("--rule", default="best", show_default=True,
+              help="best | within:X (smallest L within X% of the best) | marginal:C (>= C points per layer).")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+              help="Export the selected branch here.")
+@click.option("--table", "table_out", type=click.Path(path_type=Path), default=None,
+              help="Also write the Markdown table to this file.")
+def sweep_cmd(**o: Any) -> None:
+    """Train for every L in [N_min, N_max] (depth = trunk layers - L) and select L by a rule.
+
+    One trunk pass computes the features for every depth; a table like the paper's Table 1 is printed.
+    """
+    from mtbranch.sdk.sweep import format_table, parse_rule, sweep
+
+    parse_rule(o["rule"])
+    task, train_data, dev_data, labels = load_task_data(o)
+    if labels:
+        raise UsageError("--labels is not supported by sweep; use --label-names")
+    cfg = _config(o)
+
+    def on_row(row: Any) -> None:
+        if _is_main() and not o["as_json"]:
+            click.echo(f"L={row.layers} depth={row.depth}: {_fmt(row.metrics)} ({row.seconds:.0f} s)", err=True)
+
+    res = sweep(o["trunk_ref"], task, train_data, dev_data, min_layers=o["min_layers"], max_layers=o["max_layers"],
+                rule=o["rule"], cfg=cfg, info=_info(o), out_dir=o["out"], on_row=on_row)
+    if not _is_main():
+        return
+    table = format_table(res, o["name"])
+    if o["table_out"]:
+        o["table_out"].write_text(table + "\n", encoding="utf-8")
+    if o["as_json"]:
+        click.echo(json.dumps(res.to_json()))
+    else:
+        click.echo(table)
+        click.echo(f"selected L = {res.selected} by rule {res.rule}" + (f" -> {o['out']}" if o["out"] else ""))
+
+
+DISTILL_EXAMPLES = """
+\b
+Examples:
+  mtbranch distill --trunk ./minilm --teacher branches/sentiment --train SST-2/train.tsv \\
+      --dev SST-2/dev.tsv --text-col sentence --label-col label --label-names negative,positive \\
+      --student-layers 1 --name sentiment-l1 -o branches/sentiment-l1
+"""
+
+
+@click.command("distill", epilog=DISTILL_EXAMPLES)
+@click.option("--teacher", type=click.Path(path_type=Path), required=True, help="Teacher branch directory.")
+@click.option("--student-layers", type=int, required=True, help="Student layers l (< the teacher's).")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Weight of the soft-target loss.")
+@click.option("--temperature", type=float, default=2.0, show_default=True)
+@_data_options
+@_train_options
+@click.option("--name", default=None, help="Student name (default: <teacher>-l<l>).")
+@click.option("--version", "version", default=None, help="Student version (default: the teacher's).")
+@click.option("--owner", default=None, help="Owner (default: the teacher's).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path))
+def distill_cmd(**o: Any) -> None:
+    """Distill a teacher branch into a student with fewer layers at the same depth.
+
+    The student starts from the teacher's bottom layers, pooling and head; the loss mixes soft targets at
+    temperature T (KL, or MSE for regression) with the hard labels.
+    """
+    from mtbranch.manifest import MANIFEST_NAME, read_manifest
+    from mtbranch.sdk.distill import distill
+    from mtbranch.sdk.train import BranchInfo, DistillSpec
+
+    teacher = o["teacher"]
+    try:
+        tm = read_manifest(teacher / MANIFEST_NAME)
+    except FileNotFoundError:
+        raise MtbranchError("no manifest.json: not a branch directory", path=str(teacher)) from None
+    except ValueError as exc:
+        raise MtbranchError(f"invalid teacher manifest: {exc}", path=str(teacher)) from None
+    o["task"] = tm.head.type
+    _task, train_data, dev_data, _ = load_task_data(o)
+    cfg = _config(o)
+    info = BranchInfo(name=o["name"] or f"{tm.name}-l{o['student_layers']}", version=o["version"] or tm.version,
+                      owner=o["owner"] or tm.owner)
+    res = distill(o["trunk_ref"], teacher, train_data, dev_data, student_layers=o["student_layers"],
+                  spec=DistillSpec(o["alpha"], o["temperature"]), cfg=cfg, info=info, out_dir=o["out"])
+    if not _is_main():
+        return
+    m = res.metric
+    if o["as_json"]:
+        click.echo(json.dumps({"metric": m, "teacher": res.teacher_metrics, "student": res.student.metrics,
+                               "retained": res.retained, "branch": str(o["out"])}))
+    else:
+        click.echo(f"teacher {tm.name} ({tm.num_layers} layers): {m}={res.teacher_metrics[m]:.4f}")
+        click.echo(f"student {info.name} ({o['student_layers']} layer(s)): {m}={res.student.metrics[m]:.4f} "
+                   f"({100 * res.retained:.1f}% of the teacher) -> {o['out']}")
+
+
+@click.group(name="mtbranch-sdk")
+def _standalone() -> None:
+    """SDK commands (also available as `mtbranch train|sweep|distill`)."""
+
+
+for _cmd in (train_cmd, sweep_cmd, distill_cmd):
+    _standalone.add_command(_cmd)
+
+
+def main() -> None:
+    """Entry point for ``python -m mtbranch.sdk.cli_commands`` (torchrun needs a module or script)."""
+    from mtbranch.cli.main import MtbranchGroup
+
+    _standalone.__class__ = MtbranchGroup  # same error handling as the main CLI: no tracebacks
+    _standalone(prog_name="mtbranch")
+
+
+if __name__ == "__main__":
+    main()
