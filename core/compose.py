@@ -21,7 +21,6 @@ from typing import Any
 import mtbranch
 from mtbranch.atomic import atomic_directory
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed
-from mtbranch.fingerprint import trunk_prefix
 from mtbranch.trunk_ref import TrunkSource, load_trunk_source
 from mtbranch.validation import Report, Validator
 
@@ -95,6 +94,7 @@ def _sha(path: Path) -> str:
 def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
     """Write the composed artifact atomically; returns the lock."""
     from mtbranch.branch import save_branch
+    from mtbranch.trunk import select_trunk_tensors
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -105,13 +105,7 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
         tdir.mkdir()
         # the trunk file keeps the original tensors byte-for-byte (so fingerprints h_0..h_D still match)
         with safe_open(str(source.weights), framework="pt") as f:
-            names = list(f.keys())
-            prefix = trunk_prefix(names)
-            keep = {}
-            for name in names:
-                rel = name[len(prefix):]
-                if (rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids"))) or (rel.startswith("encoder.layer.") and int(rel.split(".")[2]) < depth):
-                    keep[rel] = f.get_tensor(name)
+            keep = {rel: f.get_tensor(name) for name, rel in select_trunk_tensors(list(f.keys()), depth).items()}
         save_file(keep, str(tdir / "model.safetensors"), metadata={"format": "pt"})
         cfg = dict(source.config)
         cfg["num_hidden_layers"] = depth

@@ -89,23 +89,25 @@ class Trunk(nn.Module):
         return states
 
 
-def trunk_state_keys(source: TrunkSource, depth: int) -> dict[str, str]:
-    """Map of file tensor name -> module key for embeddings and layers 1..depth."""
-    with safe_open(str(source.weights), framework="pt") as f:
-        names = list(f.keys())
+def select_trunk_tensors(names: list[str], depth: int) -> dict[str, str]:
+    """File tensor name -> prefix-free name (``embeddings.*``, ``encoder.layer.{k}.*``) for layers < depth."""
     prefix = trunk_prefix(names)
     wanted: dict[str, str] = {}
     for name in names:
-        if not name.startswith(prefix):
-            continue
-        rel = name[len(prefix):]
-        if rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids")):
+        rel = name[len(prefix):] if name.startswith(prefix) else ""
+        is_embedding = rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids"))
+        is_kept_layer = rel.startswith("encoder.layer.") and int(rel.split(".")[2]) < depth
+        if is_embedding or is_kept_layer:
             wanted[name] = rel
-        elif rel.startswith("encoder.layer."):
-            k = int(rel.split(".")[2])
-            if k < depth:
-                wanted[name] = "layers." + rel[len("encoder.layer."):]
     return wanted
+
+
+def trunk_state_keys(source: TrunkSource, depth: int) -> dict[str, str]:
+    """Map of file tensor name -> :class:`Trunk` module key for embeddings and layers 1..depth."""
+    with safe_open(str(source.weights), framework="pt") as f:
+        names = list(f.keys())
+    return {name: rel.replace("encoder.layer.", "layers.", 1)
+            for name, rel in select_trunk_tensors(names, depth).items()}
 
 
 def load_trunk(source: TrunkSource, depth: int | None = None, dtype: torch.dtype | None = None,

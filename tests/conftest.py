@@ -11,10 +11,14 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-WORDS = ("the a an is was good bad great terrible movie film plot actor acting john mary paris london berlin "
-         "google apple visited works at in on and of to it this that very not fun boring love hate , . ! ? "
-         "new york city company ##s ##ing ##ed ##er ##ly ##y ##e ##a ##o ##n ##t ##r ##l b c d e f g h i j k l m "
-         "n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9").split()
+WORDS = (
+    'the', 'a', 'an', 'is', 'was', 'good', 'bad', 'great', 'terrible', 'movie', 'film', 'plot', 'actor',
+    'acting', 'john', 'mary', 'paris', 'london', 'berlin', 'google', 'apple', 'visited', 'works', 'at', 'in',
+    'on', 'and', 'of', 'to', 'it', 'this', 'that', 'very', 'not', 'fun', 'boring', 'love', 'hate', ',', '.',
+    '!', '?', 'new', 'york', 'city', 'company', '##s', '##ing', '##ed', '##er', '##ly', '##y', '##e', '##a',
+    '##o', '##n', '##t', '##r', '##l', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o',
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9',
+)
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
