@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from mtbranch.cli.output import console, print_findings, print_json
 
 trunk_option = click.option("--trunk", "trunk_ref", metavar="REF",
@@ -84,8 +85,9 @@ def plugins(as_json: bool) -> None:
     Example:
       mtbranch plugins --json
     """
-    from mtbranch.plugins.manager import get_plugin_manager
     from rich.table import Table
+
+    from mtbranch.plugins.manager import get_plugin_manager
 
     pm = get_plugin_manager()
     infos = pm.plugin_infos()
@@ -208,9 +210,10 @@ def inspect(artifact: Path, as_json: bool) -> None:
     Example:
       mtbranch inspect composed/ --json
     """
+    from rich.tree import Tree
+
     from mtbranch.compose import read_lock
     from mtbranch.safetensors_header import read_header
-    from rich.tree import Tree
 
     lock = read_lock(artifact)
     params: dict[str, int] = {}

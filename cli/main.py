@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import click
+
 from mtbranch import __version__
 from mtbranch.cli.output import err_console
 

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from torch import nn
+
 from mtbranch.atomic import atomic_directory
 from mtbranch.errors import IntegrityError, MtbranchError
 from mtbranch.head_types import HeadType
 from mtbranch.manifest import MANIFEST_NAME, BranchManifest, read_manifest
 from mtbranch.trunk import attention_mask_4d, hf_config, layer_class
-from safetensors import safe_open
-from safetensors.torch import save as st_save
-from torch import nn
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -93,10 +93,11 @@ def _sha(path: Path) -> str:
 
 def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
     """Write the composed artifact atomically; returns the lock."""
-    from mtbranch.branch import save_branch
-    from mtbranch.trunk import select_trunk_tensors
     from safetensors import safe_open
     from safetensors.torch import save_file
+
+    from mtbranch.branch import save_branch
+    from mtbranch.trunk import select_trunk_tensors
 
     source: TrunkSource = model.trunk_source
     depth = model.trunk.num_layers

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
+
 from mtbranch.branch import BranchModule
 from mtbranch.errors import MtbranchError
 from mtbranch.postprocess import TokenContext
 from mtbranch.trunk import Trunk
-from torch import nn
 
 log = logging.getLogger("mtbranch")
 DEFAULT_BATCH_SIZE = 32

@@ -33,8 +33,9 @@ def init_from_trunk(module: Any, trunk: TrunkSource) -> list[str]:
 
     Returns the module keys that were initialised from the trunk.
     """
-    from mtbranch.fingerprint import trunk_prefix
     from safetensors import safe_open
+
+    from mtbranch.fingerprint import trunk_prefix
 
     d = module.manifest.attach_depth
     state = {}

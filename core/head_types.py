@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from mtbranch.branch_layout import linear_head_shapes
 from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
-from pydantic import BaseModel
 
 
 @dataclass(frozen=True)

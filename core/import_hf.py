@@ -43,11 +43,12 @@ def head_from_config(cfg: dict[str, Any], path: Path) -> tuple[Any, bool]:
 def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, name: str, out: str | Path,
               version: str = "0.1.0", max_length: int | None = None,
               input_signature: Literal["single", "pair"] = "single") -> BranchManifest:
+    from safetensors import safe_open
+
     from mtbranch.branch import BranchModule, save_branch
     from mtbranch.factory import branch_manifest
     from mtbranch.plugins.manager import get_plugin_manager
     from mtbranch.tokenizer_contract import load_tokenizer
-    from safetensors import safe_open
 
     src = Path(model_dir)
     cfg = read_config(src)

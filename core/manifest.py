@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from mtbranch.heads import HeadSpec
-from mtbranch.structure import TrunkStructure
-from mtbranch.tokenizer_contract import TokenizerContract
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mtbranch.heads import HeadSpec
+from mtbranch.structure import TrunkStructure
+from mtbranch.tokenizer_contract import TokenizerContract
 
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"

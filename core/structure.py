@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mtbranch.errors import MtbranchError
 from pydantic import BaseModel, ConfigDict
+
+from mtbranch.errors import MtbranchError
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 

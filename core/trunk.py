@@ -12,15 +12,16 @@ import sys
 from typing import Any
 
 import torch
-from mtbranch.errors import MtbranchError
-from mtbranch.fingerprint import trunk_prefix
-from mtbranch.structure import TrunkStructure
-from mtbranch.trunk_ref import TrunkSource
 from safetensors import safe_open
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 from transformers.initialization import no_init_weights
 from transformers.masking_utils import create_bidirectional_mask
+
+from mtbranch.errors import MtbranchError
+from mtbranch.fingerprint import trunk_prefix
+from mtbranch.structure import TrunkStructure
+from mtbranch.trunk_ref import TrunkSource
 
 
 def hf_config(config: dict[str, Any] | TrunkStructure, num_layers: int | None = None) -> PretrainedConfig:

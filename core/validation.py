@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+from pydantic import ValidationError
+
 import mtbranch
 from mtbranch.branch_layout import expected_branch_tensors
 from mtbranch.findings import Finding, finding
 from mtbranch.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
 from mtbranch.safetensors_header import DTYPE_CODES, HeaderError, SafetensorsHeader, read_header
 from mtbranch.trunk_ref import TrunkSource
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
-from pydantic import ValidationError
 
 CHECKS = ("manifest", "head", "requires", "weights", "trunk", "tokenizer", "policies")
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import make_branch
 from transformers import BertForSequenceClassification
 
 from mtbranch.branch import load_branch
@@ -26,6 +25,8 @@ from mtbranch.import_hf import import_hf
 from mtbranch.tokenizer_contract import load_tokenizer
 from mtbranch.trunk import load_trunk
 from mtbranch.trunk_ref import load_trunk_source
+
+from helpers import make_branch
 
 TEXTS = ["the movie was very good !", "bad", "john visited paris and london in the new york city ."]
 PAIRS = ["a great film", "terrible acting", "mary works at google in berlin"]

