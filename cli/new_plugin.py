@@ -21,6 +21,7 @@ from string import Template
 from typing import Any
 
 import click
+
 from mtbranch.cli.output import console
 
 DIST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")  # PEP 508 project names
@@ -131,9 +132,10 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
       mtbranch new-plugin acme-intent --branch ./intent-branch -o ./acme-intent
       pip install ./acme-intent && mtbranch plugins
     """
+    from packaging.version import InvalidVersion, Version
+
     from mtbranch.atomic import atomic_directory
     from mtbranch.errors import UsageError
-    from packaging.version import InvalidVersion, Version
 
     names = PackageNames.from_name(name, module, entry_point)
     if version is not None:

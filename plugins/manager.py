@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pluggy
+
 from mtbranch.errors import MtbranchError
 from mtbranch.findings import Finding, finding
 from mtbranch.plugins import builtin, hookspecs
@@ -78,8 +79,15 @@ class PluginManager:
             autoload = os.environ.get(DISABLE_ENV, "").lower() not in {"1", "true", "yes"}
         if allow is None and os.environ.get(ALLOW_ENV):
             allow = [a.strip() for a in os.environ[ALLOW_ENV].split(",") if a.strip()]
-        if autoload:
-            self.load_entry_points(set(allow) if allow is not None else None)
+        # Entry points are imported on first need, so that e.g. loading a composed model whose heads are all
+        # built in never imports plugin code.
+        self._pending_load = autoload
+        self._allow = set(allow) if allow is not None else None
+        self._loaded: set[tuple[str | None, str, str]] = set()
+
+    def _ensure_loaded(self) -> None:
+        if self._pending_load:
+            self.load_entry_points(self._allow)
 
     @property
     def findings(self) -> list[Finding]:
@@ -115,17 +123,17 @@ class PluginManager:
 
         ``allow`` keeps only entry points whose name or distribution name is listed (PEP 503-normalised).
         """
+        self._pending_load = False
         wanted = {canonical_name(a) for a in allow} if allow is not None else None
-        seen: set[tuple[str | None, str, str]] = set()
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
-            if ep.value == builtin.__name__ or (dist_name, ep.name, ep.value) in seen:
+            if ep.value == builtin.__name__ or (dist_name, ep.name, ep.value) in self._loaded:
                 continue
-            seen.add((dist_name, ep.name, ep.value))
             if wanted is not None and not {canonical_name(ep.name), canonical_name(dist_name or "")} & wanted:
                 continue
             # Two distributions may pick the same entry point name: keep both, the second under a longer name.
+            self._loaded.add((dist_name, ep.name, ep.value))
             name = ep.name if ep.name not in self.infos else f"{dist_name}:{ep.name}"
             info = self.infos.setdefault(name, PluginInfo(name, dist_name, dist.version if dist is not None else None))
             try:
@@ -149,6 +157,7 @@ class PluginManager:
     # -- calling hooks ------------------------------------------------------------------------------
     def call(self, hook: str) -> list[tuple[str, Any]]:
         """``[(plugin name, record)]`` from every implementation, each called in its own try/except."""
+        self._ensure_loaded()
         if hook in self._cache:
             return self._cache[hook]
         record_type = _record_type(hook)
@@ -211,6 +220,10 @@ class PluginManager:
         return self._unique("mtbranch_head_types", "name", "head type")
 
     def head_type(self, name: str) -> Any:
+        if self._pending_load:  # a built-in head needs no plugin imported
+            for ht in builtin.mtbranch_head_types():
+                if ht.name == name:
+                    return ht
         types = self.head_types()
         if name not in types:
             raise MtbranchError(f"head type {name!r} is not registered",
@@ -221,6 +234,7 @@ class PluginManager:
         return list(self._unique("mtbranch_checks", "name", "check").values())
 
     def plugin_infos(self) -> list[PluginInfo]:
+        self._ensure_loaded()
         self.branches()
         self.trunks()
         self.head_types()

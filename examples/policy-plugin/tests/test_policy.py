@@ -6,8 +6,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from mtbranch.plugins.manager import PluginManager
 from mtbranch_policy_example import check_metrics, check_task_layers
+
+from mtbranch.plugins.manager import PluginManager
 
 
 def manifest(num_layers: int = 2, metrics: dict[str, float] | None = None) -> SimpleNamespace:
