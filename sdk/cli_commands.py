@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from mtbranch.errors import MtbranchError, UsageError
 
 TASK_CHOICES = ["classification", "regression", "token-classification"]
@@ -126,6 +127,7 @@ def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
 
 def _config(o: dict[str, Any]) -> Any:
     import torch
+
     from mtbranch.sdk.train import TrainConfig
 
     if o.get("threads"):

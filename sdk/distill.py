@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from mtbranch.branch import BranchModule, load_branch
 from mtbranch.errors import MtbranchError
 from mtbranch.sdk.data import Dataset

@@ -19,13 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
+
 from mtbranch.atomic import write_bytes_atomic
 from mtbranch.errors import MtbranchError
 from mtbranch.sdk.data import TextExample, TokenExample
 from mtbranch.trunk import load_trunk
 from mtbranch.trunk_ref import TrunkSource
-from safetensors.torch import load_file
-from safetensors.torch import save as st_save
 
 Quantize = Literal["none", "float16", "int8", "1bit"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "float16", "int8", "1bit")
@@ -195,7 +196,7 @@ def pad_ids(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached tensors must be usable in autograd later
 def compute_features(source: TrunkSource, encoded: Encoded, depths: Sequence[int], *,
                      kind: Quantize = "none", max_tokens: int = 8192, pad_token_id: int = 0,
                      progress: bool = False) -> dict[int, FeatureStore]:

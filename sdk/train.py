@@ -20,9 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import mtbranch
 import numpy as np
 import torch
+from safetensors import safe_open
+from torch import nn
+
+import mtbranch
 from mtbranch.branch import BranchModule, save_branch
 from mtbranch.errors import MtbranchError
 from mtbranch.head_types import HeadType
@@ -42,8 +45,6 @@ from mtbranch.sdk.metrics import DEFAULT_METRIC, METRICS, compute_metrics
 from mtbranch.tokenizer_contract import contract_for, load_tokenizer
 from mtbranch.trunk import trunk_state_keys
 from mtbranch.trunk_ref import TrunkSource, resolve_trunk
-from safetensors import safe_open
-from torch import nn
 
 log = logging.getLogger("mtbranch.sdk")
 Task = Literal["classification", "regression", "token_classification"]
@@ -141,7 +142,8 @@ def label_names(task: Task, train: Dataset, given: Sequence[str] | None = None) 
     missing = seen - set(names)
     if missing:
         raise MtbranchError(f"training labels {sorted(missing)[:5]} are not in the label list",
-                            hint="list every label, or leave the label list out to take them from the data")
+                            hint="list every label (a distilled teacher's labels must match the data: pass the same "
+                                 "--label-names as for training), or leave the list out to take them from the data")
     if len(names) < 2:
         raise MtbranchError(f"need at least two labels, the training data has {names}")
     return names

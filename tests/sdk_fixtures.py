@@ -9,13 +9,41 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from mtbranch.sdk.data import TableSpec, load_table_data, load_token_data
+
+VOCAB = """[PAD] [UNK] [CLS] [SEP] [MASK] the a an is was good bad great terrible movie film plot actor acting
+john mary paris london berlin new york visited works at in on and of to it this that very not fun boring love hate
+, . ! ? ##s ##ing ##ed ##er ##ly ##y ##e ##a ##o ##n ##t ##r ##l""".split()  # noqa: SIM905
 
 POS = ["good", "great", "fun", "love"]
 NEG = ["bad", "terrible", "boring", "hate"]
 FILL = ["the", "movie", "film", "plot", "acting", "was", "very", "this", "it", "is", "a"]
 PEOPLE = ["john", "mary"]
 PLACES = ["paris", "london", "berlin"]
+
+
+def make_sdk_trunk(path: Path, *, layers: int = 4, hidden: int = 32, seed: int = 0) -> Path:
+    """A tiny BERT trunk + a working WordPiece tokenizer (transformers 5 takes ``vocab=``, not ``vocab_file=``)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    assert tok.tokenize("johns visited paris") == ["john", "##s", "visited", "paris"]
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                     intermediate_size=2 * hidden, max_position_embeddings=160, type_vocab_size=2)
+    BertModel(cfg).save_pretrained(str(path))  # with a pooler: branches start from it
+    tok.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def sdk_trunk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_sdk_trunk(tmp_path_factory.mktemp("sdk-trunk"))
 
 
 def write_sentiment(path: Path, n: int, seed: int) -> Path:

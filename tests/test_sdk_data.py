@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 from mtbranch.errors import MtbranchError
-from mtbranch.sdk.data import (ConllSpec, DataError, TableSpec, TextExample, load_table_data, load_token_data,
-                               read_conll, read_seq_files, read_table)
+from mtbranch.sdk.data import (
+    ConllSpec,
+    DataError,
+    TableSpec,
+    TextExample,
+    load_table_data,
+    load_token_data,
+    read_conll,
+    read_seq_files,
+    read_table,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
