@@ -146,6 +146,14 @@ def _info(o: dict[str, Any]) -> Any:
     return BranchInfo(name=o["name"], version=o["version"], owner=o["owner"])
 
 
+def _quiet_stdout(as_json: bool) -> Any:
+    """With --json, Trainer's log lines go to stderr so stdout holds only the JSON result."""
+    import contextlib
+    import sys
+
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+
+
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -194,8 +202,9 @@ def train_cmd(**o: Any) -> None:
     layers, depth = o["layers"], o["depth"]
     if o["full"]:
         layers, depth = source.num_layers, 0
-    res = train(source, task, train_data, dev_data, layers=layers, depth=depth, cfg=cfg, info=_info(o),
-                out_dir=o["out"], labels=labels)
+    with _quiet_stdout(o["as_json"]):
+        res = train(source, task, train_data, dev_data, layers=layers, depth=depth, cfg=cfg, info=_info(o),
+                    out_dir=o["out"], labels=labels)
     if not _is_main():
         return
     if o["as_json"]:
@@ -246,8 +255,10 @@ def sweep_cmd(**o: Any) -> None:
         if _is_main() and not o["as_json"]:
             click.echo(f"L={row.layers} depth={row.depth}: {_fmt(row.metrics)} ({row.seconds:.0f} s)", err=True)
 
-    res = sweep(o["trunk_ref"], task, train_data, dev_data, min_layers=o["min_layers"], max_layers=o["max_layers"],
-                rule=o["rule"], cfg=cfg, info=_info(o), out_dir=o["out"], on_row=on_row)
+    with _quiet_stdout(o["as_json"]):
+        res = sweep(o["trunk_ref"], task, train_data, dev_data, min_layers=o["min_layers"],
+                    max_layers=o["max_layers"], rule=o["rule"], cfg=cfg, info=_info(o), out_dir=o["out"],
+                    on_row=on_row)
     if not _is_main():
         return
     table = format_table(res, o["name"])
@@ -302,8 +313,9 @@ def distill_cmd(**o: Any) -> None:
     cfg = _config(o)
     info = BranchInfo(name=o["name"] or f"{tm.name}-l{o['student_layers']}", version=o["version"] or tm.version,
                       owner=o["owner"] or tm.owner)
-    res = distill(o["trunk_ref"], teacher, train_data, dev_data, student_layers=o["student_layers"],
-                  spec=DistillSpec(o["alpha"], o["temperature"]), cfg=cfg, info=info, out_dir=o["out"])
+    with _quiet_stdout(o["as_json"]):
+        res = distill(o["trunk_ref"], teacher, train_data, dev_data, student_layers=o["student_layers"],
+                      spec=DistillSpec(o["alpha"], o["temperature"]), cfg=cfg, info=info, out_dir=o["out"])
     if not _is_main():
         return
     m = res.metric

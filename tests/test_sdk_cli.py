@@ -30,7 +30,7 @@ def test_train_sweep_distill_commands(sdk_trunk_dir: Path, tmp_path: Path) -> No
             "--label-names", "negative,positive", "--layers", "2", "--name", "sentiment", "-o", str(out), "--json"]
     res = r.invoke(train_cmd, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    info = json.loads(res.output.strip().splitlines()[-1])
+    info = json.loads(res.stdout)  # --json: only the result on stdout, Trainer's logs on stderr
     assert info["layers"] == 2 and "accuracy" in info["dev"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["head"]["labels"] == ["negative", "positive"] and manifest["attach_depth"] == 2
