@@ -39,6 +39,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+	# each example package runs its own tests (same test file names: separate sessions)
+	set -e; for ex in $(EXAMPLES) examples/policy-plugin; do \
+		$(BIN)/pip install -q --no-deps -e ./$$ex; \
+		(cd $$ex && ../../$(BIN)/python -m pytest -q -p no:cacheprovider); \
+	done
+	$(BIN)/pip uninstall -q -y mtbranch-policy-example
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -20,6 +20,13 @@ no_plugins_option = click.option("--no-plugins", is_flag=True,
                                  help="Ignore branches from installed plugins; use only --branch directories.")
 
 
+def _plugin_manager(no_plugins: bool) -> Any:
+    """With --no-plugins no plugin code is imported at all (built-in heads only)."""
+    from mtbranch.plugins.manager import PluginManager, get_plugin_manager
+
+    return PluginManager(autoload=False) if no_plugins else get_plugin_manager()
+
+
 def _manifest_fingerprints(branches: list[tuple[Path, str]]) -> list[tuple[int, str]]:
     out = []
     for path, _ in branches:
@@ -56,6 +63,11 @@ def choose_trunk(trunk_ref: str | None, branches: list[tuple[Path, str]], pm: An
         (fits if all(ok) else partial).append((name, src, sum(ok)))
     if len(fits) >= 1:
         return fits[0][1]
+    if not required:  # validate still reports the branches themselves; trunk checks are skipped
+        from mtbranch.cli.output import err_console
+
+        err_console.print("note: no installed trunk fits every branch; trunk checks skipped (pass --trunk)")
+        return None
     detail = "; ".join(f"{n} fits {k} of {len(wanted)} branches" for n, _, k in partial) or "none load"
     raise MtbranchError("no installed trunk fits every branch", hint=f"installed trunks: {detail}. "
                         "Pass --trunk explicitly, or --exclude the branches that do not fit")
@@ -124,11 +136,10 @@ def validate(trunk_ref: str | None, branch_dirs: tuple[Path, ...], no_plugins: b
       mtbranch validate --trunk ./minilm --branch ./my-branch
       mtbranch validate --format json --strict
     """
-    from mtbranch.plugins.manager import get_plugin_manager
     from mtbranch.sources import collect_branches
     from mtbranch.validation import Validator
 
-    pm = get_plugin_manager()
+    pm = _plugin_manager(no_plugins)
     branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins)
     trunk = choose_trunk(trunk_ref, branches, pm, required=False)
     report = Validator(trunk, plugin_manager=pm).validate(branches)
@@ -185,10 +196,9 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], no_plugins: bo
     """
     from mtbranch.compose import compose as do_compose
     from mtbranch.compose import save_composed
-    from mtbranch.plugins.manager import get_plugin_manager
     from mtbranch.sources import collect_branches
 
-    pm = get_plugin_manager()
+    pm = _plugin_manager(no_plugins)
     branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins, only=only,
                                 exclude=exclude)
     trunk = choose_trunk(trunk_ref, branches, pm, required=True)

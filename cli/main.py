@@ -57,8 +57,9 @@ def cli() -> None:
 
 def _register() -> None:
     from mtbranch.cli import commands
+    from mtbranch.cli.new_plugin import new_plugin
 
-    for cmd in commands.ALL:
+    for cmd in [*commands.ALL, new_plugin]:
         cli.add_command(cmd)
     try:
         from mtbranch.sdk import cli_commands as sdk_cmds

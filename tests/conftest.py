@@ -61,4 +61,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     from mtbranch.plugins.manager import set_plugin_manager
 
     monkeypatch.setenv("MTBRANCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # installed example plugins must not leak into unit tests; plugin tests opt back in
+    monkeypatch.setenv("MTBRANCH_DISABLE_PLUGIN_AUTOLOAD", "1")
     set_plugin_manager(None)
