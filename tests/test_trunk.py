@@ -76,3 +76,24 @@ def test_layer_shapes_match_transformers(tiny_bert_dir) -> None:
     emb = {k: tuple(v.shape) for k, v in trunk.state_dict().items() if k.startswith("embeddings.")
            and not k.endswith(("position_ids", "token_type_ids"))}
     assert emb == embedding_tensor_shapes(src.structure)
+
+
+def test_hub_reference_gives_clear_error_when_unreachable(monkeypatch) -> None:
+    from mtbranch.errors import MtbranchError
+    from mtbranch.trunk_ref import resolve_trunk
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MtbranchError, match=r"cannot (download|resolve) hf:org/model@main"):
+        resolve_trunk("hf:org/model@main")
+
+
+def test_pickled_weights_are_refused(tiny_bert_dir, tmp_path) -> None:
+    import shutil
+
+    from mtbranch.errors import MtbranchError
+
+    d = tmp_path / "legacy"
+    shutil.copytree(tiny_bert_dir, d)
+    (d / "model.safetensors").rename(d / "pytorch_model.bin")
+    with pytest.raises(MtbranchError, match="never unpickles"):
+        load_trunk_source(d)
