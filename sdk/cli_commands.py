@@ -285,6 +285,8 @@ Examples:
 @click.option("--student-layers", type=int, required=True, help="Student layers l (< the teacher's).")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Weight of the soft-target loss.")
 @click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--task", type=click.Choice(TASK_CHOICES), default=None,
+              help="Optional: must match the teacher's head (taken from the teacher when left out).")
 @_data_options
 @_train_options
 @click.option("--name", default=None, help="Student name (default: <teacher>-l<l>).")
@@ -308,6 +310,8 @@ def distill_cmd(**o: Any) -> None:
         raise MtbranchError("no manifest.json: not a branch directory", path=str(teacher)) from None
     except ValueError as exc:
         raise MtbranchError(f"invalid teacher manifest: {exc}", path=str(teacher)) from None
+    if o["task"] is not None and o["task"].replace("-", "_") != tm.head.type:
+        raise UsageError(f"--task {o['task']} does not match the teacher's head type {tm.head.type}")
     o["task"] = tm.head.type
     _task, train_data, dev_data, _ = load_task_data(o)
     cfg = _config(o)
