@@ -61,8 +61,10 @@ def _train_options(f: F) -> F:
         click.option("--max-length", type=int, default=128, show_default=True, help="Tokenizer max_length."),
         click.option("--metric", default=None, help="Dev metric that picks the best epoch (default: accuracy, "
                                                     "pearson or entity_f1 by task)."),
-        click.option("--quantize", type=click.Choice(["none", "float16", "int8", "1bit"]), default="none",
-                     show_default=True, help="Store cached training features quantized (papers/003)."),
+        click.option("--quantize", type=click.Choice(["none", "float16", "int8", "1bit", "1bit-centered"]),
+                     default="none", show_default=True,
+                     help="Store cached training features quantized (papers/003); 1bit-centered takes signs "
+                          "around each dimension's mean."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                      help="Keep trunk features on disk here (safetensors) and reuse them across runs."),
         click.option("--threads", type=int, default=None, help="torch CPU threads."),

@@ -28,8 +28,8 @@ from mtbranch.sdk.data import TextExample, TokenExample
 from mtbranch.trunk import load_trunk
 from mtbranch.trunk_ref import TrunkSource
 
-Quantize = Literal["none", "float16", "int8", "1bit"]
-QUANTIZE_CHOICES: tuple[str, ...] = ("none", "float16", "int8", "1bit")
+Quantize = Literal["none", "float16", "int8", "1bit", "1bit-centered"]
+QUANTIZE_CHOICES: tuple[str, ...] = ("none", "float16", "int8", "1bit", "1bit-centered")
 IGNORE_INDEX = -100
 CACHE_FORMAT = "mtbranch-features-1"
 
@@ -126,9 +126,10 @@ class FeatureStore:
     """Hidden states at one depth for every example, unpadded: rows ``offsets[i]:offsets[i+1]``."""
 
     def __init__(self, values: torch.Tensor, scale: torch.Tensor | None, offsets: torch.Tensor,
-                 kind: str, hidden: int, depth: int) -> None:
+                 kind: str, hidden: int, depth: int, center: torch.Tensor | None = None) -> None:
         self.values, self.scale, self.offsets = values, scale, offsets
         self.kind, self.hidden, self.depth = kind, hidden, depth
+        self.center = center  # "1bit-centered": per-dimension mean, subtracted before taking signs
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -142,16 +143,24 @@ class FeatureStore:
     def __getitem__(self, i: int) -> torch.Tensor:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         scale = None if self.scale is None else self.scale[a:b]
+        if self.center is not None:
+            return dequantize(self.values[a:b], scale, "1bit", self.hidden) + self.center
         return dequantize(self.values[a:b], scale, self.kind, self.hidden)
 
     @classmethod
     def from_examples(cls, per_example: list[torch.Tensor], kind: Quantize, depth: int) -> FeatureStore:
         hidden = per_example[0].shape[-1]
         flat = torch.cat(per_example, dim=0)
-        values, scale = quantize(flat, kind)
+        center = None
+        if kind == "1bit-centered":
+            # BERT features have a few large-offset dimensions; signs around each dimension's mean keep them
+            center = flat.mean(dim=0)
+            values, scale = quantize(flat - center, "1bit")
+        else:
+            values, scale = quantize(flat, kind)
         offsets = torch.zeros(len(per_example) + 1, dtype=torch.int64)
         offsets[1:] = torch.cumsum(torch.tensor([t.shape[0] for t in per_example]), 0)
-        return cls(values, scale, offsets, kind, hidden, depth)
+        return cls(values, scale, offsets, kind, hidden, depth, center)
 
     def nbytes(self) -> int:
         return self.values.nbytes + (0 if self.scale is None else self.scale.nbytes)
@@ -160,6 +169,8 @@ class FeatureStore:
         tensors = {"values": self.values, "offsets": self.offsets}
         if self.scale is not None:
             tensors["scale"] = self.scale
+        if self.center is not None:
+            tensors["center"] = self.center
         meta = {"format": CACHE_FORMAT, "key": key, "kind": self.kind, "hidden": str(self.hidden),
                 "depth": str(self.depth)}
         return st_save(tensors, metadata=meta)
@@ -172,7 +183,7 @@ class FeatureStore:
             meta = f.metadata() or {}
         t = load_file(str(path))
         return cls(t["values"], t.get("scale"), t["offsets"], meta["kind"], int(meta["hidden"]),
-                   int(meta["depth"]))
+                   int(meta["depth"]), t.get("center"))
 
 
 # -- computing features -----------------------------------------------------------------------------------

@@ -60,7 +60,16 @@ def test_int8_and_1bit_round_trip_bounds() -> None:
     torch.testing.assert_close(F.dequantize(h, None, "float16", 384), x, atol=3e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize("kind", ["none", "int8", "1bit"])
+def test_centered_1bit_beats_plain_1bit_on_offset_dimensions() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(200, 64)
+    x[:, 3] += 8.0  # an outlier dimension, as BERT's hidden states have
+    plain = F.FeatureStore.from_examples([x], "1bit", 0)[0]
+    centered = F.FeatureStore.from_examples([x], "1bit-centered", 0)[0]
+    assert float((centered - x).norm()) < 0.6 * float((plain - x).norm())
+
+
+@pytest.mark.parametrize("kind", ["none", "int8", "1bit", "1bit-centered"])
 def test_disk_cache_round_trip_and_reuse(sdk_trunk_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          kind: str) -> None:
     src = load_trunk_source(sdk_trunk_dir)
