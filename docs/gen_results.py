@@ -33,8 +33,9 @@ STEPS = {
                     f"--epochs 2 {LR} --name sentiment-l1 -o runs/out/sentiment-l1",
     "sentiment-full67k": f"mtbranch train {SSTB} {B2} --epochs 2 {LR} --name sentiment --owner team-sentiment "
                          "-o examples/branches-out/sentiment",
-    "similarity": f"mtbranch train {STS} {B2} --epochs 4 {LR} --name similarity --owner team-similarity "
-                  "-o examples/branches-out/similarity",
+    "similarity": f"mtbranch train {STS} {B2} --epochs 8 --lr 3e-4 --head-lr 1e-3 --name similarity "
+                  "--owner team-similarity -o examples/branches-out/similarity",
+    "similarity-lr1e4": f"mtbranch train {STS} {B2} --epochs 4 {LR} --name similarity -o runs/out/similarity-lr1e4",
     "similarity-full": f"mtbranch train {STS} {COMMON} --full --pooling mean --epochs 4 {LR} --name similarity "
                        "-o runs/out/similarity-full",
     "entities": f"mtbranch train {NER} {COMMON} --layers 2 --epochs 3 {LR} --name entities --owner team-entities "
@@ -89,7 +90,10 @@ def main() -> None:
         ent_full, ent_recipe = "entities-full3", "CoNLL all 14k, 3 epochs"
     rows = [("sentiment", "accuracy", "SST-2 20k subset, 3 epochs", "sentiment-full", "sentiment-20k", "sentiment-l1"),
             ("sentiment (shipped)", "accuracy", "SST-2 all 67k, 2 epochs", None, "sentiment-full67k", None),
-            ("similarity (shipped)", "pearson", "STS-B all 5.7k, 4 epochs", "similarity-full", "similarity", None),
+            ("similarity", "pearson", "STS-B all 5.7k, 4 epochs, lr 1e-4", "similarity-full", "similarity-lr1e4",
+             None),
+            ("similarity (shipped)", "pearson", "STS-B all 5.7k, 8 epochs, layer lr 3e-4 (full FT: row above)",
+             "similarity-full", "similarity", None),
             ("entities (shipped)", "entity_f1", ent_recipe, ent_full, "entities", "entities-l1")]
     for task, m, recipe, full_step, br_step, student in rows:
         br = result(br_step)
@@ -169,7 +173,15 @@ def main() -> None:
           "reference.")
     w("- STS-B and CoNLL-2003 use their full training sets. CoNLL sentences are cut at 128 sub-tokens (a "
       "handful of words are lost, which counts against entity F1).")
+    w("- STS-B: the shipped branch (layer lr 3e-4, 8 epochs, best epoch 6) replaced the first recipe (lr 1e-4, "
+      "4 epochs). The full fine-tuning reference reached a Pearson about 5 points higher than any 2-layer "
+      "branch tried, so STS-B does not meet the 97%-of-full-fine-tuning bar. A plausible reason: "
+      "all-MiniLM-L6-v2 was trained as a bi-encoder (each sentence alone), so its frozen lower layers never "
+      "learnt cross-sentence attention, which full fine-tuning can add.")
     w("- all-MiniLM-L6-v2 was trained with mean pooling, so the sentence-level branches pool with `mean`.")
+    w("- The shipped branches declare max_length 64 (sentiment, similarity) and 128 (entities). Composed "
+      "together, `mtbranch validate` warns K004 and predict() truncates every input to 64 tokens; asking for "
+      "the entities task alone keeps 128. Retraining sentiment/similarity at 128 would remove the warning.")
     w("- One seed per row; differences under about 0.5 points are within seed noise on these dev sets.")
     print("\n".join(out))
 
