@@ -249,8 +249,6 @@ def sweep_cmd(**o: Any) -> None:
 
     parse_rule(o["rule"])
     task, train_data, dev_data, labels = load_task_data(o)
-    if labels:
-        raise UsageError("--labels is not supported by sweep; use --label-names")
     cfg = _config(o)
 
     def on_row(row: Any) -> None:
@@ -260,7 +258,7 @@ def sweep_cmd(**o: Any) -> None:
     with _quiet_stdout(o["as_json"]):
         res = sweep(o["trunk_ref"], task, train_data, dev_data, min_layers=o["min_layers"],
                     max_layers=o["max_layers"], rule=o["rule"], cfg=cfg, info=_info(o), out_dir=o["out"],
-                    on_row=on_row)
+                    on_row=on_row, labels=labels)
     if not _is_main():
         return
     table = format_table(res, o["name"])

@@ -86,7 +86,7 @@ def select_layers(scores: dict[int, float], rule: str, *, lower_is_better: bool 
 def sweep(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset, *,
           min_layers: int, max_layers: int, rule: str = "best", cfg: TrainConfig | None = None,
           info: BranchInfo | None = None, out_dir: str | os.PathLike[str] | None = None,
-          on_row: Any = None) -> SweepResult:
+          on_row: Any = None, labels: list[str] | None = None) -> SweepResult:
     cfg = cfg or TrainConfig()
     info = info or BranchInfo(name="branch")
     parse_rule(rule)
@@ -95,7 +95,7 @@ def sweep(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: D
     if not 0 <= min_layers <= max_layers <= n:
         raise UsageError(f"need 0 <= N_min <= N_max <= {n} (the trunk's layers), got {min_layers}..{max_layers}")
     span = list(range(min_layers, max_layers + 1))
-    prep = prepare(source, task, train_data, dev_data, cfg, [n - L for L in span])  # one trunk pass
+    prep = prepare(source, task, train_data, dev_data, cfg, [n - L for L in span], labels=labels)  # one trunk pass
     rows: list[SweepRow] = []
     results: dict[int, TrainResult] = {}
     for L in span:

@@ -36,6 +36,7 @@ def test_train_sweep_distill_commands(sdk_trunk_dir: Path, tmp_path: Path) -> No
     assert manifest["head"]["labels"] == ["negative", "positive"] and manifest["attach_depth"] == 2
 
     res = r.invoke(sweep_cmd, ["--trunk", str(sdk_trunk_dir), "--task", "classification", *_sst(tmp_path), *FAST,
+                               "--label-names", "negative,positive",
                                "--min-layers", "0", "--max-layers", "1", "--rule", "marginal:1", "--name", "s",
                                "--table", str(tmp_path / "t.md")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
