@@ -112,6 +112,42 @@ def main() -> None:
       "the trunk), with the same recipe as the branch in its row; the embeddings stay frozen (their output is "
       "the cached feature). Students are distilled from the L=2 branch of their row (alpha 0.5, T 2, 2 epochs), "
       "initialised from its bottom layer, pooling and head.\n")
+    w("## Against the issue's targets\n")
+    w("| target | measured | met |")
+    w("|---|---|---|")
+
+    def dev(step: str, m: str, key: str = "dev") -> float | None:
+        r = result(step)
+        return r[key][m] if r else None
+
+    def row(target: str, value: float | None, ok: bool | None, unit: str = "") -> None:
+        shown = "pending" if value is None else f"{value:.2f}{unit}"
+        w(f"| {target} | {shown} | {'pending' if ok is None else ('yes' if ok else '**no**')} |")
+
+    for target, step, m, thr in (("SST-2 dev accuracy >= 86 (shipped, 2 layers)", "sentiment-full67k", "accuracy", .86),
+                                 ("STS-B dev Pearson >= 80 (shipped, 2 layers)", "similarity", "pearson", .80),
+                                 ("CoNLL dev entity F1 >= 80 (shipped, 2 layers)", "entities", "entity_f1", .80)):
+        v = dev(step, m)
+        row(target, None if v is None else 100 * v, None if v is None else v >= thr)
+    for target, br, full, m in (("SST-2 L=2 within 97% of full FT (20k recipe)", "sentiment-20k", "sentiment-full",
+                                 "accuracy"),
+                                ("STS-B shipped within 97% of full FT", "similarity", "similarity-full", "pearson"),
+                                ("CoNLL shipped within 97% of full FT", "entities", ent_full, "entity_f1")):
+        b, f = dev(br, m), dev(full, m)
+        ratio = None if b is None or f is None else 100 * b / f
+        row(target, ratio, None if ratio is None else ratio >= 97, "%")
+    for target, step in (("SST-2 1-layer student >= 96% of teacher", "sentiment-l1"),
+                         ("CoNLL 1-layer student >= 96% of teacher", "entities-l1")):
+        r = result(step)
+        row(target, None if r is None else 100 * r["retained"], None if r is None else r["retained"] >= 0.96, "%")
+    base_q = dev("q-fp32", "accuracy")
+    for target, step, lim in (("int8 features change SST-2 dev by <= 0.5 points", "q-int8", 0.5),
+                              ("1-bit features change SST-2 dev by <= 2 points (plain)", "q-1bit", 2.0),
+                              ("1-bit features change SST-2 dev by <= 2 points (centred)", "q-1bitc", 2.0)):
+        v = dev(step, "accuracy")
+        d = None if v is None or base_q is None else 100 * abs(v - base_q)
+        row(target, d, None if d is None else d <= lim, " points")
+    w("")
     w("## Quantized cached features (SST-2 10k subset, L=2, 2 epochs; papers/003)\n")
     w("| training features | dev accuracy | change vs float32 |")
     w("|---|---|---|")
@@ -134,8 +170,11 @@ def main() -> None:
         w(f"Selected L = {sw['selected_layers']} by rule `{sw['rule']}`.\n")
     w("## Shipped branches through the normal path (validate, compose, predict)\n")
     vp = RUNS / "verify.json"
-    if vp.is_file():
+    try:
         v = json.loads(vp.read_text())
+    except (OSError, ValueError):  # not run yet, or still being written
+        v = None
+    if v:
         w(f"`python docs/verify_branches.py > runs/verify.json`: validation errors: {len(v['validation_errors'])}.\n")
         w("| branch | depth | layers | dev metric in manifest | recomputed from the branch | max abs diff composed "
           "vs branch outputs (dev) |")
