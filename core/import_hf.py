@@ -85,10 +85,9 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
         prefix = trunk_prefix(names)
         roberta_head = "classifier.out_proj.weight" in names
         has_pooler = sequence_level and (f"{prefix}pooler.dense.weight" in names or roberta_head)
-        try:
-            tok = load_tokenizer(src)
-        except Exception:  # checkpoints often ship without tokenizer files: the trunk's is the contract
-            tok = load_tokenizer(trunk.path)
+        # checkpoints often ship without tokenizer files: then the trunk's tokenizer is the contract
+        has_tokenizer = any((src / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
+        tok = load_tokenizer(src if has_tokenizer else trunk.path)
         manifest = branch_manifest(trunk, tok, name=name, attach_depth=depth, num_layers=num_layers, head=head,
                                    projection=has_pooler, max_length=max_length, input_signature=input_signature,
                                    version=version,

@@ -30,7 +30,7 @@ def make_bert_dir(path: Path, *, layers: int = 4, hidden: int = 32, heads: int =
     path.mkdir(parents=True, exist_ok=True)
     vocab = path / "vocab.txt"
     vocab.write_text("\n".join(SPECIALS + list(dict.fromkeys(WORDS))) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=128)
+    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=128)
     torch.manual_seed(seed)
     common = dict(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                   intermediate_size=hidden * 2, max_position_embeddings=160, type_vocab_size=2)
