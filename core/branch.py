@@ -8,7 +8,6 @@ head. Weights are safetensors only.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 
 from mtbranch.atomic import atomic_directory
 from mtbranch.errors import IntegrityError, MtbranchError
+from mtbranch.files import is_inside, sha256_file
 from mtbranch.head_types import HeadType
 from mtbranch.manifest import MANIFEST_NAME, BranchManifest, read_manifest
 from mtbranch.trunk import attention_mask_4d, hf_config, layer_class
@@ -119,14 +119,6 @@ class BranchModule(nn.Module):
         return self.head(self.head_input(self.encode(hidden, attention_mask, mask4d), attention_mask))
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,
                 dtype: str | None = None, extra_files: dict[str, bytes] | None = None) -> BranchManifest:
     """Write the artifact atomically; returns the manifest with weights sha256/params filled in."""
@@ -150,11 +142,10 @@ def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,
 
 def resolve_inside(root: Path, relative: str, what: str) -> Path:
     """``root/relative``, refusing paths that escape ``root`` (../, absolute paths, symlinks)."""
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root.resolve()):
+    if not is_inside(root, relative):
         raise MtbranchError(f"{what} path {relative!r} escapes the artifact directory",
                             path=str(root), hint="keep files inside the artifact directory")
-    return target
+    return (root / relative).resolve()
 
 
 def load_branch(path: str | os.PathLike[str], head_type: HeadType | None = None, *,
@@ -178,6 +169,3 @@ def load_branch(path: str | os.PathLike[str], head_type: HeadType | None = None,
     module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return module.eval()
 
-
-def read_manifest_dict(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))

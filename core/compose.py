@@ -21,6 +21,7 @@ from typing import Any
 import mtbranch
 from mtbranch.atomic import atomic_directory
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed
+from mtbranch.files import is_inside, sha256_file
 from mtbranch.trunk_ref import TrunkSource, load_trunk_source
 from mtbranch.validation import Report, Validator
 
@@ -85,12 +86,6 @@ def overhead(depth: int, branch_layers: Sequence[int], full_layers: int) -> dict
             "text": f"{depth} + {task} = {total} of {single}, {100 * total / single:.1f}%" if single else "-"}
 
 
-def _sha(path: Path) -> str:
-    from mtbranch.branch import sha256_file
-
-    return sha256_file(path)
-
-
 def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
     """Write the composed artifact atomically; returns the lock."""
     from safetensors import safe_open
@@ -124,8 +119,8 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
                             "source": getattr(b, "source", None) or "directory",
                             "attach_depth": b.manifest.attach_depth, "num_layers": b.manifest.num_layers,
                             "head": b.manifest.head.type,
-                            "sha256": _sha(bdir / b.manifest.weights.path)})
-        files = {str(p.relative_to(tmp)): _sha(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+                            "sha256": sha256_file(bdir / b.manifest.weights.path)})
+        files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         lock = {
             "lock_version": LOCK_VERSION,
             "mtbranch_version": mtbranch.__version__,
@@ -165,11 +160,11 @@ def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = 
     present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} - {LOCK_NAME}
     for rel, digest in lock["files"].items():
         p = root / rel
-        if not isinstance(rel, str) or not p.resolve().is_relative_to(root.resolve()):
+        if not isinstance(rel, str) or not is_inside(root, rel):
             problems.append(f"{rel}: path escapes the artifact directory")
         elif not p.is_file():
             problems.append(f"{rel}: missing")
-        elif _sha(p) != digest:
+        elif sha256_file(p) != digest:
             problems.append(f"{rel}: sha256 differs from the lock file")
     for rel in sorted(present - set(lock["files"])):
         problems.append(f"{rel}: not listed in the lock file")

@@ -144,7 +144,6 @@ class ComposedModel(nn.Module):
         branches with a ``pair`` signature; ``raw`` adds the head's outputs. Inputs are processed in
         micro-batches of ``batch_size``, sorted by length so padding stays small.
         """
-        single = isinstance(texts, str)
         texts = [texts] if isinstance(texts, str) else list(texts)
         pairs = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None
                                                                    else None)
@@ -176,7 +175,6 @@ class ComposedModel(nn.Module):
                 outputs = self(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), branches)
                 for b in branches:
                     self._postprocess(b, outputs[b.name], enc, batch, idx, results, raw)
-        del single
         return results
 
     def _postprocess(self, b: BranchModule, out: torch.Tensor, enc: Any, batch: list[str], idx: list[int],

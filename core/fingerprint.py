@@ -39,6 +39,11 @@ def trunk_prefix(names: list[str] | set[str] | dict[str, object]) -> str:
     raise ValueError("no embeddings.word_embeddings.weight tensor: not a BERT-family checkpoint")
 
 
+def is_embedding_tensor(rel: str) -> bool:
+    """A prefix-free name of an embedding parameter (not the position/token-type id buffers)."""
+    return rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids"))
+
+
 def split_trunk_tensors(header: SafetensorsHeader) -> tuple[str, list[TensorInfo], dict[int, list[TensorInfo]]]:
     """Group a checkpoint's tensors into embeddings and layers (by index); other tensors are ignored."""
     prefix = trunk_prefix(header.tensors)
@@ -48,7 +53,7 @@ def split_trunk_tensors(header: SafetensorsHeader) -> tuple[str, list[TensorInfo
         if not name.startswith(prefix):
             continue
         rel = name[len(prefix):]
-        if rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids")):
+        if is_embedding_tensor(rel):
             embeddings.append(info)
             continue
         m = _LAYER_RE.match(rel)

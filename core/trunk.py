@@ -7,7 +7,6 @@ tensors of layers <= D are read; layers above D are never loaded.
 
 from __future__ import annotations
 
-import copy
 import sys
 from typing import Any
 
@@ -19,7 +18,7 @@ from transformers.initialization import no_init_weights
 from transformers.masking_utils import create_bidirectional_mask
 
 from mtbranch.errors import MtbranchError
-from mtbranch.fingerprint import trunk_prefix
+from mtbranch.fingerprint import is_embedding_tensor, trunk_prefix
 from mtbranch.structure import TrunkStructure
 from mtbranch.trunk_ref import TrunkSource
 
@@ -96,9 +95,8 @@ def select_trunk_tensors(names: list[str], depth: int) -> dict[str, str]:
     wanted: dict[str, str] = {}
     for name in names:
         rel = name[len(prefix):] if name.startswith(prefix) else ""
-        is_embedding = rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids"))
         is_kept_layer = rel.startswith("encoder.layer.") and int(rel.split(".")[2]) < depth
-        if is_embedding or is_kept_layer:
+        if is_embedding_tensor(rel) or is_kept_layer:
             wanted[name] = rel
     return wanted
 
@@ -130,6 +128,3 @@ def load_trunk(source: TrunkSource, depth: int | None = None, dtype: torch.dtype
     trunk.requires_grad_(False)
     return trunk.eval()
 
-
-def copy_config(config: PretrainedConfig) -> PretrainedConfig:
-    return copy.deepcopy(config)

@@ -7,7 +7,6 @@ scan over the memory-mapped data). The result is a :class:`Report` with a per-ch
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 
 import mtbranch
 from mtbranch.branch_layout import expected_branch_tensors
+from mtbranch.files import is_inside, sha256_file
 from mtbranch.findings import Finding, finding
 from mtbranch.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
 from mtbranch.safetensors_header import DTYPE_CODES, HeaderError, SafetensorsHeader, read_header
@@ -86,14 +86,6 @@ def _loc(path: Path, fieldpath: tuple[Any, ...] | str | None = None) -> str:
     if isinstance(fieldpath, str):
         return f"{path}#{fieldpath}"
     return f"{path}#" + ".".join(str(p) for p in fieldpath)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _non_finite(header: SafetensorsHeader) -> list[str]:
@@ -226,10 +218,9 @@ class Validator:
         return self._mark(res, "requires", found)
 
     def _check_weights(self, res: BranchResult, m: BranchManifest, mpath: Path) -> list[Finding]:
-        root = res.path.resolve()
         loc = _loc(mpath, "weights.path")
-        wpath = (res.path / m.weights.path)
-        if Path(m.weights.path).is_absolute() or not wpath.resolve().is_relative_to(root):
+        wpath = res.path / m.weights.path
+        if not is_inside(res.path, m.weights.path):
             return self._mark(res, "weights", [finding(
                 "W008", f"weights.path {m.weights.path!r} points outside the artifact directory",
                 branch=m.name, location=loc, hint="use a plain file name such as 'branch.safetensors'")])
@@ -238,7 +229,7 @@ class Validator:
                 "W001", f"weights file {m.weights.path!r} is missing", branch=m.name, location=str(wpath),
                 hint="re-export the branch; the artifact must ship its safetensors file")])
         found: list[Finding] = []
-        digest = _sha256(wpath)
+        digest = sha256_file(wpath)
         if digest != m.weights.sha256:
             found.append(finding("W002", f"sha256 of {m.weights.path} is {digest[:12]}..., manifest says "
                                          f"{m.weights.sha256[:12]}...", branch=m.name,

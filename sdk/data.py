@@ -7,7 +7,6 @@ Every bad row raises :class:`DataError` naming the file and the 1-based line, so
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtbranch.errors import MtbranchError
+from mtbranch.files import sha256_file
 
 Column = int | str
 LabelKind = Literal["class", "score"]
@@ -71,16 +71,8 @@ class Dataset:
     sources: list[dict[str, str]] = field(default_factory=list)
 
 
-def sha256_path(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _source(path: Path) -> dict[str, str]:
-    return {"path": str(path), "sha256": sha256_path(path)}
+    return {"path": str(path), "sha256": sha256_file(path)}
 
 
 def _open(path: Path, encoding: str = "utf-8-sig") -> Any:

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-from mtbranch.branch import sha256_file
 from mtbranch.cli.main import cli
+from mtbranch.files import sha256_file
 
 from conftest import make_bert_dir
 from helpers import make_branch
