@@ -28,12 +28,14 @@ def _plugin_manager(no_plugins: bool) -> Any:
 
 
 def _manifest_fingerprints(branches: list[tuple[Path, str]]) -> list[tuple[int, str]]:
+    from mtbranch.files import read_json_object
+
     out = []
     for path, _ in branches:
         try:
-            data = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            data = read_json_object(path / "manifest.json")
             out.append((int(data["attach_depth"]), str(data["trunk"]["fingerprint"])))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, OverflowError):
             continue  # validation reports it
     return out
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
@@ -22,6 +22,7 @@ from mtbranch.errors import IntegrityError, MtbranchError
 from mtbranch.files import is_inside, sha256_file
 from mtbranch.head_types import HeadType
 from mtbranch.manifest import MANIFEST_NAME, BranchManifest, read_manifest
+from mtbranch.safetensors_header import read_header
 from mtbranch.trunk import attention_mask_4d, hf_config, layer_class
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -151,7 +152,14 @@ def resolve_inside(root: Path, relative: str, what: str) -> Path:
 def load_branch(path: str | os.PathLike[str], head_type: HeadType | None = None, *,
                 verify: bool = True, expected_sha256: str | None = None) -> BranchModule:
     root = Path(path)
-    manifest = read_manifest(root / MANIFEST_NAME)
+    try:
+        manifest = read_manifest(root / MANIFEST_NAME)
+    except OSError as exc:
+        raise MtbranchError(f"cannot read manifest.json: {exc.strerror or exc}", path=str(root),
+                            hint="a branch artifact is a directory with manifest.json and its weights") from None
+    except ValueError as exc:  # JSON, schema version or schema (pydantic) errors
+        raise MtbranchError(f"manifest.json is invalid: {exc}", path=str(root / MANIFEST_NAME),
+                            hint=f"`mtbranch validate --branch {root}` lists every finding") from None
     if head_type is None:
         from mtbranch.plugins.manager import get_plugin_manager
 
@@ -164,8 +172,13 @@ def load_branch(path: str | os.PathLike[str], head_type: HeadType | None = None,
                 raise IntegrityError(f"sha256 {digest[:16]}... does not match the recorded {want[:16]}...",
                                      path=str(weights), hint="the file was modified or corrupted; re-export it")
     module = BranchModule(manifest, head_type)
-    with safe_open(str(weights), framework="pt") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    read_header(weights)  # a clear HeaderError for truncated/corrupt files, also when verify=False
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:  # file checks; missing/misshapen tensors
+        raise MtbranchError(f"weights do not load into the declared architecture: {exc}", path=str(weights),
+                            hint=f"`mtbranch validate --branch {root}` names the tensor and the fix") from None
     return module.eval()
 

@@ -21,7 +21,9 @@ from typing import Any
 import mtbranch
 from mtbranch.atomic import atomic_directory
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed
-from mtbranch.files import is_inside, sha256_file
+from mtbranch.files import JsonFileError, is_inside, read_json_object, sha256_file
+from mtbranch.manifest import MANIFEST_NAME, NAME_RE
+from mtbranch.safetensors_header import read_header
 from mtbranch.trunk_ref import TrunkSource, load_trunk_source
 from mtbranch.validation import Report, Validator
 
@@ -137,19 +139,50 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The lock file, with the fields loading relies on checked (a hand-edited lock is an IntegrityError)."""
     lp = Path(path) / LOCK_NAME
     try:
-        lock = json.loads(lp.read_text(encoding="utf-8"))
+        lock = read_json_object(lp)
     except FileNotFoundError:
         raise MtbranchError("not a composed artifact: no mtbranch.lock.json", path=str(path),
                             hint="create one with `mtbranch compose -o DIR`") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"lock file is not valid JSON: {exc}", path=str(lp),
+    except (OSError, JsonFileError) as exc:
+        raise IntegrityError(f"lock file is unusable: {exc}", path=str(lp),
                              hint="the lock file was edited or corrupted; compose again") from None
-    if not isinstance(lock, dict) or not isinstance(lock.get("files"), dict) or "branches" not in lock:
-        raise IntegrityError("lock file lacks 'files' or 'branches'", path=str(lp),
+    problem = _lock_problem(lock)
+    if problem:
+        raise IntegrityError(f"lock file field {problem}", path=str(lp),
                              hint="the lock file was edited or corrupted; compose again")
     return lock
+
+
+_LOCK_TRUNK_FIELDS = {"reference": str, "num_layers": int, "kept_layers": int, "model_type": str}
+_LOCK_BRANCH_FIELDS = {"head": str, "version": str, "attach_depth": int, "num_layers": int}
+
+
+def _lock_problem(lock: dict[str, Any]) -> str | None:
+    files, branches, trunk = lock.get("files"), lock.get("branches"), lock.get("trunk")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        return "'files' is not an object mapping paths to sha256 strings"
+    if not isinstance(trunk, dict):
+        return "'trunk' is not an object"
+    for key, kind in _LOCK_TRUNK_FIELDS.items():
+        if not isinstance(trunk.get(key), kind):
+            return f"trunk.{key} is not a {kind.__name__}"
+    if not isinstance(branches, list):
+        return "'branches' is not a list"
+    for i, e in enumerate(branches):
+        if not isinstance(e, dict):
+            return f"branches[{i}] is not an object"
+        # the name becomes a directory under branches/: it must be a plain task name, never a path
+        if not isinstance(e.get("name"), str) or not NAME_RE.match(e["name"]):
+            return f"branches[{i}].name {e.get('name')!r} is not a task name"
+        for key, kind in _LOCK_BRANCH_FIELDS.items():
+            if not isinstance(e.get(key), kind):
+                return f"branches[{i}].{key} is not a {kind.__name__}"
+    if not isinstance(lock.get("overhead"), dict) or not isinstance(lock["overhead"].get("text"), str):
+        return "'overhead' is not an object with a 'text'"
+    return None
 
 
 def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = None) -> list[str]:
@@ -168,9 +201,12 @@ def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = 
             problems.append(f"{rel}: sha256 differs from the lock file")
     for rel in sorted(present - set(lock["files"])):
         problems.append(f"{rel}: not listed in the lock file")
-    listed = {e.get("name"): e for e in lock["branches"] if isinstance(e, dict)}
-    for name, e in listed.items():
+    for e in lock["branches"]:
+        name = e["name"]
+        manifest = f"branches/{name}/{MANIFEST_NAME}"
         weights = f"branches/{name}/branch.safetensors"
+        if manifest not in lock["files"]:  # every branch loaded must be covered by the hashes above
+            problems.append(f"branches/{name}: branch listed in the lock but its files are not")
         if weights in lock["files"] and e.get("sha256") != lock["files"][weights]:
             problems.append(f"{weights}: branch entry sha256 disagrees with the file list")
     return problems
@@ -195,6 +231,7 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
             raise IntegrityError("composed artifact does not match its lock file:\n  " + "\n  ".join(problems),
                                  path=str(root), hint="compose it again, or restore the original files")
     source = load_trunk_source(root / "trunk", reference=lock["trunk"].get("reference"))
+    read_header(source.weights)  # a clear HeaderError for a truncated/corrupt trunk, also when verify=False
     pm = get_plugin_manager()
     branches = []
     for e in lock["branches"]:

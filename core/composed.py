@@ -144,9 +144,12 @@ class ComposedModel(nn.Module):
         branches with a ``pair`` signature; ``raw`` adds the head's outputs. Inputs are processed in
         micro-batches of ``batch_size``, sorted by length so padding stays small.
         """
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        pairs = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None
-                                                                   else None)
+        texts = _as_list(texts, "texts")
+        pairs = None if text_pairs is None else _as_list(text_pairs, "text_pairs")
+        tasks = [tasks] if isinstance(tasks, str) else tasks
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MtbranchError(f"batch_size must be a positive integer, not {batch_size!r}",
+                                hint=f"the default is {DEFAULT_BATCH_SIZE}")
         _check_texts(texts, "texts")
         if pairs is not None:
             _check_texts(pairs, "text_pairs")
@@ -193,6 +196,15 @@ class ComposedModel(nn.Module):
             if raw:
                 res["raw"] = rows[j] if b.sequence_level else rows[j][: int(enc["attention_mask"][j].sum())]
             results[i][b.name] = res
+
+
+def _as_list(value: Any, what: str) -> list[Any]:
+    if isinstance(value, str):
+        return [value]
+    if value is None or isinstance(value, bytes | dict) or not hasattr(value, "__iter__"):
+        raise MtbranchError(f"{what} is {type(value).__name__}, not a string or a list of strings",
+                            hint="pass a list of strings (use '' for an empty input)")
+    return list(value)
 
 
 def _check_texts(items: list[Any], what: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -17,4 +19,55 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 def is_inside(root: Path, relative: str | os.PathLike[str]) -> bool:
     """Whether ``root/relative`` stays inside ``root`` (no ``..``, absolute path or symlink out)."""
-    return not Path(relative).is_absolute() and (root / relative).resolve().is_relative_to(root.resolve())
+    try:
+        return not Path(relative).is_absolute() and (root / relative).resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError):  # a NUL byte, a name too long, a symlink loop: not a usable path either
+        return False
+
+
+MAX_JSON_BYTES = 16 * 1024 * 1024  # manifests and lock files are a few KiB; refuse before reading more
+
+
+class JsonFileError(ValueError):
+    """A JSON file mtbranch reads is unusable; the message says why (syntax, duplicate key, size...)."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # two values for one key are read differently by different parsers: refuse instead of picking one
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise JsonFileError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise JsonFileError(f"{name} is not JSON (Python's extension to the standard)")
+
+
+def loads_json_object(raw: bytes | str) -> dict[str, Any]:
+    """Parse a JSON object strictly: UTF-8, no duplicate keys, no runaway nesting, an object at the top."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except JsonFileError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise JsonFileError(f"not UTF-8 text: {exc}") from None
+    except ValueError as exc:  # json.JSONDecodeError and out-of-range numbers
+        raise JsonFileError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise JsonFileError("not valid JSON: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise JsonFileError(f"the top level is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def read_json_object(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """Read a small JSON object file (manifest, lock); raises OSError or :class:`JsonFileError`."""
+    p = Path(path)
+    size = p.stat().st_size
+    if size > limit:
+        raise JsonFileError(f"{size} bytes is over the {limit // (1024 * 1024)} MiB limit for this file")
+    return loads_json_object(p.read_bytes())

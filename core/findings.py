@@ -19,7 +19,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P005": ("error", "two installed plugins provide a branch with the same name"),
     "P006": ("warning", "two plugins register the same head type or trunk name"),
     "M001": ("error", "manifest.json is missing"),
-    "M002": ("error", "manifest.json is not valid JSON (or not an object)"),
+    "M002": ("error", "manifest.json is not valid JSON (not an object, not UTF-8, a duplicate key, over 16 MiB)"),
     "M003": ("error", "manifest does not match the schema (field path in the location)"),
     "M004": ("error", "schema_version is newer than this mtbranch, or unknown"),
     "M005": ("error", "head type is not registered by any installed plugin"),

@@ -6,7 +6,6 @@ validation; a newer major version is refused (an older mtbranch cannot know what
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mtbranch.files import read_json_object
 from mtbranch.heads import HeadSpec
 from mtbranch.structure import TrunkStructure
 from mtbranch.tokenizer_contract import TokenizerContract
@@ -141,11 +141,8 @@ def parse_manifest(data: dict[str, Any]) -> BranchManifest:
 
 
 def read_manifest(path: Path) -> BranchManifest:
-    """Read and validate; raises FileNotFoundError, json.JSONDecodeError, SchemaVersionError, ValidationError."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError("manifest is not a JSON object")
-    return parse_manifest(data)
+    """Read and validate; raises OSError, JsonFileError, SchemaVersionError or ValidationError (ValueErrors)."""
+    return parse_manifest(read_json_object(path))
 
 
 def manifest_json_schema() -> dict[str, Any]:

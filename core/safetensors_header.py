@@ -7,12 +7,14 @@ is one a malicious or truncated file could fail, and each failure is a :class:`H
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from mtbranch.errors import MtbranchError
+from mtbranch.files import JsonFileError, loads_json_object
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 
@@ -26,8 +28,8 @@ DTYPE_SIZES = {
 DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 
 
-class HeaderError(ValueError):
-    pass
+class HeaderError(MtbranchError, ValueError):
+    """The file is not a readable safetensors file; ``message`` says why, ``path`` names the file."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,14 @@ class SafetensorsHeader:
 
 def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     p = Path(path)
+    try:
+        return _read_header(p)
+    except HeaderError as exc:
+        raise HeaderError(exc.message, path=str(p),
+                          hint="the file is truncated, corrupt or not safetensors: re-export it") from None
+
+
+def _read_header(p: Path) -> SafetensorsHeader:
     size = p.stat().st_size
     with open(p, "rb") as fh:
         raw_len = fh.read(8)
@@ -65,11 +75,9 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
             raise HeaderError(f"header length {n} runs past the end of the {size}-byte file (truncated?)")
         raw = fh.read(n)
     try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeaderError(f"header is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise HeaderError("header is not a JSON object")
+        obj = loads_json_object(raw)
+    except JsonFileError as exc:
+        raise HeaderError(f"header is unusable: {exc}") from None
     data_start = 8 + n
     data_len = size - data_start
     metadata = obj.pop("__metadata__", None) or {}
@@ -81,7 +89,7 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         if not isinstance(info, dict):
             raise HeaderError(f"tensor {name!r}: entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise HeaderError(f"tensor {name!r}: unknown dtype {dtype!r}")
         if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                 for d in shape)):

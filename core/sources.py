@@ -34,11 +34,11 @@ def collect_branches(dirs: Sequence[str | Path] = (), *, plugin_manager: Any | N
 
 
 def _manifest_name(path: Path) -> str | None:
-    import json
+    from mtbranch.files import read_json_object
 
     try:
-        data = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        name = data.get("name") if isinstance(data, dict) else None
+        data = read_json_object(path / "manifest.json")
+        name = data.get("name")
         return name if isinstance(name, str) else None
     except (OSError, ValueError):
         return None

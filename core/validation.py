@@ -7,7 +7,6 @@ scan over the memory-mapped data). The result is a :class:`Report` with a per-ch
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 
 import mtbranch
 from mtbranch.branch_layout import expected_branch_tensors
-from mtbranch.files import is_inside, sha256_file
+from mtbranch.files import JsonFileError, is_inside, read_json_object, sha256_file
 from mtbranch.findings import Finding, finding
 from mtbranch.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
 from mtbranch.safetensors_header import DTYPE_CODES, HeaderError, SafetensorsHeader, read_header
@@ -146,12 +145,10 @@ class Validator:
             res.checks["manifest"] = "failed"
             return res, out
         try:
-            data = json.loads(mpath.read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                raise ValueError("the top level is not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            out.append(finding("M002", f"manifest.json is not valid JSON: {exc}", branch=res.name,
-                               location=str(mpath), hint="fix the JSON syntax"))
+            data = read_json_object(mpath)
+        except (JsonFileError, OSError) as exc:
+            out.append(finding("M002", f"manifest.json is unusable: {exc}", branch=res.name,
+                               location=str(mpath), hint="fix the JSON: one object, UTF-8, each key once"))
             res.checks["manifest"] = "failed"
             return res, out
         if isinstance(data.get("name"), str):
@@ -238,7 +235,8 @@ class Validator:
         try:
             header = read_header(wpath)
         except (HeaderError, OSError) as exc:
-            found.append(finding("W003", f"cannot read the safetensors header: {exc}", branch=m.name,
+            why = exc.message if isinstance(exc, HeaderError) else str(exc)
+            found.append(finding("W003", f"cannot read the safetensors header: {why}", branch=m.name,
                                  location=str(wpath), hint="re-export the branch with mtbranch"))
             return self._mark(res, "weights", found)
         ht = self.head_types().get(m.head.type)

@@ -263,7 +263,9 @@ def sweep_cmd(**o: Any) -> None:
         return
     table = format_table(res, o["name"])
     if o["table_out"]:
-        o["table_out"].write_text(table + "\n", encoding="utf-8")
+        from mtbranch.atomic import write_text_atomic
+
+        write_text_atomic(o["table_out"], table + "\n")
     if o["as_json"]:
         click.echo(json.dumps(res.to_json()))
     else:
