@@ -57,9 +57,11 @@ def cli() -> None:
 
 def _register() -> None:
     from mtbranch.cli import commands
+    from mtbranch.cli.bench import bench
     from mtbranch.cli.new_plugin import new_plugin
+    from mtbranch.cli.serve import export_onnx, serve
 
-    for cmd in [*commands.ALL, new_plugin]:
+    for cmd in [*commands.ALL, new_plugin, serve, export_onnx, bench]:
         cli.add_command(cmd)
     try:
         from mtbranch.sdk import cli_commands as sdk_cmds

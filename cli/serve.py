@@ -1,0 +1,129 @@
+"""``mtbranch serve`` and ``mtbranch export-onnx``. Heavy imports (torch, FastAPI, ONNX) stay inside the bodies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mtbranch.cli.output import console, err_console
+
+
+def _need(module: str, extra: str) -> None:
+    import importlib.util
+
+    from mtbranch.errors import MtbranchError
+
+    if importlib.util.find_spec(module) is None:
+        raise MtbranchError(f"{module} is not installed", hint=f"pip install 'mtbranch[{extra}]'")
+
+
+def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
+    from mtbranch.compose import read_lock
+    from mtbranch.errors import UsageError
+
+    names = [e.get("name") for e in read_lock(artifact)["branches"]]
+    unknown = [t for t in tasks if t not in names]
+    if unknown:
+        raise UsageError(f"unknown --task {', '.join(unknown)}", hint=f"tasks in {artifact}: {', '.join(names)}")
+    return list(tasks) or None
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: all interfaces).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--task", "tasks", multiple=True, metavar="NAME",
+              help="Serve only these tasks (repeatable); the trunk is loaded only as deep as they need.")
+@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1),
+              help="Most texts merged into one model call.")
+@click.option("--max-batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0),
+              help="How long the first request of a batch waits for others.")
+@click.option("--max-body-bytes", default=1_000_000, show_default=True, type=click.IntRange(1))
+@click.option("--max-texts", default=256, show_default=True, type=click.IntRange(1), help="Texts per request.")
+@click.option("--max-chars", default=10_000, show_default=True, type=click.IntRange(1), help="Characters per text.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch intra-op threads (default: torch's).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps...")
+@click.option("--dtype", default=None, help="float32 (default), float16 or bfloat16.")
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batch_size: int,
+          max_batch_wait_ms: float, max_body_bytes: int, max_texts: int, max_chars: int, threads: int | None,
+          device: str, dtype: str | None, no_verify: bool, log_level: str) -> None:
+    """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
+
+    \b
+    Endpoints: POST /predict, GET /health, GET /ready, GET /tasks, GET /stats, GET /openapi.json
+    Example:
+      mtbranch serve composed/ --port 8000 --max-batch-wait-ms 5
+      curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["I loved it"]}'
+    """
+    _need("fastapi", "serve")
+    _need("uvicorn", "serve")
+    import logging
+
+    import torch
+
+    from mtbranch.compose import load
+    from mtbranch.serving import ServeSettings, create_app, run_server
+    from mtbranch.serving_schema import Limits
+
+    if threads:
+        torch.set_num_threads(threads)
+    subset = _check_tasks(artifact, tasks)
+    with console.status("loading..."):
+        model = load(artifact, verify=not no_verify, device=device, dtype=dtype, tasks=subset)
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    settings = ServeSettings(max_batch_size=max_batch_size, max_batch_wait_ms=max_batch_wait_ms,
+                             limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
+    err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port}")
+    run_server(create_app(model, settings=settings), host, port, log_level=log_level)
+
+
+@click.command("export-onnx")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="Directory for model.onnx, onnx.json and the tokenizer (replaced atomically).")
+@click.option("--task", "tasks", multiple=True, metavar="NAME", help="Export only these tasks (repeatable).")
+@click.option("--triton", "triton", type=click.Path(path_type=Path), default=None,
+              help="Also write a Triton Inference Server model repository here (config.pbtxt + 1/model.onnx).")
+@click.option("--triton-name", default="mtbranch", show_default=True, help="Model name in the Triton repository.")
+@click.option("--opset", type=click.IntRange(18), default=None, help="ONNX opset (default: the exporter's).")
+@click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime vs PyTorch comparison after export.")
+def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path | None, triton_name: str,
+                opset: int | None, no_check: bool) -> None:
+    """Export a composed artifact as one ONNX graph with a named output per task.
+
+    \b
+    Inputs input_ids, attention_mask, token_type_ids [batch, sequence]; one output per task (raw head
+    outputs: [batch, labels] or [batch, sequence, labels]). Pair tasks read the pair encoding: see
+    docs/serving.md. After export the graph is run with ONNX Runtime and compared with PyTorch.
+    Example:
+      mtbranch export-onnx composed/ -o composed-onnx/ --triton triton-repo/
+    """
+    _need("onnx", "onnx")
+    _need("onnxruntime", "onnx")
+    from mtbranch.compose import load
+    from mtbranch.onnx_export import check_onnx, write_triton_repository
+    from mtbranch.onnx_export import export_onnx as do_export
+
+    subset = _check_tasks(artifact, tasks)
+    with console.status("exporting..."):
+        model = load(artifact, tasks=subset)
+        info = do_export(model, out, opset=opset)
+    console.print(f"[green]exported[/] {', '.join(o['name'] for o in info['outputs'])} -> {out / 'model.onnx'}")
+    if not no_check:
+        diffs: dict[str, Any] = check_onnx(model, out)
+        worst = max(diffs.values())
+        for name, d in diffs.items():
+            console.print(f"  {name}: max abs diff vs PyTorch {d:.2e}")
+        if worst > 1e-4:
+            from mtbranch.errors import MtbranchError
+
+            raise MtbranchError(f"ONNX Runtime output differs from PyTorch by {worst:.2e} (> 1e-4)", path=str(out),
+                                hint="report it with the torch/onnxruntime versions; try --opset")
+    if triton is not None:
+        repo = write_triton_repository(out, triton, name=triton_name)
+        console.print(f"[green]triton[/] model repository -> {repo}")

@@ -1,0 +1,157 @@
+"""The request/response schema shared by ``mtbranch serve`` and the Ray Serve deployment.
+
+Pydantic only (no FastAPI, no torch), so a client can import it too. :func:`resolve_request` checks one request
+against the limits and the model's task set *before* it joins a batch, so a bad request never fails the
+batch it would have shared with good ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class PredictRequest(BaseModel):
+    """``POST /predict`` body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    texts: list[str] = Field(description="Input texts (one result per text).")
+    tasks: list[str] | None = Field(default=None, description=(
+        "Tasks to run (the trunk runs only as deep as they need). Default: every task that fits the input: "
+        "single-text tasks, plus pair tasks when text_pairs is given."))
+    text_pairs: list[str] | None = Field(default=None, description="Second text per input, for pair tasks.")
+    raw: bool = Field(default=False, description="Also return each head's raw outputs (logits / values).")
+
+
+class PredictResponse(BaseModel):
+    results: list[dict[str, dict[str, Any]]] = Field(description="One object per text: task name -> result.")
+    tasks: list[str] = Field(description="The tasks that were run.")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    hint: str | None = None
+
+
+class TaskInfo(BaseModel):
+    name: str
+    version: str
+    signature: str = Field(description="'single' (one text) or 'pair' (needs text_pairs).")
+    head: str
+    attach_depth: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request size limits (the same for HTTP and Ray)."""
+
+    max_body_bytes: int = 1_000_000
+    max_texts: int = 256
+    max_chars: int = 10_000
+
+
+class RequestError(Exception):
+    """A request the client must fix: carries the HTTP status and a message naming the field."""
+
+    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.hint = hint
+
+    def body(self) -> dict[str, Any]:
+        return ErrorBody(error=self.message, hint=self.hint).model_dump(exclude_none=True)
+
+
+def describe_validation_error(exc: ValidationError | Sequence[Any]) -> str:
+    """``texts[1]: Input should be a valid string; raw: ...`` from pydantic's (or FastAPI's) error list."""
+    errors = exc.errors() if isinstance(exc, ValidationError) else list(exc)
+    parts = []
+    for e in errors[:5]:
+        loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+        where = ""
+        for x in loc:
+            where += f"[{x}]" if x.isdigit() else (f".{x}" if where else x)
+        parts.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> PredictRequest:
+    """Bytes/str (JSON) or an already-decoded dict -> a typed request; 400/413/422 as :class:`RequestError`."""
+    if isinstance(body, bytes | str):
+        if len(body) > limits.max_body_bytes:
+            raise RequestError(413, f"request body is {len(body)} bytes; the limit is {limits.max_body_bytes}",
+                               "send fewer or shorter texts per request")
+        try:
+            return PredictRequest.model_validate_json(body)
+        except ValidationError as exc:
+            if any(e.get("type") == "json_invalid" for e in exc.errors()):
+                raise RequestError(400, f"body is not valid JSON: {exc.errors()[0].get('msg')}",
+                                   'send {"texts": ["..."]} with Content-Type: application/json') from None
+            raise RequestError(422, describe_validation_error(exc), REQUEST_HINT) from None
+    try:
+        return PredictRequest.model_validate(body)
+    except ValidationError as exc:
+        raise RequestError(422, describe_validation_error(exc), REQUEST_HINT) from None
+
+
+REQUEST_HINT = ('body: {"texts": [str, ...], "tasks": [str, ...] | null, "text_pairs": [str, ...] | null, '
+                '"raw": bool}')
+
+
+def resolve_request(req: PredictRequest, tasks: Sequence[TaskInfo], limits: Limits) -> list[str]:
+    """Check sizes, tasks and pairs; returns the task names to run."""
+    if not req.texts:
+        raise RequestError(422, "texts is empty", "send at least one text")
+    if len(req.texts) > limits.max_texts:
+        raise RequestError(413, f"{len(req.texts)} texts in one request; the limit is {limits.max_texts}",
+                           "split the request")
+    for field, items in (("texts", req.texts), ("text_pairs", req.text_pairs or [])):
+        for i, t in enumerate(items):
+            if len(t) > limits.max_chars:
+                raise RequestError(413, f"{field}[{i}] has {len(t)} characters; the limit is {limits.max_chars}",
+                                   "shorten the text (inputs are truncated to the tokenizer's max_length anyway)")
+    if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
+        raise RequestError(422, f"{len(req.texts)} texts but {len(req.text_pairs)} text_pairs",
+                           "give one pair text per input text")
+    by_name = {t.name: t for t in tasks}
+    if req.tasks is None:
+        names = [t.name for t in tasks if t.signature == "single" or req.text_pairs is not None]
+        if not names:
+            raise RequestError(422, "every task of this model takes a text pair, but text_pairs is missing",
+                               "send text_pairs")
+        return names
+    if not req.tasks:
+        raise RequestError(422, "tasks is an empty list", "omit tasks to run every task, or name some")
+    unknown = [t for t in req.tasks if t not in by_name]
+    if unknown:
+        raise RequestError(422, f"unknown task(s): {', '.join(map(repr, unknown))}",
+                           f"tasks served: {', '.join(by_name) or 'none'}")
+    names = list(dict.fromkeys(req.tasks))
+    need_pair = [n for n in names if by_name[n].signature == "pair"]
+    if need_pair and req.text_pairs is None:
+        raise RequestError(422, f"task(s) {', '.join(need_pair)} take a text pair, but text_pairs is missing",
+                           "send text_pairs (one per text), or leave those tasks out")
+    return names
+
+
+def task_infos(model: Any) -> list[TaskInfo]:
+    return [TaskInfo(name=b.name, version=b.manifest.version, signature=b.manifest.tokenizer.input_signature,
+                     head=b.manifest.head.type, attach_depth=b.manifest.attach_depth) for b in model.branches]
+
+
+def warm_up(model: Any) -> None:
+    """One call per input signature, so the first real request does not pay tokenizer/kernel set-up."""
+    infos = task_infos(model)
+    single = [t.name for t in infos if t.signature == "single"]
+    pair = [t.name for t in infos if t.signature == "pair"]
+    for n in (1, 4):
+        if single:
+            model.predict(["warm-up text"] * n, tasks=single)
+        if pair:
+            model.predict(["warm-up text"] * n, text_pairs=["a second text"] * n, tasks=pair)

@@ -1,0 +1,294 @@
+"""`mtbranch serve`: a real uvicorn on a free loopback port; batching, equality with predict, 4xx for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from mtbranch.compose import compose, load, save_composed
+from mtbranch.serving import ServeSettings, create_app
+from mtbranch.serving_schema import Limits
+from mtbranch.trunk_ref import load_trunk_source
+
+from helpers import make_branch
+
+TEXTS = ["the movie was very good !", "bad", "john visited paris and london in the new york city .",
+         "a terrible , boring film", "mary works at google in berlin", "it was fun", "not good", "the actor"]
+PAIRS = ["a great film", "terrible acting", "mary works at google", "good", "the city", "fun", "bad", "an actor"]
+LIMITS = Limits(max_body_bytes=4000, max_texts=20, max_chars=300)
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("serve")
+    dirs = [make_branch(tiny_bert_dir, base / "sentiment", name="sentiment", depth=2, layers=1, seed=1),
+            make_branch(tiny_bert_dir, base / "entities", name="entities", depth=3, layers=1,
+                        head="token_classification", seed=2),
+            make_branch(tiny_bert_dir, base / "similarity", name="similarity", depth=2, layers=1, head="regression",
+                        signature="pair", pooling="mean", seed=3)]
+    model = compose(load_trunk_source(tiny_bert_dir), [(d, "directory") for d in dirs])
+    save_composed(model, base / "composed")
+    return base / "composed"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class CountingModel:
+    """The loaded model with predict calls counted (every other attribute passes through)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.calls: list[int] = []
+
+    def predict(self, texts: list[str], **kw: Any) -> list[dict[str, Any]]:
+        self.calls.append(len(texts))
+        return self._model.predict(texts, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+@pytest.fixture(scope="module")
+def model(artifact: Path) -> Any:
+    return load(artifact)
+
+
+@pytest.fixture(scope="module")
+def server(model: Any) -> Iterator[tuple[Server, CountingModel]]:
+    counting = CountingModel(model)
+    app = create_app(counting, settings=ServeSettings(max_batch_size=64, max_batch_wait_ms=50, limits=LIMITS))
+    with Server(app) as s:
+        yield s, counting
+
+
+def _close(a: Any, b: Any, tol: float = 1e-5) -> bool:
+    """Equal structure and strings; floats within tol (a merged batch pads differently)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, abs_tol=tol)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def test_health_ready_tasks_openapi(server: tuple[Server, CountingModel]) -> None:
+    s, _ = server
+    assert httpx.get(s.url + "/health").json() == {"status": "ok"}
+    ready = httpx.get(s.url + "/ready").json()
+    assert ready["status"] == "ready" and set(ready["tasks"]) == {"sentiment", "entities", "similarity"}
+    tasks = {t["name"]: t for t in httpx.get(s.url + "/tasks").json()}
+    assert tasks["similarity"]["signature"] == "pair" and tasks["entities"]["head"] == "token_classification"
+    spec = httpx.get(s.url + "/openapi.json").json()
+    assert spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PredictRequest"}
+    assert set(spec["components"]["schemas"]["PredictRequest"]["properties"]) == {"texts", "tasks", "text_pairs",
+                                                                                  "raw"}
+    assert {"422", "413", "400"} <= set(spec["paths"]["/predict"]["post"]["responses"])
+
+
+@pytest.mark.parametrize("body", [
+    {"texts": TEXTS[:3]},                                                # default: every single-text task
+    {"texts": TEXTS[:2], "tasks": ["entities"]},
+    {"texts": TEXTS[:2], "text_pairs": PAIRS[:2]},                       # default with pairs: every task
+    {"texts": TEXTS[:2], "text_pairs": PAIRS[:2], "tasks": ["similarity"], "raw": True},
+])
+def test_predict_equals_model_predict(server: tuple[Server, CountingModel], model: Any, body: dict) -> None:
+    s, _ = server
+    r = httpx.post(s.url + "/predict", json=body)
+    assert r.status_code == 200, r.text
+    tasks = body.get("tasks") or [b.name for b in model.branches
+                                  if "text_pairs" in body or b.manifest.tokenizer.input_signature == "single"]
+    assert set(r.json()["tasks"]) == set(tasks)
+    want = model.predict(body["texts"], tasks=tasks, text_pairs=body.get("text_pairs"), raw=body.get("raw", False))
+    assert r.json()["results"] == want  # a request alone in its batch: the very same predict call
+
+
+def test_concurrent_requests_are_batched(server: tuple[Server, CountingModel], model: Any) -> None:
+    s, counting = server
+    bodies = [{"texts": [t]} for t in TEXTS] + [{"texts": [t], "tasks": ["sentiment"]} for t in TEXTS]
+    bodies += [{"texts": [t], "text_pairs": [p], "tasks": ["similarity"]} for t, p in zip(TEXTS, PAIRS, strict=True)]
+    before_calls = len(counting.calls)
+    before = httpx.get(s.url + "/stats").json()
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=s.url, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/predict", json=b) for b in bodies))
+
+    responses = asyncio.run(fire())
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    calls = counting.calls[before_calls:]
+    assert sum(calls) == len(bodies)
+    assert len(calls) < len(bodies) / 2, calls  # 24 requests, 3 kinds: merged into a few predict calls
+    after = httpx.get(s.url + "/stats").json()
+    assert after["requests"] - before["requests"] == len(bodies)
+    assert after["predict_calls"] - before["predict_calls"] == len(calls)
+    for b, r in zip(bodies, responses, strict=True):
+        want = model.predict(b["texts"], tasks=b.get("tasks") or ["sentiment", "entities"],
+                             text_pairs=b.get("text_pairs"))
+        assert _close(r.json()["results"], want), (b, r.json(), want)
+
+
+BAD: list[tuple[str, dict[str, Any], int, str]] = [
+    ("bad json", {"content": b'{"texts": ["a"', "headers": {"content-type": "application/json"}}, 400, "JSON"),
+    ("not json at all", {"content": b"hello", "headers": {"content-type": "application/json"}}, 400, "JSON"),
+    ("texts not a list", {"json": {"texts": "a film"}}, 422, "texts"),
+    ("number in texts", {"json": {"texts": ["ok", 3]}}, 422, "texts[1]"),
+    ("null text", {"json": {"texts": [None]}}, 422, "texts[0]"),
+    ("raw not a bool", {"json": {"texts": ["a"], "raw": "yes"}}, 422, "raw"),
+    ("tasks not a list", {"json": {"texts": ["a"], "tasks": "sentiment"}}, 422, "tasks"),
+    ("missing texts", {"json": {"text": ["a"]}}, 422, "texts"),
+    ("body is a list", {"json": ["a", "b"]}, 422, "body"),
+    ("empty texts", {"json": {"texts": []}}, 422, "empty"),
+    ("empty tasks", {"json": {"texts": ["a"], "tasks": []}}, 422, "tasks"),
+    ("unknown task", {"json": {"texts": ["a"], "tasks": ["sentiment", "nope"]}}, 422, "'nope'"),
+    ("pair task without pairs", {"json": {"texts": ["a"], "tasks": ["similarity"]}}, 422, "text_pairs"),
+    ("pairs length", {"json": {"texts": ["a", "b"], "text_pairs": ["c"]}}, 422, "text_pairs"),
+    ("too many texts", {"json": {"texts": ["a"] * 21}}, 413, "limit is 20"),
+    ("too long text", {"json": {"texts": ["a", "b" * 301]}}, 413, "texts[1]"),
+    ("too long pair", {"json": {"texts": ["a"], "text_pairs": ["b" * 301]}}, 413, "text_pairs[0]"),
+    ("oversized body", {"json": {"texts": ["word " * 50] * 19}}, 413, "limit is 4000"),
+    ("oversized chunked body", {"content": iter([b'{"texts": ["', b"x" * 5000, b'"]}']),
+                                "headers": {"content-type": "application/json"}}, 413, "limit is 4000"),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "status", "needle"), BAD, ids=[b[0] for b in BAD])
+def test_malformed_requests_get_4xx_and_server_keeps_serving(server: tuple[Server, CountingModel], case: str,
+                                                              kwargs: dict[str, Any], status: int,
+                                                              needle: str) -> None:
+    s, _ = server
+    r = httpx.post(s.url + "/predict", **kwargs)
+    assert r.status_code == status, (case, r.status_code, r.text)
+    body = r.json()
+    assert needle in body["error"], body
+    ok = httpx.post(s.url + "/predict", json={"texts": ["the movie was good"], "tasks": ["sentiment"]})
+    assert ok.status_code == 200 and ok.json()["results"][0]["sentiment"]["label"] in ("negative", "positive")
+
+
+def test_wrong_method_and_path(server: tuple[Server, CountingModel]) -> None:
+    s, _ = server
+    assert httpx.get(s.url + "/predict").status_code == 405
+    assert httpx.post(s.url + "/nope", json={}).status_code == 404
+
+
+def test_readiness_follows_background_load(artifact: Path, tmp_path: Path) -> None:
+    app = create_app(artifact=str(artifact))
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        deadline = time.time() + 30
+        while client.get("/ready").status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert client.post("/predict", json={"texts": ["good"]}).status_code == 200
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    with TestClient(create_app(artifact=str(broken))) as client:
+        assert client.get("/health").status_code == 200
+        deadline = time.time() + 10
+        while "failed" not in (r := client.get("/ready")).json()["error"]:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        assert r.status_code == 503 and "mtbranch.lock.json" in r.json()["error"]
+        p = client.post("/predict", json={"texts": ["good"]})
+        assert p.status_code == 503 and "failed to load" in p.json()["error"]
+
+
+def test_cli_serve_process(artifact: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mtbranch.cli.main", "serve", str(artifact), "--port", str(port),
+                             "--task", "sentiment", "--threads", "1", "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline, "serve did not become ready"
+            time.sleep(0.1)
+        assert httpx.get(url + "/ready").json()["tasks"] == ["sentiment"]  # --task: only that branch loaded
+        r = httpx.post(url + "/predict", json={"texts": ["a good film"]})
+        assert r.status_code == 200 and set(r.json()["results"][0]) == {"sentiment"}
+        assert httpx.post(url + "/predict", json={"texts": ["a"], "tasks": ["entities"]}).status_code == 422
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--task", "nope"], "unknown --task nope"),
+    (["--max-batch-size", "0"], "max-batch-size"),
+])
+def test_cli_serve_bad_arguments(artifact: Path, args: list[str], needle: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "mtbranch.cli.main", "serve", str(artifact), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_serve_missing_artifact(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "mtbranch.cli.main", "serve", str(tmp_path / "none")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "mtbranch.lock.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_help_is_light() -> None:
+    code = ("import sys; from mtbranch.cli.main import cli\n"
+            "try: cli(['serve', '--help'], standalone_mode=False)\nexcept SystemExit: pass\n"
+            "print(json.dumps([m for m in ('torch', 'fastapi', 'onnx', 'ray') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
