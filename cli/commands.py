@@ -301,9 +301,11 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
       mtbranch predict composed/ "I loved this film" "Paris is in France"
       mtbranch predict composed/ --task similarity --pair "A man plays guitar" "A man plays a guitar" --json
     """
+    from mtbranch.cli.output import show_warnings
     from mtbranch.compose import load
     from mtbranch.errors import UsageError
 
+    show_warnings()  # e.g. texts truncated to max_length
     if pairs and len(pairs) not in (1, len(texts)):
         raise UsageError(f"{len(pairs)} --pair values for {len(texts)} texts", hint="give one, or one per text")
     text_pairs = None if not pairs else (list(pairs) * len(texts) if len(pairs) == 1 else list(pairs))

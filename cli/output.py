@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
 
@@ -27,3 +28,15 @@ def print_findings(findings: list[Any]) -> None:
         console.print(f"    {f.message}", markup=False)
         if f.hint:
             console.print(f"    hint: {f.hint}", style="dim", markup=False)
+
+
+class _WarningsToStderr(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"warning: {record.getMessage()}", style="yellow", markup=False)
+
+
+def show_warnings() -> None:
+    """Print mtbranch's logged warnings (e.g. inputs truncated to max_length) on stderr, once per process."""
+    logger = logging.getLogger("mtbranch")
+    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
+        logger.addHandler(_WarningsToStderr(logging.WARNING))

@@ -219,7 +219,7 @@ class Validator:
         wpath = res.path / m.weights.path
         if not is_inside(res.path, m.weights.path):
             return self._mark(res, "weights", [finding(
-                "W008", f"weights.path {m.weights.path!r} points outside the artifact directory",
+                "W008", f"weights.path {m.weights.path!r} is not a path inside the artifact directory",
                 branch=m.name, location=loc, hint="use a plain file name such as 'branch.safetensors'")])
         if not wpath.is_file():
             return self._mark(res, "weights", [finding(

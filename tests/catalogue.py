@@ -1,0 +1,648 @@
+"""The bad-input catalogue: every entry is one bad input, what mtbranch must answer, and the CLI exit status.
+
+Each entry's ``run`` builds the input from a good artifact (copied into a temporary directory), feeds it to
+the Python API and/or the CLI, and returns what actually happened: the finding codes reported, or the error
+class raised, plus the CLI exit status and output. ``tests/test_catalogue.py`` checks every entry and that
+docs/reliability.md shows this table; ``python tests/catalogue.py`` rewrites that table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import struct
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from mtbranch.cli.main import cli
+from mtbranch.files import sha256_file
+from mtbranch.plugins import BranchLocation, Check, hookimpl
+from mtbranch.plugins.manager import DISABLE_ENV, PluginManager, set_plugin_manager
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+START, END = "<!-- catalogue:start -->", "<!-- catalogue:end -->"
+
+
+@dataclass
+class Ctx:
+    """What the runners build on: a tiny trunk, good branch artifacts and a composed artifact of them."""
+
+    trunk: Path
+    reseeded: Path  # same architecture, other weights
+    wider: Path  # other hidden size
+    branches: dict[str, Path]  # sentiment (single), similarity (pair, regression), entities (tokens)
+    composed: Path
+    model: Any  # mtbranch.load(composed)
+
+
+@dataclass
+class Outcome:
+    got: list[str]  # finding codes, an error class name, or an observation such as "ok"
+    exit: int | None = None  # CLI exit status (None: checked through the Python API only)
+    output: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    area: str
+    input: str
+    expect: str  # must be among Outcome.got
+    exit: int | None  # expected CLI exit status; None = Python API only
+    run: Callable[[Ctx, Path], Outcome]
+
+
+# -- running things ---------------------------------------------------------------------------------------
+def cli_run(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise AssertionError(f"CLI raised {r.exception!r}")
+    return r.exit_code, r.output
+
+
+def api_error(fn: Callable[[], Any]) -> str:
+    """The class name of what ``fn`` raises, or "ok"."""
+    try:
+        fn()
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
+
+
+def validate(*branches: Path, trunk: Path | None, plugins: bool = False, strict: bool = False) -> Outcome:
+    args = ["validate", "--format", "json"] + ([] if plugins else ["--no-plugins"])
+    args += ["--trunk", str(trunk)] if trunk else []
+    for b in branches:
+        args += ["--branch", str(b)]
+    code, out = cli_run(*args, *(["--strict"] if strict else []))
+    report = json.loads(out[out.index("{"):])
+    return Outcome([f["code"] for f in report["findings"]] or ["ok"], code, out)
+
+
+# -- branch artifacts ---------------------------------------------------------------------------------------
+def copy_branch(ctx: Ctx, tmp: Path, name: str = "sentiment") -> Path:
+    d = tmp / name
+    shutil.copytree(ctx.branches[name], d)
+    return d
+
+
+def edit(d: Path, path: str, value: Any = None, *, delete: bool = False) -> None:
+    p = d / "manifest.json"
+    data = json.loads(p.read_text())
+    *parents, last = path.split(".")
+    node = data
+    for k in parents:
+        node = node[k]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    p.write_text(json.dumps(data))
+
+
+def rehash(d: Path) -> None:
+    """Record the weights file's new sha256, so only the defect under test is reported."""
+    edit(d, "weights.sha256", sha256_file(d / "branch.safetensors"))
+
+
+def branch_case(mutate: Callable[[Path, Ctx], None], trunk: str = "trunk") -> Callable[[Ctx, Path], Outcome]:
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        d = copy_branch(ctx, tmp)
+        mutate(d, ctx)
+        return validate(d, trunk=getattr(ctx, trunk))
+    return run
+
+
+def set_field(path: str, value: Any) -> Callable[[Path, Ctx], None]:
+    return lambda d, _ctx: edit(d, path, value)
+
+
+def manifest_text(text: str | bytes) -> Callable[[Path, Ctx], None]:
+    def mutate(d: Path, _ctx: Ctx) -> None:
+        (d / "manifest.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    return mutate
+
+
+def huge_manifest(d: Path, _ctx: Ctx) -> None:
+    with open(d / "manifest.json", "r+b") as fh:  # sparse: 17 MiB on paper, nothing on disk
+        fh.truncate(17 * 1024 * 1024)
+
+
+def duplicate_key(d: Path, _ctx: Ctx) -> None:
+    text = (d / "manifest.json").read_text()
+    (d / "manifest.json").write_text(text.replace('"name": "sentiment"', '"name": "sentiment", "name": "other"', 1))
+
+
+def flip_weights_byte(d: Path, _ctx: Ctx) -> None:
+    p = d / "branch.safetensors"
+    raw = bytearray(p.read_bytes())
+    raw[-3] ^= 0xFF
+    p.write_bytes(bytes(raw))
+
+
+def weights_bytes(fn: Callable[[bytes], bytes]) -> Callable[[Path, Ctx], None]:
+    def mutate(d: Path, _ctx: Ctx) -> None:
+        p = d / "branch.safetensors"
+        p.write_bytes(fn(p.read_bytes()))
+        rehash(d)
+    return mutate
+
+
+def raw_safetensors(header: bytes | dict[str, Any], data: bytes = b"") -> Callable[[Path, Ctx], None]:
+    def mutate(d: Path, _ctx: Ctx) -> None:
+        raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+        (d / "branch.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+        rehash(d)
+    return mutate
+
+
+def tensors(fn: Callable[[dict[str, Any]], None]) -> Callable[[Path, Ctx], None]:
+    def mutate(d: Path, _ctx: Ctx) -> None:
+        from safetensors.torch import load_file, save_file
+
+        p = d / "branch.safetensors"
+        state = load_file(str(p))
+        fn(state)
+        save_file(state, str(p), metadata={"format": "pt"})
+        rehash(d)
+    return mutate
+
+
+def set_value(value: float) -> Callable[[dict[str, Any]], None]:
+    def fn(state: dict[str, Any]) -> None:
+        state["head.classifier.bias"][0] = value
+    return fn
+
+
+def escape_dotdot(d: Path, _ctx: Ctx) -> None:
+    shutil.copy(d / "branch.safetensors", d.parent / "outside.safetensors")
+    edit(d, "weights.path", "../outside.safetensors")
+
+
+def escape_symlink(d: Path, _ctx: Ctx) -> None:
+    shutil.move(d / "branch.safetensors", d.parent / "real.safetensors")
+    (d / "branch.safetensors").symlink_to(d.parent / "real.safetensors")
+
+
+def escape_absolute(d: Path, _ctx: Ctx) -> None:
+    shutil.copy(d / "branch.safetensors", d.parent / "abs.safetensors")
+    edit(d, "weights.path", str((d.parent / "abs.safetensors").resolve()))
+
+
+def two_of_a_name(ctx: Ctx, tmp: Path) -> Outcome:
+    a, b = copy_branch(ctx, tmp / "a"), copy_branch(ctx, tmp / "b")
+    return validate(a, b, trunk=ctx.trunk)
+
+
+def max_length_differs(ctx: Ctx, tmp: Path) -> Outcome:
+    a = copy_branch(ctx, tmp / "a")
+    b = copy_branch(ctx, tmp / "b", "entities")
+    edit(b, "tokenizer.max_length", 32)
+    return validate(a, b, trunk=ctx.trunk)
+
+
+def missing_dir(ctx: Ctx, tmp: Path) -> Outcome:
+    return validate(tmp / "no-such-branch", trunk=ctx.trunk)
+
+
+def trunk_error(trunk: Path, branch: Path) -> Outcome:
+    """API: resolve the trunk and validate against it; CLI: ``validate --trunk``."""
+    from mtbranch.trunk_ref import resolve_trunk
+    from mtbranch.validation import Validator
+
+    got = api_error(lambda: Validator(resolve_trunk(str(trunk))).validate([(branch, "directory")]))
+    code, out = cli_run("validate", "--no-plugins", "--trunk", trunk, "--branch", branch)
+    return Outcome([got], code, out)
+
+
+def missing_trunk(ctx: Ctx, tmp: Path) -> Outcome:
+    return trunk_error(tmp / "no-trunk", ctx.branches["sentiment"])
+
+
+def corrupt_trunk(ctx: Ctx, tmp: Path) -> Outcome:
+    t = tmp / "trunk"
+    shutil.copytree(ctx.trunk, t)
+    (t / "model.safetensors").write_bytes(b"\x01" * 64)
+    return trunk_error(t, ctx.branches["sentiment"])
+
+
+# -- composed artifacts -----------------------------------------------------------------------------------
+def artifact_case(mutate: Callable[[Path], None], *, verify: bool = True,
+                  command: str = "predict") -> Callable[[Ctx, Path], Outcome]:
+    """API: ``mtbranch.load(c, verify=...)``; CLI: ``predict c TEXT [--no-verify]`` (or ``verify c``)."""
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        import mtbranch
+
+        c = tmp / "c"
+        shutil.copytree(ctx.composed, c, symlinks=True)
+        mutate(c)
+        got = api_error(lambda: mtbranch.load(c, verify=verify))
+        if command == "verify":
+            code, out = cli_run("verify", c)
+        else:
+            code, out = cli_run("predict", c, "the film", "--task", "sentiment", *([] if verify else ["--no-verify"]))
+        return Outcome([got], code, out)
+    return run
+
+
+def flip_byte(rel: str) -> Callable[[Path], None]:
+    def mutate(c: Path) -> None:
+        p = c / rel
+        raw = bytearray(p.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        p.write_bytes(bytes(raw))
+    return mutate
+
+
+def truncate(rel: str) -> Callable[[Path], None]:
+    return lambda c: (c / rel).write_bytes((c / rel).read_bytes()[:300])
+
+
+def lock_edit(fn: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    def mutate(c: Path) -> None:
+        p = c / "mtbranch.lock.json"
+        lock = json.loads(p.read_text())
+        fn(lock)
+        p.write_text(json.dumps(lock))
+    return mutate
+
+
+def lock_branch_escape(lock: dict[str, Any]) -> None:
+    lock["branches"][0]["name"] = "../../elsewhere"
+
+
+def lock_files_escape(lock: dict[str, Any]) -> None:
+    lock["files"]["../outside.txt"] = "0" * 64
+
+
+def lock_wrong_type(lock: dict[str, Any]) -> None:
+    lock["branches"][0]["attach_depth"] = "deep"
+
+
+def symlink_out(c: Path) -> None:
+    tok = c / "trunk" / "tokenizer.json"
+    outside = c.parent / "tokenizer.json"
+    shutil.move(tok, outside)  # same bytes, but outside the artifact: still refused
+    tok.symlink_to(outside)
+
+
+def unlisted_file(c: Path) -> None:
+    (c / "branches" / "sentiment" / "extra.py").write_text("print('hello')\n")
+
+
+def no_lock(c: Path) -> None:
+    (c / "mtbranch.lock.json").unlink()
+
+
+# -- plugins ------------------------------------------------------------------------------------------------
+class _RaisingBranches:
+    @hookimpl
+    def mtbranch_branches(self) -> list[BranchLocation]:
+        raise RuntimeError("cannot find my package data")
+
+
+class _WrongTypeBranches:
+    @hookimpl
+    def mtbranch_branches(self) -> Any:
+        return {"name": "not a list of BranchLocation"}
+
+
+class _RaisingCheck:
+    @hookimpl
+    def mtbranch_checks(self) -> list[Check]:
+        def run(manifest: Any, path: Path) -> list[Any]:
+            raise KeyError("owner")
+        return [Check("needs-owner", run)]
+
+
+class _WrongTypeCheck:
+    @hookimpl
+    def mtbranch_checks(self) -> list[Check]:
+        return [Check("returns-text", lambda manifest, path: "looks fine to me")]
+
+
+class _UnknownHook:
+    @hookimpl
+    def mtbranch_branches(self) -> list[BranchLocation]:
+        return []
+
+    def mtbranch_brnaches(self) -> list[BranchLocation]:  # a typo: a hook mtbranch does not know
+        return []
+
+
+def plugin_case(plugin: object, *, strict: bool = False) -> Callable[[Ctx, Path], Outcome]:
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        pm = PluginManager(autoload=False)
+        pm.register(plugin, type(plugin).__name__.strip("_").lower())
+        set_plugin_manager(pm)
+        try:
+            return validate(ctx.branches["sentiment"], trunk=ctx.trunk, plugins=True, strict=strict)
+        finally:
+            set_plugin_manager(None)
+    return run
+
+
+@contextlib.contextmanager
+def installed(site: Path, module: str, source: str) -> Iterator[None]:
+    """A distribution "pip-installed" into ``site``: the plugin manager sees its entry point only."""
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[mtbranch]\n{module} = {module}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    real = importlib.metadata.entry_points
+
+    def only_site(**select: Any) -> list[importlib.metadata.EntryPoint]:
+        return [ep for ep in real(**select) if ep.dist is not None and Path(str(ep.dist.locate_file(""))) == site]
+
+    saved_env = os.environ.pop(DISABLE_ENV, None)
+    sys.path.insert(0, str(site))
+    importlib.metadata.entry_points = only_site  # type: ignore[assignment]
+    set_plugin_manager(None)
+    try:
+        yield
+    finally:
+        importlib.metadata.entry_points = real  # type: ignore[assignment]
+        sys.path.remove(str(site))
+        sys.modules.pop(module, None)
+        if saved_env is not None:
+            os.environ[DISABLE_ENV] = saved_env
+        set_plugin_manager(None)
+
+
+def import_error_case(strict: bool) -> Callable[[Ctx, Path], Outcome]:
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        module = f"broken_plugin_{'strict' if strict else 'lenient'}"
+        with installed(tmp / "site", module, "raise ImportError('needs a package that is not installed')\n"):
+            return validate(ctx.branches["sentiment"], trunk=ctx.trunk, plugins=True, strict=strict)
+    return run
+
+
+# -- predict ------------------------------------------------------------------------------------------------
+def predict_api(**kwargs: Any) -> Callable[[Ctx, Path], Outcome]:
+    def run(ctx: Ctx, _tmp: Path) -> Outcome:
+        return Outcome([api_error(lambda: ctx.model.predict(**kwargs))])
+    return run
+
+
+def predict_both(api: dict[str, Any], *args: str) -> Callable[[Ctx, Path], Outcome]:
+    def run(ctx: Ctx, _tmp: Path) -> Outcome:
+        code, out = cli_run("predict", ctx.composed, *args)
+        return Outcome([api_error(lambda: ctx.model.predict(**api))], code, out)
+    return run
+
+
+def empty_strings(ctx: Ctx, _tmp: Path) -> Outcome:
+    res = ctx.model.predict(["", "the film"], text_pairs=["", ""])
+    ok = len(res) == 2 and all(set(r) == set(ctx.model.task_names) for r in res)
+    ok = ok and res[0]["entities"]["entities"] == []
+    code, out = cli_run("predict", ctx.composed, "", "--json")
+    ok = ok and code == 0 and json.loads(out[out.index("["):])[0]["sentiment"]["label"] in ("negative", "positive")
+    return Outcome(["ok: a result per task" if ok else "?"], code, out)
+
+
+def tasks_as_string(ctx: Ctx, _tmp: Path) -> Outcome:
+    res = ctx.model.predict(["the film"], tasks="sentiment")
+    return Outcome(["ok: one task" if list(res[0]) == ["sentiment"] else "?"])
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def too_long(ctx: Ctx, _tmp: Path) -> Outcome:
+    text = "the movie was very good and " * 400  # ~2,400 tokens; max_length is 64
+    handler = _Capture()
+    logger = logging.getLogger("mtbranch")
+    logger.addHandler(handler)
+    seen: list[int] = []
+    hook = ctx.model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]))
+    try:
+        res = ctx.model.predict([text, "bad"], tasks=["sentiment", "entities"])
+    finally:
+        hook.remove()
+        logger.removeHandler(handler)
+    warned = any("truncated" in m for m in handler.messages)
+    ok = warned and max(seen) <= 64 and res[0]["sentiment"]["label"] in ("negative", "positive")
+    code, out = cli_run("predict", ctx.composed, text, "--task", "sentiment")
+    ok = ok and "truncated" in out
+    return Outcome(["truncated, with a warning" if ok else "?"], code, out, [f"token widths {seen}"])
+
+
+def ten_thousand(ctx: Ctx, _tmp: Path) -> Outcome:
+    texts = [f"john visited paris {'and london ' * (i % 7)}{i}" for i in range(10_000)]
+    batch_dims: list[int] = []
+    # the batch the model actually runs: the first dimension of input_ids at every forward call
+    hook = ctx.model.register_forward_pre_hook(lambda _m, args: batch_dims.append(args[0].shape[0]))
+    try:
+        res = ctx.model.predict(texts, tasks=["sentiment"])
+    finally:
+        hook.remove()
+    ok = len(res) == 10_000 and max(batch_dims) == 32 and sum(batch_dims) == 10_000
+    return Outcome(["micro-batches of <= 32" if ok else "?"], None, "",
+                   [f"{len(batch_dims)} forward calls, largest batch {max(batch_dims)}"])
+
+
+# -- the catalogue --------------------------------------------------------------------------------------------
+CATALOGUE: list[Case] = [
+    # manifest: JSON and schema
+    Case("manifest-missing", "manifest", "branch directory without manifest.json", "M001", 1,
+         branch_case(lambda d, _c: (d / "manifest.json").unlink())),
+    Case("manifest-dir-missing", "manifest", "`--branch` names a directory that does not exist", "M001", 1,
+         missing_dir),
+    Case("manifest-bad-json", "manifest", "malformed JSON (`{ not json`)", "M002", 1,
+         branch_case(manifest_text("{ not json"))),
+    Case("manifest-not-object", "manifest", "JSON that is a list, not an object", "M002", 1,
+         branch_case(manifest_text("[1, 2]"))),
+    Case("manifest-not-utf8", "manifest", "bytes that are not UTF-8", "M002", 1,
+         branch_case(manifest_text(b"\xff\xfe{}"))),
+    Case("manifest-duplicate-key", "manifest", "the same key twice (`name`)", "M002", 1, branch_case(duplicate_key)),
+    Case("manifest-nan-literal", "manifest", "a `NaN` literal (not JSON)", "M002", 1,
+         branch_case(manifest_text('{"name": "sentiment", "metrics": {"acc": NaN}}'))),
+    Case("manifest-deep", "manifest", "arrays nested 100,000 deep", "M002", 1,
+         branch_case(manifest_text("[" * 100_000 + "]" * 100_000))),
+    Case("manifest-huge", "manifest", "manifest.json of 17 MiB", "M002", 1, branch_case(huge_manifest)),
+    Case("manifest-wrong-type", "manifest", "wrong field type (`num_layers: \"two\"`)", "M003", 1,
+         branch_case(set_field("num_layers", "two"))),
+    Case("manifest-wrong-nested-type", "manifest", "wrong nested type (`head.labels: \"pos\"`)", "M003", 1,
+         branch_case(set_field("head.labels", "pos"))),
+    Case("manifest-unknown-field", "manifest", "unknown top-level field (`colour`)", "M003", 1,
+         branch_case(set_field("colour", "red"))),
+    Case("manifest-unknown-nested-field", "manifest", "unknown nested field (`weights.compression`)", "M003", 1,
+         branch_case(set_field("weights.compression", "zstd"))),
+    Case("manifest-missing-field", "manifest", "required field missing (`trunk`)", "M003", 1,
+         branch_case(lambda d, _c: edit(d, "trunk", delete=True))),
+    Case("manifest-bad-name", "manifest", "task name that is a path (`../evil`)", "M003", 1,
+         branch_case(set_field("name", "../evil"))),
+    Case("manifest-negative-depth", "manifest", "`attach_depth: -1`", "M003", 1,
+         branch_case(set_field("attach_depth", -1))),
+    Case("manifest-bad-sha", "manifest", "`weights.sha256` not 64 hex digits", "M003", 1,
+         branch_case(set_field("weights.sha256", "abc"))),
+    Case("manifest-newer-schema", "manifest", "`schema_version: \"2.0\"` (newer than this mtbranch)", "M004", 1,
+         branch_case(set_field("schema_version", "2.0"))),
+    Case("manifest-bad-schema", "manifest", "`schema_version: \"one\"`", "M004", 1,
+         branch_case(set_field("schema_version", "one"))),
+    Case("manifest-unknown-head", "manifest", "head type no plugin registers (`ranking`)", "M005", 1,
+         branch_case(set_field("head", {"type": "ranking", "k": 3}))),
+    Case("manifest-requires", "manifest", "`requires: \">=99\"` excludes this mtbranch", "V001", 1,
+         branch_case(set_field("requires", ">=99"))),
+    # weights: safetensors file and header
+    Case("weights-missing", "weights", "branch.safetensors deleted", "W001", 1,
+         branch_case(lambda d, _c: (d / "branch.safetensors").unlink())),
+    Case("weights-flipped-byte", "weights", "one data byte flipped after export", "W002", 1,
+         branch_case(flip_weights_byte)),
+    Case("weights-empty", "weights", "0-byte weights file", "W003", 1, branch_case(weights_bytes(lambda _b: b""))),
+    Case("weights-truncated", "weights", "weights truncated to 200 bytes", "W003", 1,
+         branch_case(weights_bytes(lambda b: b[:200]))),
+    Case("header-beyond-file", "weights", "header length field larger than the file", "W003", 1,
+         branch_case(weights_bytes(lambda b: struct.pack("<Q", len(b)) + b[8:]))),
+    Case("header-too-large", "weights", "header length 2^40 (over the 100 MiB limit)", "W003", 1,
+         branch_case(weights_bytes(lambda b: struct.pack("<Q", 1 << 40) + b[8:]))),
+    Case("header-not-json", "weights", "header bytes that are not JSON", "W003", 1,
+         branch_case(raw_safetensors(b"{nope"))),
+    Case("header-offsets-beyond", "weights", "data_offsets beyond the data section", "W003", 1,
+         branch_case(raw_safetensors({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8))),
+    Case("header-size-mismatch", "weights", "data_offsets span disagrees with dtype x shape", "W003", 1,
+         branch_case(raw_safetensors({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, b"\0" * 8))),
+    Case("header-unknown-dtype", "weights", "dtype `Q4` in the header", "W003", 1,
+         branch_case(raw_safetensors({"t": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}, b"\0"))),
+    Case("header-dtype-not-string", "weights", "dtype given as a list", "W003", 1,
+         branch_case(raw_safetensors({"t": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4))),
+    Case("header-overlap", "weights", "two tensors sharing bytes", "W003", 1,
+         branch_case(raw_safetensors({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12))),
+    Case("header-duplicate-name", "weights", "one tensor name twice in the header", "W003", 1,
+         branch_case(raw_safetensors(b'{"t": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, '
+                                     b'"t": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}}', b"\0\0"))),
+    Case("weights-missing-tensor", "weights", "architecture needs a tensor the file lacks (`num_layers` 3)", "W004", 1,
+         branch_case(set_field("num_layers", 3))),
+    Case("weights-extra-tensor", "weights", "file holds a tensor the architecture does not use", "W005", 1,
+         branch_case(tensors(lambda s: s.__setitem__("head.secret", s["head.classifier.bias"].clone())))),
+    Case("weights-shape", "weights", "shape mismatch (3 labels declared, 2 stored)", "W006", 1,
+         branch_case(set_field("head.labels", ["a", "b", "c"]))),
+    Case("weights-dtype-manifest", "weights", "manifest says float16, file is F32", "W007", 1,
+         branch_case(set_field("weights.dtype", "float16"))),
+    Case("weights-dtype-int", "weights", "one tensor stored as I64", "W007", 1,
+         branch_case(tensors(lambda s: s.__setitem__("head.classifier.bias", s["head.classifier.bias"].long())))),
+    Case("weights-dotdot", "weights", "`weights.path: ../outside.safetensors`", "W008", 1, branch_case(escape_dotdot)),
+    Case("weights-absolute", "weights", "absolute `weights.path`", "W008", 1, branch_case(escape_absolute)),
+    Case("weights-symlink", "weights", "branch.safetensors is a symlink out of the directory", "W008", 1,
+         branch_case(escape_symlink)),
+    Case("weights-nul-path", "weights", "`weights.path` with a NUL byte", "W008", 1,
+         branch_case(set_field("weights.path", "branch\u0000.safetensors"))),
+    Case("weights-nan", "weights", "a NaN weight", "W009", 1, branch_case(tensors(set_value(float("nan"))))),
+    Case("weights-inf", "weights", "an Inf weight", "W009", 1, branch_case(tensors(set_value(float("inf"))))),
+    # trunk and tokenizer
+    Case("trunk-fingerprint", "trunk", "trunk with other weights (same architecture)", "T001", 1,
+         branch_case(lambda _d, _c: None, trunk="reseeded")),
+    Case("trunk-depth", "trunk", "`attach_depth` beyond the trunk's layers", "T002", 1,
+         branch_case(set_field("attach_depth", 9))),
+    Case("trunk-structure", "trunk", "trunk of another hidden size", "T003", 1,
+         branch_case(lambda _d, _c: None, trunk="wider")),
+    Case("trunk-missing", "trunk", "`--trunk` directory that does not exist", "MtbranchError", 1, missing_trunk),
+    Case("trunk-corrupt", "trunk", "trunk model.safetensors that is garbage", "HeaderError", 1, corrupt_trunk),
+    Case("tokenizer-probe", "tokenizer", "tokenizer that splits the probe text differently", "K001", 1,
+         branch_case(set_field("tokenizer.probe_sha256", "cd" * 32))),
+    Case("tokenizer-vocab", "tokenizer", "tokenizer with another vocabulary size", "K003", 1,
+         branch_case(set_field("tokenizer.vocab_size", 7))),
+    Case("tokenizer-max-length", "tokenizer", "branches with different max_length (warning only)", "K004", 0,
+         max_length_differs),
+    Case("duplicate-branch-name", "composition", "two branches named `sentiment`", "C001", 1, two_of_a_name),
+    # composed artifacts (mtbranch.load / predict / verify)
+    Case("composed-flipped-byte", "composed", "one byte of the trunk weights flipped", "IntegrityError", 1,
+         artifact_case(flip_byte("trunk/model.safetensors"))),
+    Case("composed-file-missing", "composed", "a branch's weights deleted", "IntegrityError", 1,
+         artifact_case(lambda c: (c / "branches/entities/branch.safetensors").unlink())),
+    Case("composed-unlisted-file", "composed", "a file the lock does not list (`extra.py`)", "IntegrityError", 1,
+         artifact_case(unlisted_file)),
+    Case("composed-symlink-out", "composed", "trunk/tokenizer.json symlinked outside (same bytes)", "IntegrityError", 1,
+         artifact_case(symlink_out, command="verify")),
+    Case("composed-lock-missing", "composed", "no mtbranch.lock.json", "MtbranchError", 1, artifact_case(no_lock)),
+    Case("composed-lock-bad-json", "composed", "lock file that is not JSON", "IntegrityError", 1,
+         artifact_case(lambda c: (c / "mtbranch.lock.json").write_text("{"))),
+    Case("composed-lock-name-escape", "composed", "lock branch name `../../elsewhere`", "IntegrityError", 1,
+         artifact_case(lock_edit(lock_branch_escape))),
+    Case("composed-lock-path-escape", "composed", "lock lists `../outside.txt`", "IntegrityError", 1,
+         artifact_case(lock_edit(lock_files_escape), command="verify")),
+    Case("composed-lock-wrong-type", "composed", "lock field of the wrong type", "IntegrityError", 1,
+         artifact_case(lock_edit(lock_wrong_type))),
+    Case("composed-truncated-no-verify", "composed", "truncated trunk weights, loaded with `--no-verify`",
+         "HeaderError", 1, artifact_case(truncate("trunk/model.safetensors"), verify=False)),
+    Case("composed-bad-manifest-no-verify", "composed", "corrupt branch manifest, loaded with `--no-verify`",
+         "MtbranchError", 1, artifact_case(lambda c: (c / "branches/sentiment/manifest.json").write_text("{"),
+                                           verify=False)),
+    Case("composed-dir-missing", "composed", "artifact directory that does not exist", "MtbranchError", 1,
+         artifact_case(lambda c: shutil.rmtree(c))),
+    # plugins
+    Case("plugin-import-error", "plugins", "plugin raising at import", "P001", 0, import_error_case(strict=False)),
+    Case("plugin-import-error-strict", "plugins", "plugin raising at import, `--strict`", "P001", 1,
+         import_error_case(strict=True)),
+    Case("plugin-hook-raises", "plugins", "hook raising an exception", "P002", 0, plugin_case(_RaisingBranches())),
+    Case("plugin-hook-wrong-type", "plugins", "hook returning a dict instead of a list", "P003", 0,
+         plugin_case(_WrongTypeBranches())),
+    Case("plugin-check-raises", "plugins", "policy check raising while validating", "P002", 0,
+         plugin_case(_RaisingCheck())),
+    Case("plugin-check-wrong-type", "plugins", "policy check returning a string", "P003", 0,
+         plugin_case(_WrongTypeCheck())),
+    Case("plugin-unknown-hook", "plugins", "plugin implementing a misspelt hook", "P004", 0,
+         plugin_case(_UnknownHook())),
+    # predict
+    Case("predict-empty-string", "predict", "`\"\"` as a text (and as a pair)", "ok: a result per task", 0,
+         empty_strings),
+    Case("predict-none", "predict", "`None` among the texts", "MtbranchError", None, predict_api(texts=["ok", None])),
+    Case("predict-texts-none", "predict", "`texts=None`", "MtbranchError", None, predict_api(texts=None)),
+    Case("predict-non-string", "predict", "an int among the texts", "MtbranchError", None,
+         predict_api(texts=["ok", 42])),
+    Case("predict-bytes", "predict", "`texts=b\"...\"` (bytes)", "MtbranchError", None, predict_api(texts=b"the film")),
+    Case("predict-pair-none", "predict", "`None` among the text_pairs", "MtbranchError", None,
+         predict_api(texts=["a"], text_pairs=[None])),
+    Case("predict-unknown-task", "predict", "unknown task name (`--task nope`)", "MtbranchError", 1,
+         predict_both({"texts": ["the film"], "tasks": ["nope"]}, "--task", "nope", "the film")),
+    Case("predict-pair-missing", "predict", "pair task without a pair", "MtbranchError", 1,
+         predict_both({"texts": ["the film"], "tasks": ["similarity"]}, "--task", "similarity", "the film")),
+    Case("predict-pair-count", "predict", "2 pairs for 3 texts", "MtbranchError", 2,
+         predict_both({"texts": ["a", "b", "c"], "text_pairs": ["x", "y"]},
+                      "--pair", "x", "--pair", "y", "a", "b", "c")),
+    Case("predict-batch-size", "predict", "`batch_size=0`", "MtbranchError", None,
+         predict_api(texts=["a", "b"], batch_size=0)),
+    Case("predict-tasks-string", "predict", "`tasks=\"sentiment\"` (a string, not a list)", "ok: one task", None,
+         tasks_as_string),
+    Case("predict-too-long", "predict", "a text of ~2,400 tokens (max_length 64)", "truncated, with a warning", 0,
+         too_long),
+    Case("predict-10k", "predict", "10,000 texts in one call", "micro-batches of <= 32", None, ten_thousand),
+]
+
+
+def table() -> str:
+    rows = ["| # | id | area | bad input | expected | exit |", "| --- | --- | --- | --- | --- | --- |"]
+    for i, c in enumerate(CATALOGUE, 1):
+        exit_ = "API only" if c.exit is None else str(c.exit)
+        rows.append(f"| {i} | `{c.id}` | {c.area} | {c.input} | {c.expect} | {exit_} |")
+    return "\n".join(rows)
+
+
+def write_doc() -> None:
+    text = DOC.read_text()
+    a, b = text.index(START) + len(START), text.index(END)
+    DOC.write_text(text[:a] + "\n" + table() + "\n" + text[b:])
+
+
+if __name__ == "__main__":
+    write_doc()
+    print(f"{DOC}: {len(CATALOGUE)} entries")
