@@ -23,6 +23,7 @@ from mtbranch.tokenizer_contract import TokenizerContract
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_LAYERS = 1024  # far deeper than any transformer; bounds the work validating a hostile manifest can cause
 
 
 class TrunkBinding(BaseModel):
@@ -33,7 +34,7 @@ class TrunkBinding(BaseModel):
     structure: TrunkStructure
     fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$",
                              description="h_d: the trunk fingerprint chain at the branch's attach depth")
-    num_layers: int = Field(gt=0, description="layers of the trunk the branch was trained on")
+    num_layers: int = Field(gt=0, le=MAX_LAYERS, description="layers of the trunk the branch was trained on")
     reference: str | None = Field(None, description="informational: the trunk reference used in training")
 
 
@@ -55,8 +56,9 @@ class BranchManifest(BaseModel):
     owner: str | None = None
     description: str = ""
     trunk: TrunkBinding
-    attach_depth: int = Field(ge=0, description="0 = embeddings output, trunk.num_layers = top layer")
-    num_layers: int = Field(ge=0, description="transformer layers in the branch (0 = feature-based head)")
+    attach_depth: int = Field(ge=0, le=MAX_LAYERS, description="0 = embeddings output, trunk.num_layers = top layer")
+    num_layers: int = Field(ge=0, le=MAX_LAYERS,
+                            description="transformer layers in the branch (0 = feature-based head)")
     pooling: Literal["cls", "mean", "attention"] = "cls"
     projection: bool = Field(
         True, description="dense+tanh on the pooled vector before the classifier (BERT's pooler)"
