@@ -1,9 +1,8 @@
 """``mtbranch serve``: the composed model behind a FastAPI app, with request batching.
 
-Requests arriving within ``max_batch_wait_ms`` of each other (up to ``max_batch_size`` texts) are merged: the
-ones asking for the same tasks (and raw flag, and pairs or not) become one ``predict`` call, run in a worker
-thread so the event loop keeps accepting requests. Every request is checked (sizes, types, tasks) before it
-joins a batch; a batch that still fails is re-run request by request so one bad input cannot fail others.
+Requests arriving within ``max_batch_wait_ms`` of each other (up to ``max_batch_size`` texts) are merged and run
+by :func:`mtbranch.batching.run_jobs` in a worker thread, so the event loop keeps accepting requests. Every
+request is checked (sizes, types, tasks) before it joins a batch.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from mtbranch.batching import Job, Outcome, Stats, run_jobs
+from mtbranch.errors import MtbranchError
 from mtbranch.serving_schema import (
     REQUEST_HINT,
     ErrorBody,
@@ -50,27 +51,8 @@ class ServeSettings:
 
 @dataclass
 class _Item:
-    texts: list[str]
-    pairs: list[str] | None
-    tasks: tuple[str, ...]
-    raw: bool
+    job: Job
     future: asyncio.Future[list[dict[str, Any]]]
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        return self.tasks, self.pairs is not None, self.raw
-
-
-@dataclass
-class Stats:
-    requests: int = 0
-    batches: int = 0
-    predict_calls: int = 0
-    texts: int = 0
-    largest_batch: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 class Batcher:
@@ -98,7 +80,7 @@ class Batcher:
                      raw: bool) -> list[dict[str, Any]]:
         fut: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
         self.stats.requests += 1
-        await self._queue.put(_Item(texts, pairs, tuple(tasks), raw, fut))
+        await self._queue.put(_Item(Job(texts, pairs, tuple(tasks), raw), fut))
         return await fut
 
     async def _collect(self) -> None:
@@ -106,7 +88,7 @@ class Batcher:
         wait = self.settings.max_batch_wait_ms / 1000
         while True:
             items = [await self._queue.get()]
-            n = len(items[0].texts)
+            n = len(items[0].job.texts)
             deadline = loop.time() + wait
             while n < self.settings.max_batch_size:
                 try:  # whatever queued while the previous batch ran is taken at once; then wait a little
@@ -120,7 +102,7 @@ class Batcher:
                     except TimeoutError:
                         break
                 items.append(item)
-                n += len(item.texts)
+                n += len(item.job.texts)
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, n)
             outcomes = await loop.run_in_executor(self._executor, self._run, items)
@@ -132,43 +114,8 @@ class Batcher:
                 else:
                     item.future.set_result(outcome)
 
-    def _run(self, items: list[_Item]) -> list[list[dict[str, Any]] | BaseException]:
-        """In the worker thread: one predict per group of compatible requests."""
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(item.key, []).append(i)
-        outcomes: list[list[dict[str, Any]] | BaseException] = [[] for _ in items]
-        for idx in groups.values():
-            try:
-                results = self._predict([items[i] for i in idx])
-            except Exception as exc:
-                if len(idx) == 1:
-                    outcomes[idx[0]] = exc
-                    continue
-                log.warning("batch of %d requests failed (%s); retrying one by one", len(idx), exc)
-                for i in idx:
-                    try:
-                        results_i = self._predict([items[i]])
-                        outcomes[i] = results_i[0]
-                    except Exception as exc_i:
-                        outcomes[i] = exc_i
-                continue
-            for i, res in zip(idx, results, strict=True):
-                outcomes[i] = res
-        return outcomes
-
-    def _predict(self, group: list[_Item]) -> list[list[dict[str, Any]]]:
-        texts = [t for it in group for t in it.texts]
-        pairs = [p for it in group for p in (it.pairs or [])] if group[0].pairs is not None else None
-        self.stats.predict_calls += 1
-        self.stats.texts += len(texts)
-        flat = self.model.predict(texts, tasks=list(group[0].tasks), text_pairs=pairs, raw=group[0].raw,
-                                  batch_size=max(len(texts), 1))
-        out, start = [], 0
-        for it in group:
-            out.append(flat[start:start + len(it.texts)])
-            start += len(it.texts)
-        return out
+    def _run(self, items: list[_Item]) -> list[Outcome]:
+        return run_jobs(self.model, [it.job for it in items], self.stats)
 
 
 class BodyLimit:
@@ -218,6 +165,32 @@ class BodyLimit:
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{\"error\", \"hint\"}`` JSON: 400 bad JSON, 413 too large, 422 invalid, 500 a bug."""
+    @app.exception_handler(RequestError)
+    async def _request_error(_req: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            err = RequestError(400, f"body is not valid JSON: {errors[0].get('ctx', {}).get('error', '')}".rstrip(": "),
+                               'send {"texts": ["..."]} with Content-Type: application/json')
+        else:
+            err = RequestError(422, describe_validation_error(errors), REQUEST_HINT)
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(MtbranchError)  # e.g. a branch swapped out between the check and the batch
+    async def _mtbranch_error(_req: Request, exc: MtbranchError) -> JSONResponse:
+        return JSONResponse(ErrorBody(error=exc.message, hint=exc.hint).model_dump(exclude_none=True), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_req: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
 
 class _State:
@@ -276,24 +249,7 @@ def create_app(model: Any = None, *, artifact: str | None = None, settings: Serv
     app.state.mtbranch = state
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
 
-    @app.exception_handler(RequestError)
-    async def _request_error(_req: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        if any(e.get("type") == "json_invalid" for e in errors):
-            err = RequestError(400, f"body is not valid JSON: {errors[0].get('ctx', {}).get('error', '')}".rstrip(": "),
-                               'send {"texts": ["..."]} with Content-Type: application/json')
-        else:
-            err = RequestError(422, describe_validation_error(errors), REQUEST_HINT)
-        return JSONResponse(err.body(), status_code=err.status)
-
-    @app.exception_handler(Exception)
-    async def _internal_error(_req: Request, exc: Exception) -> JSONResponse:
-        log.exception("internal error")
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    install_error_handlers(app)
 
     errors: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (400, 413, 422, 503)}
 
@@ -324,16 +280,7 @@ def create_app(model: Any = None, *, artifact: str | None = None, settings: Serv
         m = _ready_model()
         names = resolve_request(body, task_infos(m), settings.limits)
         assert state.batcher is not None
-        try:
-            results = await state.batcher.submit(body.texts, body.text_pairs, names, body.raw)
-        except RequestError:
-            raise
-        except Exception as exc:  # e.g. a branch swapped out between the check and the batch
-            from mtbranch.errors import MtbranchError
-
-            if isinstance(exc, MtbranchError):
-                raise RequestError(422, exc.message, exc.hint) from None
-            raise
+        results = await state.batcher.submit(body.texts, body.text_pairs, names, body.raw)
         return PredictResponse(results=results, tasks=names)
 
     def _ready_model() -> Any:

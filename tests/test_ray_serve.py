@@ -1,0 +1,117 @@
+"""Ray Serve: a real local Ray instance deploys a composed artifact and answers like predict (same schema)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from mtbranch.compose import compose, load, save_composed
+from mtbranch.ray_serve import build_app
+from mtbranch.serving_schema import Limits
+from mtbranch.trunk_ref import load_trunk_source
+
+from helpers import make_branch
+
+TEXTS = ["the movie was very good !", "bad", "john visited paris and london in the new york city .",
+         "a terrible , boring film", "mary works at google in berlin", "it was fun"]
+PAIRS = ["a great film", "terrible acting", "mary works at google", "good", "the city", "fun"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _close(a: Any, b: Any, tol: float = 1e-5) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, abs_tol=tol)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("ray")
+    dirs = [make_branch(tiny_bert_dir, base / "sentiment", name="sentiment", depth=2, layers=1, seed=1),
+            make_branch(tiny_bert_dir, base / "entities", name="entities", depth=3, layers=1,
+                        head="token_classification", seed=2),
+            make_branch(tiny_bert_dir, base / "similarity", name="similarity", depth=2, layers=1, head="regression",
+                        signature="pair", pooling="mean", seed=3)]
+    model = compose(load_trunk_source(tiny_bert_dir), [(d, "directory") for d in dirs])
+    save_composed(model, base / "composed")
+    return base / "composed"
+
+
+@pytest.mark.slow
+def test_ray_serve_deployment_answers_like_predict(artifact: Path) -> None:
+    model = load(artifact)
+    port = _free_port()
+    t0 = time.time()
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024, log_to_driver=False,
+             configure_logging=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build_app(str(artifact), num_replicas=1, max_batch_size=16, batch_wait_timeout_s=0.05,
+                        limits=Limits(max_body_bytes=4000, max_texts=10, max_chars=300))
+        serve.run(app, name="mtbranch", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(url + "/ready", timeout=30).json() == {"status": "ready", "tasks": model.task_names}
+        started = time.time() - t0
+
+        # one request at a time: exactly predict's results
+        for body in ({"texts": TEXTS[:3]}, {"texts": TEXTS[:2], "tasks": ["entities"], "raw": True},
+                     {"texts": TEXTS[:2], "text_pairs": PAIRS[:2]}):
+            r = httpx.post(url + "/predict", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+            names = r.json()["tasks"]
+            assert r.json()["results"] == model.predict(body["texts"], tasks=names, text_pairs=body.get("text_pairs"),
+                                                        raw=body.get("raw", False))
+
+        # concurrent requests: merged by @serve.batch, results still predict's
+        bodies = [{"texts": [t]} for t in TEXTS] + [{"texts": [t], "text_pairs": [p], "tasks": ["similarity"]}
+                                                    for t, p in zip(TEXTS, PAIRS, strict=True)]
+        before = httpx.get(url + "/stats").json()
+
+        async def fire() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                return await asyncio.gather(*(client.post("/predict", json=b) for b in bodies))
+
+        responses = asyncio.run(fire())
+        after = httpx.get(url + "/stats").json()
+        for b, r in zip(bodies, responses, strict=True):
+            assert r.status_code == 200, r.text
+            want = model.predict(b["texts"], tasks=r.json()["tasks"], text_pairs=b.get("text_pairs"))
+            assert _close(r.json()["results"], want), (b, r.json(), want)
+        assert after["requests"] - before["requests"] == len(bodies)
+        assert after["predict_calls"] - before["predict_calls"] < len(bodies), (before, after)
+
+        # the same 4xx errors as `mtbranch serve`, and the deployment keeps serving
+        for kwargs, status, needle in [
+            ({"content": b"{", "headers": {"content-type": "application/json"}}, 400, "JSON"),
+            ({"json": {"texts": [1]}}, 422, "texts[0]"),
+            ({"json": {"texts": ["a"], "tasks": ["nope"]}}, 422, "'nope'"),
+            ({"json": {"texts": ["a"], "tasks": ["similarity"]}}, 422, "text_pairs"),
+            ({"json": {"texts": ["a"] * 11}}, 413, "limit is 10"),
+            ({"json": {"texts": ['"' * 250] * 9}}, 413, "limit is 4000"),  # each text fits, the body does not
+        ]:
+            r = httpx.post(url + "/predict", timeout=30, **kwargs)
+            assert r.status_code == status and needle in r.json()["error"], (kwargs, r.status_code, r.text)
+        assert httpx.post(url + "/predict", json={"texts": ["good"]}, timeout=30).status_code == 200
+        assert "PredictRequest" in httpx.get(url + "/openapi.json").json()["components"]["schemas"]
+        print(f"ray serve ready after {started:.1f}s")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
