@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,15 +24,22 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _remove_stale_siblings(target: Path) -> None:
+STALE_FILE_SECONDS = 3600  # a temporary file this old belongs to a killed writer, not a slow one
+
+
+def _remove_stale_siblings(target: Path, older_than: float | None = None) -> None:
     # Leftovers of writers that were killed: safe to delete, they were never renamed into place.
     for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if older_than is not None and time.time() - stale.stat().st_mtime < older_than:
+                continue  # maybe another process writing the same file right now (e.g. a shared cache)
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_siblings(target, older_than=STALE_FILE_SECONDS)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
