@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 from catalogue import CATALOGUE, DOC, END, START, Case, Ctx, table
+from click.testing import CliRunner
 
 import mtbranch
+from mtbranch.cli.main import cli
 from mtbranch.compose import compose, save_composed
+from mtbranch.errors import IntegrityError
 from mtbranch.findings import CODES
 from mtbranch.trunk_ref import load_trunk_source
 
@@ -82,3 +85,18 @@ def test_real_cli_process_prints_no_traceback(ctx: Ctx, tmp_path: Path) -> None:
         assert r.returncode == status, r.stderr
         assert needle in r.stdout + r.stderr
         assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_integrity_opt_out_is_explicit(ctx: Ctx, tmp_path: Path) -> None:
+    """A tampered artifact is refused by default; only ``verify=False`` / ``--no-verify`` loads it."""
+    c = tmp_path / "c"
+    shutil.copytree(ctx.composed, c)
+    (c / "branches" / "sentiment" / "manifest.json").write_text(
+        (c / "branches" / "sentiment" / "manifest.json").read_text().replace('"0.1.0"', '"0.1.1"', 1))
+    with pytest.raises(IntegrityError, match="sha256 differs"):
+        mtbranch.load(c)
+    assert mtbranch.load(c, verify=False).branch("sentiment").manifest.version == "0.1.1"
+    refused = CliRunner().invoke(cli, ["predict", str(c), "the film", "--task", "sentiment"])
+    assert refused.exit_code == 1 and "does not match its lock file" in refused.output
+    allowed = CliRunner().invoke(cli, ["predict", str(c), "the film", "--task", "sentiment", "--no-verify"])
+    assert allowed.exit_code == 0 and "sentiment:" in allowed.output
