@@ -11,6 +11,7 @@ exporter (``torch.onnx.export(dynamo=True)``); everything is written to a tempor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -92,6 +93,7 @@ def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = 
     with atomic_directory(out) as tmp, warnings.catch_warnings():
         # exporter noise about axis names shared by the three inputs and a pytree deprecation: not actionable
         warnings.filterwarnings("ignore", message=r".*(axis name|LeafSpec).*")
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision ops
         program = torch.onnx.export(
             graph, tuple(example[k] for k in INPUTS), str(tmp / "model.onnx"), input_names=list(INPUTS),
             output_names=names, dynamic_shapes={k: {0: batch, 1: seq} for k in INPUTS}, opset_version=opset,

@@ -2,7 +2,7 @@
 
     python examples/service/embed.py out/composed "I loved this film" "Paris is lovely"
 
-The HTTP server (`mtbranch serve`) is the serving issue's work; this shows the embedding API a team uses.
+For HTTP with request batching use `mtbranch serve` (docs/serving.md); this shows the embedding API itself.
 """
 
 from __future__ import annotations
