@@ -75,7 +75,10 @@ def _output_info(model: Any) -> list[dict[str, Any]]:
 
 
 def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = None) -> dict[str, Any]:
-    """Write ``out/model.onnx``, ``out/onnx.json`` (outputs, labels, signatures) and the tokenizer files."""
+    """Write ``out/model.onnx``, ``out/onnx.json`` (outputs, labels, signatures) and the tokenizer files.
+
+    The model is exported in float32 (a half-precision model is converted in place).
+    """
     names = model.task_names
     if not names:
         raise MtbranchError("the model has no branches to export")

@@ -49,6 +49,7 @@ class ComposedDeployment:
         warm_up(self.model)
         self.limits = limits or Limits()
         self.stats = Stats()
+        self.max_batch_size = max_batch_size
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -90,7 +91,8 @@ class ComposedDeployment:
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, sum(len(j.texts) for j in jobs))
         # the model runs in a thread so this replica's event loop keeps collecting the next batch
-        return await asyncio.get_running_loop().run_in_executor(None, run_jobs, self.model, jobs, self.stats)
+        return await asyncio.get_running_loop().run_in_executor(None, run_jobs, self.model, jobs, self.stats,
+                                                                  self.max_batch_size)
 
 
 def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.005,

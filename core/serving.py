@@ -115,7 +115,7 @@ class Batcher:
                     item.future.set_result(outcome)
 
     def _run(self, items: list[_Item]) -> list[Outcome]:
-        return run_jobs(self.model, [it.job for it in items], self.stats)
+        return run_jobs(self.model, [it.job for it in items], self.stats, self.settings.max_batch_size)
 
 
 class BodyLimit:

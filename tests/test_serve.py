@@ -292,3 +292,29 @@ def test_cli_help_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def test_run_jobs_groups_by_task_set_and_isolates_a_failing_request() -> None:
+    from mtbranch.batching import Job, Stats, run_jobs
+
+    class Fake:
+        def __init__(self) -> None:
+            self.calls: list[tuple[list[str], tuple[str, ...]]] = []
+
+        def predict(self, texts: list[str], *, tasks: list[str], text_pairs: Any, raw: bool,
+                    batch_size: int) -> list[dict[str, Any]]:
+            self.calls.append((texts, tuple(tasks)))
+            if "boom" in texts:
+                raise ValueError("boom")
+            return [{t: {"text": x} for t in tasks} for x in texts]
+
+    fake, stats = Fake(), Stats()
+    jobs = [Job(["a", "b"], None, ("s",)), Job(["c"], None, ("e",)), Job(["boom"], None, ("s",)),
+            Job(["d"], None, ("s",))]
+    out = run_jobs(fake, jobs, stats)
+    assert out[0] == [{"s": {"text": "a"}}, {"s": {"text": "b"}}] and out[1] == [{"e": {"text": "c"}}]
+    assert isinstance(out[2], ValueError) and out[3] == [{"s": {"text": "d"}}]
+    # one merged call per task set; the failing merged call is re-run request by request
+    assert sorted(map(tuple, (c[0] for c in fake.calls))) == sorted(
+        [("a", "b", "boom", "d"), ("c",), ("a", "b"), ("boom",), ("d",)])
+    assert stats.predict_calls == 5
