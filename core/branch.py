@@ -171,12 +171,16 @@ def load_branch(path: str | os.PathLike[str], head_type: HeadType | None = None,
             if digest != want:
                 raise IntegrityError(f"sha256 {digest[:16]}... does not match the recorded {want[:16]}...",
                                      path=str(weights), hint="the file was modified or corrupted; re-export it")
-    module = BranchModule(manifest, head_type)
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every tensor comes from the file: skip the random init (most of the build time)
+        module = BranchModule(manifest, head_type)
     read_header(weights)  # a clear HeaderError for truncated/corrupt files, also when verify=False
     try:
         with safe_open(str(weights), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        # assign: float32 tensors stay the file's memory-mapped pages (copy-on-write), not a second copy
+        module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:  # file checks; missing/misshapen tensors
         raise MtbranchError(f"weights do not load into the declared architecture: {exc}", path=str(weights),
                             hint=f"`mtbranch validate --branch {root}` names the tensor and the fix") from None

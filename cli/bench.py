@@ -1,0 +1,103 @@
+"""``mtbranch bench``: composed vs unmerged vs single-task serving, measured side by side in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mtbranch.cli.output import console, err_console, print_json
+
+SCENARIO_NAMES = ("paper-mixed", "xiaoai-21", "real")
+
+
+@click.command()
+@click.option("--scenario", type=click.Choice(SCENARIO_NAMES), default="paper-mixed", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--seq-len", type=click.IntRange(2), default=64, show_default=True)
+@click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
+              help="Timed rounds; every setup runs once per round, in a shuffled order.")
+@click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: torch's choice).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+              help="Run every setup in this dtype (float16 on GPU).")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Keep the generated trunk and branches here (reused by the next run).")
+@click.option("--no-curve", is_flag=True, help="Skip the time-vs-number-of-tasks measurement.")
+@click.option("--no-load-check", is_flag=True, help="Skip the fresh-process load / resident-memory check.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the result here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Write a PNG of time vs number of tasks here (needs matplotlib: the bench extra).")
+@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int, threads: int | None, device: str,
+          dtype: str | None, workdir: Path | None, no_curve: bool, no_load_check: bool, json_path: Path | None,
+          plot_path: Path | None, output_format: str) -> None:
+    """Time the composed model against the same tasks served unmerged and as one full model per task.
+
+    All setups run interleaved, in one process, on the same token batch; the table reports throughput,
+    latency p50/p99, weights, the paper's layer overhead and measured / ideal speedup. Synthetic scenarios
+    build a random 12-layer, 768-hidden trunk (kept in --workdir); `real` uses the installed plugins.
+
+    \b
+    Examples:
+      mtbranch bench --scenario paper-mixed --rounds 3 --json bench.json --plot bench.png
+      mtbranch bench --scenario real --batch-size 8 --seq-len 32 --rounds 2 --no-load-check
+    """
+    from mtbranch.bench import plot, run_bench
+    from mtbranch.errors import UsageError
+
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise UsageError("--plot needs matplotlib", hint="pip install 'mtbranch[bench]'") from exc
+    say = (lambda msg: err_console.print(f"[dim]{msg}[/]", markup=True)) if output_format == "text" else None
+    result = run_bench(scenario, batch_size=batch_size, seq_len=seq_len, rounds=rounds, warmup=warmup,
+                       threads=threads, device=device, dtype=dtype, workdir=workdir, task_curve=not no_curve,
+                       load_check=not no_load_check, progress=say)
+    if json_path is not None:
+        from mtbranch.atomic import write_bytes_atomic
+
+        write_bytes_atomic(json_path, (json.dumps(result, indent=2) + "\n").encode())
+    if plot_path is not None and "task_curve" in result:
+        plot(result, plot_path)
+    if output_format == "json":
+        print_json(result)
+    else:
+        print_report(result)
+
+
+def print_report(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    cfg = r["config"]
+    t = Table(title=f"{r['scenario']}: {r['tasks']} tasks, batch {cfg['batch_size']} x {cfg['seq_len']} tokens, "
+                    f"{cfg['device']} {cfg['dtype']}, {cfg['threads']} threads, {cfg['rounds']} rounds")
+    for col in ("setup", "layers", "weights MiB", "seq/s", "p50 ms", "p99 ms"):
+        t.add_column(col, justify="left" if col == "setup" else "right")
+    for name, s in r["setups"].items():
+        t.add_row(name, str(s["layers"]), f"{s['weights_mib']:.0f}", f"{s['throughput']:.1f}",
+                  f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}")
+    console.print(t)
+    rat = r["ratios"]
+    for base, label in (("full", "single-task serving"), ("standalone", "unmerged branches")):
+        x = rat.get(f"composed_vs_{base}")
+        if x:
+            console.print(f"composed vs {label}: {x['speedup']:.2f}x measured, {x['ideal']:.2f}x ideal "
+                          f"(layers) -> efficiency {x['efficiency']:.2f}")
+    x = rat.get("subset_vs_composed")
+    if x:
+        console.print(f"one-task subset: {x['time_fraction']:.3f} of the composed time for "
+                      f"{x['layer_fraction']:.3f} of its layers (limit {x['limit']:.3f})")
+    ref = r.get("reference")
+    if ref:
+        console.print(f"one branch ({ref['task']}) composed vs transformers' model: time ratio "
+                      f"{ref['time_ratio']:.3f}, max abs diff {ref['max_abs_diff']:.2e}")
+    for mode, x in r.get("load", {}).items():
+        console.print(f"load ({mode}): {x['load_s']:.2f} s = {x['load_over_read']:.2f}x reading the files once "
+                      f"({x['read_s']:.2f} s); resident +{(x['rss_after_load'] - x['baseline_rss']) / 2**20:.0f} MiB"
+                      f" = {x['rss_over_params']:.2f}x parameter bytes "
+                      f"({x['rss_after_forward_over_params']:.2f}x after a first forward)")

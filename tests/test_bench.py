@@ -1,0 +1,110 @@
+"""The bench's bookkeeping and correctness on a tiny trunk (no timing assertions: the bench is its own command)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mtbranch.bench import SCENARIOS, run_bench
+from mtbranch.cli.main import cli
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 64,
+        "vocab_size": 300, "max_position_embeddings": 64}
+
+
+def tiny(name: str):
+    return replace(SCENARIOS[name], trunk=TINY)
+
+
+@pytest.fixture(scope="module")
+def paper_mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    work = tmp_path_factory.mktemp("bench")
+    return run_bench(tiny("paper-mixed"), batch_size=2, seq_len=8, rounds=2, warmup=0, threads=1, workdir=work)
+
+
+def test_paper_mixed_layer_counts_are_the_papers(paper_mixed: dict) -> None:
+    rows = paper_mixed["setups"]
+    assert (rows["composed"]["layers"], rows["standalone"]["layers"], rows["full"]["layers"]) == (33, 62, 96)
+    assert rows["subset"]["layers"] == 3 and rows["one-branch"]["layers"] == 12  # qqp (2,1); cola (4,8)
+    ideal = paper_mixed["ratios"]["composed_vs_full"]["ideal"]
+    assert ideal == pytest.approx(96 / 33)
+    assert paper_mixed["ratios"]["composed_vs_standalone"]["ideal"] == pytest.approx(62 / 33)
+    assert paper_mixed["ratios"]["subset_vs_composed"]["limit"] == pytest.approx(1.2 * 3 / 33)
+    assert set(rows["full"]["per_task_ms"]) == {p.name for p in SCENARIOS["paper-mixed"].branches}
+    assert all(r["rounds"] == 2 for r in rows.values())
+
+
+def test_one_branch_equals_transformers_model(paper_mixed: dict) -> None:
+    # the composed branch and transformers' BertForSequenceClassification built from the same tensors
+    assert paper_mixed["reference"]["task"] == "cola"
+    assert paper_mixed["reference"]["max_abs_diff"] <= 1e-5
+
+
+def test_task_curve_and_unmerged_costs_add_up(paper_mixed: dict) -> None:
+    curve = paper_mixed["task_curve"]
+    assert curve["tasks"] == list(range(1, 9))
+    assert len(curve["composed"]) == len(curve["full"]) == len(curve["standalone"]) == 8
+    per_task = paper_mixed["setups"]["full"]["per_task_ms"]
+    assert curve["full"][-1] == pytest.approx(sum(per_task.values()))
+
+
+def test_load_check_reports_both_modes(paper_mixed: dict) -> None:
+    for mode in ("no-verify", "verify"):
+        load = paper_mixed["load"][mode]
+        assert load["param_bytes"] > 0 and load["files_bytes"] >= load["param_bytes"]
+        assert load["load_over_read"] == pytest.approx(load["load_s"] / load["read_s"])
+
+
+def _mapped_file(ptr: int) -> str | None:
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if lo <= ptr < hi:
+            return parts[5] if len(parts) == 6 else None
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc to see mappings")
+def test_loaded_weights_are_the_files_mapped_pages(paper_mixed: dict, tmp_path_factory) -> None:
+    from mtbranch.compose import load
+
+    art = next(Path(p) for p in tmp_path_factory.getbasetemp().glob("bench*/paper-mixed/composed"))
+    model = load(art)
+    trunk_w = model.trunk.layers[0].intermediate.dense.weight
+    branch_w = model.branch("cola").layers[0].intermediate.dense.weight
+    assert _mapped_file(trunk_w.data_ptr()).endswith("trunk/model.safetensors")
+    assert _mapped_file(branch_w.data_ptr()).endswith("branches/cola/branch.safetensors")
+
+
+def test_xiaoai_scenario_is_the_papers_allocation() -> None:
+    sc = SCENARIOS["xiaoai-21"]
+    depth = {p.depth for p in sc.branches}
+    assert len(sc.branches) == 21 and depth == {8}
+    assert 8 + sum(p.layers for p in sc.branches) == 40
+
+
+def test_cli_writes_json_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mtbranch.bench as bench_mod
+
+    three = replace(tiny("xiaoai-21"), branches=tiny("xiaoai-21").branches[:3], subset_task="task02")
+    monkeypatch.setitem(bench_mod.SCENARIOS, "xiaoai-21", three)
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    res = CliRunner().invoke(cli, ["bench", "--scenario", "xiaoai-21", "--batch-size", "2", "--seq-len", "8",
+                                   "--rounds", "1", "--warmup", "0", "--threads", "1", "--no-load-check",
+                                   "--workdir", str(tmp_path / "w"), "--json", str(out), "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["tasks"] == 3 and data["setups"]["composed"]["layers"] == 8 + 2 + 2 + 2
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "efficiency" in res.output
+
+
+def test_unknown_scenario_is_a_usage_error() -> None:
+    from mtbranch.errors import UsageError
+
+    with pytest.raises(UsageError):
+        run_bench("nope")
