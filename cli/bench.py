@@ -98,6 +98,7 @@ def print_report(r: dict[str, Any]) -> None:
                       f"{ref['time_ratio']:.3f}, max abs diff {ref['max_abs_diff']:.2e}")
     for mode, x in r.get("load", {}).items():
         console.print(f"load ({mode}): {x['load_s']:.2f} s = {x['load_over_read']:.2f}x reading the files once "
-                      f"({x['read_s']:.2f} s); resident +{(x['rss_after_load'] - x['baseline_rss']) / 2**20:.0f} MiB"
+                      f"({x['read_s']:.2f} s), {x['load_again_over_read']:.2f}x when loaded again; "
+                      f"resident +{(x['rss_after_load'] - x['baseline_rss']) / 2**20:.0f} MiB"
                       f" = {x['rss_over_params']:.2f}x parameter bytes "
                       f"({x['rss_after_forward_over_params']:.2f}x after a first forward)")
