@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,34 @@ def make_branch(trunk_dir: Path, out: Path, *, name: str, depth: int, layers: in
             p.add_(torch.randn_like(p) * 0.2)
     save_branch(module, out)
     return out
+
+
+def make_serving_artifact(trunk_dir: Path, base: Path) -> Path:
+    """A composed artifact with a single-text, a token and a pair branch (what the serving tests send to)."""
+    from mtbranch.compose import compose, save_composed
+
+    dirs = [make_branch(trunk_dir, base / "sentiment", name="sentiment", depth=2, layers=1, seed=1),
+            make_branch(trunk_dir, base / "entities", name="entities", depth=3, layers=1,
+                        head="token_classification", seed=2),
+            make_branch(trunk_dir, base / "similarity", name="similarity", depth=2, layers=1, head="regression",
+                        signature="pair", pooling="mean", seed=3)]
+    model = compose(load_trunk_source(trunk_dir), [(d, "directory") for d in dirs])
+    save_composed(model, base / "composed")
+    return base / "composed"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def results_close(a: Any, b: Any, tol: float = 1e-5) -> bool:
+    """Equal structure and strings; floats within tol (a merged batch pads differently)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, abs_tol=tol)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(results_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(results_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    return bool(a == b)

@@ -3,62 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import ray
 from ray import serve
 
-from mtbranch.compose import compose, load, save_composed
+from mtbranch.compose import load
 from mtbranch.ray_serve import build_app
 from mtbranch.serving_schema import Limits
-from mtbranch.trunk_ref import load_trunk_source
 
-from helpers import make_branch
+from helpers import free_port, make_serving_artifact, results_close
 
 TEXTS = ["the movie was very good !", "bad", "john visited paris and london in the new york city .",
          "a terrible , boring film", "mary works at google in berlin", "it was fun"]
 PAIRS = ["a great film", "terrible acting", "mary works at google", "good", "the city", "fun"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _close(a: Any, b: Any, tol: float = 1e-5) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, abs_tol=tol)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 @pytest.fixture(scope="module")
 def artifact(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("ray")
-    dirs = [make_branch(tiny_bert_dir, base / "sentiment", name="sentiment", depth=2, layers=1, seed=1),
-            make_branch(tiny_bert_dir, base / "entities", name="entities", depth=3, layers=1,
-                        head="token_classification", seed=2),
-            make_branch(tiny_bert_dir, base / "similarity", name="similarity", depth=2, layers=1, head="regression",
-                        signature="pair", pooling="mean", seed=3)]
-    model = compose(load_trunk_source(tiny_bert_dir), [(d, "directory") for d in dirs])
-    save_composed(model, base / "composed")
-    return base / "composed"
+    return make_serving_artifact(tiny_bert_dir, tmp_path_factory.mktemp("ray"))
 
 
 @pytest.mark.slow
 def test_ray_serve_deployment_answers_like_predict(artifact: Path) -> None:
     model = load(artifact)
-    port = _free_port()
+    port = free_port()
     t0 = time.time()
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024, log_to_driver=False,
              configure_logging=False)
@@ -94,7 +68,7 @@ def test_ray_serve_deployment_answers_like_predict(artifact: Path) -> None:
         for b, r in zip(bodies, responses, strict=True):
             assert r.status_code == 200, r.text
             want = model.predict(b["texts"], tasks=r.json()["tasks"], text_pairs=b.get("text_pairs"))
-            assert _close(r.json()["results"], want), (b, r.json(), want)
+            assert results_close(r.json()["results"], want), (b, r.json(), want)
         assert after["requests"] - before["requests"] == len(bodies)
         assert after["predict_calls"] - before["predict_calls"] < len(bodies), (before, after)
 

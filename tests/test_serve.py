@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,12 +19,11 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from mtbranch.compose import compose, load, save_composed
+from mtbranch.compose import load
 from mtbranch.serving import ServeSettings, create_app
 from mtbranch.serving_schema import Limits
-from mtbranch.trunk_ref import load_trunk_source
 
-from helpers import make_branch
+from helpers import free_port, make_serving_artifact, results_close
 
 TEXTS = ["the movie was very good !", "bad", "john visited paris and london in the new york city .",
          "a terrible , boring film", "mary works at google in berlin", "it was fun", "not good", "the actor"]
@@ -36,28 +33,15 @@ LIMITS = Limits(max_body_bytes=4000, max_texts=20, max_chars=300)
 
 @pytest.fixture(scope="module")
 def artifact(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("serve")
-    dirs = [make_branch(tiny_bert_dir, base / "sentiment", name="sentiment", depth=2, layers=1, seed=1),
-            make_branch(tiny_bert_dir, base / "entities", name="entities", depth=3, layers=1,
-                        head="token_classification", seed=2),
-            make_branch(tiny_bert_dir, base / "similarity", name="similarity", depth=2, layers=1, head="regression",
-                        signature="pair", pooling="mean", seed=3)]
-    model = compose(load_trunk_source(tiny_bert_dir), [(d, "directory") for d in dirs])
-    save_composed(model, base / "composed")
-    return base / "composed"
+    return make_serving_artifact(tiny_bert_dir, tmp_path_factory.mktemp("serve"))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
     """uvicorn in a thread, on a free loopback port."""
 
     def __init__(self, app: Any) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -106,16 +90,6 @@ def server(model: Any) -> Iterator[tuple[Server, CountingModel]]:
     with Server(app) as s:
         yield s, counting
 
-
-def _close(a: Any, b: Any, tol: float = 1e-5) -> bool:
-    """Equal structure and strings; floats within tol (a merged batch pads differently)."""
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, abs_tol=tol)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 def test_health_ready_tasks_openapi(server: tuple[Server, CountingModel]) -> None:
@@ -172,7 +146,7 @@ def test_concurrent_requests_are_batched(server: tuple[Server, CountingModel], m
     for b, r in zip(bodies, responses, strict=True):
         want = model.predict(b["texts"], tasks=b.get("tasks") or ["sentiment", "entities"],
                              text_pairs=b.get("text_pairs"))
-        assert _close(r.json()["results"], want), (b, r.json(), want)
+        assert results_close(r.json()["results"], want), (b, r.json(), want)
 
 
 BAD: list[tuple[str, dict[str, Any], int, str]] = [
@@ -241,7 +215,7 @@ def test_readiness_follows_background_load(artifact: Path, tmp_path: Path) -> No
 
 
 def test_cli_serve_process(artifact: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mtbranch.cli.main", "serve", str(artifact), "--port", str(port),
                              "--task", "sentiment", "--threads", "1", "--log-level", "warning"],
