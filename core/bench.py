@@ -151,10 +151,12 @@ def prepare(scenario: Scenario, workdir: Path, *, seq_len: int, seed: int = 0) -
 # -- the setups -------------------------------------------------------------------------------------------
 @dataclass
 class Setup:
+    """One way of serving the scenario: a single call answering every task, or one model call per task."""
+
     name: str
     layers: int  # transformer layers run to answer every task once (the paper's overhead metric)
     weights_bytes: int
-    run: Callable[[], Any]
+    run: Callable[[], Any] | None = None
     per_task: dict[str, Callable[[], Any]] = field(default_factory=dict)
 
 
@@ -166,8 +168,21 @@ def _bytes(modules: Sequence[Any]) -> int:
     return sum(seen.values())
 
 
-def _signature(b: Any) -> str:
-    return str(b.manifest.tokenizer.input_signature)
+def _composed_call(model: Any, selected: Sequence[Any], batch: dict[str, Any]) -> Callable[[], Any]:
+    """Answer ``selected`` as predict() does: one trunk pass per input signature (a pair task needs its own)."""
+    from mtbranch.composed import by_signature
+
+    groups = list(by_signature(selected).values())
+    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    return lambda: [model(ids, mask, types, g) for g in groups]
+
+
+def _composed_layers(selected: Sequence[Any]) -> int:
+    """Layers run: per input signature the trunk to that group's deepest branch, plus every branch's layers."""
+    from mtbranch.composed import by_signature
+
+    trunk = sum(max(b.manifest.attach_depth for b in g) for g in by_signature(selected).values())
+    return trunk + sum(b.manifest.num_layers for b in selected)
 
 
 def build_setups(trunk: Any, branch_dirs: list[tuple[Path, str]], batch: dict[str, Any], *,
@@ -188,22 +203,9 @@ def build_setups(trunk: Any, branch_dirs: list[tuple[Path, str]], batch: dict[st
     n_full = trunk.num_layers
     ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
-    def composed_run(selected: Sequence[Any]) -> Callable[[], Any]:
-        groups: dict[str, list[Any]] = {}
-        for b in selected:
-            groups.setdefault(_signature(b), []).append(b)
-        # one trunk pass per input signature, as predict() does (a pair task needs its own pass)
-        return lambda: [composed(ids, mask, types, g) for g in groups.values()]
-
-    def composed_layers(selected: Sequence[Any]) -> int:
-        # the trunk runs once per input signature (single texts, pairs) to that group's deepest branch
-        deepest: dict[str, int] = {}
-        for b in selected:
-            deepest[_signature(b)] = max(deepest.get(_signature(b), 0), b.manifest.attach_depth)
-        return sum(deepest.values()) + sum(b.manifest.num_layers for b in selected)
-
     setups: dict[str, Setup] = {}
-    setups["composed"] = Setup("composed", composed_layers(branches), _bytes([composed]), composed_run(branches))
+    setups["composed"] = Setup("composed", _composed_layers(branches), _bytes([composed]),
+                               _composed_call(composed, branches, batch))
 
     standalone = {}
     for b in branches:
@@ -212,8 +214,7 @@ def build_setups(trunk: Any, branch_dirs: list[tuple[Path, str]], batch: dict[st
         standalone[b.name] = m
     setups["standalone"] = Setup(
         "standalone", sum(b.manifest.attach_depth + b.manifest.num_layers for b in branches),
-        _bytes(list(standalone.values())), _sequential(standalone, ids, mask, types),
-        {k: _call(m, ids, mask, types) for k, m in standalone.items()})
+        _bytes(list(standalone.values())), per_task={k: _call(m, ids, mask, types) for k, m in standalone.items()})
 
     full = {}
     for b in branches:
@@ -224,13 +225,12 @@ def build_setups(trunk: Any, branch_dirs: list[tuple[Path, str]], batch: dict[st
                                   use_safetensors=True)
         full[b.name] = hf.to(device=device, dtype=dtype).eval()
     setups["full"] = Setup("full", n_full * len(branches), _bytes(list(full.values())),
-                           _sequential(full, ids, mask, types, hf=True),
-                           {k: _call(m, ids, mask, types, hf=True) for k, m in full.items()})
+                           per_task={k: _call(m, ids, mask, types, hf=True) for k, m in full.items()})
 
     if subset_task:
         b = composed.branch(subset_task)
-        setups["subset"] = Setup(f"subset ({subset_task})", composed_layers([b]),
-                                 _bytes([composed]), composed_run([b]))
+        setups["subset"] = Setup(f"subset ({subset_task})", _composed_layers([b]),
+                                 _bytes([composed]), _composed_call(composed, [b], batch))
     if reference_task:
         b = composed.branch(reference_task)
         one = standalone[reference_task]
@@ -248,18 +248,13 @@ def _call(model: Any, ids: Any, mask: Any, types: Any, *, hf: bool = False) -> C
     return lambda: model(ids, mask, types)
 
 
-def _sequential(models: dict[str, Any], ids: Any, mask: Any, types: Any, *, hf: bool = False) -> Callable[[], Any]:
-    calls = [_call(m, ids, mask, types, hf=hf) for m in models.values()]
-    return lambda: [c() for c in calls]
-
-
 def hf_reference(one: Any, branch: Any) -> Any:
     """transformers' ``*ForSequenceClassification`` with the trunk layers 1..d + the branch's layers, pooler and
     classifier: the model a team would have trained and served for this task alone."""
     from transformers import AutoModelForSequenceClassification
 
     m = branch.manifest
-    if not (branch.sequence_level and m.pooling == "cls" and m.projection and _signature(branch) == "single"):
+    if not (branch.sequence_level and m.pooling == "cls" and m.projection and m.tokenizer.input_signature == "single"):
         raise UsageError(f"branch {branch.name!r} is not a [CLS] + pooler sequence head",
                          hint="the transformers reference needs pooling 'cls' with projection")
     cfg = one.trunk.config.__class__(**{**one.trunk.config.to_dict(),
@@ -389,6 +384,7 @@ def _measure(sc: Scenario, setups: dict[str, Setup], batch_size: int, seq_len: i
                         task_times[k][t].append(v)
                     times[k].append(sum(spent.values()))
             else:
+                assert s.run is not None, k  # a setup has either one call or per-task calls
                 v = _timed(s.run, device)
                 if r >= warmup:
                     times[k].append(v)
@@ -423,15 +419,11 @@ def _task_curve(model: Any, rows: dict[str, Any], batch: dict[str, Any], device:
     import torch
 
     branches = list(model.branches)
-    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
     curve: dict[str, list[float]] = {"tasks": list(range(1, len(branches) + 1)), "composed": []}
     for k in range(1, len(branches) + 1):
-        groups: dict[str, list[Any]] = {}
-        for b in branches[:k]:
-            groups.setdefault(_signature(b), []).append(b)
+        call = _composed_call(model, branches[:k], batch)
         with torch.inference_mode():
-            spent = [_timed(lambda g=groups: [model(ids, mask, types, x) for x in g.values()], device)
-                     for _ in range(repeats)]
+            spent = [_timed(call, device) for _ in range(repeats)]
         curve["composed"].append(1000 * statistics.median(spent))
     for base in ("standalone", "full"):
         per = rows.get(base, {}).get("per_task_ms", {})

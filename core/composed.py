@@ -158,9 +158,7 @@ class ComposedModel(nn.Module):
                                     hint="give one pair text per input text")
         plan = self._plan
         selected = self.select(tasks, plan)
-        groups: dict[str, list[BranchModule]] = {}
-        for b in selected:
-            groups.setdefault(b.manifest.tokenizer.input_signature, []).append(b)
+        groups = by_signature(selected)
         if "pair" in groups and pairs is None:
             names = ", ".join(b.name for b in groups["pair"])
             raise MtbranchError(f"task(s) {names} take a text pair, but no pair was given",
@@ -205,6 +203,14 @@ def _as_list(value: Any, what: str) -> list[Any]:
         raise MtbranchError(f"{what} is {type(value).__name__}, not a string or a list of strings",
                             hint="pass a list of strings (use '' for an empty input)")
     return list(value)
+
+
+def by_signature(branches: Sequence[BranchModule]) -> dict[str, list[BranchModule]]:
+    """Branches grouped by input signature (``single``, ``pair``): the trunk runs once per group."""
+    groups: dict[str, list[BranchModule]] = {}
+    for b in branches:
+        groups.setdefault(b.manifest.tokenizer.input_signature, []).append(b)
+    return groups
 
 
 def _check_texts(items: list[Any], what: str) -> None:
