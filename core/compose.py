@@ -223,21 +223,41 @@ def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = 
 def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cpu", dtype: Any = None,
          tasks: Sequence[str] | None = None) -> Any:
     """Load a composed artifact. Hashes are checked against the lock unless ``verify=False``."""
+    root = Path(path)
+    if not root.is_dir():
+        raise MtbranchError("composed artifact directory does not exist", path=str(root))
+    lock = read_lock(root)
+    checking = None
+    if verify:
+        # hash the files while the model is built from their memory-mapped pages (hashlib releases the GIL): load
+        # then costs about one read of the files; nothing is returned before every hash matches
+        pool = ThreadPoolExecutor(max_workers=1)
+        checking = pool.submit(verify_artifact, root, lock)
+        pool.shutdown(wait=False)
+    try:
+        model = _build(root, lock, tasks)
+    except Exception:
+        if checking is not None:  # a tampered file is reported as such, not as whatever it broke while building
+            _refuse_if_tampered(root, checking.result())
+        raise
+    if checking is not None:
+        _refuse_if_tampered(root, checking.result())
+    return model.to(device=device, dtype=_torch_dtype(dtype))
+
+
+def _refuse_if_tampered(root: Path, problems: list[str]) -> None:
+    if problems:
+        raise IntegrityError("composed artifact does not match its lock file:\n  " + "\n  ".join(problems),
+                             path=str(root), hint="compose it again, or restore the original files")
+
+
+def _build(root: Path, lock: dict[str, Any], tasks: Sequence[str] | None) -> Any:
     from mtbranch.branch import load_branch
     from mtbranch.composed import ComposedModel
     from mtbranch.plugins.manager import get_plugin_manager
     from mtbranch.tokenizer_contract import load_tokenizer
     from mtbranch.trunk import load_trunk
 
-    root = Path(path)
-    if not root.is_dir():
-        raise MtbranchError("composed artifact directory does not exist", path=str(root))
-    lock = read_lock(root)
-    if verify:
-        problems = verify_artifact(root, lock)
-        if problems:
-            raise IntegrityError("composed artifact does not match its lock file:\n  " + "\n  ".join(problems),
-                                 path=str(root), hint="compose it again, or restore the original files")
     source = load_trunk_source(root / "trunk", reference=lock["trunk"].get("reference"))
     read_header(source.weights)  # a clear HeaderError for a truncated/corrupt trunk, also when verify=False
     pm = get_plugin_manager()
@@ -254,7 +274,7 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
     model = ComposedModel(trunk, branches, load_tokenizer(source.path),
                           trunk_num_layers=int(lock["trunk"].get("num_layers", source.num_layers)), lock=lock)
     model.trunk_source = source  # type: ignore[attr-defined]
-    return model.to(device=device, dtype=_torch_dtype(dtype))
+    return model
 
 
 def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.PathLike[str]] = (),

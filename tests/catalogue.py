@@ -582,6 +582,11 @@ CATALOGUE: list[Case] = [
          artifact_case(lock_edit(lock_files_escape), command="verify")),
     Case("composed-lock-wrong-type", "composed", "lock field of the wrong type", "IntegrityError", 1,
          artifact_case(lock_edit(lock_wrong_type))),
+    # load() builds the model while hashing: a file broken enough to fail the build is still reported as tampered
+    Case("composed-truncated", "composed", "truncated trunk weights (hashes checked)", "IntegrityError", 1,
+         artifact_case(truncate("trunk/model.safetensors"))),
+    Case("composed-bad-manifest", "composed", "corrupt branch manifest (hashes checked)", "IntegrityError", 1,
+         artifact_case(lambda c: (c / "branches/sentiment/manifest.json").write_text("{"))),
     Case("composed-truncated-no-verify", "composed", "truncated trunk weights, loaded with `--no-verify`",
          "HeaderError", 1, artifact_case(truncate("trunk/model.safetensors"), verify=False)),
     Case("composed-bad-manifest-no-verify", "composed", "corrupt branch manifest, loaded with `--no-verify`",
