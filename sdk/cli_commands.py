@@ -279,27 +279,47 @@ Examples:
   mtbranch distill --trunk ./minilm --teacher branches/sentiment --train SST-2/train.tsv \\
       --dev SST-2/dev.tsv --text-col sentence --label-col label --label-names negative,positive \\
       --student-layers 1 --name sentiment-l1 -o branches/sentiment-l1
+
+\b
+  # a full fine-tuning run (depth 0, 6 layers) teaches a 2-layer branch at depth 4:
+  mtbranch distill --trunk ./minilm --teacher runs/entities-full --student-depth 4 --student-layers 2 \\
+      --train conll2003/train.txt --dev conll2003/valid.txt --lr 3e-4 --epochs 5 --alpha 0.5 \\
+      --name entities -o branches/entities
+  # ... starting from an existing branch of that depth and size instead of the trunk layers:
+  mtbranch distill ... --student-depth 4 --student-layers 2 --init branches/entities-v1 ...
 """
 
 
 @click.command("distill", epilog=DISTILL_EXAMPLES)
 @click.option("--teacher", type=click.Path(path_type=Path), required=True, help="Teacher branch directory.")
-@click.option("--student-layers", type=int, required=True, help="Student layers l (< the teacher's).")
+@click.option("--student-layers", type=int, required=True,
+              help="Student layers l (< the teacher's when the student sits at the teacher's depth).")
+@click.option("--student-depth", type=int, default=None,
+              help="Attach depth of the student (default: the teacher's). Deeper than the teacher (e.g. a full "
+                   "fine-tuning run at depth 0 teaching a branch at depth 4): the student starts from the trunk "
+                   "layers above that depth, or from --init.")
+@click.option("--init", "init_dir", type=click.Path(path_type=Path), default=None,
+              help="Start the student from this branch (same depth and layers as the student, same task) "
+                   "instead of the teacher's bottom layers or the trunk layers.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Weight of the soft-target loss.")
 @click.option("--temperature", type=float, default=2.0, show_default=True)
 @click.option("--task", type=click.Choice(TASK_CHOICES), default=None,
               help="Optional: must match the teacher's head (taken from the teacher when left out).")
 @_data_options
 @_train_options
-@click.option("--name", default=None, help="Student name (default: <teacher>-l<l>).")
+@click.option("--name", default=None, help="Student name (default: <teacher>-l<l>, or <teacher>-d<D>l<l> with a "
+                                                "deeper --student-depth).")
 @click.option("--version", "version", default=None, help="Student version (default: the teacher's).")
 @click.option("--owner", default=None, help="Owner (default: the teacher's).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path))
 def distill_cmd(**o: Any) -> None:
-    """Distill a teacher branch into a student with fewer layers at the same depth.
+    """Distill a teacher branch into a student branch.
 
-    The student starts from the teacher's bottom layers, pooling and head; the loss mixes soft targets at
-    temperature T (KL, or MSE for regression) with the hard labels.
+    By default the student has fewer layers at the teacher's depth and starts from the teacher's bottom
+    layers, pooling and head. With --student-depth deeper than the teacher's (e.g. a full fine-tuning run,
+    depth 0), the student starts from the trunk layers above its depth, or from --init. The loss mixes soft
+    targets at temperature T (KL, or MSE for regression) with the hard labels; the teacher's outputs are
+    computed once.
     """
     from mtbranch.manifest import MANIFEST_NAME, read_manifest
     from mtbranch.sdk.distill import distill
@@ -317,20 +337,29 @@ def distill_cmd(**o: Any) -> None:
     o["task"] = tm.head.type
     _task, train_data, dev_data, _ = load_task_data(o)
     cfg = _config(o)
-    info = BranchInfo(name=o["name"] or f"{tm.name}-l{o['student_layers']}", version=o["version"] or tm.version,
+    depth = tm.attach_depth if o["student_depth"] is None else o["student_depth"]
+    default_name = f"{tm.name}-l{o['student_layers']}" if depth == tm.attach_depth else \
+        f"{tm.name}-d{depth}l{o['student_layers']}"
+    info = BranchInfo(name=o["name"] or default_name, version=o["version"] or tm.version,
                       owner=o["owner"] or tm.owner)
     with _quiet_stdout(o["as_json"]):
         res = distill(o["trunk_ref"], teacher, train_data, dev_data, student_layers=o["student_layers"],
-                      spec=DistillSpec(o["alpha"], o["temperature"]), cfg=cfg, info=info, out_dir=o["out"])
+                      spec=DistillSpec(o["alpha"], o["temperature"]), cfg=cfg, info=info, out_dir=o["out"],
+                      student_depth=o["student_depth"], init_dir=o["init_dir"])
     if not _is_main():
         return
     m = res.metric
     if o["as_json"]:
         click.echo(json.dumps({"metric": m, "teacher": res.teacher_metrics, "student": res.student.metrics,
-                               "retained": res.retained, "branch": str(o["out"])}))
+                               "retained": res.retained, "branch": str(o["out"]), "student_depth": depth,
+                               "student_layers": o["student_layers"], "best_epoch": res.student.best_epoch,
+                               "history": [h.get(m) for h in res.student.history],
+                               "seconds": round(res.student.seconds, 1)}))
     else:
-        click.echo(f"teacher {tm.name} ({tm.num_layers} layers): {m}={res.teacher_metrics[m]:.4f}")
-        click.echo(f"student {info.name} ({o['student_layers']} layer(s)): {m}={res.student.metrics[m]:.4f} "
+        click.echo(f"teacher {tm.name} ({tm.num_layers} layers) at depth {tm.attach_depth}: "
+                   f"{m}={res.teacher_metrics[m]:.4f}")
+        click.echo(f"student {info.name} ({o['student_layers']} layer(s)) at depth {depth}: "
+                   f"{m}={res.student.metrics[m]:.4f} "
                    f"({100 * res.retained:.1f}% of the teacher) -> {o['out']}")
 
 

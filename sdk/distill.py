@@ -1,9 +1,18 @@
-"""Knowledge distillation with teacher initialisation (paper §3.2): a teacher branch of L layers at depth d
-teaches a student of l < L layers at the same depth, initialised from the teacher's bottom l layers, its
-pooling, projection and head. Loss = alpha * soft-target loss at temperature T (KL for classification and
-per token, MSE for regression) + (1 - alpha) * hard-label loss.
+"""Knowledge distillation (paper §3.2). Loss = alpha * soft-target loss at temperature T (KL for
+classification and per token, MSE for regression) + (1 - alpha) * hard-label loss.
 
-The teacher's outputs on the training set are computed once from the cached features, not every step.
+Two set-ups:
+
+* same depth, teacher initialisation (the default): a teacher branch of L layers at depth d teaches a student
+  of l < L layers at the same depth, initialised from the teacher's bottom l layers, its pooling, projection
+  and head;
+* a deeper student (``student_depth`` > the teacher's depth): e.g. a fully fine-tuned model (depth 0, every
+  layer trained) teaches a 2-layer branch at depth 4. The student starts from trunk layers d+1..d+l (as
+  :func:`mtbranch.sdk.train.train` does) or from an existing branch of the same depth and layers
+  (``init_dir``); it keeps the teacher's pooling, projection and max_length.
+
+The teacher's outputs on the training set are computed once, from the cached features at the teacher's
+depth (both depths are prepared in one trunk pass), not every step.
 """
 
 from __future__ import annotations
@@ -11,12 +20,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mtbranch.branch import BranchModule, load_branch
 from mtbranch.errors import MtbranchError
+from mtbranch.manifest import MANIFEST_NAME, BranchManifest
 from mtbranch.sdk.data import Dataset
 from mtbranch.sdk.train import BranchInfo, DistillSpec, Prepared, TrainConfig, TrainResult, collate, fit, prepare
 from mtbranch.sdk.train import FeatureDataset as _FeatureDataset
@@ -74,10 +85,23 @@ def branch_outputs(branch: BranchModule, prep: Prepared, split: str, batch_size:
 def distill(trunk: str | os.PathLike[str] | TrunkSource, teacher_dir: str | os.PathLike[str],
             train_data: Dataset, dev_data: Dataset, *, student_layers: int, spec: DistillSpec | None = None,
             cfg: TrainConfig | None = None, info: BranchInfo | None = None,
-            out_dir: str | os.PathLike[str] | None = None) -> DistillResult:
+            out_dir: str | os.PathLike[str] | None = None, student_depth: int | None = None,
+            init_dir: str | os.PathLike[str] | None = None) -> DistillResult:
+    """Distill the branch in ``teacher_dir`` into a student of ``student_layers`` layers.
+
+    ``student_depth`` None (or the teacher's depth) without ``init_dir``: same depth, teacher initialisation.
+    Otherwise the student sits at ``student_depth`` (>= the teacher's) and starts from the trunk layers above
+    it, or from the branch in ``init_dir`` (same depth and layers).
+    """
     spec = spec or DistillSpec()
     teacher = load_branch(teacher_dir)
     m = teacher.manifest
+    if (student_depth is not None and student_depth != m.attach_depth) or init_dir is not None:
+        return _distill_to_depth(trunk, teacher, Path(teacher_dir), train_data, dev_data,
+                                 student_layers=student_layers,
+                                 student_depth=m.attach_depth if student_depth is None else student_depth,
+                                 init_dir=None if init_dir is None else Path(init_dir), spec=spec, cfg=cfg,
+                                 info=info, out_dir=out_dir)
     if not 0 <= student_layers < m.num_layers:
         raise MtbranchError(f"the student needs fewer layers than the teacher's {m.num_layers}, "
                             f"got {student_layers}", path=str(teacher_dir))
@@ -110,6 +134,90 @@ def distill(trunk: str | os.PathLike[str] | TrunkSource, teacher_dir: str | os.P
     student = fit(prep, m.attach_depth, student_layers, cfg, info, out_dir=out_dir,
                   init_state=student_init_state(teacher, student_layers), teacher_outputs=teacher_train,
                   distill=spec, extra_training=extra)
+    return DistillResult(teacher_metrics, student, metric)
+
+
+def _teacher_record(m: BranchManifest, teacher_dir: Path) -> dict[str, Any]:
+    return {"name": m.name, "version": m.version, "path": str(teacher_dir), "sha256": m.weights.sha256,
+            "num_layers": m.num_layers, "attach_depth": m.attach_depth}
+
+
+def _check_same_trunk(source: TrunkSource, m: BranchManifest, path: Path, what: str) -> None:
+    if source.fingerprints[m.attach_depth] != m.trunk.fingerprint:
+        raise MtbranchError(f"the {what} was trained on another trunk (fingerprint at depth {m.attach_depth} "
+                            "differs)", path=str(path / MANIFEST_NAME),
+                            hint=f"pass the trunk the {what} was trained on, or a {what} trained on this trunk")
+
+
+def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: BranchModule, teacher_dir: Path,
+                      train_data: Dataset, dev_data: Dataset, *, student_layers: int, student_depth: int,
+                      init_dir: Path | None, spec: DistillSpec, cfg: TrainConfig | None,
+                      info: BranchInfo | None, out_dir: str | os.PathLike[str] | None) -> DistillResult:
+    """A student at ``student_depth`` >= the teacher's depth, initialised from the trunk or ``init_dir``."""
+    m = teacher.manifest
+    where = str(teacher_dir / MANIFEST_NAME)
+    if m.head.type not in TASK_OF_HEAD:
+        raise MtbranchError(f"distillation supports built-in heads, not {m.head.type!r}", path=where)
+    if not 0.0 <= spec.alpha <= 1.0 or spec.temperature <= 0:
+        raise MtbranchError("need 0 <= alpha <= 1 and temperature > 0")
+    if student_depth < m.attach_depth:
+        raise MtbranchError(f"the student's depth {student_depth} is below the teacher's attach depth "
+                            f"{m.attach_depth}: the teacher could not see the student's input features",
+                            path=where, hint=f"use a student depth >= {m.attach_depth}, or a teacher attached at "
+                                             f"depth <= {student_depth} (e.g. a full fine-tuning run, depth 0)")
+    source = trunk if isinstance(trunk, TrunkSource) else resolve_trunk(str(trunk))
+    if student_layers < 0 or student_depth + student_layers > source.num_layers:
+        raise MtbranchError(f"a student of {student_layers} layer(s) at depth {student_depth} needs trunk layers "
+                            f"up to {student_depth + student_layers}, the trunk has {source.num_layers}",
+                            path=str(source.path),
+                            hint=f"need 0 <= layers and depth + layers <= {source.num_layers}")
+    _check_same_trunk(source, m, teacher_dir, "teacher")
+    cfg = cfg or TrainConfig()
+    cfg.max_length = m.tokenizer.max_length
+    cfg.pooling = m.pooling
+    cfg.projection = m.projection
+    labels = getattr(m.head, "labels", None)
+    init_state: dict[str, torch.Tensor] | None = None
+    init_desc = f"trunk layers {student_depth + 1}..{student_depth + student_layers}" if student_layers else "none"
+    init_record: dict[str, Any] = {"from": "trunk", "description": init_desc}
+    if init_dir is not None:
+        init = load_branch(init_dir)
+        im = init.manifest
+        iwhere = str(init_dir / MANIFEST_NAME)
+        if (im.attach_depth, im.num_layers) != (student_depth, student_layers):
+            raise MtbranchError(f"the init branch has {im.num_layers} layer(s) at depth {im.attach_depth}, the "
+                                f"student {student_layers} at depth {student_depth}", path=iwhere,
+                                hint="pass an init branch with the student's depth and layers, or leave --init "
+                                     "out to start from the trunk layers")
+        if im.head.type != m.head.type or getattr(im.head, "labels", None) != labels:
+            raise MtbranchError(f"the init branch's head ({im.head.type}, labels "
+                                f"{getattr(im.head, 'labels', None)}) differs from the teacher's ({m.head.type}, "
+                                f"labels {labels})", path=iwhere, hint="use an init branch of the teacher's task")
+        _check_same_trunk(source, im, init_dir, "init branch")
+        cfg.pooling, cfg.projection = im.pooling, im.projection
+        init_state = {k: v.clone() for k, v in init.state_dict().items()}
+        init_desc = f"branch {im.name} {im.version} ({init_dir})"
+        init_record = {"from": "branch", "description": init_desc, "name": im.name, "version": im.version,
+                       "path": str(init_dir), "sha256": im.weights.sha256}
+    task = TASK_OF_HEAD[m.head.type]
+    depths = sorted({m.attach_depth, student_depth})
+    prep = prepare(source, task, train_data, dev_data, cfg, depths, labels=labels)  # type: ignore[arg-type]
+    teacher_train = branch_outputs(teacher, prep, "train")
+    from mtbranch.sdk.metrics import DEFAULT_METRIC, compute_metrics
+
+    metric = cfg.metric or DEFAULT_METRIC[task]
+    teacher_metrics = _metrics_of(prep, branch_outputs(teacher, prep, "dev"), compute_metrics)
+    if m.attach_depth != student_depth:  # the teacher's features are no longer needed: free them
+        prep.train_features.pop(m.attach_depth, None)
+        prep.dev_features.pop(m.attach_depth, None)
+    info = info or BranchInfo(name=f"{m.name}-d{student_depth}l{student_layers}", version=m.version, owner=m.owner)
+    extra = {"distillation": {"teacher": _teacher_record(m, teacher_dir), "student_depth": student_depth,
+                              "student_layers": student_layers, "alpha": spec.alpha,
+                              "temperature": spec.temperature, "init": init_desc, "init_source": init_record,
+                              f"teacher_dev_{metric}": teacher_metrics[metric]},
+             "init": init_desc}
+    student = fit(prep, student_depth, student_layers, cfg, info, out_dir=out_dir, init_state=init_state,
+                  teacher_outputs=teacher_train, distill=spec, extra_training=extra)
     return DistillResult(teacher_metrics, student, metric)
 
 
