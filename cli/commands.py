@@ -292,8 +292,10 @@ def verify(artifact: Path) -> None:
 @click.option("--raw", is_flag=True, help="Include the head's raw outputs (logits / values).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
-            as_json: bool, no_verify: bool) -> None:
+            as_json: bool, no_verify: bool, quantize: str | None) -> None:
     """Run a composed model on TEXTS.
 
     \b
@@ -309,7 +311,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
     if pairs and len(pairs) not in (1, len(texts)):
         raise UsageError(f"{len(pairs)} --pair values for {len(texts)} texts", hint="give one, or one per text")
     text_pairs = None if not pairs else (list(pairs) * len(texts) if len(pairs) == 1 else list(pairs))
-    model = load(artifact, verify=not no_verify)
+    model = load(artifact, verify=not no_verify, quantize=quantize)
     if text_pairs is None and not tasks:  # pair tasks are skipped when no pair is given
         tasks = tuple(b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single")
     results = model.predict(list(texts), tasks=list(tasks) or None, text_pairs=text_pairs, raw=raw)

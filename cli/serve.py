@@ -47,11 +47,13 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps...")
 @click.option("--dtype", default=None, help="float32 (default), float16 or bfloat16.")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batch_size: int,
           max_batch_wait_ms: float, max_body_bytes: int, max_texts: int, max_chars: int, threads: int | None,
-          device: str, dtype: str | None, no_verify: bool, log_level: str) -> None:
+          device: str, dtype: str | None, no_verify: bool, quantize: str | None, log_level: str) -> None:
     """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
 
     \b
@@ -74,7 +76,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
         torch.set_num_threads(threads)
     subset = _check_tasks(artifact, tasks)
     with console.status("loading..."):
-        model = load(artifact, verify=not no_verify, device=device, dtype=dtype, tasks=subset)
+        model = load(artifact, verify=not no_verify, device=device, dtype=dtype, tasks=subset, quantize=quantize)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(max_batch_size=max_batch_size, max_batch_wait_ms=max_batch_wait_ms,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))

@@ -221,8 +221,12 @@ def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = 
 
 
 def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cpu", dtype: Any = None,
-         tasks: Sequence[str] | None = None) -> Any:
-    """Load a composed artifact. Hashes are checked against the lock unless ``verify=False``."""
+         tasks: Sequence[str] | None = None, quantize: str | None = None) -> Any:
+    """Load a composed artifact. Hashes are checked against the lock unless ``verify=False``.
+
+    ``quantize="int8"``: the CPU fast path, int8 dynamic quantization of the transformer layers
+    (mtbranch.quantize; speed and metric change measured in docs/benchmarks.md).
+    """
     root = Path(path)
     if not root.is_dir():
         raise MtbranchError("composed artifact directory does not exist", path=str(root))
@@ -242,7 +246,12 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
         raise
     if checking is not None:
         _refuse_if_tampered(root, checking.result())
-    return model.to(device=device, dtype=_torch_dtype(dtype))
+    model = model.to(device=device, dtype=_torch_dtype(dtype))
+    if quantize is not None:
+        from mtbranch.quantize import quantize_layers
+
+        quantize_layers(model, quantize)
+    return model
 
 
 def _refuse_if_tampered(root: Path, problems: list[str]) -> None:

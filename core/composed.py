@@ -38,6 +38,8 @@ class Plan:
 
 
 class ComposedModel(nn.Module):
+    quantized: str | None = None  # "int8" after mtbranch.quantize.quantize_layers
+
     def __init__(self, trunk: Trunk, branches: Sequence[BranchModule], tokenizer: Any,
                  *, trunk_num_layers: int | None = None, lock: dict[str, Any] | None = None) -> None:
         super().__init__()
