@@ -84,9 +84,6 @@ STEPS = {
     "kd-sts-a05": f"mtbranch distill {STS_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} --batch-size 16 "
                   "--epochs 8 --lr 3e-4 --head-lr 1e-3 --alpha 0.5 --name similarity --owner team-similarity "
                   "-o runs/out/kd-sts-a05",
-    "kd-ner-a08-e8": f"mtbranch distill {NER_D} {COMMON1} --teacher runs/out/entities-full3 {KD2} --epochs 8 "
-                     "--lr 3e-4 --head-lr 1e-3 --alpha 0.8 --temperature 2 --name entities --owner team-entities "
-                     "-o runs/out/kd-ner-a08-e8",
     "sts-swapped-data": "mkdir -p runs/data && awk -F'\\t' -v OFS='\\t' '{print; if (NF>=7) {t=$6; $6=$7; $7=t; "
                         f"print}}}}' {D}/STS-B/sts-train.csv > runs/data/sts-train-swapped.csv",
     "kd-sts-swap-a05": f"mtbranch distill {STS_SWAP_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} "
@@ -131,7 +128,6 @@ TASK_OF = {"sentiment": ("SST-2", "accuracy"), "similarity": ("STS-B", "pearson"
 KD_ROWS = [  # task, step, student options beyond the teacher's, the same recipe without distillation (jsonl, name)
     ("entities", "kd-ner-a05", "5 epochs, layer lr 3e-4, alpha 0.5, T 2", ("explore-ner.jsonl", "lr3e-4-e5")),
     ("entities", "kd-ner-a08", "5 epochs, layer lr 3e-4, alpha 0.8, T 2", ("explore-ner.jsonl", "lr3e-4-e5")),
-    ("entities", "kd-ner-a08-e8", "8 epochs, layer lr 3e-4, alpha 0.8, T 2", (None, None)),
     ("similarity", "kd-sts-a05", "8 epochs, layer lr 3e-4, batch 16, alpha 0.5 (MSE)", ("explore-sts.jsonl", "bs16")),
     ("similarity", "kd-sts-swap-a05", "training pairs also in swapped order (11.5k rows), 8 epochs, layer lr 3e-4, "
      "batch 16, alpha 0.5 (MSE)", ("explore-sts.jsonl", "bs16")),
