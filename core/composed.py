@@ -129,7 +129,9 @@ class ComposedModel(nn.Module):
 
     def tokenize(self, texts: list[str], pairs: list[str] | None, max_length: int, offsets: bool) -> Any:
         with self._tok_lock:
-            enc = self.tokenizer(texts, pairs, padding="longest", truncation="only_first" if pairs else True,
+            # longest_first, as the SDK tokenizes training pairs: the ids the branch was trained on, and no error
+            # when the second text alone is longer than max_length
+            enc = self.tokenizer(texts, pairs, padding="longest", truncation=True,
                                  max_length=max_length, return_tensors="pt",
                                  return_offsets_mapping=offsets)
         truncated = sum(1 for e in enc.encodings if e.overflowing)

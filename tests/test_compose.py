@@ -268,3 +268,22 @@ def test_cli_compose_inspect_predict(tiny_bert_dir: Path, branches: dict[str, Pa
     assert "raw" in res[0]["sentiment"] and "value" in res[0]["similarity"]
     r = CliRunner().invoke(cli, ["predict", str(tmp_path / "c"), "--task", "nope", "x"])
     assert r.exit_code == 1 and "unknown task" in r.output
+
+
+def test_pair_longer_than_max_length_is_tokenized_as_in_training(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """A short first text with a second text longer than max_length: truncated longest-first, as the SDK's
+    training tokenization does (only-first truncation raised here and encoded differently from training)."""
+    from mtbranch.sdk.data import TextExample
+    from mtbranch.sdk.features import encode_texts
+
+    from helpers import make_serving_artifact
+
+    model = load(make_serving_artifact(tiny_bert_dir, tmp_path))
+    b = model.branch("similarity")
+    text, pair = "a b", " ".join(["c d e f"] * 200)
+    got = model.predict([text], text_pairs=[pair], tasks=["similarity"], raw=True)[0]["similarity"]["raw"]
+    enc = encode_texts(model.tokenizer, [TextExample(text, pair, 0.0)], b.manifest.tokenizer.max_length, None)
+    ids = torch.tensor(enc.input_ids)
+    assert ids.shape[1] == b.manifest.tokenizer.max_length
+    want = model(ids, torch.ones_like(ids), torch.tensor(enc.token_type_ids), [b])["similarity"][0]
+    assert torch.allclose(torch.tensor(got), want, atol=1e-5)

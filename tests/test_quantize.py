@@ -12,7 +12,8 @@ from torch import nn
 from mtbranch.cli.main import cli
 from mtbranch.compose import load
 from mtbranch.errors import UsageError
-from tests.helpers import make_serving_artifact
+
+from helpers import make_serving_artifact
 
 
 @pytest.fixture(scope="module")
