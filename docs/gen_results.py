@@ -225,7 +225,10 @@ def recipe_search(w: Callable[[str], None], title: str, jsonl: str, metric: str,
             w(f"| `{opts}` | {fmt(v)} | {r['best_epoch']:.0f} | {100 * v / ref:.1f}% |")
     w(f"\nThe target, 97% of the full fine-tuning reference, is {97 * ref:.2f}; the best 2-layer recipe tried "
       f"on labels alone reaches {fmt(best)} ({100 * best / ref:.1f}%), {97 * ref - 100 * best:.2f} points short "
-      "(distillation: see below).\n")
+      "(distillation: see below)."
+      + (f" This search is judged against the best full fine-tuning run; against the same-recipe run "
+         f"`{REFERENCE[command]}` the bar is {97 * same:.2f}." if (same := score(REFERENCE[command], metric))
+         and REFERENCE[command] != full_step else "") + "\n")
 
 def main() -> None:
     out: list[str] = []
