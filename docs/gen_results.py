@@ -28,7 +28,7 @@ SST10 = SST.replace("20000", "10000")
 B2 = f"{COMMON} --layers 2 --pooling mean"
 # The step whose branch examples/branches-out/<task> holds (copied from runs/out/<step> where the command
 # wrote there: `cp runs/out/<step>/* examples/branches-out/<task>/`, then examples/sync_branches.sh).
-SHIPPED = {"sentiment": "sentiment-full67k", "similarity": "similarity", "entities": "kd-ner-a08"}
+SHIPPED = {"sentiment": "sentiment-full67k", "similarity": "kd-sts-aug-a05", "entities": "kd-ner-a08"}
 SHIPPED_OUT = {t: f"examples/branches-out/{t}" for t in SHIPPED}
 # the branches shipped before a distilled student replaced them (run with -o examples/branches-out/<task>;
 # restore with: git show <commit>:examples/branches-out/<task>/<file> > runs/out/<task>-v1/<file>)
@@ -44,6 +44,7 @@ SST_D = (f"--train {D}/SST-2/train.tsv --dev {D}/SST-2/dev.tsv --text-col senten
          "--label-names negative,positive")
 KD2 = "--student-depth 4 --student-layers 2"
 STS_SWAP_D = STS_D.replace(f"{D}/STS-B/sts-train.csv", "runs/data/sts-train-swapped.csv")
+STS_AUG_D = STS_D.replace(f"{D}/STS-B/sts-train.csv", "runs/data/sts-train-aug.csv")
 STEPS = {
     "sentiment-20k": f"mtbranch train {SST} {B2} --epochs 3 {LR} --name sentiment -o runs/out/sentiment-20k",
     "sentiment-full": f"mtbranch train {SST} {COMMON} --full --pooling mean --epochs 3 {LR} --name sentiment "
@@ -92,6 +93,13 @@ STEPS = {
     "kd-sts-swap-a08": f"mtbranch distill {STS_SWAP_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} "
                        "--max-length 64 --batch-size 16 --epochs 8 --lr 3e-4 --head-lr 1e-3 --alpha 0.8 "
                        "--name similarity --owner team-similarity -o runs/out/kd-sts-swap-a08",
+    "sts-aug-data": "python docs/augment_sts.py runs/out/similarity-full8 runs/data/sts-train-aug.csv",
+    "kd-sts-aug-a05": f"mtbranch distill {STS_AUG_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} "
+                      "--max-length 64 --batch-size 16 --epochs 4 --lr 3e-4 --head-lr 1e-3 --alpha 0.5 "
+                      "--name similarity --owner team-similarity -o runs/out/kd-sts-aug-a05",
+    "kd-sts-aug-a02": f"mtbranch distill {STS_AUG_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} "
+                      "--max-length 64 --batch-size 16 --epochs 4 --lr 3e-4 --head-lr 1e-3 --alpha 0.2 "
+                      "--name similarity --owner team-similarity -o runs/out/kd-sts-aug-a02",
     "sweep-sst2": f"mtbranch sweep {SST10} {COMMON} --min-layers 0 --max-layers 6 --rule within:1 --pooling mean "
                   f"--epochs 1 {LR} --name sentiment --table runs/sweep-sst2.md -o runs/out/sweep-sst2",
 }
@@ -130,6 +138,10 @@ KD_ROWS = [  # task, step, student options beyond the teacher's, the same recipe
      "batch 16, alpha 0.5 (MSE)", ("explore-sts.jsonl", "bs16")),
     ("similarity", "kd-sts-swap-a08", "training pairs also in swapped order (11.5k rows), 8 epochs, layer lr 3e-4, "
      "batch 16, alpha 0.8 (MSE)", ("explore-sts.jsonl", "bs16")),
+    ("similarity", "kd-sts-aug-a05", "pairs in both orders + 19k neighbour pairs scored by the teacher (30.5k rows, "
+     "`sts-aug-data`), 4 epochs, layer lr 3e-4, batch 16, alpha 0.5 (MSE)", ("explore-sts.jsonl", "bs16")),
+    ("similarity", "kd-sts-aug-a02", "pairs in both orders + 19k neighbour pairs scored by the teacher (30.5k rows, "
+     "`sts-aug-data`), 4 epochs, layer lr 3e-4, batch 16, alpha 0.2 (MSE)", ("explore-sts.jsonl", "bs16")),
 ]
 
 
@@ -155,7 +167,12 @@ def kd_section(w: Callable[[str], None]) -> None:
       "full fine-tuning reference). 'no KD' is the same 2-layer recipe trained on labels only (for the "
       "swapped-pair rows: without the swapped copies; swapped pairs without distillation, and full fine-tuning "
       "on swapped pairs, were not run). Swapped pairs: every STS-B training pair is also given in the other "
-      "order, with the same label and the teacher's score of that order (`sts-swapped-data` below).\n")
+      "order, with the same label and the teacher's score of that order (`sts-swapped-data` below). Augmented "
+      "pairs (data augmentation for distillation, as TinyBERT does; sampled by semantic search, as AugSBERT "
+      "does): the swapped-pair set plus every training sentence paired with its 3 nearest other training "
+      "sentences by the trunk's own sentence embedding, each new pair labelled with the teacher's score "
+      "(`python docs/augment_sts.py`, `sts-aug-data` below; dev sentences are never used). The teacher itself "
+      "was trained on the labelled pairs only, so the reference and the 97% bar stay the same.\n")
     w("| task (metric) | teacher: full FT | student recipe | no KD | student (2 layers) | student / full FT | "
       "97% bar | met |")
     w("|---|---|---|---|---|---|---|---|")
