@@ -35,6 +35,17 @@ def texts(n: int) -> list[str]:
     return mixed[:n]
 
 
+def interleaved_medians(runs: dict, rounds: int) -> dict[str, float]:
+    """Median seconds per run, every run once per round in turn, so a busy machine slows them alike."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def set_attention(model, impl: str) -> None:
     configs = {id(model.trunk.config): model.trunk.config}
     configs.update({id(b.config): b.config for b in model.branches})
@@ -82,17 +93,11 @@ def main() -> None:
     reference = answers(bucketed())
     same = {name: statistics.fmean(a == b for a, b in zip(reference, answers(fn()), strict=True))
             for name, fn in runs.items()}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    base = statistics.median(times["bucketed+sdpa (default)"])
+    med = interleaved_medians(runs, args.rounds)
+    base = med["bucketed+sdpa (default)"]
     result = {"texts": len(xs), "tasks": tasks, "threads": args.threads, "rounds": args.rounds,
-              "median_s": {k: statistics.median(v) for k, v in times.items()},
-              "texts_per_s": {k: len(xs) / statistics.median(v) for k, v in times.items()},
-              "slowdown_vs_default": {k: statistics.median(v) / base for k, v in times.items()},
+              "median_s": med, "texts_per_s": {k: len(xs) / v for k, v in med.items()},
+              "slowdown_vs_default": {k: v / base for k, v in med.items()},
               "same_answers_fraction": same}
     print(json.dumps(result, indent=2))
 

@@ -14,15 +14,15 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablations import DATA, texts
+from ablations import DATA, interleaved_medians, texts
 
 
 def dev_sets() -> dict[str, Any]:
@@ -101,13 +101,8 @@ def main() -> None:
     answers = {k: m.predict(xs, tasks=tasks, batch_size=32) for k, m in models.items()}
     same = statistics.fmean(a["sentiment"]["label"] == b["sentiment"]["label"]
                             for a, b in zip(answers["float32"], answers["int8"], strict=True))
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(args.rounds):
-        for k, m in models.items():
-            t0 = time.perf_counter()
-            m.predict(xs, tasks=tasks, batch_size=32)
-            times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians({k: partial(m.predict, xs, tasks=tasks, batch_size=32) for k, m in models.items()},
+                              args.rounds)
     print(json.dumps({
         "threads": args.threads, "rounds": args.rounds, "texts": len(xs), "tasks_timed": tasks,
         "dev": {n: {k: scores[k][n][key[n]] for k in models} for n in devs},
