@@ -46,7 +46,7 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
       mtbranch bench --scenario paper-mixed --rounds 3 --json bench.json --plot bench.png
       mtbranch bench --scenario real --batch-size 8 --seq-len 32 --rounds 2 --no-load-check
     """
-    from mtbranch.bench import plot, run_bench
+    from mtbranch.bench.run import plot, run_bench
     from mtbranch.errors import UsageError
 
     if plot_path is not None:
@@ -59,7 +59,7 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
                        threads=threads, device=device, dtype=dtype, workdir=workdir, task_curve=not no_curve,
                        load_check=not no_load_check, progress=say)
     if json_path is not None:
-        from mtbranch.atomic import write_bytes_atomic
+        from mtbranch.io.atomic import write_bytes_atomic
 
         write_bytes_atomic(json_path, (json.dumps(result, indent=2) + "\n").encode())
     if plot_path is not None and "task_curve" in result:

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from mtbranch.cli.output import console, print_findings, print_json
+from mtbranch.cli.output import console, err_console, print_findings, print_json
+from mtbranch.trunk.choose import choose_trunk
 
 trunk_option = click.option("--trunk", "trunk_ref", metavar="REF",
                             help="Model directory, hf:org/name@rev, or an installed trunk's name. "
@@ -27,54 +28,6 @@ def _plugin_manager(no_plugins: bool) -> Any:
     return PluginManager(autoload=False) if no_plugins else get_plugin_manager()
 
 
-def _manifest_fingerprints(branches: list[tuple[Path, str]]) -> list[tuple[int, str]]:
-    from mtbranch.files import read_json_object
-
-    out = []
-    for path, _ in branches:
-        try:
-            data = read_json_object(path / "manifest.json")
-            out.append((int(data["attach_depth"]), str(data["trunk"]["fingerprint"])))
-        except (OSError, ValueError, KeyError, TypeError, OverflowError):
-            continue  # validation reports it
-    return out
-
-
-def choose_trunk(trunk_ref: str | None, branches: list[tuple[Path, str]], pm: Any, *,
-                 required: bool) -> Any:
-    """The trunk to use: --trunk, else the one installed trunk every branch's fingerprint fits."""
-    from mtbranch.errors import MtbranchError, UsageError
-    from mtbranch.trunk_ref import load_trunk_source, resolve_trunk
-
-    if trunk_ref:
-        return resolve_trunk(trunk_ref)
-    trunks = pm.trunks()
-    if not trunks:
-        if required:
-            raise UsageError("no trunk given and no trunk plugin installed",
-                             hint="pass --trunk DIR (a Hugging Face model directory) or install a trunk plugin")
-        return None
-    wanted = _manifest_fingerprints(branches)
-    fits, partial = [], []
-    for name, rec in sorted(trunks.items()):
-        try:
-            src = load_trunk_source(rec.path, name)
-            ok = [d < len(src.fingerprints) and src.fingerprints[d] == fp for d, fp in wanted]
-        except MtbranchError:
-            continue
-        (fits if all(ok) else partial).append((name, src, sum(ok)))
-    if len(fits) >= 1:
-        return fits[0][1]
-    if not required:  # validate still reports the branches themselves; trunk checks are skipped
-        from mtbranch.cli.output import err_console
-
-        err_console.print("note: no installed trunk fits every branch; trunk checks skipped (pass --trunk)")
-        return None
-    detail = "; ".join(f"{n} fits {k} of {len(wanted)} branches" for n, _, k in partial) or "none load"
-    raise MtbranchError("no installed trunk fits every branch", hint=f"installed trunks: {detail}. "
-                        "Pass --trunk explicitly, or --exclude the branches that do not fit")
-
-
 # -- schema ------------------------------------------------------------------------------------------
 @click.command()
 def schema() -> None:
@@ -84,7 +37,7 @@ def schema() -> None:
     Example:
       mtbranch schema > branch-manifest.schema.json
     """
-    from mtbranch.manifest import manifest_json_schema
+    from mtbranch.spec.manifest import manifest_json_schema
 
     print_json(manifest_json_schema())
 
@@ -138,12 +91,12 @@ def validate(trunk_ref: str | None, branch_dirs: tuple[Path, ...], no_plugins: b
       mtbranch validate --trunk ./minilm --branch ./my-branch
       mtbranch validate --format json --strict
     """
-    from mtbranch.sources import collect_branches
-    from mtbranch.validation import Validator
+    from mtbranch.validation.sources import collect_branches
+    from mtbranch.validation.validator import Validator
 
     pm = _plugin_manager(no_plugins)
     branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins)
-    trunk = choose_trunk(trunk_ref, branches, pm, required=False)
+    trunk = choose_trunk(trunk_ref, branches, pm, required=False, on_note=err_console.print)
     report = Validator(trunk, plugin_manager=pm).validate(branches)
     if fmt == "json":
         print_json(report.to_dict())
@@ -161,7 +114,7 @@ def _print_report(report: Any) -> None:
     else:
         console.print("trunk: none given (trunk and tokenizer checks skipped)", style="yellow")
     if report.branches:
-        from mtbranch.validation import CHECKS
+        from mtbranch.validation.validator import CHECKS
 
         table = Table()
         for col in ("branch", "source", "depth", "layers", "head", *CHECKS):
@@ -196,9 +149,9 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], no_plugins: bo
     Example:
       mtbranch compose --trunk ./minilm --branch ./sentiment --branch ./ner -o composed/
     """
-    from mtbranch.compose import compose as do_compose
-    from mtbranch.compose import save_composed
-    from mtbranch.sources import collect_branches
+    from mtbranch.composition.artifact import compose as do_compose
+    from mtbranch.composition.artifact import save_composed
+    from mtbranch.validation.sources import collect_branches
 
     pm = _plugin_manager(no_plugins)
     branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins, only=only,
@@ -224,8 +177,8 @@ def inspect(artifact: Path, as_json: bool) -> None:
     """
     from rich.tree import Tree
 
-    from mtbranch.compose import read_lock
-    from mtbranch.safetensors_header import read_header
+    from mtbranch.composition.artifact import read_lock
+    from mtbranch.io.safetensors_header import read_header
 
     lock = read_lock(artifact)
     params: dict[str, int] = {}
@@ -272,7 +225,7 @@ def verify(artifact: Path) -> None:
     Example:
       mtbranch verify composed/
     """
-    from mtbranch.compose import verify_artifact
+    from mtbranch.composition.artifact import verify_artifact
 
     problems = verify_artifact(artifact)
     if problems:
@@ -304,7 +257,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
       mtbranch predict composed/ --task similarity --pair "A man plays guitar" "A man plays a guitar" --json
     """
     from mtbranch.cli.output import show_warnings
-    from mtbranch.compose import load
+    from mtbranch.composition.artifact import load
     from mtbranch.errors import UsageError
 
     show_warnings()  # e.g. texts truncated to max_length
@@ -360,12 +313,12 @@ def import_hf(model_dir: Path, trunk_ref: str | None, num_layers: int, name: str
     Example:
       mtbranch import-hf ./my-finetuned-bert --trunk ./bert-base --layers 2 --name intent -o ./intent-branch
     """
+    from mtbranch.branch.import_hf import import_hf as do_import
     from mtbranch.errors import UsageError
-    from mtbranch.import_hf import import_hf as do_import
 
     if not trunk_ref:
         raise UsageError("--trunk is required", hint="pass the trunk the checkpoint was fine-tuned from")
-    from mtbranch.trunk_ref import resolve_trunk
+    from mtbranch.trunk.source import resolve_trunk
 
     manifest = do_import(model_dir, resolve_trunk(trunk_ref), num_layers=num_layers, name=name, out=out,
                          version=version, max_length=max_length, input_signature="pair" if pair else "single")
@@ -386,7 +339,7 @@ def update(artifact: Path, put: tuple[Path, ...], remove: tuple[str, ...]) -> No
     Example:
       mtbranch update composed/ --put ./sentiment-v2 --remove old-intent
     """
-    from mtbranch.compose import update_composed
+    from mtbranch.composition.artifact import update_composed
     from mtbranch.errors import UsageError
 
     if not put and not remove:

@@ -59,18 +59,11 @@ def _register() -> None:
     from mtbranch.cli import commands
     from mtbranch.cli.bench import bench
     from mtbranch.cli.new_plugin import new_plugin
+    from mtbranch.cli.sdk_commands import distill_cmd, sweep_cmd, train_cmd
     from mtbranch.cli.serve import export_onnx, serve
 
-    for cmd in [*commands.ALL, new_plugin, serve, export_onnx, bench]:
+    for cmd in [*commands.ALL, new_plugin, train_cmd, sweep_cmd, distill_cmd, serve, export_onnx, bench]:
         cli.add_command(cmd)
-    try:
-        from mtbranch.sdk import cli_commands as sdk_cmds
-    except ImportError:  # the SDK extra is optional
-        return
-    for name in ("train_cmd", "sweep_cmd", "distill_cmd"):
-        cmd = getattr(sdk_cmds, name, None)
-        if cmd is not None:
-            cli.add_command(cmd)
 
 
 _register()

@@ -57,7 +57,7 @@ def _check_branch(branch_dir: Path) -> Any:
     """Validate the branch on its own (no trunk) and return its manifest; refuse on errors."""
     from mtbranch.errors import UsageError, ValidationFailed
     from mtbranch.plugins.manager import get_plugin_manager
-    from mtbranch.validation import Report, Validator
+    from mtbranch.validation.validator import Report, Validator
 
     if not branch_dir.is_dir():
         raise UsageError(f"{branch_dir} is not a directory", hint="pass the branch artifact directory to --branch")
@@ -134,8 +134,8 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
     """
     from packaging.version import InvalidVersion, Version
 
-    from mtbranch.atomic import atomic_directory
     from mtbranch.errors import UsageError
+    from mtbranch.io.atomic import atomic_directory
 
     names = PackageNames.from_name(name, module, entry_point)
     if version is not None:

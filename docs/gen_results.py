@@ -412,7 +412,7 @@ def main() -> None:
     w("## Composed model overhead (paper's metric)\n")
     try:
         sys.path.insert(0, str(ROOT))
-        from mtbranch.compose import overhead
+        from mtbranch.composition.artifact import overhead
 
         o = overhead(4, [2, 2, 2], 6)
         w(f"The three shipped branches (each 2 layers at depth 4) compose to {o['text']} of the layers that "

@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
 
-    from mtbranch.compose import read_lock
+    from mtbranch.composition.artifact import read_lock
 
     lock = read_lock(args.artifact)
     tasks = [e["name"] for e in lock["branches"]]

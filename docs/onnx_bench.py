@@ -52,8 +52,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from mtbranch.compose import load
-    from mtbranch.onnx_export import check_onnx, encode, export_onnx, session
+    from mtbranch.composition.artifact import load
+    from mtbranch.export.onnx import check_onnx, encode, export_onnx, session
 
     model = load(args.artifact)
     texts, pairs = sentences(args.n)

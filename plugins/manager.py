@@ -17,9 +17,9 @@ from typing import Any
 import pluggy
 
 from mtbranch.errors import MtbranchError
-from mtbranch.findings import Finding, finding
 from mtbranch.plugins import builtin, hookspecs
 from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TrunkProvider
+from mtbranch.spec.findings import Finding, finding
 
 ENTRY_POINT_GROUP = "mtbranch"
 DISABLE_ENV = "MTBRANCH_DISABLE_PLUGIN_AUTOLOAD"
@@ -35,7 +35,7 @@ HOOK_RECORDS: dict[str, type | str] = {
 def _record_type(hook: str) -> type:
     rt = HOOK_RECORDS[hook]
     if isinstance(rt, str):
-        from mtbranch.head_types import HeadType
+        from mtbranch.heads.registry import HeadType
 
         return HeadType
     return rt

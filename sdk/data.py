@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtbranch.errors import MtbranchError
-from mtbranch.files import sha256_file
+from mtbranch.io.files import sha256_file
 
 Column = int | str
 LabelKind = Literal["class", "score"]

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtbranch.branch import BranchModule, load_branch
+from mtbranch.branch.model import BranchModule, load_branch
 from mtbranch.errors import MtbranchError
-from mtbranch.manifest import MANIFEST_NAME, BranchManifest
 from mtbranch.sdk.data import Dataset
 from mtbranch.sdk.train import BranchInfo, DistillSpec, Prepared, TrainConfig, TrainResult, collate, fit, prepare
 from mtbranch.sdk.train import FeatureDataset as _FeatureDataset
-from mtbranch.trunk_ref import TrunkSource, resolve_trunk
+from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest
+from mtbranch.trunk.source import TrunkSource, resolve_trunk
 
 TASK_OF_HEAD = {"classification": "classification", "regression": "regression",
                 "token_classification": "token_classification"}

@@ -22,11 +22,11 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
-from mtbranch.atomic import write_bytes_atomic
 from mtbranch.errors import MtbranchError
+from mtbranch.io.atomic import write_bytes_atomic
 from mtbranch.sdk.data import TextExample, TokenExample
-from mtbranch.trunk import load_trunk
-from mtbranch.trunk_ref import TrunkSource
+from mtbranch.trunk.model import load_trunk
+from mtbranch.trunk.source import TrunkSource
 
 Quantize = Literal["none", "float16", "int8", "1bit", "1bit-centered"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "float16", "int8", "1bit", "1bit-centered")

@@ -16,7 +16,7 @@ from typing import Any
 from mtbranch.errors import MtbranchError, UsageError
 from mtbranch.sdk.data import Dataset
 from mtbranch.sdk.train import BranchInfo, Prepared, Task, TrainConfig, TrainResult, export, fit, prepare
-from mtbranch.trunk_ref import TrunkSource, resolve_trunk
+from mtbranch.trunk.source import TrunkSource, resolve_trunk
 
 
 @dataclass

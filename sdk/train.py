@@ -26,11 +26,9 @@ from safetensors import safe_open
 from torch import nn
 
 import mtbranch
-from mtbranch.branch import BranchModule, save_branch
+from mtbranch.branch.model import BranchModule, save_branch
 from mtbranch.errors import MtbranchError
-from mtbranch.head_types import HeadType
-from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
-from mtbranch.manifest import BranchManifest, TrunkBinding, WeightsSpec
+from mtbranch.heads.registry import HeadType
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
 from mtbranch.sdk.features import (
     IGNORE_INDEX,
@@ -42,9 +40,11 @@ from mtbranch.sdk.features import (
     encode_tokens,
 )
 from mtbranch.sdk.metrics import DEFAULT_METRIC, METRICS, compute_metrics
-from mtbranch.tokenizer_contract import contract_for, load_tokenizer
-from mtbranch.trunk import trunk_state_keys
-from mtbranch.trunk_ref import TrunkSource, resolve_trunk
+from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.spec.manifest import BranchManifest, TrunkBinding, WeightsSpec
+from mtbranch.trunk.model import trunk_state_keys
+from mtbranch.trunk.source import TrunkSource, resolve_trunk
+from mtbranch.trunk.tokenizer import contract_for, load_tokenizer
 
 log = logging.getLogger("mtbranch.sdk")
 Task = Literal["classification", "regression", "token_classification"]

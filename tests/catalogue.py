@@ -25,7 +25,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from mtbranch.cli.main import cli
-from mtbranch.files import sha256_file
+from mtbranch.io.files import sha256_file
 from mtbranch.plugins import BranchLocation, Check, hookimpl
 from mtbranch.plugins.manager import DISABLE_ENV, PluginManager, set_plugin_manager
 
@@ -218,8 +218,8 @@ def missing_dir(ctx: Ctx, tmp: Path) -> Outcome:
 
 def trunk_error(trunk: Path, branch: Path) -> Outcome:
     """API: resolve the trunk and validate against it; CLI: ``validate --trunk``."""
-    from mtbranch.trunk_ref import resolve_trunk
-    from mtbranch.validation import Validator
+    from mtbranch.trunk.source import resolve_trunk
+    from mtbranch.validation.validator import Validator
 
     got = api_error(lambda: Validator(resolve_trunk(str(trunk))).validate([(branch, "directory")]))
     code, out = cli_run("validate", "--no-plugins", "--trunk", trunk, "--branch", branch)

@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from mtbranch.branch import BranchModule, save_branch
-from mtbranch.factory import branch_manifest
-from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.branch.factory import branch_manifest
+from mtbranch.branch.model import BranchModule, save_branch
 from mtbranch.plugins.manager import get_plugin_manager
-from mtbranch.tokenizer_contract import load_tokenizer
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.trunk.tokenizer import load_tokenizer
 
 HEADS = {
     "classification": lambda: ClassificationHead(labels=["negative", "positive"]),
@@ -43,7 +43,7 @@ def make_branch(trunk_dir: Path, out: Path, *, name: str, depth: int, layers: in
 
 def make_serving_artifact(trunk_dir: Path, base: Path) -> Path:
     """A composed artifact with a single-text, a token and a pair branch (what the serving tests send to)."""
-    from mtbranch.compose import compose, save_composed
+    from mtbranch.composition.artifact import compose, save_composed
 
     dirs = [make_branch(trunk_dir, base / "sentiment", name="sentiment", depth=2, layers=1, seed=1),
             make_branch(trunk_dir, base / "entities", name="entities", depth=3, layers=1,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mtbranch.bench import SCENARIOS, run_bench
+from mtbranch.bench.run import SCENARIOS, run_bench
 from mtbranch.cli.main import cli
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 64,
@@ -70,7 +70,7 @@ def _mapped_file(ptr: int) -> str | None:
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc to see mappings")
 def test_loaded_weights_are_the_files_mapped_pages(paper_mixed: dict, tmp_path_factory) -> None:
-    from mtbranch.compose import load
+    from mtbranch.composition.artifact import load
 
     art = next(Path(p) for p in tmp_path_factory.getbasetemp().glob("bench*/paper-mixed/composed"))
     model = load(art)
@@ -88,7 +88,7 @@ def test_xiaoai_scenario_is_the_papers_allocation() -> None:
 
 
 def test_cli_writes_json_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mtbranch.bench as bench_mod
+    import mtbranch.bench.run as bench_mod
 
     three = replace(tiny("xiaoai-21"), branches=tiny("xiaoai-21").branches[:3], subset_task="task02")
     monkeypatch.setitem(bench_mod.SCENARIOS, "xiaoai-21", three)

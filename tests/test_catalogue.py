@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 import mtbranch
 from mtbranch.cli.main import cli
-from mtbranch.compose import compose, save_composed
+from mtbranch.composition.artifact import compose, save_composed
 from mtbranch.errors import IntegrityError
-from mtbranch.findings import CODES
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.spec.findings import CODES
+from mtbranch.trunk.source import load_trunk_source
 
 from conftest import make_bert_dir
 from helpers import make_branch

@@ -19,7 +19,7 @@ print("\\nHEAVY=" + ",".join(m for m in ("torch", "transformers", "safetensors.t
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["schema"], ["validate", "--help"], ["compose", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["schema"], ["plugins"], ["validate", "--help"], ["compose", "--help"]])
 def test_light_commands_import_no_torch(args: list[str]) -> None:
     out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True,
                          check=True).stdout

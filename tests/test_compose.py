@@ -17,14 +17,14 @@ import torch
 from click.testing import CliRunner
 from transformers import BertForSequenceClassification
 
-from mtbranch.branch import load_branch
+from mtbranch.branch.import_hf import import_hf
+from mtbranch.branch.model import load_branch
 from mtbranch.cli.main import cli
-from mtbranch.compose import compose, load, save_composed, update_composed
+from mtbranch.composition.artifact import compose, load, save_composed, update_composed
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed
-from mtbranch.import_hf import import_hf
-from mtbranch.tokenizer_contract import load_tokenizer
-from mtbranch.trunk import load_trunk
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.trunk.model import load_trunk
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.trunk.tokenizer import load_tokenizer
 
 from helpers import make_branch
 
@@ -223,8 +223,8 @@ def test_interrupted_compose_leaves_old_artifact(tiny_bert_dir: Path, branches: 
     script = textwrap.dedent(f"""
         import shutil, sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from mtbranch.compose import compose, save_composed
-        from mtbranch.trunk_ref import load_trunk_source
+        from mtbranch.composition.artifact import compose, save_composed
+        from mtbranch.trunk.source import load_trunk_source
         real = shutil.copytree
         def slow(*a, **k):
             r = real(*a, **k); print("WRITING", flush=True); time.sleep(60); return r

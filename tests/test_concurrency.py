@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtbranch.branch import load_branch
-from mtbranch.compose import compose
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.branch.model import load_branch
+from mtbranch.composition.artifact import compose
+from mtbranch.trunk.source import load_trunk_source
 
 from helpers import make_branch
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mtbranch.cli.main import cli
-from mtbranch.manifest import manifest_json_schema
+from mtbranch.spec.manifest import manifest_json_schema
 
 DOCS = Path(__file__).parent.parent / "docs"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from sdk_fixtures import sdk_trunk_dir, write_sentiment  # noqa: F401 (sdk_trunk_dir is a fixture)
 
-from mtbranch.branch import load_branch
+from mtbranch.branch.model import load_branch
 from mtbranch.sdk.features import Encoded, FeatureCache, compute_features
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.trunk.source import load_trunk_source
 
 from helpers import make_branch
 
@@ -123,7 +123,7 @@ def test_killed_feature_cache_write_leaves_no_partial_entry(sdk_trunk_dir: Path,
     before = snapshot(cache_dir)
     run_and_kill(f"""
         from mtbranch.sdk.features import Encoded, FeatureCache
-        from mtbranch.trunk_ref import load_trunk_source
+        from mtbranch.trunk.source import load_trunk_source
         enc = Encoded({second.input_ids!r}, {second.token_type_ids!r}, {second.labels!r})
         FeatureCache({str(cache_dir)!r}).get(load_trunk_source({str(sdk_trunk_dir)!r}), enc, [2])
     """, marker=f"{cache_dir}/.")

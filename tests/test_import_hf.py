@@ -8,14 +8,14 @@ import torch
 from click.testing import CliRunner
 from transformers import BertForSequenceClassification, BertForTokenClassification
 
-from mtbranch.branch import load_branch
+from mtbranch.branch.import_hf import import_hf
+from mtbranch.branch.model import load_branch
 from mtbranch.cli.main import cli
-from mtbranch.compose import compose
+from mtbranch.composition.artifact import compose
 from mtbranch.errors import MtbranchError
-from mtbranch.import_hf import import_hf
-from mtbranch.tokenizer_contract import load_tokenizer
-from mtbranch.trunk import load_trunk
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.trunk.model import load_trunk
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.trunk.tokenizer import load_tokenizer
 
 TEXTS = ["the movie was very good", "bad acting", "john visited paris and berlin in the new york city"]
 

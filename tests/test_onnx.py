@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from mtbranch.cli.main import cli
-from mtbranch.compose import compose, load, save_composed
-from mtbranch.onnx_export import check_onnx, encode, export_onnx, session, write_triton_repository
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.composition.artifact import compose, load, save_composed
+from mtbranch.export.onnx import check_onnx, encode, export_onnx, session, write_triton_repository
+from mtbranch.trunk.source import load_trunk_source
 
 from helpers import make_branch
 

@@ -175,7 +175,7 @@ class BadRecordPlugin:
 class MaxLayersPolicy:
     @hookimpl
     def mtbranch_checks(self) -> list[Check]:
-        from mtbranch.findings import Finding
+        from mtbranch.spec.findings import Finding
 
         def run(manifest: Any, path: Path) -> list[Finding]:
             return [Finding("ORG001", "error", "too many layers", branch=manifest.name)] \
@@ -450,7 +450,7 @@ def test_every_hookspec_is_documented() -> None:
 
 
 def test_plugin_codes_are_documented() -> None:
-    from mtbranch.findings import CODES
+    from mtbranch.spec.findings import CODES
 
     doc = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
     for code in (c for c in CODES if c.startswith("P")):

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mtbranch.files import sha256_file
-from mtbranch.findings import CODES
+from mtbranch.io.files import sha256_file
+from mtbranch.io.safetensors_header import DTYPE_SIZES, HeaderError, read_header
 from mtbranch.plugins.manager import PluginManager
-from mtbranch.safetensors_header import DTYPE_SIZES, HeaderError, read_header
-from mtbranch.trunk_ref import load_trunk_source
-from mtbranch.validation import CHECKS, Validator
+from mtbranch.spec.findings import CODES
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.validation.validator import CHECKS, Validator
 
 from helpers import make_branch
 

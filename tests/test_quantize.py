@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from mtbranch.cli.main import cli
-from mtbranch.compose import load
+from mtbranch.composition.artifact import load
 from mtbranch.errors import UsageError
 
 from helpers import make_serving_artifact

@@ -11,9 +11,9 @@ import pytest
 import ray
 from ray import serve
 
-from mtbranch.compose import load
-from mtbranch.ray_serve import build_app
-from mtbranch.serving_schema import Limits
+from mtbranch.composition.artifact import load
+from mtbranch.serve.ray_app import build_app
+from mtbranch.serve.schema import Limits
 
 from helpers import free_port, make_serving_artifact, results_close
 

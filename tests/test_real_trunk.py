@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from transformers import AutoModel
 
 from mtbranch.cli.main import cli
-from mtbranch.tokenizer_contract import load_tokenizer
-from mtbranch.trunk import load_trunk
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.trunk.model import load_trunk
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.trunk.tokenizer import load_tokenizer
 
 from helpers import make_branch
 

@@ -12,7 +12,7 @@ import sdk_fixtures
 from click.testing import CliRunner
 from sdk_fixtures import write_conll, write_sentiment
 
-from mtbranch.sdk.cli_commands import distill_cmd, sweep_cmd, train_cmd
+from mtbranch.cli.sdk_commands import distill_cmd, sweep_cmd, train_cmd
 
 sdk_trunk_dir = sdk_fixtures.sdk_trunk_dir  # the shared tiny trunk (fixture)
 FAST = ["--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--no-progress"]
@@ -67,7 +67,7 @@ def test_user_errors_exit_1_without_traceback(sdk_trunk_dir: Path, tmp_path: Pat
 
 
 def test_help_does_not_import_torch() -> None:
-    code = ("import sys; from click.testing import CliRunner; from mtbranch.sdk import cli_commands as c\n"
+    code = ("import sys; from click.testing import CliRunner; from mtbranch.cli import sdk_commands as c\n"
             "for cmd in (c.train_cmd, c.sweep_cmd, c.distill_cmd):\n"
             "    r = CliRunner().invoke(cmd, ['--help']); assert r.exit_code == 0 and 'Examples' in r.output\n"
             "assert 'torch' not in sys.modules, 'torch imported'")
@@ -81,14 +81,14 @@ def test_torchrun_two_process_cpu_train(sdk_trunk_dir: Path, tmp_path: Path) -> 
     out = tmp_path / "entities"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "mtbranch.sdk.cli_commands", "train", "--trunk", str(sdk_trunk_dir),
+           "-m", "mtbranch.cli.sdk_commands", "train", "--trunk", str(sdk_trunk_dir),
            "--task", "token-classification", "--train", str(train), "--dev", str(dev), *FAST,
            "--epochs", "2", "--layers", "1", "--name", "entities", "-o", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from mtbranch.branch import load_branch
-    from mtbranch.trunk_ref import load_trunk_source
-    from mtbranch.validation import validate
+    from mtbranch.branch.model import load_branch
+    from mtbranch.trunk.source import load_trunk_source
+    from mtbranch.validation.validator import validate
 
     b = load_branch(out)
     assert b.manifest.training["world_size"] == 2 and b.manifest.num_layers == 1

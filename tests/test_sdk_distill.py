@@ -9,7 +9,7 @@ import sdk_fixtures
 import torch
 from sdk_fixtures import conll_data, sentiment_data
 
-from mtbranch.branch import load_branch
+from mtbranch.branch.model import load_branch
 from mtbranch.errors import MtbranchError
 from mtbranch.sdk.distill import distill, student_init_state
 from mtbranch.sdk.train import BranchInfo, DistillSpec, TrainConfig, soft_loss, train

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from sdk_fixtures import conll_data, make_sdk_trunk, pair_data, sentiment_data, write_sentiment
 
 import mtbranch.sdk.distill as distill_mod
-from mtbranch.branch import load_branch
+from mtbranch.branch.model import load_branch
+from mtbranch.cli.sdk_commands import distill_cmd
 from mtbranch.errors import MtbranchError
-from mtbranch.sdk.cli_commands import distill_cmd
 from mtbranch.sdk.distill import branch_outputs, distill
 from mtbranch.sdk.train import BranchInfo, DistillSpec, TrainConfig, prepare, train, trunk_init_state
-from mtbranch.trunk_ref import resolve_trunk
+from mtbranch.trunk.source import resolve_trunk
 
 sdk_trunk_dir = sdk_fixtures.sdk_trunk_dir  # the shared tiny trunk (4 layers, fixture)
 CFG = TrainConfig(epochs=1, lr=1e-3, head_lr=1e-2, batch_size=16, max_length=32, progress=False)

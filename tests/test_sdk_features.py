@@ -10,8 +10,8 @@ import torch
 
 from mtbranch.sdk import features as F
 from mtbranch.sdk.data import TextExample
-from mtbranch.tokenizer_contract import load_tokenizer
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.trunk.tokenizer import load_tokenizer
 
 sdk_trunk_dir = sdk_fixtures.sdk_trunk_dir  # the shared tiny trunk (fixture)
 

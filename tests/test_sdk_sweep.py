@@ -53,7 +53,7 @@ def test_sweep_runs_trunk_once_per_example(sdk_trunk_dir: Path, tmp_path: Path,
     assert calls == {0: n, 1: n, 2: n, 3: n}
     assert [r.layers for r in res.rows] == [1, 2, 3] and [r.depth for r in res.rows] == [3, 2, 1]
     assert res.selected in (1, 2, 3)
-    from mtbranch.branch import load_branch
+    from mtbranch.branch.model import load_branch
 
     b = load_branch(tmp_path / "selected")
     assert b.manifest.num_layers == res.selected and b.manifest.training["sweep"]["selected_layers"] == res.selected

@@ -11,15 +11,15 @@ import torch
 from safetensors import safe_open
 from sdk_fixtures import conll_data, pair_data, sentiment_data
 
-from mtbranch.branch import load_branch
-from mtbranch.compose import compose
+from mtbranch.branch.model import load_branch
+from mtbranch.composition.artifact import compose
 from mtbranch.errors import MtbranchError
 from mtbranch.sdk.data import TokenExample
 from mtbranch.sdk.distill import branch_outputs
 from mtbranch.sdk.features import IGNORE_INDEX, encode_tokens, pad_ids
 from mtbranch.sdk.train import BranchInfo, TrainConfig, new_branch, prepare, train
-from mtbranch.tokenizer_contract import load_tokenizer
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.trunk.tokenizer import load_tokenizer
 
 sdk_trunk_dir = sdk_fixtures.sdk_trunk_dir  # the shared tiny trunk (fixture)
 

@@ -19,9 +19,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from mtbranch.compose import load
-from mtbranch.serving import ServeSettings, create_app
-from mtbranch.serving_schema import Limits
+from mtbranch.composition.artifact import load
+from mtbranch.serve.app import ServeSettings, create_app
+from mtbranch.serve.schema import Limits
 
 from helpers import free_port, make_serving_artifact, results_close
 
@@ -269,7 +269,7 @@ def test_cli_help_is_light() -> None:
 
 
 def test_run_jobs_groups_by_task_set_and_isolates_a_failing_request() -> None:
-    from mtbranch.batching import Job, Stats, run_jobs
+    from mtbranch.serve.batching import Job, Stats, run_jobs
 
     class Fake:
         def __init__(self) -> None:

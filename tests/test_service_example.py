@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from mtbranch.compose import compose, save_composed
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.composition.artifact import compose, save_composed
+from mtbranch.trunk.source import load_trunk_source
 
 from helpers import make_branch
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from mtbranch.tokenizer_contract import load_tokenizer
-from mtbranch.trunk import load_trunk
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.trunk.model import load_trunk
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.trunk.tokenizer import load_tokenizer
 
 TEXTS = ["the movie was very good", "bad", "john visited paris and london in the new york company ."]
 
@@ -39,7 +39,7 @@ def test_truncated_trunk_loads_only_needed_layers(tiny_bert_dir) -> None:
 def test_fingerprint_chain_prefix_free_and_cached(tiny_bert_dir, tmp_path) -> None:
     from transformers import BertForSequenceClassification
 
-    from mtbranch.fingerprint import compute_chain
+    from mtbranch.trunk.fingerprint import compute_chain
 
     src = load_trunk_source(tiny_bert_dir)
     chain = src.fingerprints
@@ -57,7 +57,7 @@ def test_fingerprint_chain_prefix_free_and_cached(tiny_bert_dir, tmp_path) -> No
 
 
 def test_fingerprint_cache_reuses_result(tiny_bert_dir, monkeypatch) -> None:
-    import mtbranch.fingerprint as fp
+    import mtbranch.trunk.fingerprint as fp
 
     src = load_trunk_source(tiny_bert_dir)
     first = fp.fingerprint_chain(src.weights, src.structure)
@@ -66,7 +66,7 @@ def test_fingerprint_cache_reuses_result(tiny_bert_dir, monkeypatch) -> None:
 
 
 def test_layer_shapes_match_transformers(tiny_bert_dir) -> None:
-    from mtbranch.structure import embedding_tensor_shapes, layer_tensor_shapes
+    from mtbranch.spec.structure import embedding_tensor_shapes, layer_tensor_shapes
 
     src = load_trunk_source(tiny_bert_dir)
     trunk = load_trunk(src, depth=1)
@@ -80,7 +80,7 @@ def test_layer_shapes_match_transformers(tiny_bert_dir) -> None:
 
 def test_hub_reference_gives_clear_error_when_unreachable(monkeypatch) -> None:
     from mtbranch.errors import MtbranchError
-    from mtbranch.trunk_ref import resolve_trunk
+    from mtbranch.trunk.source import resolve_trunk
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MtbranchError, match=r"cannot (download|resolve) hf:org/model@main"):

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 
 import mtbranch
 from mtbranch.cli.main import cli
-from mtbranch.compose import compose, save_composed
-from mtbranch.trunk_ref import load_trunk_source
+from mtbranch.composition.artifact import compose, save_composed
+from mtbranch.trunk.source import load_trunk_source
 
 from helpers import make_branch
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
 from mtbranch.cli.main import cli
-from mtbranch.files import sha256_file
+from mtbranch.io.files import sha256_file
 
 from conftest import make_bert_dir
 from helpers import make_branch
@@ -218,7 +218,7 @@ def test_text_output_and_usage_errors(tiny_bert_dir: Path, good_branch: Path) ->
 
 
 def test_validation_codes_documented() -> None:
-    from mtbranch.findings import CODES
+    from mtbranch.spec.findings import CODES
 
     doc = (Path(__file__).parent.parent / "docs" / "validation-codes.md").read_text()
     for code, (severity, _) in CODES.items():

@@ -35,7 +35,7 @@ def test_import_does_not_import_torch() -> None:
 
 
 def test_branch_validates() -> None:
-    from mtbranch.validation import Validator
+    from mtbranch.validation.validator import Validator
 
     pm = PluginManager(autoload=True)
     plugin, location = pm.branches()[BRANCH]
@@ -44,7 +44,7 @@ def test_branch_validates() -> None:
     trunk_ref = os.environ.get("MTBRANCH_TEST_TRUNK") or ("minilm-l6" if "minilm-l6" in pm.trunks() else None)
     trunk = None
     if trunk_ref:
-        from mtbranch.trunk_ref import resolve_trunk
+        from mtbranch.trunk.source import resolve_trunk
 
         trunk = resolve_trunk(trunk_ref)
     result, findings = Validator(trunk, plugin_manager=pm).check_branch(Path(location.path), plugin)

@@ -22,7 +22,7 @@ def test_trunk_is_discovered() -> None:
 
 
 def test_trunk_resolves_by_name() -> None:
-    from mtbranch.trunk_ref import resolve_trunk
+    from mtbranch.trunk.source import resolve_trunk
 
     src = resolve_trunk("minilm-l6")
     assert src.num_layers == 6 and src.structure.hidden_size == 384

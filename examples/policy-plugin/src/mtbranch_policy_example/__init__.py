@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mtbranch.findings import Finding
 from mtbranch.plugins import Check, hookimpl
+from mtbranch.spec.findings import Finding
 
 __version__ = "0.1.0"
 MAX_LAYERS_ENV = "MTBRANCH_POLICY_MAX_LAYERS"

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtbranch.atomic import atomic_directory
 from mtbranch.errors import MtbranchError
+from mtbranch.io.atomic import atomic_directory
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 INFO_NAME = "onnx.json"

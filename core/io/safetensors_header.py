@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtbranch.errors import MtbranchError
-from mtbranch.files import JsonFileError, loads_json_object
+from mtbranch.io.files import JsonFileError, loads_json_object
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 

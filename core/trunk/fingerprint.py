@@ -16,9 +16,9 @@ import os
 import re
 from pathlib import Path
 
-from mtbranch.atomic import write_text_atomic
-from mtbranch.safetensors_header import SafetensorsHeader, TensorInfo, read_header
-from mtbranch.structure import TrunkStructure
+from mtbranch.io.atomic import write_text_atomic
+from mtbranch.io.safetensors_header import SafetensorsHeader, TensorInfo, read_header
+from mtbranch.spec.structure import TrunkStructure
 
 _LAYER_RE = re.compile(r"^(?:encoder\.)?layers?\.(\d+)\.(.+)$")
 _CHUNK = 1 << 20

@@ -34,7 +34,7 @@ def collect_branches(dirs: Sequence[str | Path] = (), *, plugin_manager: Any | N
 
 
 def _manifest_name(path: Path) -> str | None:
-    from mtbranch.files import read_json_object
+    from mtbranch.io.files import read_json_object
 
     try:
         data = read_json_object(path / "manifest.json")

@@ -16,12 +16,12 @@ from packaging.version import Version
 from pydantic import ValidationError
 
 import mtbranch
-from mtbranch.branch_layout import expected_branch_tensors
-from mtbranch.files import JsonFileError, is_inside, read_json_object, sha256_file
-from mtbranch.findings import Finding, finding
-from mtbranch.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
-from mtbranch.safetensors_header import DTYPE_CODES, HeaderError, SafetensorsHeader, read_header
-from mtbranch.trunk_ref import TrunkSource
+from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
+from mtbranch.io.safetensors_header import DTYPE_CODES, HeaderError, SafetensorsHeader, read_header
+from mtbranch.spec.findings import Finding, finding
+from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
+from mtbranch.spec.tensor_layout import expected_branch_tensors
+from mtbranch.trunk.source import TrunkSource
 
 CHECKS = ("manifest", "head", "requires", "weights", "trunk", "tokenizer", "policies")
 
@@ -126,7 +126,7 @@ class Validator:
         if self.trunk is None:
             return None
         if self._tok_fp is None:
-            from mtbranch.tokenizer_contract import load_tokenizer, tokenizer_fingerprints
+            from mtbranch.trunk.tokenizer import load_tokenizer, tokenizer_fingerprints
 
             tok = self._tokenizer or load_tokenizer(self.trunk.path)
             self._tok_fp = tokenizer_fingerprints(tok)

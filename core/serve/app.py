@@ -1,7 +1,7 @@
 """``mtbranch serve``: the composed model behind a FastAPI app, with request batching.
 
 Requests arriving within ``max_batch_wait_ms`` of each other (up to ``max_batch_size`` texts) are merged and run
-by :func:`mtbranch.batching.run_jobs` in a worker thread, so the event loop keeps accepting requests. Every
+by :func:`mtbranch.serve.batching.run_jobs` in a worker thread, so the event loop keeps accepting requests. Every
 request is checked (sizes, types, tasks) before it joins a batch.
 """
 
@@ -20,9 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from mtbranch.batching import Job, Outcome, Stats, run_jobs
 from mtbranch.errors import MtbranchError
-from mtbranch.serving_schema import (
+from mtbranch.serve.batching import Job, Outcome, Stats, run_jobs
+from mtbranch.serve.schema import (
     REQUEST_HINT,
     ErrorBody,
     Limits,
@@ -230,7 +230,7 @@ def create_app(model: Any = None, *, artifact: str | None = None, settings: Serv
         try:
             m = model
             if m is None:
-                from mtbranch.compose import load
+                from mtbranch.composition.artifact import load
 
                 m = await loop.run_in_executor(None, lambda: load(artifact, **(load_kwargs or {})))
             await loop.run_in_executor(None, warm_up, m)

@@ -18,9 +18,9 @@ from transformers.initialization import no_init_weights
 from transformers.masking_utils import create_bidirectional_mask
 
 from mtbranch.errors import MtbranchError
-from mtbranch.fingerprint import is_embedding_tensor, trunk_prefix
-from mtbranch.structure import TrunkStructure
-from mtbranch.trunk_ref import TrunkSource
+from mtbranch.spec.structure import TrunkStructure
+from mtbranch.trunk.fingerprint import is_embedding_tensor, trunk_prefix
+from mtbranch.trunk.source import TrunkSource
 
 
 def hf_config(config: dict[str, Any] | TrunkStructure, num_layers: int | None = None) -> PretrainedConfig:

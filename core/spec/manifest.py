@@ -15,10 +15,10 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mtbranch.files import read_json_object
-from mtbranch.heads import HeadSpec
-from mtbranch.structure import TrunkStructure
-from mtbranch.tokenizer_contract import TokenizerContract
+from mtbranch.io.files import read_json_object
+from mtbranch.spec.heads import HeadSpec
+from mtbranch.spec.structure import TrunkStructure
+from mtbranch.spec.tokenizer_contract import TokenizerContract
 
 SCHEMA_VERSION = "1.0"
 MANIFEST_NAME = "manifest.json"

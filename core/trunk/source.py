@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from mtbranch.errors import MtbranchError
-from mtbranch.fingerprint import fingerprint_chain
-from mtbranch.structure import TrunkStructure, read_config
+from mtbranch.spec.structure import TrunkStructure, read_config
+from mtbranch.trunk.fingerprint import fingerprint_chain
 
 WEIGHTS_NAME = "model.safetensors"
 

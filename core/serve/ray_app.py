@@ -2,12 +2,12 @@
 
 Each replica loads the artifact once (hashes verified) and warms up; ``@serve.batch`` merges concurrent
 requests (up to ``max_batch_size`` requests, waiting at most ``batch_wait_timeout_s``) and
-:func:`mtbranch.batching.run_jobs` runs them as few ``predict`` calls as their task sets allow. Works on a
+:func:`mtbranch.serve.batching.run_jobs` runs them as few ``predict`` calls as their task sets allow. Works on a
 local Ray instance and on a cluster unchanged (the artifact path must be readable on every node)::
 
     import ray
     from ray import serve
-    from mtbranch.ray_serve import build_app
+    from mtbranch.serve.ray_app import build_app
 
     ray.init()
     serve.run(build_app("composed/", num_replicas=2), route_prefix="/")   # POST /predict, GET /ready ...
@@ -19,9 +19,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from ray import serve
 
-from mtbranch.batching import Job, Outcome, Stats, run_jobs
-from mtbranch.serving import install_error_handlers
-from mtbranch.serving_schema import (
+from mtbranch.serve.app import install_error_handlers
+from mtbranch.serve.batching import Job, Outcome, Stats, run_jobs
+from mtbranch.serve.schema import (
     ErrorBody,
     Limits,
     PredictRequest,
@@ -43,7 +43,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (40
 class ComposedDeployment:
     def __init__(self, artifact: str, *, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.005,
                  limits: Limits | None = None, load_kwargs: dict[str, Any] | None = None) -> None:
-        from mtbranch.compose import load
+        from mtbranch.composition.artifact import load
 
         self.model = load(artifact, **(load_kwargs or {}))
         warm_up(self.model)

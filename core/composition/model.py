@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtbranch.branch import BranchModule
+from mtbranch.branch.model import BranchModule
 from mtbranch.errors import MtbranchError
-from mtbranch.postprocess import TokenContext
-from mtbranch.trunk import Trunk
+from mtbranch.heads.postprocess import TokenContext
+from mtbranch.trunk.model import Trunk
 
 log = logging.getLogger("mtbranch")
 DEFAULT_BATCH_SIZE = 32
@@ -38,7 +38,7 @@ class Plan:
 
 
 class ComposedModel(nn.Module):
-    quantized: str | None = None  # "int8" after mtbranch.quantize.quantize_layers
+    quantized: str | None = None  # "int8" after mtbranch.export.quantize.quantize_layers
 
     def __init__(self, trunk: Trunk, branches: Sequence[BranchModule], tokenizer: Any,
                  *, trunk_num_layers: int | None = None, lock: dict[str, Any] | None = None) -> None:

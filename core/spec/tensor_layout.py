@@ -5,9 +5,9 @@ Validation compares a branch's safetensors header with this layout without loadi
 
 from __future__ import annotations
 
-from mtbranch.heads import is_sequence_level
-from mtbranch.manifest import BranchManifest
-from mtbranch.structure import layer_tensor_shapes
+from mtbranch.spec.heads import is_sequence_level
+from mtbranch.spec.manifest import BranchManifest
+from mtbranch.spec.structure import layer_tensor_shapes
 
 
 def attention_pooling_shapes(hidden: int) -> dict[str, tuple[int, ...]]:

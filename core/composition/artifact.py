@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import mtbranch
-from mtbranch.atomic import atomic_directory
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed
-from mtbranch.files import JsonFileError, is_inside, read_json_object, sha256_file
-from mtbranch.manifest import MANIFEST_NAME, NAME_RE
-from mtbranch.safetensors_header import read_header
-from mtbranch.trunk_ref import TrunkSource, load_trunk_source
-from mtbranch.validation import Report, Validator
+from mtbranch.io.atomic import atomic_directory
+from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
+from mtbranch.io.safetensors_header import read_header
+from mtbranch.spec.manifest import MANIFEST_NAME, NAME_RE
+from mtbranch.trunk.source import TrunkSource, load_trunk_source
+from mtbranch.validation.validator import Report, Validator
 
 LOCK_NAME = "mtbranch.lock.json"
 LOCK_VERSION = 1
@@ -48,10 +48,10 @@ def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
             plugin_manager: Any | None = None, device: str = "cpu", dtype: Any = None,
             report: Report | None = None) -> Any:
     """Validate, then build the :class:`ComposedModel`. Refuses when validation finds errors."""
-    from mtbranch.branch import load_branch
-    from mtbranch.composed import ComposedModel
-    from mtbranch.tokenizer_contract import load_tokenizer
-    from mtbranch.trunk import load_trunk
+    from mtbranch.branch.model import load_branch
+    from mtbranch.composition.model import ComposedModel
+    from mtbranch.trunk.model import load_trunk
+    from mtbranch.trunk.tokenizer import load_tokenizer
 
     if report is None:
         report = Validator(trunk, plugin_manager=plugin_manager).validate(list(branch_dirs))
@@ -94,8 +94,8 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from mtbranch.branch import save_branch
-    from mtbranch.trunk import select_trunk_tensors
+    from mtbranch.branch.model import save_branch
+    from mtbranch.trunk.model import select_trunk_tensors
 
     source: TrunkSource = model.trunk_source
     depth = model.trunk.num_layers
@@ -248,7 +248,7 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
         _refuse_if_tampered(root, checking.result())
     model = model.to(device=device, dtype=_torch_dtype(dtype))
     if quantize is not None:
-        from mtbranch.quantize import quantize_layers
+        from mtbranch.export.quantize import quantize_layers
 
         quantize_layers(model, quantize)
     return model
@@ -261,11 +261,11 @@ def _refuse_if_tampered(root: Path, problems: list[str]) -> None:
 
 
 def _build(root: Path, lock: dict[str, Any], tasks: Sequence[str] | None) -> Any:
-    from mtbranch.branch import load_branch
-    from mtbranch.composed import ComposedModel
+    from mtbranch.branch.model import load_branch
+    from mtbranch.composition.model import ComposedModel
     from mtbranch.plugins.manager import get_plugin_manager
-    from mtbranch.tokenizer_contract import load_tokenizer
-    from mtbranch.trunk import load_trunk
+    from mtbranch.trunk.model import load_trunk
+    from mtbranch.trunk.tokenizer import load_tokenizer
 
     source = load_trunk_source(root / "trunk", reference=lock["trunk"].get("reference"))
     read_header(source.weights)  # a clear HeaderError for a truncated/corrupt trunk, also when verify=False
@@ -293,7 +293,7 @@ def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.Path
     New branches are validated against the artifact's own (truncated) trunk, whose fingerprints equal the
     original trunk's up to the kept depth; a branch deeper than that needs a fresh ``compose``.
     """
-    from mtbranch.branch import load_branch
+    from mtbranch.branch.model import load_branch
     from mtbranch.plugins.manager import get_plugin_manager
 
     model = load(path)

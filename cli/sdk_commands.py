@@ -174,7 +174,7 @@ Examples:
       --no-header --quote-none --text-col 5 --pair-col 6 --label-col 4 --layers 2 --name similarity -o out/sim
   mtbranch train --trunk ./minilm --task token-classification --train conll2003/train.txt \\
       --dev conll2003/valid.txt --layers 2 --name entities -o out/entities
-  torchrun --nproc_per_node 2 -m mtbranch.sdk.cli_commands train ...   # several processes (DDP)
+  torchrun --nproc_per_node 2 -m mtbranch.cli.sdk_commands train ...   # several processes (DDP)
 """
 
 
@@ -196,7 +196,7 @@ def train_cmd(**o: Any) -> None:
     and the best epoch is exported with its metrics and training provenance.
     """
     from mtbranch.sdk.train import train
-    from mtbranch.trunk_ref import resolve_trunk
+    from mtbranch.trunk.source import resolve_trunk
 
     task, train_data, dev_data, labels = load_task_data(o)
     cfg = _config(o)
@@ -263,7 +263,7 @@ def sweep_cmd(**o: Any) -> None:
         return
     table = format_table(res, o["name"])
     if o["table_out"]:
-        from mtbranch.atomic import write_text_atomic
+        from mtbranch.io.atomic import write_text_atomic
 
         write_text_atomic(o["table_out"], table + "\n")
     if o["as_json"]:
@@ -321,9 +321,9 @@ def distill_cmd(**o: Any) -> None:
     targets at temperature T (KL, or MSE for regression) with the hard labels; the teacher's outputs are
     computed once.
     """
-    from mtbranch.manifest import MANIFEST_NAME, read_manifest
     from mtbranch.sdk.distill import distill
     from mtbranch.sdk.train import BranchInfo, DistillSpec
+    from mtbranch.spec.manifest import MANIFEST_NAME, read_manifest
 
     teacher = o["teacher"]
     try:
@@ -373,7 +373,7 @@ for _cmd in (train_cmd, sweep_cmd, distill_cmd):
 
 
 def main() -> None:
-    """Entry point for ``python -m mtbranch.sdk.cli_commands`` (torchrun needs a module or script)."""
+    """Entry point for ``python -m mtbranch.cli.sdk_commands`` (torchrun needs a module or script)."""
     from mtbranch.cli.main import MtbranchGroup
 
     _standalone.__class__ = MtbranchGroup  # same error handling as the main CLI: no tracebacks

@@ -1,4 +1,4 @@
-"""The tokenizer contract: what a branch was trained with, and how to tell whether a tokenizer honours it.
+"""The trunk's tokenizer: loading it, and the fingerprints a tokenizer contract records.
 
 The probe hash (token ids for a fixed multilingual text) decides compatibility; the definition hash
 (canonical JSON of the fast tokenizer) only tells that the serialisation changed, which is a warning.
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from mtbranch.spec.tokenizer_contract import TokenizerContract
 
 PROBE_TEXT = (
     "The quick brown fox jumps over the lazy dog. Ünïcödé façade, naïve café; "
@@ -20,16 +20,6 @@ PROBE_TEXT = (
 )
 PROBE_PAIR = "A second segment, for pair inputs."
 
-
-class TokenizerContract(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    definition_sha256: str = Field(description="sha256 of the tokenizer's canonical JSON definition")
-    probe_sha256: str = Field(description="sha256 of the token ids the tokenizer gives for the probe text")
-    vocab_size: int
-    special_token_ids: dict[str, int] = Field(default_factory=dict)
-    max_length: int = Field(gt=0, description="inputs are truncated to this many tokens")
-    input_signature: Literal["single", "pair"] = "single"
 
 
 def load_tokenizer(path: str | Path) -> Any:

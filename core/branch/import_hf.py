@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtbranch.errors import MtbranchError
-from mtbranch.fingerprint import compute_chain, trunk_prefix
-from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
-from mtbranch.manifest import BranchManifest
-from mtbranch.structure import TrunkStructure, read_config
-from mtbranch.trunk_ref import WEIGHTS_NAME, TrunkSource
+from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.spec.manifest import BranchManifest
+from mtbranch.spec.structure import TrunkStructure, read_config
+from mtbranch.trunk.fingerprint import compute_chain, trunk_prefix
+from mtbranch.trunk.source import WEIGHTS_NAME, TrunkSource
 
 
 def _labels(cfg: dict[str, Any]) -> list[str]:
@@ -45,10 +45,10 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
               input_signature: Literal["single", "pair"] = "single") -> BranchManifest:
     from safetensors import safe_open
 
-    from mtbranch.branch import BranchModule, save_branch
-    from mtbranch.factory import branch_manifest
+    from mtbranch.branch.factory import branch_manifest
+    from mtbranch.branch.model import BranchModule, save_branch
     from mtbranch.plugins.manager import get_plugin_manager
-    from mtbranch.tokenizer_contract import load_tokenizer
+    from mtbranch.trunk.tokenizer import load_tokenizer
 
     src = Path(model_dir)
     cfg = read_config(src)

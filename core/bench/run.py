@@ -104,10 +104,10 @@ def _synthetic_trunk(path: Path, config: dict[str, int], seed: int) -> Path:
 
 def _synthetic_branches(trunk: Any, tokenizer: Any, plans: Sequence[BranchPlan], root: Path,
                         seq_len: int) -> list[tuple[Path, str]]:
-    from mtbranch.branch import BranchModule, save_branch
-    from mtbranch.factory import branch_manifest, init_from_trunk
-    from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+    from mtbranch.branch.factory import branch_manifest, init_from_trunk
+    from mtbranch.branch.model import BranchModule, save_branch
     from mtbranch.plugins.manager import PluginManager
+    from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
 
     pm = PluginManager(autoload=False)
     out = []
@@ -128,13 +128,13 @@ def _synthetic_branches(trunk: Any, tokenizer: Any, plans: Sequence[BranchPlan],
 
 def prepare(scenario: Scenario, workdir: Path, *, seq_len: int, seed: int = 0) -> tuple[Any, list[tuple[Path, str]]]:
     """The trunk source and branch directories the scenario runs on (built once under ``workdir``)."""
-    from mtbranch.tokenizer_contract import load_tokenizer
-    from mtbranch.trunk_ref import load_trunk_source
+    from mtbranch.trunk.source import load_trunk_source
+    from mtbranch.trunk.tokenizer import load_tokenizer
 
     if not scenario.synthetic:
-        from mtbranch.cli.commands import choose_trunk
         from mtbranch.plugins.manager import get_plugin_manager
-        from mtbranch.sources import collect_branches
+        from mtbranch.trunk.choose import choose_trunk
+        from mtbranch.validation.sources import collect_branches
 
         pm = get_plugin_manager()
         branches = collect_branches(plugin_manager=pm)
@@ -170,7 +170,7 @@ def _bytes(modules: Sequence[Any]) -> int:
 
 def _composed_call(model: Any, selected: Sequence[Any], batch: dict[str, Any]) -> Callable[[], Any]:
     """Answer ``selected`` as predict() does: one trunk pass per input signature (a pair task needs its own)."""
-    from mtbranch.composed import by_signature
+    from mtbranch.composition.model import by_signature
 
     groups = list(by_signature(selected).values())
     ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
@@ -179,7 +179,7 @@ def _composed_call(model: Any, selected: Sequence[Any], batch: dict[str, Any]) -
 
 def _composed_layers(selected: Sequence[Any]) -> int:
     """Layers run: per input signature the trunk to that group's deepest branch, plus every branch's layers."""
-    from mtbranch.composed import by_signature
+    from mtbranch.composition.model import by_signature
 
     trunk = sum(max(b.manifest.attach_depth for b in g) for g in by_signature(selected).values())
     return trunk + sum(b.manifest.num_layers for b in selected)
@@ -191,10 +191,10 @@ def build_setups(trunk: Any, branch_dirs: list[tuple[Path, str]], batch: dict[st
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
     from transformers.utils import logging as hf_logging
 
-    from mtbranch.branch import load_branch
-    from mtbranch.compose import compose
-    from mtbranch.composed import ComposedModel
-    from mtbranch.trunk import load_trunk
+    from mtbranch.branch.model import load_branch
+    from mtbranch.composition.artifact import compose
+    from mtbranch.composition.model import ComposedModel
+    from mtbranch.trunk.model import load_trunk
 
     hf_logging.set_verbosity_error()  # "newly initialized heads" is expected for the single-task baseline
     hf_logging.disable_progress_bar()
@@ -318,7 +318,7 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
     """Run one scenario; returns the JSON-able result (see docs/benchmarks.md)."""
     import torch
 
-    from mtbranch.compose import _torch_dtype
+    from mtbranch.composition.artifact import _torch_dtype
 
     sc = SCENARIOS.get(scenario) if isinstance(scenario, str) else scenario
     if sc is None:
@@ -355,7 +355,7 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
             say("time vs number of tasks")
             result["task_curve"] = _task_curve(composed, result["setups"], batch, device, max(1, min(3, rounds)))
         if load_check:
-            from mtbranch.compose import save_composed
+            from mtbranch.composition.artifact import save_composed
 
             say("load check (fresh processes: resident memory and load time)")
             artifact = Path(workdir) / sc.name / "composed"
@@ -452,8 +452,8 @@ def rss():
 t0 = time.perf_counter()
 import importlib
 import torch, transformers  # noqa: F401
-import mtbranch.branch, mtbranch.composed, mtbranch.trunk  # noqa: F401
-from mtbranch.compose import load
+import mtbranch.branch.model, mtbranch.composition.model, mtbranch.trunk.model  # noqa: F401
+from mtbranch.composition.artifact import load
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 torch.set_num_threads(1)
 path = Path(sys.argv[1])
@@ -519,7 +519,7 @@ def plot(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mtbranch.atomic import write_bytes_atomic
+    from mtbranch.io.atomic import write_bytes_atomic
 
     curve = result["task_curve"]
     labels = {"composed": "composed (one model)", "standalone": "unmerged branches (one model per task)",

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mtbranch.manifest import BranchManifest, TrunkBinding, WeightsSpec
-from mtbranch.tokenizer_contract import contract_for
-from mtbranch.trunk_ref import TrunkSource
+from mtbranch.spec.manifest import BranchManifest, TrunkBinding, WeightsSpec
+from mtbranch.trunk.source import TrunkSource
+from mtbranch.trunk.tokenizer import contract_for
 
 ZERO_SHA = "0" * 64
 
@@ -35,7 +35,7 @@ def init_from_trunk(module: Any, trunk: TrunkSource) -> list[str]:
     """
     from safetensors import safe_open
 
-    from mtbranch.fingerprint import trunk_prefix
+    from mtbranch.trunk.fingerprint import trunk_prefix
 
     d = module.manifest.attach_depth
     state = {}

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mtbranch.branch_layout import linear_head_shapes
-from mtbranch.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.spec.tensor_layout import linear_head_shapes
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class HeadType:
     tensor_shapes: Callable[[Any, int], dict[str, tuple[int, ...]]]
     # (spec, hidden_size) -> torch.nn.Module mapping pooled [B, H] (or tokens [B, T, H]) to outputs
     build: Callable[[Any, int], Any]
-    # (spec, outputs row as a list, context) -> JSON-able result; see mtbranch.postprocess
+    # (spec, outputs row as a list, context) -> JSON-able result; see mtbranch.heads.postprocess
     postprocess: Callable[..., Any]
     description: str = ""
 
@@ -36,13 +36,13 @@ def _linear_shapes(spec: Any, hidden: int) -> dict[str, tuple[int, ...]]:
 
 
 def _build_linear(spec: Any, hidden: int) -> Any:
-    from mtbranch.branch import LinearHead
+    from mtbranch.heads.modules import LinearHead
 
     return LinearHead(hidden, spec.num_outputs, spec.dropout)
 
 
 def builtin_head_types() -> list[HeadType]:
-    from mtbranch import postprocess as pp
+    from mtbranch.heads import postprocess as pp
 
     return [
         HeadType("classification", ClassificationHead, True, _linear_shapes, _build_linear,

@@ -17,25 +17,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
-from mtbranch.atomic import atomic_directory
 from mtbranch.errors import IntegrityError, MtbranchError
-from mtbranch.files import is_inside, sha256_file
-from mtbranch.head_types import HeadType
-from mtbranch.manifest import MANIFEST_NAME, BranchManifest, read_manifest
-from mtbranch.safetensors_header import read_header
-from mtbranch.trunk import attention_mask_4d, hf_config, layer_class
+from mtbranch.heads.registry import HeadType
+from mtbranch.io.atomic import atomic_directory
+from mtbranch.io.files import is_inside, sha256_file
+from mtbranch.io.safetensors_header import read_header
+from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, read_manifest
+from mtbranch.trunk.model import attention_mask_4d, hf_config, layer_class
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class LinearHead(nn.Module):
-    def __init__(self, hidden: int, num_outputs: int, dropout: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden, num_outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(x))
 
 
 class Projection(nn.Module):
@@ -126,7 +116,7 @@ def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,
     manifest = module.manifest
     dtype = dtype or manifest.weights.dtype
     state = {k: v.detach().to(DTYPES[dtype]).contiguous().cpu() for k, v in module.state_dict().items()}
-    data = st_save(state, metadata={"format": "pt", "mtbranch.branch": manifest.name})
+    data = st_save(state, metadata={"format": "pt", "mtbranch.branch.model": manifest.name})
     weights = manifest.weights.model_copy(update={
         "sha256": hashlib.sha256(data).hexdigest(), "dtype": dtype,
         "num_parameters": sum(v.numel() for v in state.values()),

@@ -1,0 +1,1 @@
+"""Benchmarks: composed vs one model per task, measured side by side in one process."""

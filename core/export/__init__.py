@@ -1,0 +1,1 @@
+"""Export and fast paths: ONNX export and int8 quantization."""

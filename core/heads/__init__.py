@@ -1,0 +1,1 @@
+"""Head types: the registry record, the torch head modules and the postprocessing of outputs."""

@@ -1,0 +1,1 @@
+"""Validation: the validator that turns branch directories and a trunk into findings, and branch sources."""
