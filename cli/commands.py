@@ -11,14 +11,19 @@ import click
 from mtbranch.cli.output import console, err_console, print_findings, print_json
 from mtbranch.trunk.choose import choose_trunk
 
+SELECTION_RULE = ("With --branch, exactly those directories are used; installed plugins' branches join only "
+                  "when no --branch is given, or with --with-installed (plugins' checks, head types and trunks "
+                  "apply either way).")
 trunk_option = click.option("--trunk", "trunk_ref", metavar="REF",
                             help="Model directory, hf:org/name@rev, or an installed trunk's name. "
                                  "Default: the installed trunk whose fingerprint fits the branches.")
 branch_option = click.option("--branch", "branch_dirs", multiple=True, metavar="DIR",
                              type=click.Path(path_type=Path),
-                             help="A branch artifact directory (repeatable); mixes with installed plugins.")
+                             help="A branch artifact directory (repeatable). " + SELECTION_RULE)
+with_installed_option = click.option("--with-installed", is_flag=True,
+                                     help="Add the installed plugins' branches to the --branch directories.")
 no_plugins_option = click.option("--no-plugins", is_flag=True,
-                                 help="Ignore branches from installed plugins; use only --branch directories.")
+                                 help="Load no plugin at all: no installed branches, trunks, head types or checks.")
 
 
 def _plugin_manager(no_plugins: bool) -> Any:
@@ -76,26 +81,30 @@ def plugins(as_json: bool) -> None:
 @click.command()
 @trunk_option
 @branch_option
+@with_installed_option
 @no_plugins_option
 @click.option("--format", "--output-format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Report format.")
 @click.option("--strict", is_flag=True, help="Warnings fail too (exit 1), plugin load errors included.")
-def validate(trunk_ref: str | None, branch_dirs: tuple[Path, ...], no_plugins: bool, fmt: str,
-             strict: bool) -> None:
+def validate(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed: bool, no_plugins: bool,
+             fmt: str, strict: bool) -> None:
     """Check that branches fit the trunk and each other, without loading any weights.
 
-    Exit 0 when clean, 1 on errors (or warnings with --strict), 2 on usage errors.
+    With --branch, exactly those directories are checked; installed plugins' branches join only when no
+    --branch is given, or with --with-installed. Exit 0 when clean, 1 on errors (or warnings with --strict),
+    2 on usage errors.
 
     \b
     Examples:
-      mtbranch validate --trunk ./minilm --branch ./my-branch
+      mtbranch validate --trunk minilm-l6 --branch ./my-branch
       mtbranch validate --format json --strict
     """
     from mtbranch.validation.sources import collect_branches
     from mtbranch.validation.validator import Validator
 
     pm = _plugin_manager(no_plugins)
-    branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins)
+    branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins,
+                                with_installed=with_installed)
     trunk = choose_trunk(trunk_ref, branches, pm, required=False, on_note=err_console.print)
     report = Validator(trunk, plugin_manager=pm).validate(branches)
     if fmt == "json":
@@ -136,26 +145,31 @@ def _print_report(report: Any) -> None:
 @click.command()
 @trunk_option
 @branch_option
+@with_installed_option
 @no_plugins_option
 @click.option("--only", multiple=True, metavar="NAME", help="Compose only these branches (repeatable).")
 @click.option("--exclude", multiple=True, metavar="NAME", help="Leave these branches out (repeatable).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="Directory to write the composed artifact to (replaced atomically).")
-def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], no_plugins: bool, only: tuple[str, ...],
-            exclude: tuple[str, ...], out: Path) -> None:
+def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed: bool, no_plugins: bool,
+            only: tuple[str, ...], exclude: tuple[str, ...], out: Path) -> None:
     """Validate and merge branches into one composed artifact.
 
+    With --branch, exactly those directories are composed; installed plugins' branches join only when no
+    --branch is given, or with --with-installed.
+
     \b
-    Example:
-      mtbranch compose --trunk ./minilm --branch ./sentiment --branch ./ner -o composed/
+    Examples:
+      mtbranch compose --trunk minilm-l6 --branch ./sentiment --branch ./ner -o composed/
+      mtbranch compose -o composed/        # every installed branch, on the installed trunk that fits
     """
     from mtbranch.composition.artifact import compose as do_compose
     from mtbranch.composition.artifact import save_composed
     from mtbranch.validation.sources import collect_branches
 
     pm = _plugin_manager(no_plugins)
-    branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins, only=only,
-                                exclude=exclude)
+    branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins,
+                                with_installed=with_installed, only=only, exclude=exclude)
     trunk = choose_trunk(trunk_ref, branches, pm, required=True)
     with console.status("composing..."):
         model = do_compose(trunk, branches, plugin_manager=pm)

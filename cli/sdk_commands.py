@@ -167,12 +167,12 @@ def _fmt(metrics: dict[str, float]) -> str:
 TRAIN_EXAMPLES = """
 \b
 Examples:
-  mtbranch train --trunk ./minilm --task classification --train SST-2/train.tsv --dev SST-2/dev.tsv \\
+  mtbranch train --trunk minilm-l6 --task classification --train SST-2/train.tsv --dev SST-2/dev.tsv \\
       --text-col sentence --label-col label --label-names negative,positive \\
       --layers 2 --name sentiment --owner team-sentiment -o branches/sentiment
-  mtbranch train --trunk ./minilm --task regression --train STS-B/sts-train.csv --dev STS-B/sts-dev.csv \\
+  mtbranch train --trunk minilm-l6 --task regression --train STS-B/sts-train.csv --dev STS-B/sts-dev.csv \\
       --no-header --quote-none --text-col 5 --pair-col 6 --label-col 4 --layers 2 --name similarity -o out/sim
-  mtbranch train --trunk ./minilm --task token-classification --train conll2003/train.txt \\
+  mtbranch train --trunk minilm-l6 --task token-classification --train conll2003/train.txt \\
       --dev conll2003/valid.txt --layers 2 --name entities -o out/entities
   torchrun --nproc_per_node 2 -m mtbranch.cli.sdk_commands train ...   # several processes (DDP)
 """
@@ -220,7 +220,7 @@ def train_cmd(**o: Any) -> None:
 SWEEP_EXAMPLES = """
 \b
 Examples:
-  mtbranch sweep --trunk ./minilm --task classification --train SST-2/train.tsv --dev SST-2/dev.tsv \\
+  mtbranch sweep --trunk minilm-l6 --task classification --train SST-2/train.tsv --dev SST-2/dev.tsv \\
       --text-col sentence --label-col label --min-layers 1 --max-layers 6 --rule within:1 \\
       --name sentiment -o branches/sentiment
   mtbranch sweep ... --rule marginal:1.0    # add layers while each adds >= 1 point
@@ -276,13 +276,13 @@ def sweep_cmd(**o: Any) -> None:
 DISTILL_EXAMPLES = """
 \b
 Examples:
-  mtbranch distill --trunk ./minilm --teacher branches/sentiment --train SST-2/train.tsv \\
+  mtbranch distill --trunk minilm-l6 --teacher branches/sentiment --train SST-2/train.tsv \\
       --dev SST-2/dev.tsv --text-col sentence --label-col label --label-names negative,positive \\
       --student-layers 1 --name sentiment-l1 -o branches/sentiment-l1
 
 \b
   # a full fine-tuning run (depth 0, 6 layers) teaches a 2-layer branch at depth 4:
-  mtbranch distill --trunk ./minilm --teacher runs/entities-full --student-depth 4 --student-layers 2 \\
+  mtbranch distill --trunk minilm-l6 --teacher runs/entities-full --student-depth 4 --student-layers 2 \\
       --train conll2003/train.txt --dev conll2003/valid.txt --lr 3e-4 --epochs 5 --alpha 0.5 \\
       --name entities -o branches/entities
   # ... starting from an existing branch of that depth and size instead of the trunk layers:

@@ -1,4 +1,9 @@
-"""Which branches a command works on: installed plugins' branches plus ``--branch DIR`` directories."""
+"""Which branches a command works on.
+
+The selection rule: ``--branch DIR`` given means exactly those directories; installed plugins' branches join
+only when no ``--branch`` is given, or with ``--with-installed``. Plugins' checks, head types and trunks
+apply either way (``--no-plugins`` turns those off too).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,18 @@ from mtbranch.errors import UsageError
 
 
 def collect_branches(dirs: Sequence[str | Path] = (), *, plugin_manager: Any | None = None,
-                     use_plugins: bool = True, only: Sequence[str] = (),
+                     use_plugins: bool = True, with_installed: bool = False, only: Sequence[str] = (),
                      exclude: Sequence[str] = ()) -> list[tuple[Path, str]]:
     """``[(directory, source)]``; source is the providing plugin's name or ``"directory"``.
+
+    Installed plugins' branches are included when ``use_plugins`` and (no ``dirs`` or ``with_installed``):
+    naming directories selects exactly those.
 
     ``only``/``exclude`` filter by branch name (the plugin record's name, or the directory's name for
     unpackaged branches, whose manifest is read later by validation).
     """
     found: list[tuple[Path, str, str]] = []
-    if use_plugins and plugin_manager is not None:
+    if use_plugins and plugin_manager is not None and (not dirs or with_installed):
         for name, (plugin, loc) in plugin_manager.branches().items():
             found.append((Path(loc.path), plugin, name))
     for d in dirs:
