@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from mtbranch.cli.output import console, err_console, print_json
+from mtbranch.spec.dtypes import COMPUTE_DTYPES
 
 SCENARIO_NAMES = ("paper-mixed", "xiaoai-21", "real")
 
@@ -22,7 +23,7 @@ SCENARIO_NAMES = ("paper-mixed", "xiaoai-21", "real")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: torch's choice).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+@click.option("--dtype", type=click.Choice(COMPUTE_DTYPES), default=None,
               help="Run every setup in this dtype (float16 on GPU).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Keep the generated trunk and branches here (reused by the next run).")

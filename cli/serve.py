@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from mtbranch.cli.output import console, err_console
+from mtbranch.spec.dtypes import COMPUTE_DTYPES
 
 
 def _need(module: str, extra: str) -> None:
@@ -45,7 +46,7 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
 @click.option("--max-chars", default=10_000, show_default=True, type=click.IntRange(1), help="Characters per text.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch intra-op threads (default: torch's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps...")
-@click.option("--dtype", default=None, help="float32 (default), float16 or bfloat16.")
+@click.option("--dtype", default=None, help=f"{' / '.join(COMPUTE_DTYPES)} (default float32; aliases fp16, bf16).")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")

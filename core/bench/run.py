@@ -318,7 +318,7 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
     """Run one scenario; returns the JSON-able result (see docs/benchmarks.md)."""
     import torch
 
-    from mtbranch.composition.artifact import _torch_dtype
+    from mtbranch.spec.dtypes import torch_dtype
 
     sc = SCENARIOS.get(scenario) if isinstance(scenario, str) else scenario
     if sc is None:
@@ -336,7 +336,7 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
         trunk, dirs = prepare(sc, Path(workdir), seq_len=seq_len, seed=seed)
         batch = make_batch(batch_size, seq_len, int(trunk.config["vocab_size"]), device, seed)
         say("building setups (composed, standalone, full single-task, transformers reference)")
-        composed, setups = build_setups(trunk, dirs, batch, device=device, dtype=_torch_dtype(dtype),
+        composed, setups = build_setups(trunk, dirs, batch, device=device, dtype=torch_dtype(dtype),
                               subset_task=sc.subset_task, reference_task=sc.reference_task)
         with torch.inference_mode():  # every setup, the transformers models included, runs without autograd
             result = _measure(sc, setups, batch_size, seq_len, rounds, warmup, device, seed, say)

@@ -22,10 +22,9 @@ from mtbranch.heads.registry import HeadType
 from mtbranch.io.atomic import atomic_directory
 from mtbranch.io.files import is_inside, sha256_file
 from mtbranch.io.safetensors_header import read_header
+from mtbranch.spec.dtypes import torch_dtype
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, read_manifest
 from mtbranch.trunk.model import attention_mask_4d, hf_config, layer_class
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class Projection(nn.Module):
@@ -115,7 +114,7 @@ def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,
     """Write the artifact atomically; returns the manifest with weights sha256/params filled in."""
     manifest = module.manifest
     dtype = dtype or manifest.weights.dtype
-    state = {k: v.detach().to(DTYPES[dtype]).contiguous().cpu() for k, v in module.state_dict().items()}
+    state = {k: v.detach().to(torch_dtype(dtype)).contiguous().cpu() for k, v in module.state_dict().items()}
     data = st_save(state, metadata={"format": "pt", "mtbranch.branch.model": manifest.name})
     weights = manifest.weights.model_copy(update={
         "sha256": hashlib.sha256(data).hexdigest(), "dtype": dtype,

@@ -24,24 +24,13 @@ from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed
 from mtbranch.io.atomic import atomic_directory
 from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
 from mtbranch.io.safetensors_header import read_header
+from mtbranch.spec.dtypes import torch_dtype
 from mtbranch.spec.manifest import MANIFEST_NAME, NAME_RE
 from mtbranch.trunk.source import TrunkSource, load_trunk_source
 from mtbranch.validation.validator import Report, Validator
 
 LOCK_NAME = "mtbranch.lock.json"
 LOCK_VERSION = 1
-
-
-def _torch_dtype(dtype: Any) -> Any:
-    import torch
-
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in names:
-        raise MtbranchError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(names)}")
-    return names[dtype]
 
 
 def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
@@ -76,7 +65,7 @@ def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
                           lock={"trunk": {"reference": trunk.reference,
                                           "fingerprints": trunk.fingerprints[: depth + 1]}})
     model.trunk_source = trunk  # type: ignore[attr-defined]
-    return model.to(device=device, dtype=_torch_dtype(dtype))
+    return model.to(device=device, dtype=torch_dtype(dtype))
 
 
 def overhead(depth: int, branch_layers: Sequence[int], full_layers: int) -> dict[str, Any]:
@@ -246,7 +235,7 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
         raise
     if checking is not None:
         _refuse_if_tampered(root, checking.result())
-    model = model.to(device=device, dtype=_torch_dtype(dtype))
+    model = model.to(device=device, dtype=torch_dtype(dtype))
     if quantize is not None:
         from mtbranch.export.quantize import quantize_layers
 

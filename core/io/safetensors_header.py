@@ -24,8 +24,6 @@ DTYPE_SIZES = {
     "I32": 4, "U32": 4, "F32": 4,
     "I64": 8, "U64": 8, "F64": 8,
 }
-# manifest dtype names <-> safetensors dtype codes
-DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 
 
 class HeaderError(MtbranchError, ValueError):

@@ -16,6 +16,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mtbranch.io.files import read_json_object
+from mtbranch.spec.dtypes import ManifestDType
 from mtbranch.spec.heads import HeadSpec
 from mtbranch.spec.structure import TrunkStructure
 from mtbranch.spec.tokenizer_contract import TokenizerContract
@@ -43,7 +44,7 @@ class WeightsSpec(BaseModel):
 
     path: str = Field("branch.safetensors", description="relative to the artifact directory")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    dtype: ManifestDType = "float32"
     num_parameters: int = Field(ge=0)
 
 

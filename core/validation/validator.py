@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 import mtbranch
 from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
-from mtbranch.io.safetensors_header import DTYPE_CODES, HeaderError, SafetensorsHeader, read_header
+from mtbranch.io.safetensors_header import HeaderError, SafetensorsHeader, read_header
+from mtbranch.spec.dtypes import DTYPES, numpy_views, safetensors_code
 from mtbranch.spec.findings import Finding, finding
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
 from mtbranch.spec.tensor_layout import expected_branch_tensors
@@ -93,12 +94,12 @@ def _non_finite(header: SafetensorsHeader) -> list[str]:
 
     bad = []
     arr = np.memmap(header.path, dtype=np.uint8, mode="r")
-    views = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+    views = {code: np.dtype(name) for code, name in numpy_views().items()}
     for name, info in header.tensors.items():
         raw = arr[info.start:info.end]
         if info.dtype in views:
             finite = bool(np.isfinite(raw.view(views[info.dtype])).all())
-        elif info.dtype == "BF16":  # exponent bits all ones = NaN/Inf
+        elif info.dtype == DTYPES["bfloat16"].code:  # exponent bits all ones = NaN/Inf
             finite = not bool(((raw.view(np.uint16) & 0x7F80) == 0x7F80).any())
         else:
             finite = True
@@ -242,7 +243,7 @@ class Validator:
         ht = self.head_types().get(m.head.type)
         head_shapes = ht.tensor_shapes(m.head, m.trunk.structure.hidden_size) if ht else None
         expected = expected_branch_tensors(m, head_shapes)
-        code = DTYPE_CODES[m.weights.dtype]
+        code = safetensors_code(m.weights.dtype)
         for name, shape in expected.items():
             info = header.tensors.get(name)
             if info is None:
