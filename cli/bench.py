@@ -47,14 +47,12 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
       mtbranch bench --scenario paper-mixed --rounds 3 --json bench.json --plot bench.png
       mtbranch bench --scenario real --batch-size 8 --seq-len 32 --rounds 2 --no-load-check
     """
-    from mtbranch.bench.run import plot, run_bench
-    from mtbranch.errors import UsageError
+    from mtbranch.errors import require_extra
 
     if plot_path is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as exc:
-            raise UsageError("--plot needs matplotlib", hint="pip install 'mtbranch[bench]'") from exc
+        require_extra("bench", "mtbranch bench --plot")
+    from mtbranch.bench.run import plot, run_bench
+
     say = (lambda msg: err_console.print(f"[dim]{msg}[/]", markup=True)) if output_format == "text" else None
     result = run_bench(scenario, batch_size=batch_size, seq_len=seq_len, rounds=rounds, warmup=warmup,
                        threads=threads, device=device, dtype=dtype, workdir=workdir, task_curve=not no_curve,

@@ -25,7 +25,9 @@ class MtbranchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except MtbranchError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.render()}", markup=True, highlight=False)
+            from rich.markup import escape  # a message may hold [brackets], e.g. pip install 'mtbranch[train]'
+
+            err_console.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, highlight=False)
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
@@ -35,7 +37,9 @@ class MtbranchGroup(click.Group):
         except Exception as exc:  # a bug, not a user error: still no traceback unless asked
             if os.environ.get("MTBRANCH_DEBUG"):
                 raise
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            from rich.markup import escape
+
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
                               "  (set MTBRANCH_DEBUG=1 for the traceback and please report it)", markup=True)
             sys.exit(2)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from mtbranch.errors import MtbranchError, UsageError
+from mtbranch.errors import MtbranchError, UsageError, require_extra
 
 TASK_CHOICES = ["classification", "regression", "token-classification"]
 F = Callable[..., Any]
@@ -195,6 +195,7 @@ def train_cmd(**o: Any) -> None:
     Trunk features at depth d are computed once and reused every epoch; the dev set is evaluated each epoch
     and the best epoch is exported with its metrics and training provenance.
     """
+    require_extra("train", "mtbranch train")
     from mtbranch.sdk.train import train
     from mtbranch.trunk.source import resolve_trunk
 
@@ -245,6 +246,7 @@ def sweep_cmd(**o: Any) -> None:
 
     One trunk pass computes the features for every depth; a table like the paper's Table 1 is printed.
     """
+    require_extra("train", "mtbranch sweep")
     from mtbranch.sdk.sweep import format_table, parse_rule, sweep
 
     parse_rule(o["rule"])
@@ -321,6 +323,7 @@ def distill_cmd(**o: Any) -> None:
     targets at temperature T (KL, or MSE for regression) with the hard labels; the teacher's outputs are
     computed once.
     """
+    require_extra("train", "mtbranch distill")
     from mtbranch.sdk.distill import distill
     from mtbranch.sdk.train import BranchInfo, DistillSpec
     from mtbranch.spec.manifest import MANIFEST_NAME, read_manifest

@@ -11,15 +11,6 @@ from mtbranch.cli.output import console, err_console
 from mtbranch.spec.dtypes import COMPUTE_DTYPES
 
 
-def _need(module: str, extra: str) -> None:
-    import importlib.util
-
-    from mtbranch.errors import MtbranchError
-
-    if importlib.util.find_spec(module) is None:
-        raise MtbranchError(f"{module} is not installed", hint=f"pip install 'mtbranch[{extra}]'")
-
-
 def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
     from mtbranch.composition.artifact import read_lock
     from mtbranch.errors import UsageError
@@ -63,8 +54,9 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
       mtbranch serve composed/ --port 8000 --max-batch-wait-ms 5
       curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["I loved it"]}'
     """
-    _need("fastapi", "serve")
-    _need("uvicorn", "serve")
+    from mtbranch.errors import require_extra
+
+    require_extra("serve", "mtbranch serve")
     import logging
 
     import torch
@@ -106,8 +98,9 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
     Example:
       mtbranch export-onnx composed/ -o composed-onnx/ --triton triton-repo/
     """
-    _need("onnx", "onnx")
-    _need("onnxruntime", "onnx")
+    from mtbranch.errors import require_extra
+
+    require_extra("onnx", "mtbranch export-onnx")
     from mtbranch.composition.artifact import load
     from mtbranch.export.onnx import check_onnx, write_triton_repository
     from mtbranch.export.onnx import export_onnx as do_export

@@ -46,3 +46,42 @@ class ValidationFailed(MtbranchError):
             "validation failed with {} error(s):\n  {}".format(len(errors), "\n  ".join(lines)),
             hint="run `mtbranch validate` with the same branches for the full report",
         )
+
+
+# optional extras: what `pip install 'mtbranch[extra]'` brings, by import name (pyproject's optional-dependencies)
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "train": ("accelerate", "sklearn", "scipy", "seqeval"),
+    "serve": ("fastapi", "uvicorn"),
+    "ray": ("ray", "fastapi"),
+    "onnx": ("onnx", "onnxruntime", "onnxscript"),
+    "bench": ("matplotlib",),
+}
+
+
+class MissingExtra(MtbranchError):
+    """An optional dependency group is not installed; the hint is the exact pip line."""
+
+    def __init__(self, extra: str, missing: list[str], what: str | None = None) -> None:
+        self.extra = extra
+        self.missing = missing
+        self.install = f"pip install 'mtbranch[{extra}]'"
+        needs = f"{what} needs" if what else "this needs"
+        super().__init__(f"{needs} the optional extra [{extra}]: {', '.join(missing)} not installed",
+                         hint=self.install)
+
+
+def require_extra(extra: str, what: str | None = None) -> None:
+    """Raise :class:`MissingExtra` (exit 1) unless every module of ``extra`` is importable. Cheap: looks the
+    modules up without importing them, so commands call it before any expensive work."""
+    import importlib.util
+
+    missing = []
+    for module in EXTRAS[extra]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        raise MissingExtra(extra, missing, what)

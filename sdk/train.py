@@ -27,7 +27,7 @@ from torch import nn
 
 import mtbranch
 from mtbranch.branch.model import BranchModule, save_branch
-from mtbranch.errors import MtbranchError
+from mtbranch.errors import MtbranchError, require_extra
 from mtbranch.heads.registry import HeadType
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
 from mtbranch.sdk.features import (
@@ -181,6 +181,7 @@ def prepare(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data:
     """Tokenize both splits and compute their trunk features at every depth in one pass per split."""
     if task not in TASKS:
         raise MtbranchError(f"unknown task {task!r}", hint=f"tasks: {', '.join(TASKS)}")
+    require_extra("train", "training")  # before the trunk feature pass, not after it
     source = _source(trunk)
     for d in depths:
         if not 0 <= d <= source.num_layers:

@@ -97,3 +97,58 @@ def test_selection_rule_in_help_and_docs() -> None:
     for cmd in ("validate", "compose"):
         _, out = run_cli(cmd, "--help")
         assert "--with-installed" in out and "exactly those directories" in " ".join(out.split())
+
+
+# -- 2. optional extras -------------------------------------------------------------------------------
+EXTRA_COMMANDS = [
+    ("accelerate", "train", ["train", "--task", "classification", "--trunk", "minilm-l6", "--train", "no.tsv",
+                             "--dev", "no.tsv", "--name", "x", "-o", "out"]),
+    ("seqeval", "train", ["sweep", "--task", "classification", "--trunk", "minilm-l6", "--train", "no.tsv",
+                          "--dev", "no.tsv", "--name", "x", "--min-layers", "1", "--max-layers", "2"]),
+    ("sklearn", "train", ["distill", "--teacher", "no-branch", "--trunk", "minilm-l6", "--train", "no.tsv",
+                          "--dev", "no.tsv", "--student-layers", "1", "-o", "out"]),
+    ("uvicorn", "serve", ["serve", "no-artifact"]),
+    ("onnxruntime", "onnx", ["export-onnx", "no-artifact", "-o", "out"]),
+    ("matplotlib", "bench", ["bench", "--scenario", "paper-mixed", "--plot", "b.png"]),
+]
+
+
+@pytest.mark.parametrize(("module", "extra", "args"), EXTRA_COMMANDS, ids=[a[0] for _, _, a in EXTRA_COMMANDS])
+def test_missing_extra_is_one_clear_line(module: str, extra: str, args: list[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # as if `pip install mtbranch` only
+    code, out = run_cli(*args)
+    assert code == 1, out
+    assert f"pip install 'mtbranch[{extra}]'" in out  # the brackets survive Rich's markup
+    assert module in out and "internal error" not in out and "Traceback" not in out
+
+
+def test_missing_extra_before_feature_pass(tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from mtbranch.errors import MissingExtra
+    from mtbranch.sdk.data import Dataset, TextExample
+    from mtbranch.sdk.features import FeatureCache
+    from mtbranch.sdk.train import TrainConfig, prepare
+
+    def no_features(*a: Any, **k: Any) -> Any:
+        raise AssertionError("trunk features computed before the extra was checked")
+
+    monkeypatch.setattr(FeatureCache, "get", no_features)
+    monkeypatch.setitem(sys.modules, "accelerate", None)
+    data = Dataset([TextExample("good film", label="pos"), TextExample("bad film", label="neg")])
+    with pytest.raises(MissingExtra) as err:
+        prepare(tiny_bert_dir, "classification", data, data, TrainConfig(), [2])
+    assert err.value.hint == "pip install 'mtbranch[train]'"
+
+
+def test_ray_without_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    from mtbranch.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.delitem(sys.modules, "mtbranch.serve.ray_app", raising=False)
+    with pytest.raises(MissingExtra, match=r"\[ray\]"):
+        importlib.import_module("mtbranch.serve.ray_app")

@@ -16,12 +16,16 @@ local Ray instance and on a cluster unchanged (the artifact path must be readabl
 import asyncio
 from typing import Any
 
-from fastapi import FastAPI, Request
-from ray import serve
+from mtbranch.errors import require_extra
 
-from mtbranch.serve.app import install_error_handlers
-from mtbranch.serve.batching import Job, Outcome, Stats, run_jobs
-from mtbranch.serve.schema import (
+require_extra("ray", "mtbranch.serve.ray_app")  # exit 1 with the pip line, not an ImportError
+
+from fastapi import FastAPI, Request  # noqa: E402
+from ray import serve  # noqa: E402
+
+from mtbranch.serve.app import install_error_handlers  # noqa: E402
+from mtbranch.serve.batching import Job, Outcome, Stats, run_jobs  # noqa: E402
+from mtbranch.serve.schema import (  # noqa: E402
     ErrorBody,
     Limits,
     PredictRequest,
