@@ -15,8 +15,9 @@ from typing import Any
 import click
 
 from mtbranch.errors import MtbranchError, UsageError, require_extra
+from mtbranch.spec.heads import BUILTIN_HEAD_TYPES
 
-TASK_CHOICES = ["classification", "regression", "token-classification"]
+TASK_CHOICES = [t.replace("_", "-") for t in BUILTIN_HEAD_TYPES]
 F = Callable[..., Any]
 
 

@@ -57,7 +57,7 @@ def outputs(model: Any, name: str, ids: list[list[int]], types: list[list[int]],
 
 def metrics(model: Any, name: str, dev: Any) -> dict[str, float]:
     from mtbranch.sdk.features import encode_texts, encode_tokens
-    from mtbranch.sdk.metrics import compute_metrics
+    from mtbranch.sdk.metrics import IGNORE_INDEX, compute_metrics
 
     m = model.branch(name).manifest
     names = getattr(m.head, "labels", None)
@@ -65,8 +65,8 @@ def metrics(model: Any, name: str, dev: Any) -> dict[str, float]:
         enc = encode_tokens(model.tokenizer, dev.examples, m.tokenizer.max_length, {n: i for i, n in enumerate(names)})
         outs = outputs(model, name, enc.input_ids, enc.token_type_ids)
         width = max(len(r) for r in enc.input_ids)
-        arr = np.full((len(outs), width, len(names)), -100.0, dtype=np.float32)
-        lab = np.full((len(outs), width), -100, dtype=np.int64)
+        arr = np.full((len(outs), width, len(names)), float(IGNORE_INDEX), dtype=np.float32)
+        lab = np.full((len(outs), width), IGNORE_INDEX, dtype=np.int64)
         for i, o in enumerate(outs):
             arr[i, : len(o)], lab[i, : len(o)] = o, enc.labels[i]
         return compute_metrics("token_classification", arr, lab, names)

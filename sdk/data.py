@@ -18,6 +18,7 @@ from mtbranch.io.files import sha256_file
 
 Column = int | str
 LabelKind = Literal["class", "score"]
+from mtbranch.spec.heads import is_bio_tag
 
 
 class DataError(MtbranchError):
@@ -219,7 +220,7 @@ def read_conll(path: str | os.PathLike[str], spec: ConllSpec | None = None) -> l
 
 
 def _check_tag(tag: str, path: Path, line: int) -> str:
-    if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
+    if not is_bio_tag(tag):
         raise DataError(f"tag {tag!r} is not a BIO tag (O, B-X or I-X)", path=path, line=line,
                         hint="check the tag column (--tag-col); CoNLL-2003 keeps NER tags in the last column")
     return tag

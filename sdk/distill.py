@@ -28,13 +28,12 @@ import torch
 from mtbranch.branch.model import BranchModule, load_branch
 from mtbranch.errors import MtbranchError
 from mtbranch.sdk.data import Dataset
+from mtbranch.sdk.metrics import IGNORE_INDEX
 from mtbranch.sdk.train import BranchInfo, DistillSpec, Prepared, TrainConfig, TrainResult, collate, fit, prepare
 from mtbranch.sdk.train import FeatureDataset as _FeatureDataset
+from mtbranch.spec.heads import BUILTIN_HEAD_TYPES, TOKEN_CLASSIFICATION
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest
 from mtbranch.trunk.source import TrunkSource, resolve_trunk
-
-TASK_OF_HEAD = {"classification": "classification", "regression": "regression",
-                "token_classification": "token_classification"}
 
 
 @dataclass
@@ -105,7 +104,7 @@ def distill(trunk: str | os.PathLike[str] | TrunkSource, teacher_dir: str | os.P
     if not 0 <= student_layers < m.num_layers:
         raise MtbranchError(f"the student needs fewer layers than the teacher's {m.num_layers}, "
                             f"got {student_layers}", path=str(teacher_dir))
-    if m.head.type not in TASK_OF_HEAD:
+    if m.head.type not in BUILTIN_HEAD_TYPES:
         raise MtbranchError(f"distillation supports built-in heads, not {m.head.type!r}", path=str(teacher_dir))
     if not 0.0 <= spec.alpha <= 1.0 or spec.temperature <= 0:
         raise MtbranchError("need 0 <= alpha <= 1 and temperature > 0")
@@ -118,7 +117,7 @@ def distill(trunk: str | os.PathLike[str] | TrunkSource, teacher_dir: str | os.P
     cfg.pooling = m.pooling
     cfg.projection = m.projection
     labels = getattr(m.head, "labels", None)
-    task = TASK_OF_HEAD[m.head.type]
+    task = m.head.type  # a built-in head type is also the SDK task name
     prep = prepare(source, task, train_data, dev_data, cfg, [m.attach_depth], labels=labels)  # type: ignore[arg-type]
     teacher_train = branch_outputs(teacher, prep, "train")
     from mtbranch.sdk.metrics import DEFAULT_METRIC, compute_metrics
@@ -156,7 +155,7 @@ def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: Bran
     """A student at ``student_depth`` >= the teacher's depth, initialised from the trunk or ``init_dir``."""
     m = teacher.manifest
     where = str(teacher_dir / MANIFEST_NAME)
-    if m.head.type not in TASK_OF_HEAD:
+    if m.head.type not in BUILTIN_HEAD_TYPES:
         raise MtbranchError(f"distillation supports built-in heads, not {m.head.type!r}", path=where)
     if not 0.0 <= spec.alpha <= 1.0 or spec.temperature <= 0:
         raise MtbranchError("need 0 <= alpha <= 1 and temperature > 0")
@@ -199,7 +198,7 @@ def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: Bran
         init_desc = f"branch {im.name} {im.version} ({init_dir})"
         init_record = {"from": "branch", "description": init_desc, "name": im.name, "version": im.version,
                        "path": str(init_dir), "sha256": im.weights.sha256}
-    task = TASK_OF_HEAD[m.head.type]
+    task = m.head.type  # a built-in head type is also the SDK task name
     depths = sorted({m.attach_depth, student_depth})
     prep = prepare(source, task, train_data, dev_data, cfg, depths, labels=labels)  # type: ignore[arg-type]
     teacher_train = branch_outputs(teacher, prep, "train")
@@ -222,10 +221,10 @@ def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: Bran
 
 
 def _metrics_of(prep: Prepared, outputs: list[np.ndarray], compute: object) -> dict[str, float]:
-    if prep.task == "token_classification":
+    if prep.task == TOKEN_CLASSIFICATION:
         width = max(o.shape[0] for o in outputs)
-        arr = np.full((len(outputs), width, outputs[0].shape[-1]), -100.0, dtype=np.float32)
-        lab = np.full((len(outputs), width), -100, dtype=np.int64)
+        arr = np.full((len(outputs), width, outputs[0].shape[-1]), float(IGNORE_INDEX), dtype=np.float32)
+        lab = np.full((len(outputs), width), IGNORE_INDEX, dtype=np.int64)
         for i, o in enumerate(outputs):
             arr[i, : o.shape[0]] = o
             lab[i, : len(prep.dev.labels[i])] = prep.dev.labels[i]

@@ -25,12 +25,12 @@ from safetensors.torch import save as st_save
 from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import write_bytes_atomic
 from mtbranch.sdk.data import TextExample, TokenExample
+from mtbranch.sdk.metrics import IGNORE_INDEX
 from mtbranch.trunk.model import load_trunk
 from mtbranch.trunk.source import TrunkSource
 
 Quantize = Literal["none", "float16", "int8", "1bit", "1bit-centered"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("none", "float16", "int8", "1bit", "1bit-centered")
-IGNORE_INDEX = -100
 CACHE_FORMAT = "mtbranch-features-1"
 
 

@@ -6,12 +6,14 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_INDEX = -100
-DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson", "token_classification": "entity_f1"}
+from mtbranch.spec.heads import CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
+
+IGNORE_INDEX = -100  # the one home: label of positions no loss or metric counts (torch's cross_entropy default)
+DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson", TOKEN_CLASSIFICATION: "entity_f1"}
 METRICS = {
-    "classification": ("accuracy", "f1", "macro_f1", "matthews"),
-    "regression": ("pearson", "spearman", "mse"),
-    "token_classification": ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"),
+    CLASSIFICATION: ("accuracy", "f1", "macro_f1", "matthews"),
+    REGRESSION: ("pearson", "spearman", "mse"),
+    TOKEN_CLASSIFICATION: ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"),
 }
 
 

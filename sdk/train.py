@@ -40,7 +40,7 @@ from mtbranch.sdk.features import (
     encode_tokens,
 )
 from mtbranch.sdk.metrics import DEFAULT_METRIC, METRICS, compute_metrics
-from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.spec.heads import BUILTIN_HEAD_TYPES, ClassificationHead, RegressionHead, TokenClassificationHead
 from mtbranch.spec.manifest import BranchManifest, TrunkBinding, WeightsSpec
 from mtbranch.trunk.model import trunk_state_keys
 from mtbranch.trunk.source import TrunkSource, resolve_trunk
@@ -48,7 +48,7 @@ from mtbranch.trunk.tokenizer import contract_for, load_tokenizer
 
 log = logging.getLogger("mtbranch.sdk")
 Task = Literal["classification", "regression", "token_classification"]
-TASKS: tuple[str, ...] = ("classification", "regression", "token_classification")
+TASKS: tuple[str, ...] = BUILTIN_HEAD_TYPES  # each built-in head type is a task
 
 
 @dataclass

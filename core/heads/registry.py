@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
+from mtbranch.spec.heads import (
+    CLASSIFICATION,
+    REGRESSION,
+    TOKEN_CLASSIFICATION,
+    ClassificationHead,
+    RegressionHead,
+    TokenClassificationHead,
+)
 from mtbranch.spec.tensor_layout import linear_head_shapes
 
 
@@ -45,10 +52,10 @@ def builtin_head_types() -> list[HeadType]:
     from mtbranch.heads import postprocess as pp
 
     return [
-        HeadType("classification", ClassificationHead, True, _linear_shapes, _build_linear,
+        HeadType(CLASSIFICATION, ClassificationHead, True, _linear_shapes, _build_linear,
                  pp.classification, "single- or multi-label classification (softmax / sigmoid)"),
-        HeadType("regression", RegressionHead, True, _linear_shapes, _build_linear,
+        HeadType(REGRESSION, RegressionHead, True, _linear_shapes, _build_linear,
                  pp.regression, "one or more real-valued outputs"),
-        HeadType("token_classification", TokenClassificationHead, False, _linear_shapes, _build_linear,
+        HeadType(TOKEN_CLASSIFICATION, TokenClassificationHead, False, _linear_shapes, _build_linear,
                  pp.token_classification, "BIO/IOB2 tagging with entity spans and character offsets"),
     ]

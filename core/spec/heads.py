@@ -1,5 +1,9 @@
 """Head specifications: the ``head`` field of a branch manifest, a union keyed on ``type``.
 
+This file is the one home of the built-in head type names (each model's ``type`` literal below);
+``BUILTIN_HEAD_TYPES`` and the ``CLASSIFICATION`` / ``REGRESSION`` / ``TOKEN_CLASSIFICATION`` names are derived
+from those literals, and every other module (registry, validator, SDK tasks, CLI choices) imports them.
+
 Built-in types are ``classification``, ``regression`` and ``token_classification``; plugins add more
 through the ``mtbranch_head_types`` hook, and their manifests validate as :class:`CustomHead` here and
 against the plugin's own spec model during validation.
@@ -11,7 +15,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-BUILTIN_HEAD_TYPES = ("classification", "regression", "token_classification")
+
+def is_bio_tag(tag: str) -> bool:
+    """``O``, ``B-X`` or ``I-X``: the one tag check for manifests (labels) and training data (CoNLL tags)."""
+    return tag == "O" or (tag[:2] in ("B-", "I-") and len(tag) > 2)
 
 
 class _Head(BaseModel):
@@ -57,7 +64,7 @@ class TokenClassificationHead(_Head):
         if len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be unique")
         for lab in self.labels:
-            if lab != "O" and not (lab[:2] in ("B-", "I-") and len(lab) > 2):
+            if not is_bio_tag(lab):
                 raise ValueError(f"label {lab!r} is not a BIO tag (O, B-X or I-X)")
         return self
 
@@ -77,9 +84,16 @@ class CustomHead(BaseModel):
         return int(getattr(self, "num_outputs_", 0) or 0)
 
 
+BUILTIN_HEAD_MODELS: tuple[type[BaseModel], ...] = (ClassificationHead, RegressionHead, TokenClassificationHead)
+BUILTIN_HEAD_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].default for m in BUILTIN_HEAD_MODELS)
+CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION = BUILTIN_HEAD_TYPES
+CUSTOM_TAG = "custom"  # the union member a plugin head type validates as here
+HEAD_SPEC_TAGS: tuple[str, ...] = (*BUILTIN_HEAD_TYPES, CUSTOM_TAG)
+
+
 def _head_tag(value: Any) -> str:
     t = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return t if t in BUILTIN_HEAD_TYPES else "custom"
+    return t if t in BUILTIN_HEAD_TYPES else CUSTOM_TAG
 
 
 HeadSpec = Annotated[
@@ -92,4 +106,4 @@ HeadSpec = Annotated[
 
 
 def is_sequence_level(head: BaseModel) -> bool:
-    return getattr(head, "type", None) != "token_classification"
+    return getattr(head, "type", None) != TOKEN_CLASSIFICATION

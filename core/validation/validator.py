@@ -22,6 +22,7 @@ from mtbranch.spec.dtypes import DTYPES, numpy_views, safetensors_code
 from mtbranch.spec.findings import Finding, finding
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
 from mtbranch.spec.tensor_layout import expected_branch_tensors
+from mtbranch.spec.heads import HEAD_SPEC_TAGS
 from mtbranch.trunk.source import TrunkSource
 
 CHECKS = ("manifest", "head", "requires", "weights", "trunk", "tokenizer", "policies")
@@ -165,9 +166,7 @@ class Validator:
             m = BranchManifest.model_validate(data)
         except ValidationError as exc:
             for err in exc.errors():
-                loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in
-                                                          ("classification", "regression", "custom",
-                                                           "token_classification")))
+                loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in HEAD_SPEC_TAGS))
                 out.append(finding("M003", f"{'.'.join(map(str, loc)) or '(root)'}: {err['msg']}",
                                    branch=res.name, location=_loc(mpath, loc),
                                    hint="see `mtbranch schema` or docs/manifest.md for the field"))

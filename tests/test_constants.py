@@ -1,0 +1,24 @@
+"""Each table has one home; the modules that need it derive from that home instead of copying it."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from mtbranch.cli.sdk_commands import TASK_CHOICES
+from mtbranch.heads.registry import builtin_head_types
+from mtbranch.sdk import train
+from mtbranch.sdk.metrics import DEFAULT_METRIC, METRICS
+from mtbranch.spec.heads import BUILTIN_HEAD_TYPES, is_bio_tag
+
+
+def test_head_type_names_come_from_the_spec_models() -> None:
+    assert BUILTIN_HEAD_TYPES == ("classification", "regression", "token_classification")
+    assert tuple(h.name for h in builtin_head_types()) == BUILTIN_HEAD_TYPES
+    assert get_args(train.Task) == BUILTIN_HEAD_TYPES == train.TASKS  # the typing alias cannot be derived
+    assert set(DEFAULT_METRIC) == set(METRICS) == set(BUILTIN_HEAD_TYPES)
+    assert [c.replace("-", "_") for c in TASK_CHOICES] == list(BUILTIN_HEAD_TYPES)
+
+
+def test_bio_tag_check() -> None:
+    assert all(map(is_bio_tag, ["O", "B-PER", "I-LOC", "B-MISC-X"]))
+    assert not any(map(is_bio_tag, ["", "B-", "I", "o", "E-PER", "PER"]))
