@@ -131,8 +131,10 @@ def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
 def _config(o: dict[str, Any]) -> Any:
     import torch
 
+    from mtbranch.cli.output import show_warnings
     from mtbranch.sdk.train import TrainConfig
 
+    show_warnings()  # e.g. dev labels training never saw, --max-length capped by the trunk
     if o.get("threads"):
         torch.set_num_threads(o["threads"])
     return TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], head_lr=o["head_lr"],

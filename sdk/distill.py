@@ -231,4 +231,4 @@ def _metrics_of(prep: Prepared, outputs: list[np.ndarray], compute: object) -> d
     else:
         arr = np.stack(outputs)
         lab = np.asarray(prep.dev.labels)
-    return compute(prep.task, arr, lab, prep.labels)  # type: ignore[operator]
+    return compute(prep.task, arr, lab, prep.metric_labels)  # type: ignore[operator]

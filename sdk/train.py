@@ -44,7 +44,7 @@ from mtbranch.spec.heads import BUILTIN_HEAD_TYPES, ClassificationHead, Regressi
 from mtbranch.spec.manifest import BranchManifest, TrunkBinding, WeightsSpec
 from mtbranch.trunk.model import trunk_state_keys
 from mtbranch.trunk.source import TrunkSource, resolve_trunk
-from mtbranch.trunk.tokenizer import contract_for, load_tokenizer
+from mtbranch.trunk.tokenizer import contract_for, effective_max_length, load_tokenizer
 
 log = logging.getLogger("mtbranch.sdk")
 Task = Literal["classification", "regression", "token_classification"]
@@ -103,6 +103,12 @@ class Prepared:
     train_features: dict[int, FeatureStore] = field(default_factory=dict)
     dev_features: dict[int, FeatureStore] = field(default_factory=dict)
     quantize: str = "none"
+    dev_only_labels: list[str] = field(default_factory=list)  # dev labels training never saw: scored as misses
+
+    @property
+    def metric_labels(self) -> list[str] | None:
+        """Label names for scoring: the head's labels, then the dev-only ones (ids past the head's range)."""
+        return None if self.labels is None else [*self.labels, *self.dev_only_labels]
 
 
 @dataclass
@@ -149,7 +155,11 @@ def label_names(task: Task, train: Dataset, given: Sequence[str] | None = None) 
     return names
 
 
-def _check_examples(task: Task, data: Dataset, labels: list[str] | None, what: str) -> None:
+def _check_examples(task: Task, data: Dataset, labels: list[str] | None, what: str) -> list[str]:
+    """Raises on the wrong kind of data; returns the labels (or BIO tags) of ``data`` outside ``labels``,
+    which is an error for training data and a warning for dev data (they are scored as misses)."""
+    import collections
+
     sample = data.examples[0]
     if task == "token_classification":
         if not isinstance(sample, TokenExample):
@@ -157,15 +167,19 @@ def _check_examples(task: Task, data: Dataset, labels: list[str] | None, what: s
     elif not isinstance(sample, TextExample):
         raise MtbranchError(f"{what} data holds token/tag sentences, but {task} needs a table of texts")
     if labels is None:
-        return
+        return []
     known = set(labels)
-    for i, e in enumerate(data.examples):
-        tags = e.tags if isinstance(e, TokenExample) else [str(e.label)]
-        bad = [t for t in tags if t not in known]
-        if bad:
-            src = data.sources[0]["path"] if data.sources else what
-            raise MtbranchError(f"{what} example {i + 1} has label {bad[0]!r} that training never saw",
-                                path=src, hint=f"labels: {', '.join(labels)}")
+    unseen: collections.Counter[str] = collections.Counter()
+    for e in data.examples:
+        unseen.update(t for t in (e.tags if isinstance(e, TokenExample) else [str(e.label)]) if t not in known)
+    if unseen and what == "training":
+        src = data.sources[0]["path"] if data.sources else what
+        raise MtbranchError(f"training labels {sorted(unseen)[:5]} are not in the label list", path=src,
+                            hint=f"labels: {', '.join(labels)}")
+    for label, count in sorted(unseen.items()):
+        log.warning("%s label %r (%d occurrence(s)) never appears in training: the head keeps the training "
+                    "labels and these %s items are scored as misses", what, label, count, what)
+    return sorted(unseen)
 
 
 def subsample(data: Dataset, n: int | None, seed: int) -> Dataset:
@@ -189,23 +203,29 @@ def prepare(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data:
     train_data = subsample(train_data, cfg.max_train_examples, cfg.seed)
     names = label_names(task, train_data, labels)
     _check_examples(task, train_data, names, "training")
-    _check_examples(task, dev_data, names, "dev")
+    dev_only = _check_examples(task, dev_data, names, "dev")
     tok = load_tokenizer(source.path)
     if not getattr(tok, "is_fast", False):
         raise MtbranchError("the trunk's tokenizer has no fast version (needed for word offsets)",
                             path=str(source.path))
+    max_length = effective_max_length(cfg.max_length, tok, source.structure)
+    if max_length < cfg.max_length:
+        log.warning("max_length %d is more than this trunk takes (tokenizer / position embeddings): using %d",
+                    cfg.max_length, max_length)
+        cfg.max_length = max_length
+    dev_ids = {n: len(names) + i for i, n in enumerate(dev_only)} if names is not None else {}
     pair = task != "token_classification" and any(e.pair is not None for e in train_data.examples)
     if task == "token_classification":
         assert names is not None
         l2i = {n: i for i, n in enumerate(names)}
         enc_train = encode_tokens(tok, train_data.examples, cfg.max_length, l2i)
-        enc_dev = encode_tokens(tok, dev_data.examples, cfg.max_length, l2i)
+        enc_dev = encode_tokens(tok, dev_data.examples, cfg.max_length, l2i | dev_ids)
     else:
         l2i2 = None if names is None else {n: i for i, n in enumerate(names)}
         enc_train = encode_texts(tok, train_data.examples, cfg.max_length, l2i2)
-        enc_dev = encode_texts(tok, dev_data.examples, cfg.max_length, l2i2)
+        enc_dev = encode_texts(tok, dev_data.examples, cfg.max_length, None if l2i2 is None else l2i2 | dev_ids)
     prep = Prepared(source, tok, task, names, enc_train, enc_dev, train_data, dev_data,
-                    "pair" if pair else "single", cfg.max_length, quantize=cfg.quantize)
+                    "pair" if pair else "single", cfg.max_length, quantize=cfg.quantize, dev_only_labels=dev_only)
     cache = FeatureCache(cfg.cache_dir)
     pad = int(tok.pad_token_id or 0)
     with _main_process_first():
@@ -324,6 +344,8 @@ class TrainingModel(nn.Module):
 def task_loss(task: str, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if task == "regression":
         return nn.functional.mse_loss(out.view(-1), labels.view(-1).float())
+    # ids past the head's labels are dev labels training never saw: no loss, scored as misses by the metrics
+    labels = labels.masked_fill(labels >= out.shape[-1], IGNORE_INDEX)
     return nn.functional.cross_entropy(out.view(-1, out.shape[-1]), labels.view(-1), ignore_index=IGNORE_INDEX)
 
 
@@ -481,7 +503,7 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
     dev_ds = FeatureDataset(prep.dev_features[depth], prep.dev.labels)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {}
-    names = prep.labels
+    names = prep.metric_labels
 
     def metrics_fn(p: Any) -> dict[str, float]:
         preds = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions

@@ -23,17 +23,19 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def make_bert_dir(path: Path, *, layers: int = 4, hidden: int = 32, heads: int = 4, seed: int = 0,
-                  model_type: str = "bert", with_pooler: bool = True) -> Path:
+                  model_type: str = "bert", with_pooler: bool = True, max_positions: int = 160,
+                  tok_max_length: int | None = 128) -> Path:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast, RobertaConfig, RobertaModel
 
     path.mkdir(parents=True, exist_ok=True)
     vocab = path / "vocab.txt"
     vocab.write_text("\n".join(SPECIALS + list(dict.fromkeys(WORDS))) + "\n")
-    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=128)
+    tok = (BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=tok_max_length)
+           if tok_max_length else BertTokenizerFast(vocab=str(vocab), do_lower_case=True))
     torch.manual_seed(seed)
     common = dict(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=hidden * 2, max_position_embeddings=160, type_vocab_size=2)
+                  intermediate_size=hidden * 2, max_position_embeddings=max_positions, type_vocab_size=2)
     if model_type == "roberta":
         cfg = RobertaConfig(**common, pad_token_id=0)
         model = RobertaModel(cfg, add_pooling_layer=with_pooler)

@@ -152,3 +152,114 @@ def test_ray_without_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "mtbranch.serve.ray_app", raising=False)
     with pytest.raises(MissingExtra, match=r"\[ray\]"):
         importlib.import_module("mtbranch.serve.ray_app")
+
+
+# -- 3. effective max length --------------------------------------------------------------------------
+LONG = " ".join(["the good movie was very fun and john visited paris"] * 40)  # ~400 tokens
+
+
+@pytest.mark.parametrize(("model_type", "positions", "tok_max", "limit"),
+                         [("bert", 128, 512, 128), ("roberta", 130, None, 129)])
+def test_long_text_fits_the_trunk_positions(model_type: str, positions: int, tok_max: int | None, limit: int,
+                                            tmp_path: Path) -> None:
+    """A tokenizer that says 512 (or nothing) on a trunk whose positions stop earlier: truncated, not a crash."""
+    import mtbranch
+    from mtbranch.composition.artifact import compose, save_composed
+    from mtbranch.trunk.source import load_trunk_source
+
+    trunk = make_bert_dir(tmp_path / "trunk", model_type=model_type, max_positions=positions,
+                          tok_max_length=tok_max)
+    b = make_branch(trunk, tmp_path / "b", name="sentiment", depth=2, layers=1, max_length=512)
+    e = make_branch(trunk, tmp_path / "e", name="entities", depth=3, layers=1, head="token_classification",
+                    max_length=512)
+    save_composed(compose(load_trunk_source(trunk), [(b, "directory"), (e, "directory")]), tmp_path / "c")
+    model = mtbranch.load(tmp_path / "c")
+    assert model.max_length(model.branches) == limit  # predict, serve and ONNX export all tokenize with this
+    code, out = run_cli("predict", tmp_path / "c", "--json", LONG, "a short one")
+    assert code == 0, out
+    assert "truncated" in out and f"max_length={limit}" in out
+    results = json.loads(out[out.index("["):])
+    assert len(results) == 2 and results[0]["sentiment"]["label"] in ("negative", "positive")
+
+
+def test_train_max_length_capped_by_trunk(tmp_path: Path) -> None:
+    from mtbranch.sdk.data import Dataset, TextExample
+    from mtbranch.sdk.train import TrainConfig, prepare
+
+    trunk = make_bert_dir(tmp_path / "trunk", max_positions=128, tok_max_length=512)
+    data = Dataset([TextExample(LONG, label="pos"), TextExample("bad film", label="neg")])
+    prep = prepare(trunk, "classification", data, data, TrainConfig(max_length=512, progress=False), [2])
+    assert prep.max_length == 128 and max(len(ids) for ids in prep.train.input_ids) == 128
+
+
+def test_tokenizer_without_a_limit() -> None:
+    from types import SimpleNamespace
+
+    from mtbranch.trunk.tokenizer import effective_max_length, position_limit, tokenizer_limit
+
+    assert tokenizer_limit(SimpleNamespace(model_max_length=int(1e30))) is None
+    roberta = {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}
+    assert position_limit(roberta) == 512
+    assert effective_max_length(None, SimpleNamespace(model_max_length=int(1e30)), roberta) == 512
+    assert effective_max_length(64, SimpleNamespace(model_max_length=512), roberta) == 64
+
+
+# -- 4. labels seen only in dev -----------------------------------------------------------------------
+def test_dev_only_label_is_a_warning_and_a_miss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+    from sdk_fixtures import make_sdk_trunk, sentiment_data
+
+    from mtbranch.sdk.data import Dataset, TextExample
+    from mtbranch.sdk.train import BranchInfo, TrainConfig, train
+
+    trunk = make_sdk_trunk(tmp_path / "trunk")
+    tr, dev = sentiment_data(tmp_path, 60, 20)
+    extra = [TextExample("the plot was not fun", label="2"), TextExample("a boring plot", label="2"),
+             TextExample("john hate it", label="3")]
+    dev = Dataset(dev.examples + extra, dev.sources)
+    cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_length=32, progress=False)
+    with caplog.at_level("WARNING", logger="mtbranch"):
+        res = train(trunk, "classification", tr, dev, layers=1, cfg=cfg, info=BranchInfo("s"), out_dir=tmp_path / "b")
+    text = caplog.text
+    assert "'2' (2 occurrence(s))" in text and "'3' (1 occurrence(s))" in text
+    assert res.manifest is not None and res.manifest.head.labels == ["0", "1"]
+    pred = res.dev_outputs.argmax(-1)
+    gold = [int(e.label) for e in dev.examples]  # labels "0"/"1" have ids 0/1; "2"/"3" can never be predicted
+    assert res.metrics["accuracy"] == pytest.approx(float(np.mean(pred == np.asarray(gold))))
+    assert res.metrics["accuracy"] <= 20 / 23
+
+
+def test_dev_only_bio_tag_scored_as_missed_entity(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from sdk_fixtures import conll_data, make_sdk_trunk
+
+    from mtbranch.sdk.data import Dataset, TokenExample
+    from mtbranch.sdk.train import BranchInfo, TrainConfig, train
+
+    trunk = make_sdk_trunk(tmp_path / "trunk")
+    tr, dev = conll_data(tmp_path, 40, 10)
+    dev = Dataset([*dev.examples, TokenExample(["google", "works", "in", "paris"], ["B-ORG", "O", "O", "B-LOC"])],
+                  dev.sources)
+    cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=16, max_length=32, progress=False)
+    with caplog.at_level("WARNING", logger="mtbranch"):
+        res = train(trunk, "token_classification", tr, dev, layers=1, cfg=cfg, info=BranchInfo("e"))
+    assert "'B-ORG' (1 occurrence(s))" in caplog.text
+    names = res.module.manifest.head.labels
+    assert "B-ORG" not in names
+    # perfect outputs on every tag the head knows: the ORG entity is the one miss, exactly
+    import numpy as np
+
+    from mtbranch.sdk.metrics import IGNORE_INDEX, compute_metrics
+    from mtbranch.sdk.train import prepare
+
+    prep = prepare(trunk, "token_classification", tr, dev, cfg, [3])
+    assert prep.metric_labels == [*names, "B-ORG"]
+    width = max(len(x) for x in prep.dev.labels)
+    gold = np.full((len(prep.dev.labels), width), IGNORE_INDEX)
+    for i, row in enumerate(prep.dev.labels):
+        gold[i, : len(row)] = row
+    logits = np.zeros((*gold.shape, len(names)))
+    for idx in np.ndindex(gold.shape):
+        logits[idx][gold[idx] if 0 <= gold[idx] < len(names) else 0] = 1.0
+    m = compute_metrics("token_classification", logits, gold, prep.metric_labels)
+    n_gold = sum(t.startswith("B-") for e in dev.examples for t in e.tags)
+    assert m["entity_precision"] == 1.0 and m["entity_recall"] == pytest.approx((n_gold - 1) / n_gold)

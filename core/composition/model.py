@@ -124,8 +124,12 @@ class ComposedModel(nn.Module):
 
     # -- texts in, results out ----------------------------------------------------------------------
     def max_length(self, branches: Sequence[BranchModule]) -> int:
-        # the smallest contract wins so no branch sees longer inputs than it was trained on (finding K004)
-        return min(b.manifest.tokenizer.max_length for b in branches)
+        """The smallest contract wins so no branch sees longer inputs than it was trained on (finding K004),
+        capped by the tokenizer's model_max_length and the trunk's position embeddings."""
+        from mtbranch.trunk.tokenizer import effective_max_length
+
+        declared = min(b.manifest.tokenizer.max_length for b in branches)
+        return effective_max_length(declared, self.tokenizer, self.trunk.config)
 
     def tokenize(self, texts: list[str], pairs: list[str] | None, max_length: int, offsets: bool) -> Any:
         with self._tok_lock:

@@ -53,8 +53,39 @@ def tokenizer_fingerprints(tokenizer: Any) -> dict[str, Any]:
     }
 
 
+# transformers sets model_max_length to int(1e30) when the tokenizer files name no limit: no limit at all
+_NO_LIMIT = 10**9
+
+
+def tokenizer_limit(tokenizer: Any) -> int | None:
+    """The tokenizer's own ``model_max_length``, or None when it sets none (transformers' huge sentinel)."""
+    value = getattr(tokenizer, "model_max_length", None)
+    return int(value) if isinstance(value, int) and 0 < value < _NO_LIMIT else None
+
+
+def position_limit(config: Any) -> int | None:
+    """How many tokens the trunk's position embeddings can take. RoBERTa numbers positions from
+    ``pad_token_id + 1``, so 514 position embeddings hold 512 tokens; BERT uses them from 0.
+    ``config`` is a transformers config, a :class:`TrunkStructure` or a dict."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    n = get("max_position_embeddings")
+    if not isinstance(n, int):
+        return None
+    if get("model_type") == "roberta" and get("position_embedding_type", "absolute") == "absolute":
+        pad = get("pad_token_id")
+        n -= (pad if isinstance(pad, int) else 1) + 1
+    return n
+
+
+def effective_max_length(declared: int | None, tokenizer: Any, config: Any) -> int:
+    """The smallest of the declared max_length (a branch's, or --max-length), the tokenizer's
+    model_max_length (when set) and what the trunk's position embeddings allow; 512 when none is known."""
+    limits = [x for x in (declared, tokenizer_limit(tokenizer), position_limit(config)) if x]
+    return min(limits) if limits else 512
+
+
 def contract_for(tokenizer: Any, *, max_length: int | None = None,
                  input_signature: Literal["single", "pair"] = "single") -> TokenizerContract:
     fp = tokenizer_fingerprints(tokenizer)
-    limit = max_length or min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+    limit = max_length or min(tokenizer_limit(tokenizer) or 512, 512)
     return TokenizerContract(**fp, max_length=limit, input_signature=input_signature)
