@@ -27,10 +27,17 @@ class MtbranchGroup(click.Group):
         except MtbranchError as exc:
             from rich.markup import escape  # a message may hold [brackets], e.g. pip install 'mtbranch[train]'
 
-            err_console.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(exc.render())}", markup=True, highlight=False,
+                              soft_wrap=True)  # no line breaks inserted into paths
             sys.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
+        except OSError as exc:  # disk full, read-only directory, permission denied: the user's to fix, exit 1
+            from mtbranch.errors import os_error
+
+            err = os_error(exc, "file operation failed")
+            err_console.print(f"[bold red]error:[/] {err.render()}", markup=True, highlight=False)
+            sys.exit(err.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")
             sys.exit(130)
@@ -62,11 +69,12 @@ def cli() -> None:
 def _register() -> None:
     from mtbranch.cli import commands
     from mtbranch.cli.bench import bench
+    from mtbranch.cli.build import build
     from mtbranch.cli.new_plugin import new_plugin
     from mtbranch.cli.sdk_commands import distill_cmd, sweep_cmd, train_cmd
     from mtbranch.cli.serve import export_onnx, serve
 
-    for cmd in [*commands.ALL, new_plugin, train_cmd, sweep_cmd, distill_cmd, serve, export_onnx, bench]:
+    for cmd in [*commands.ALL, new_plugin, train_cmd, sweep_cmd, distill_cmd, build, serve, export_onnx, bench]:
         cli.add_command(cmd)
 
 

@@ -73,6 +73,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     progress: bool = True
     max_train_examples: int | None = None  # subsample (seeded) for time-bound runs
+    patience: int | None = None  # stop after this many evaluations without a better dev metric
 
     def effective_head_lr(self) -> float:
         return self.head_lr if self.head_lr is not None else 10 * self.lr
@@ -290,6 +291,8 @@ def trunk_init_state(source: TrunkSource, depth: int, layers: int) -> dict[str, 
                 _, k, rest = key.split(".", 2)
                 if int(k) >= depth:
                     state[f"layers.{int(k) - depth}.{rest}"] = f.get_tensor(name).float()
+            elif key.startswith(("context.", "final.")):  # the family's shared context / final module
+                state[key] = f.get_tensor(name).float()
         for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
             for part in ("weight", "bias"):
                 if name.endswith(f"pooler.dense.{part}"):
@@ -429,7 +432,8 @@ def _trainer_class() -> type:
     return FeatureTrainer
 
 
-def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, Any]) -> Any:
+def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, Any],
+                 patience: int | None = None) -> Any:
     from transformers import TrainerCallback
 
     class KeepBest(TrainerCallback):  # type: ignore[misc]
@@ -447,7 +451,12 @@ def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, A
                 inner = getattr(model, "module", model)
                 best["value"] = value
                 best["epoch"] = row["epoch"]
+                best["evals_since"] = 0
                 best["state"] = {k: v.detach().clone() for k, v in inner.branch.state_dict().items()}
+            else:
+                best["evals_since"] = best.get("evals_since", 0) + 1
+                if patience is not None and best["evals_since"] >= patience:  # early stopping
+                    control.should_training_stop = True
 
     return KeepBest()
 
@@ -459,6 +468,8 @@ def _better(metric: str, new: float, old: float) -> bool:
 def _param_groups(branch: BranchModule, cfg: TrainConfig) -> list[dict[str, Any]]:
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in branch.named_parameters():
+        if not p.requires_grad:  # a family's frozen context copy (DeBERTa's relative embeddings)
+            continue
         is_layer = name.startswith("layers.")
         no_decay = name.endswith("bias") or "LayerNorm" in name or name.endswith("query")
         groups.setdefault((is_layer, no_decay), []).append(p)
@@ -515,7 +526,8 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
         optimizer = torch.optim.AdamW(_param_groups(branch, cfg))
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
                                    data_collator=collate, compute_metrics=metrics_fn,
-                                   callbacks=[_best_keeper(metric, history, best)], optimizers=(optimizer, None))
+                                   callbacks=[_best_keeper(metric, history, best, cfg.patience)],
+                                   optimizers=(optimizer, None))
         trainer.train()
         if "state" in best:
             branch.load_state_dict(best["state"])

@@ -1,0 +1,77 @@
+"""``mtbranch build RECIPE``: data + task + budget in, a validated branch and a plugin package out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mtbranch.cli.output import console, esc
+
+
+@click.command("build")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--restart", is_flag=True, help="Run every stage again, discarding the finished ones.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build state (every stage's record) as JSON.")
+@click.pass_context
+def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, no_progress: bool,
+          as_json: bool) -> None:
+    """Run the paper's pipeline from a TOML RECIPE: depth sweep -> (teacher) -> (distill) -> export -> plugin.
+
+    Stages are resumable: run the same command again after an interruption and the finished stages are
+    skipped. The recipe and every stage's metric are recorded in the branch manifest's provenance
+    (training.build). See docs/build.md for the recipe fields.
+
+    \b
+    Example:
+      mtbranch build examples/recipes/intent.toml
+    """
+    from mtbranch.errors import require_extra
+
+    require_extra("train", "mtbranch build")
+    import torch
+
+    from mtbranch.cli.new_plugin import new_plugin
+    from mtbranch.sdk.build import read_recipe, run_build
+
+    if threads:
+        torch.set_num_threads(threads)
+    parsed, base, _ = read_recipe(recipe)  # checked before any expensive work
+    say = (lambda _msg: None) if as_json else (lambda msg: console.print(esc(msg)))
+    state = run_build(recipe, restart=restart, progress=not no_progress and not as_json, on_event=say)
+    out = base / parsed.out
+    if parsed.plugin.enabled:
+        pkg = out / "plugin"
+        name = parsed.plugin.name or f"mtbranch-{parsed.branch.name}"
+        if pkg.exists() and (pkg / "pyproject.toml").is_file() and not restart \
+                and state["stages"].get("plugin", {}).get("export_sha") == _weights_sha(out / "branch"):
+            say(f"[plugin] done in an earlier run: {pkg}")
+        else:
+            say(f"[plugin] packaging {out / 'branch'} as {name}")
+            ctx.invoke(new_plugin, name=name, branch_dir=out / "branch", out=pkg, version=parsed.branch.version,
+                       module=None, entry_point=None, description=parsed.branch.description or None,
+                       requires=tuple(parsed.plugin.requires), force=True)
+            _record_plugin(out, pkg)
+            state["stages"]["plugin"] = {"package": str(pkg), "export_sha": _weights_sha(out / "branch")}
+    if as_json:
+        print(json.dumps(state, indent=2, sort_keys=True))
+
+
+def _weights_sha(branch_dir: Path) -> str | None:
+    try:
+        return str(json.loads((branch_dir / "manifest.json").read_text())["weights"]["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _record_plugin(out: Path, pkg: Path) -> None:
+    from mtbranch.io.atomic import write_text_atomic
+    from mtbranch.sdk.build import STATE_NAME
+
+    path = out / STATE_NAME
+    data = json.loads(path.read_text())
+    data["stages"]["plugin"] = {"package": str(pkg), "export_sha": _weights_sha(out / "branch")}
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

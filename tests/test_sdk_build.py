@@ -1,0 +1,134 @@
+"""``mtbranch build RECIPE``: the pipeline end to end on a tiny recipe, resumed, and refused on bad recipes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import sdk_fixtures
+from click.testing import CliRunner
+from sdk_fixtures import write_sentiment
+
+from mtbranch.cli.main import cli
+
+sdk_trunk_dir = sdk_fixtures.sdk_trunk_dir  # the shared tiny trunk (fixture)
+
+RECIPE = """
+out = "build-out"
+
+[branch]
+name = "tiny-sentiment"
+version = "0.2.0"
+owner = "team-tiny"
+
+[task]
+type = "classification"
+trunk = "{trunk}"
+
+[data]
+train = "data/train.tsv"
+dev = "data/dev.tsv"
+
+[train]
+epochs = 3
+patience = 2
+batch_size = 16
+lr = 1e-3
+max_length = 32
+
+[sweep]
+min_layers = 1
+max_layers = 2
+rule = "best"
+
+[teacher]
+enabled = true
+epochs = 2
+
+[distill]
+enabled = true
+retention = 0.5
+min_layers = 0
+"""
+
+
+def _recipe(tmp_path: Path, trunk: Path, text: str = RECIPE) -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    write_sentiment(tmp_path / "data" / "train.tsv", 160, seed=1)
+    write_sentiment(tmp_path / "data" / "dev.tsv", 48, seed=2)
+    path = tmp_path / "recipe.toml"
+    path.write_text(text.format(trunk=trunk))
+    return path
+
+
+def _run(*args: str) -> object:
+    return CliRunner().invoke(cli, ["build", *args, "--no-progress", "--threads", "1"], catch_exceptions=False)
+
+
+@pytest.mark.slow
+def test_build_runs_every_stage_then_resumes(sdk_trunk_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = _recipe(tmp_path, sdk_trunk_dir)
+    res = _run(str(recipe))
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "build-out"
+    state = json.loads((out / "build-state.json").read_text())
+    stages = state["stages"]
+    assert {"sweep", "teacher", "distill", "export", "plugin"} <= set(stages)
+    assert [r["layers"] for r in stages["sweep"]["rows"]] == [1, 2]
+    assert stages["teacher"]["depth"] == 0 and stages["teacher"]["layers"] == 4
+    # the distilled student (retention 0.5 of the teacher is easy) is fewer layers than the swept branch
+    assert stages["distill"]["branch"] is not None
+    assert stages["distill"]["layers"] < stages["sweep"]["layers"]
+    assert stages["distill"]["value"] >= 0.5 * stages["teacher"]["value"]
+    manifest = json.loads((out / "branch" / "manifest.json").read_text())
+    assert manifest["name"] == "tiny-sentiment" and manifest["version"] == "0.2.0"
+    assert manifest["num_layers"] == stages["distill"]["layers"]
+    build = manifest["training"]["build"]
+    assert build["recipe_sha256"] == hashlib.sha256(recipe.read_bytes()).hexdigest()
+    assert build["recipe"]["sweep"]["rule"] == "best"
+    assert build["stages"]["teacher"]["value"] == pytest.approx(stages["teacher"]["value"])
+    assert build["retention"] == pytest.approx(stages["distill"]["value"] / stages["teacher"]["value"])
+    assert (out / "sweep.json").is_file() and (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "plugin" / "pyproject.toml").is_file()
+    assert (out / "plugin" / "src" / "mtbranch_tiny_sentiment" / "branch" / "manifest.json").is_file()
+
+    # a second run redoes nothing: every training entry point now fails if called
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("a finished stage ran again")
+
+    for target in ("mtbranch.sdk.sweep.sweep", "mtbranch.sdk.train.train", "mtbranch.sdk.distill.distill"):
+        monkeypatch.setattr(target, boom)
+    again = _run(str(recipe))
+    assert again.exit_code == 0, again.output
+    assert again.output.count("done in an earlier run") == 5  # sweep, teacher, distill, export, plugin
+
+
+def test_changed_recipe_is_refused_without_restart(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, tmp_path / "no-trunk")
+    out = tmp_path / "build-out"
+    out.mkdir()
+    (out / "build-state.json").write_text(json.dumps({"recipe_sha256": "0" * 64, "stages": {}}))
+    res = _run(str(recipe))
+    assert res.exit_code == 1
+    assert "recipe changed" in res.output and "--restart" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (("[sweep]", "[sweep]\nlayers = 3"), "sweep.layers"),
+    (('type = "classification"', 'type = "ranking"'), "task.type"),
+    (("epochs = 3", "epochs = -1"), "train.epochs"),
+])
+def test_bad_recipe_names_the_field(tmp_path: Path, edit: tuple[str, str], field: str) -> None:
+    recipe = _recipe(tmp_path, tmp_path, RECIPE.replace(*edit))
+    res = _run(str(recipe))
+    assert res.exit_code == 1 and field in res.output and "recipe.toml" in res.output, res.output
+
+
+def test_recipe_that_is_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "recipe.toml"
+    path.write_text("out = [unclosed\n")
+    res = _run(str(path))
+    assert res.exit_code == 1 and "not a valid TOML recipe" in res.output and "Traceback" not in res.output
