@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
+from mtbranch.bench.scenarios import SCENARIOS
 from mtbranch.cli.output import console, err_console, print_json
 from mtbranch.spec.dtypes import COMPUTE_DTYPES
 
-SCENARIO_NAMES = ("paper-mixed", "xiaoai-21", "real")
+SCENARIO_NAMES = tuple(SCENARIOS)  # scenarios.py is plain data: --help imports no torch
 
 
 @click.command()
@@ -51,7 +52,8 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
 
     if plot_path is not None:
         require_extra("bench", "mtbranch bench --plot")
-    from mtbranch.bench.run import plot, run_bench
+    from mtbranch.bench.plot import plot
+    from mtbranch.bench.run import run_bench
 
     say = (lambda msg: err_console.print(f"[dim]{msg}[/]", markup=True)) if output_format == "text" else None
     result = run_bench(scenario, batch_size=batch_size, seq_len=seq_len, rounds=rounds, warmup=warmup,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mtbranch.bench.run import SCENARIOS, run_bench
+from mtbranch.bench.run import run_bench
+from mtbranch.bench.scenarios import SCENARIOS, expected_layers
 from mtbranch.cli.main import cli
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 64,
@@ -29,6 +30,9 @@ def paper_mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_paper_mixed_layer_counts_are_the_papers(paper_mixed: dict) -> None:
     rows = paper_mixed["setups"]
     assert (rows["composed"]["layers"], rows["standalone"]["layers"], rows["full"]["layers"]) == (33, 62, 96)
+    # the layers counted on the built models agree with the arithmetic on the plan
+    assert {k: rows[k]["layers"] for k in ("composed", "standalone", "full")} == expected_layers(
+        SCENARIOS["paper-mixed"])
     assert rows["subset"]["layers"] == 3 and rows["one-branch"]["layers"] == 12  # qqp (2,1); cola (4,8)
     ideal = paper_mixed["ratios"]["composed_vs_full"]["ideal"]
     assert ideal == pytest.approx(96 / 33)
@@ -81,14 +85,24 @@ def test_loaded_weights_are_the_files_mapped_pages(paper_mixed: dict, tmp_path_f
 
 
 def test_xiaoai_scenario_is_the_papers_allocation() -> None:
+    # paper, appendix E: 21 tasks on 8 shared layers, 40 layers in all, against 21 x 12 single-task layers
     sc = SCENARIOS["xiaoai-21"]
-    depth = {p.depth for p in sc.branches}
-    assert len(sc.branches) == 21 and depth == {8}
-    assert 8 + sum(p.layers for p in sc.branches) == 40
+    assert len(sc.branches) == 21
+    assert expected_layers(sc) == {"composed": 40, "standalone": 21 * 8 + 32, "full": 21 * 12}
+    deeper = replace(sc, branches=(*sc.branches[:-1], replace(sc.branches[-1], depth=9)))
+    assert expected_layers(deeper)["composed"] == 41  # the trunk runs to the deepest branch
+
+
+def test_load_probe_is_a_module_with_a_usage_line() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mtbranch.bench.load_probe"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage: python -m mtbranch.bench.load_probe" in proc.stderr
 
 
 def test_cli_writes_json_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mtbranch.bench.run as bench_mod
+    import mtbranch.bench.scenarios as bench_mod
 
     three = replace(tiny("xiaoai-21"), branches=tiny("xiaoai-21").branches[:3], subset_task="task02")
     monkeypatch.setitem(bench_mod.SCENARIOS, "xiaoai-21", three)
@@ -98,7 +112,8 @@ def test_cli_writes_json_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                                    "--workdir", str(tmp_path / "w"), "--json", str(out), "--plot", str(png)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
-    assert data["tasks"] == 3 and data["setups"]["composed"]["layers"] == 8 + 2 + 2 + 2
+    assert data["tasks"] == 3
+    assert {k: data["setups"][k]["layers"] for k in ("composed", "standalone", "full")} == expected_layers(three)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "efficiency" in res.output
 

@@ -36,7 +36,7 @@ def test_truncated_trunk_loads_only_needed_layers(tiny_bert_dir) -> None:
     assert not any(k.startswith("layers.2") for k in trunk.state_dict())
 
 
-def test_fingerprint_chain_prefix_free_and_cached(tiny_bert_dir, tmp_path) -> None:
+def test_fingerprint_chain_prefix_free(tiny_bert_dir, tmp_path) -> None:
     from transformers import BertForSequenceClassification
 
     from mtbranch.trunk.fingerprint import compute_chain
