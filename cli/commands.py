@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from mtbranch.cli.output import console, err_console, print_findings, print_json
+from mtbranch.cli.predict_file import file_input_options
 from mtbranch.trunk.choose import choose_trunk
 
 SELECTION_RULE = ("With --branch, exactly those directories are used; installed plugins' branches join only "
@@ -252,7 +253,8 @@ def verify(artifact: Path) -> None:
 # -- predict -----------------------------------------------------------------------------------------
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.argument("texts", nargs=-1, required=True)
+@click.argument("texts", nargs=-1, required=False)
+@file_input_options
 @click.option("--task", "tasks", multiple=True, metavar="NAME", help="Run only these tasks (repeatable).")
 @click.option("--pair", "pairs", multiple=True, metavar="TEXT",
               help="Second text for pair tasks: once for all inputs, or once per input.")
@@ -263,12 +265,14 @@ def verify(artifact: Path) -> None:
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
             as_json: bool, no_verify: bool, quantize: str | None) -> None:
-    """Run a composed model on TEXTS.
+    """Run a composed model on TEXTS, or on every row of --input FILE (JSONL out, streamed).
 
     \b
     Examples:
       mtbranch predict composed/ "I loved this film" "Paris is in France"
       mtbranch predict composed/ --task similarity --pair "A man plays guitar" "A man plays a guitar" --json
+      mtbranch predict composed/ --input reviews.txt --output predictions.jsonl
+      mtbranch predict composed/ --input pairs.tsv --text-col sentence1 --pair-col sentence2 --task similarity
     """
     from mtbranch.cli.output import show_warnings
     from mtbranch.composition.artifact import load

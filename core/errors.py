@@ -51,7 +51,7 @@ class ValidationFailed(MtbranchError):
 # optional extras: what `pip install 'mtbranch[extra]'` brings, by import name (pyproject's optional-dependencies)
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("accelerate", "sklearn", "scipy", "seqeval"),
-    "serve": ("fastapi", "uvicorn"),
+    "serve": ("fastapi", "uvicorn", "prometheus_client"),
     "ray": ("ray", "fastapi"),
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "bench": ("matplotlib",),

@@ -16,7 +16,7 @@ from mtbranch.plugins.manager import PluginManager, set_plugin_manager
 from mtbranch.spec.findings import Finding
 
 from conftest import make_bert_dir
-from helpers import make_branch
+from helpers import make_branch, results_close
 
 
 def run_cli(*args: Any) -> tuple[int, str]:
@@ -263,3 +263,82 @@ def test_dev_only_bio_tag_scored_as_missed_entity(tmp_path: Path, caplog: pytest
     m = compute_metrics("token_classification", logits, gold, prep.metric_labels)
     n_gold = sum(t.startswith("B-") for e in dev.examples for t in e.tags)
     assert m["entity_precision"] == 1.0 and m["entity_recall"] == pytest.approx((n_gold - 1) / n_gold)
+
+
+# -- 5. batch prediction over files -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import make_serving_artifact
+
+    return make_serving_artifact(tiny_bert_dir, tmp_path_factory.mktemp("served"))
+
+
+def _jsonl(text: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+
+
+def test_predict_input_lines_in_order(served: Path, tmp_path: Path) -> None:
+    import mtbranch
+
+    texts = [f"john visited paris {'very ' * (i % 7)}good" for i in range(23)]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts[:10]) + "\n\n" + "\n".join(texts[10:]) + "\n")  # a blank line is skipped
+    out = tmp_path / "preds.jsonl"
+    code, log = run_cli("predict", served, "--input", src, "--output", out, "--chunk-size", "4", "--batch-size", "3")
+    assert code == 0, log
+    rows = _jsonl(out.read_text())
+    assert [r["text"] for r in rows] == texts
+    assert [r["line"] for r in rows] == [*range(1, 11), *range(12, 25)]
+    expected = mtbranch.load(served).predict(texts, tasks=["entities", "sentiment"])
+    assert results_close([r["results"] for r in rows], expected)  # pair task skipped: no pair column
+    assert "predicted 23 row(s)" in log
+
+
+def test_predict_input_stdin_and_table_columns(served: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["predict", str(served), "--input", "-", "--no-progress", "--task", "sentiment"],
+                           input="good film\nbad plot\n")
+    assert r.exit_code == 0, r.output
+    assert [x["text"] for x in _jsonl(r.output)] == ["good film", "bad plot"]
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text('id\ts1\ts2\n1\ta good film\tthe good movie\n2\t"a bad\tplot"\tit was bad\n')
+    code, out = run_cli("predict", served, "--input", tsv, "--text-col", "s1", "--pair-col", "s2", "--task",
+                        "similarity", "--no-progress")
+    assert code == 0, out
+    rows = _jsonl(out)
+    assert [(x["line"], x["text"], x["pair"]) for x in rows] == [(2, "a good film", "the good movie"),
+                                                                (3, "a bad\tplot", "it was bad")]
+    assert all("value" in x["results"]["similarity"] or "values" in x["results"]["similarity"] for x in rows)
+
+
+def test_predict_input_bad_row_names_the_line(served: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "good"}\n{"text": "bad"}\n{"text": oops}\n')
+    out = tmp_path / "preds.jsonl"
+    code, log = run_cli("predict", served, "--input", src, "--output", out, "--no-progress")
+    assert code == 1 and "line 3" in log and "invalid JSON" in log, log
+    assert not out.exists() and not list(tmp_path.glob(".preds.jsonl.tmp-*"))  # nothing half-written
+    src.write_text('{"text": "good"}\n{"body": "bad"}\n')
+    code, log = run_cli("predict", served, "--input", src, "--no-progress")
+    assert code == 1 and "line 2" in log and "missing field 'text'" in log
+    code, log = run_cli("predict", served)
+    assert code == 2 and "--input" in log
+
+
+def test_predict_iter_streams_in_order(served: Path) -> None:
+    import mtbranch
+
+    model = mtbranch.load(served)
+    texts = [f"mary works at google {'and john ' * (i % 5)}" for i in range(11)]
+    consumed: list[int] = []
+
+    def gen() -> Iterator[str]:
+        for i, t in enumerate(texts):
+            consumed.append(i)
+            yield t
+
+    it = model.predict_iter(gen(), tasks=["sentiment"], chunk_size=4, batch_size=2)
+    first = next(it)
+    assert len(consumed) == 4  # only the first chunk was read
+    assert results_close([first, *it], model.predict(texts, tasks=["sentiment"]))
+    pairs = list(model.predict_iter([("a", "b"), ("c", "d")], tasks=["similarity"]))
+    assert results_close(pairs, model.predict(["a", "c"], text_pairs=["b", "d"], tasks=["similarity"]))

@@ -188,20 +188,24 @@ class ComposedModel(nn.Module):
 
     def _postprocess(self, b: BranchModule, out: torch.Tensor, enc: Any, batch: list[str], idx: list[int],
                      results: list[dict[str, Any]], raw: bool) -> None:
-        spec = b.manifest.head
         rows = out.float().tolist()
         for j, i in enumerate(idx):
-            if b.sequence_level:
-                res = b.head_type.postprocess(spec, rows[j], None)
-            else:
-                e = enc.encodings[j]
-                n = int(enc["attention_mask"][j].sum())
-                word_ids = [w if s == 0 else None for w, s in zip(e.word_ids, e.sequence_ids, strict=True)]
-                ctx = TokenContext(batch[j], [tuple(o) for o in e.offsets], word_ids)
-                res = b.head_type.postprocess(spec, rows[j][:n], ctx)
-            if raw:
-                res["raw"] = rows[j] if b.sequence_level else rows[j][: int(enc["attention_mask"][j].sum())]
-            results[i][b.name] = res
+            n = int(enc["attention_mask"][j].sum())
+            results[i][b.name] = row_result(b, rows[j], enc.encodings[j], n, batch[j], raw)
+
+
+def row_result(b: BranchModule, row: Any, encoding: Any, n: int, text: str, raw: bool) -> dict[str, Any]:
+    """One input's result from branch ``b``'s output row (``n`` real tokens; ``encoding``: the tokenizer's)."""
+    spec = b.manifest.head
+    if b.sequence_level:
+        res = b.head_type.postprocess(spec, row, None)
+    else:
+        word_ids = [w if s == 0 else None for w, s in zip(encoding.word_ids, encoding.sequence_ids, strict=True)]
+        ctx = TokenContext(text, [tuple(o) for o in encoding.offsets], word_ids)
+        res = b.head_type.postprocess(spec, row[:n], ctx)
+    if raw:
+        res["raw"] = row if b.sequence_level else row[:n]
+    return res
 
 
 def _as_list(value: Any, what: str) -> list[Any]:
