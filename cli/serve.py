@@ -29,9 +29,26 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
 @click.option("--task", "tasks", multiple=True, metavar="NAME",
               help="Serve only these tasks (repeatable); the trunk is loaded only as deep as they need.")
 @click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1),
-              help="Most texts merged into one model call.")
+              help="Most sequences per trunk pass (a text run by single-text and pair tasks counts twice); "
+                   "the same meaning on Ray.")
+@click.option("--max-batch-tokens", default=None, type=click.IntRange(1),
+              help="Most padded tokens per trunk pass (sequences x the longest), like TEI's. Default: no limit.")
 @click.option("--max-batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0),
               help="How long the first request of a batch waits for others.")
+@click.option("--max-queue", default=128, show_default=True, type=click.IntRange(1),
+              help="Most /predict requests admitted at once; the next gets 503 JSON with Retry-After.")
+@click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds a request may wait for its answer before it gets 503 (and is dropped from the queue).")
+@click.option("--read-timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds for a request's head and body to arrive (slow clients are cut off / get 408).")
+@click.option("--keep-alive", default=5.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds an idle keep-alive connection stays open.")
+@click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="SIGTERM: seconds to answer requests in flight; the rest then get 503 JSON.")
+@click.option("--drain-delay", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="SIGTERM: seconds readiness reports 503 before the listener closes (load balancer catch-up).")
+@click.option("--admin-token-env", default="MTBRANCH_ADMIN_TOKEN", show_default=True, metavar="VAR",
+              help="Environment variable holding the bearer token for POST /admin/reload (hot swap); unset: off.")
 @click.option("--max-body-bytes", default=1_000_000, show_default=True, type=click.IntRange(1))
 @click.option("--max-texts", default=256, show_default=True, type=click.IntRange(1), help="Texts per request.")
 @click.option("--max-chars", default=10_000, show_default=True, type=click.IntRange(1), help="Characters per text.")
@@ -44,12 +61,15 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batch_size: int,
-          max_batch_wait_ms: float, max_body_bytes: int, max_texts: int, max_chars: int, threads: int | None,
+          max_batch_tokens: int | None, max_batch_wait_ms: float, max_queue: int, request_timeout: float,
+          read_timeout: float, keep_alive: float, grace: float, drain_delay: float, admin_token_env: str,
+          max_body_bytes: int, max_texts: int, max_chars: int, threads: int | None,
           device: str, dtype: str | None, no_verify: bool, quantize: str | None, log_level: str) -> None:
     """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
 
     \b
-    Endpoints: POST /predict, GET /health, GET /ready, GET /tasks, GET /stats, GET /openapi.json
+    Endpoints: POST /predict, GET /health, GET /ready, GET /tasks, GET /stats, GET /metrics,
+    POST /admin/reload (hot swap, bearer token), GET /openapi.json. SIGTERM drains (see docs/serving.md).
     Example:
       mtbranch serve composed/ --port 8000 --max-batch-wait-ms 5
       curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["I loved it"]}'
@@ -58,6 +78,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
 
     require_extra("serve", "mtbranch serve")
     import logging
+    import os
 
     import torch
 
@@ -69,12 +90,19 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
         torch.set_num_threads(threads)
     subset = _check_tasks(artifact, tasks)
     with console.status("loading..."):
-        model = load(artifact, verify=not no_verify, device=device, dtype=dtype, tasks=subset, quantize=quantize)
+        load_kwargs = {"verify": not no_verify, "device": device, "dtype": dtype, "tasks": subset,
+                       "quantize": quantize}
+        model = load(artifact, **load_kwargs)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    settings = ServeSettings(max_batch_size=max_batch_size, max_batch_wait_ms=max_batch_wait_ms,
+    settings = ServeSettings(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
+                             max_batch_wait_ms=max_batch_wait_ms, max_queue=max_queue,
+                             request_timeout_s=request_timeout, read_timeout_s=read_timeout, keep_alive_s=keep_alive,
+                             grace_s=grace, drain_delay_s=drain_delay,
+                             admin_token=os.environ.get(admin_token_env) or None,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port}")
-    run_server(create_app(model, settings=settings), host, port, log_level=log_level)
+    app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True})
+    run_server(app, host, port, log_level=log_level, settings=settings)
 
 
 @click.command("export-onnx")

@@ -94,7 +94,8 @@ def server(model: Any) -> Iterator[tuple[Server, CountingModel]]:
 
 def test_health_ready_tasks_openapi(server: tuple[Server, CountingModel]) -> None:
     s, _ = server
-    assert httpx.get(s.url + "/health").json() == {"status": "ok"}
+    health = httpx.get(s.url + "/health").json()
+    assert health["status"] == "ok" and len(health["version"]) == 64 and health["last_reload"] is None
     ready = httpx.get(s.url + "/ready").json()
     assert ready["status"] == "ready" and set(ready["tasks"]) == {"sentiment", "entities", "similarity"}
     tasks = {t["name"]: t for t in httpx.get(s.url + "/tasks").json()}
@@ -121,7 +122,9 @@ def test_predict_equals_model_predict(server: tuple[Server, CountingModel], mode
                                   if "text_pairs" in body or b.manifest.tokenizer.input_signature == "single"]
     assert set(r.json()["tasks"]) == set(tasks)
     want = model.predict(body["texts"], tasks=tasks, text_pairs=body.get("text_pairs"), raw=body.get("raw", False))
-    assert r.json()["results"] == want  # a request alone in its batch: the very same predict call
+    # a shared trunk pass pads single and pair sequences together: equal up to float rounding
+    assert results_close(r.json()["results"], want), (r.json()["results"], want)
+    assert r.headers["x-mtbranch-version"] == httpx.get(s.url + "/health").json()["version"]
 
 
 def test_concurrent_requests_are_batched(server: tuple[Server, CountingModel], model: Any) -> None:
@@ -137,12 +140,12 @@ def test_concurrent_requests_are_batched(server: tuple[Server, CountingModel], m
 
     responses = asyncio.run(fire())
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
-    calls = counting.calls[before_calls:]
-    assert sum(calls) == len(bodies)
-    assert len(calls) < len(bodies) / 2, calls  # 24 requests, 3 kinds: merged into a few predict calls
+    assert counting.calls[before_calls:] == []  # served by shared trunk passes, not by predict
     after = httpx.get(s.url + "/stats").json()
     assert after["requests"] - before["requests"] == len(bodies)
-    assert after["predict_calls"] - before["predict_calls"] == len(calls)
+    passes = after["predict_calls"] - before["predict_calls"]
+    assert 1 <= passes < len(bodies) / 2, (before, after)  # 24 requests of 3 task sets: a few shared passes
+    assert after["texts"] - before["texts"] == len(bodies)
     for b, r in zip(bodies, responses, strict=True):
         want = model.predict(b["texts"], tasks=b.get("tasks") or ["sentiment", "entities"],
                              text_pairs=b.get("text_pairs"))
@@ -168,6 +171,18 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
     ("too long text", {"json": {"texts": ["a", "b" * 301]}}, 413, "texts[1]"),
     ("too long pair", {"json": {"texts": ["a"], "text_pairs": ["b" * 301]}}, 413, "text_pairs[0]"),
     ("oversized body", {"json": {"texts": ["word " * 50] * 19}}, 413, "limit is 4000"),
+    ("wrong content type", {"content": b'{"texts": ["a"]}', "headers": {"content-type": "text/plain"}}, 415,
+     "not JSON"),
+    ("form body", {"data": {"texts": "a"}}, 415, "application/x-www-form-urlencoded"),
+    ("latin-1 charset", {"content": b"{}", "headers": {"content-type": "application/json; charset=latin-1"}},
+     415, "charset"),
+    ("empty body", {"content": b"", "headers": {"content-type": "application/json"}}, 400, "JSON"),
+    ("deep nesting", {"content": b'{"texts": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+                      "headers": {"content-type": "application/json"}}, 400, "recursion limit"),
+    ("huge integer", {"content": b'{"texts": [' + b"9" * 3000 + b"]}", "headers": {"content-type": "application/json"}},
+     422, "texts[0]"),
+    ("invalid utf-8", {"content": b'{"texts": ["\xff\xfe"]}', "headers": {"content-type": "application/json"}},
+     400, "JSON"),
     ("oversized chunked body", {"content": iter([b'{"texts": ["', b"x" * 5000, b'"]}']),
                                 "headers": {"content-type": "application/json"}}, 413, "limit is 4000"),
 ]
@@ -188,8 +203,18 @@ def test_malformed_requests_get_4xx_and_server_keeps_serving(server: tuple[Serve
 
 def test_wrong_method_and_path(server: tuple[Server, CountingModel]) -> None:
     s, _ = server
-    assert httpx.get(s.url + "/predict").status_code == 405
-    assert httpx.post(s.url + "/nope", json={}).status_code == 404
+    for r, code in ((httpx.get(s.url + "/predict"), 405), (httpx.post(s.url + "/nope", json={}), 404)):
+        assert r.status_code == code and set(r.json()) == {"error", "hint"}, r.text
+
+
+def test_every_error_status_is_in_the_openapi_document(server: tuple[Server, CountingModel]) -> None:
+    s, _ = server
+    spec = httpx.get(s.url + "/openapi.json").json()
+    documented = set(spec["paths"]["/predict"]["post"]["responses"])
+    assert {str(status) for _, _, status, _ in BAD} | {"503"} <= documented
+    for code in documented - {"200"}:
+        assert spec["paths"]["/predict"]["post"]["responses"][code]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody"}
 
 
 def test_readiness_follows_background_load(artifact: Path, tmp_path: Path) -> None:
@@ -268,27 +293,65 @@ def test_cli_help_is_light() -> None:
     assert json.loads(out.strip().splitlines()[-1]) == []
 
 
-def test_run_jobs_groups_by_task_set_and_isolates_a_failing_request() -> None:
-    from mtbranch.serve.batching import Job, Stats, run_jobs
+def test_task_subsets_share_one_trunk_pass_up_to_the_depth_they_need(model: Any) -> None:
+    """sentiment (depth 2), entities (depth 3) and similarity (depth 2, pair) requests in one batch: one pass,
+    trunk layers 1-3 run once each (grouping by task set would run 2 + 3 + 2 = 7 layers), rows leave after depth 2."""
+    from mtbranch.serve.batching import Stats, prepare_job, run_jobs
 
-    class Fake:
-        def __init__(self) -> None:
-            self.calls: list[tuple[list[str], tuple[str, ...]]] = []
+    rows_per_layer: list[int] = []
+    run_layer = model.trunk.run_layer
 
-        def predict(self, texts: list[str], *, tasks: list[str], text_pairs: Any, raw: bool,
-                    batch_size: int) -> list[dict[str, Any]]:
-            self.calls.append((texts, tuple(tasks)))
-            if "boom" in texts:
-                raise ValueError("boom")
-            return [{t: {"text": x} for t in tasks} for x in texts]
+    def counted(k: int, hidden: Any, mask4d: Any) -> Any:
+        rows_per_layer.append(hidden.shape[0])
+        return run_layer(k, hidden, mask4d)
 
-    fake, stats = Fake(), Stats()
-    jobs = [Job(["a", "b"], None, ("s",)), Job(["c"], None, ("e",)), Job(["boom"], None, ("s",)),
-            Job(["d"], None, ("s",))]
-    out = run_jobs(fake, jobs, stats)
-    assert out[0] == [{"s": {"text": "a"}}, {"s": {"text": "b"}}] and out[1] == [{"e": {"text": "c"}}]
-    assert isinstance(out[2], ValueError) and out[3] == [{"s": {"text": "d"}}]
-    # one merged call per task set; the failing merged call is re-run request by request
-    assert sorted(map(tuple, (c[0] for c in fake.calls))) == sorted(
-        [("a", "b", "boom", "d"), ("c",), ("a", "b"), ("boom",), ("d",)])
-    assert stats.predict_calls == 5
+    jobs = [prepare_job(model, TEXTS[:3], None, ["sentiment"], False),
+            prepare_job(model, TEXTS[3:5], None, ["entities"], True),
+            prepare_job(model, TEXTS[:2], PAIRS[:2], ["similarity"], False)]
+    stats = Stats()
+    model.trunk.run_layer = counted
+    try:
+        out = run_jobs(model, jobs, stats)
+    finally:
+        del model.trunk.run_layer
+    assert stats.predict_calls == 1 and stats.layer_calls == 3
+    assert rows_per_layer == [7, 7, 2]  # 3 + 2 + 2 sequences; only the 2 entities rows go on to layer 3
+    for job, res in zip(jobs, out, strict=True):
+        want = model.predict(job.texts, tasks=list(job.tasks), text_pairs=job.pairs, raw=job.raw)
+        assert results_close(res, want), (job.tasks, res, want)
+
+
+def test_token_budget_splits_passes_and_a_failing_request_is_isolated(model: Any) -> None:
+    from mtbranch.serve.batching import Job, Stats, prepare_job, run_jobs, split_passes
+
+    assert split_passes([5, 3, 9, 4], max_batch_size=8, max_batch_tokens=None) == [[1, 3, 0, 2]]
+    assert split_passes([5, 3, 9, 4], max_batch_size=2, max_batch_tokens=None) == [[1, 3], [0, 2]]
+    # rows x longest <= 12: [3, 4] (8), [5] (5 + 9 would be 18), [9]; a row over the budget is a pass alone
+    assert split_passes([5, 3, 9, 4], max_batch_size=8, max_batch_tokens=12) == [[1, 3], [0], [2]]
+    seen: list[tuple[int, int]] = []
+    jobs = [prepare_job(model, [t], None, ["sentiment"], False) for t in TEXTS]
+    stats = Stats()
+    longest = max(len(r.ids) for j in jobs for r in j.sequences)
+    out = run_jobs(model, jobs, stats, max_batch_size=32, max_batch_tokens=2 * longest,
+                   on_pass=lambda n, tok: seen.append((n, tok)))
+    assert all(tok <= 2 * longest for _, tok in seen) and sum(n for n, _ in seen) == len(TEXTS) and len(seen) > 1
+    assert all(not isinstance(o, BaseException) for o in out)
+    bad = Job(["x"], None, ("nope",))  # not tokenized, unknown task: fails alone
+    out = run_jobs(model, [jobs[0], bad, jobs[1]], Stats())
+    assert isinstance(out[1], Exception) and "nope" in str(out[1])
+    assert results_close(out[0], model.predict([TEXTS[0]], tasks=["sentiment"]))
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b'{"texts": [' + b"9" * 5000 + b"]}", 400, "number out of range"),  # past Python's int digit limit
+    (b'{"texts": ["a"], "raw": ' + b"1" * 5000 + b"}", 400, "number out of range"),
+    (b'{"texts": ' + b"[" * 100_000 + b"}", 400, "recursion limit"),
+    (b'{"texts": ["\xc3\x28"]}', 400, "JSON"),  # invalid UTF-8 sequence
+    (b'\xef\xbb\xbf{"texts": ["a"]}', 400, "JSON"),  # a byte-order mark is not JSON
+])
+def test_parse_failures_are_request_errors(body: bytes, status: int, needle: str) -> None:
+    from mtbranch.serve.schema import RequestError, parse_request
+
+    with pytest.raises(RequestError) as info:
+        parse_request(body, Limits(max_body_bytes=1_000_000))
+    assert info.value.status == status and needle in info.value.message, info.value.message

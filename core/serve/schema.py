@@ -57,11 +57,16 @@ class Limits:
 class RequestError(Exception):
     """A request the client must fix: carries the HTTP status and a message naming the field."""
 
-    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+    def __init__(self, status: int, message: str, hint: str | None = None, *,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.hint = hint
+        self.retry_after = retry_after  # seconds, sent as Retry-After (503: busy, draining, timed out)
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"retry-after": str(self.retry_after)}
 
     def body(self) -> dict[str, Any]:
         return ErrorBody(error=self.message, hint=self.hint).model_dump(exclude_none=True)
@@ -81,8 +86,28 @@ def describe_validation_error(exc: ValidationError | Sequence[Any]) -> str:
     return "; ".join(parts) + more
 
 
+JSON_HINT = 'send {"texts": ["..."]} as UTF-8 JSON with Content-Type: application/json'
+
+
+def check_content_type(value: str | None) -> None:
+    """415 unless the body is declared JSON (``application/json``, ``application/*+json``; a missing header is JSON)."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise RequestError(415, f"Content-Type {media or '(empty)'!r} is not JSON", JSON_HINT)
+    charset = [p.split("=", 1)[1].strip().strip('"').lower() for p in value.split(";")[1:]
+               if p.strip().lower().startswith("charset=")]
+    if charset and charset[0] not in ("utf-8", "utf8"):
+        raise RequestError(415, f"charset {charset[0]!r} is not supported", JSON_HINT)
+
+
 def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> PredictRequest:
-    """Bytes/str (JSON) or an already-decoded dict -> a typed request; 400/413/422 as :class:`RequestError`."""
+    """Bytes/str (JSON) or an already-decoded dict -> a typed request; 400/413/422 as :class:`RequestError`.
+
+    Bytes are parsed by pydantic's own JSON parser (no ``json.loads``): invalid UTF-8, nesting deeper than its
+    recursion limit and numbers out of range (huge integers) are a 400 naming the problem and its position.
+    """
     if isinstance(body, bytes | str):
         if len(body) > limits.max_body_bytes:
             raise RequestError(413, f"request body is {len(body)} bytes; the limit is {limits.max_body_bytes}",
@@ -91,8 +116,7 @@ def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> Predict
             return PredictRequest.model_validate_json(body)
         except ValidationError as exc:
             if any(e.get("type") == "json_invalid" for e in exc.errors()):
-                raise RequestError(400, f"body is not valid JSON: {exc.errors()[0].get('msg')}",
-                                   'send {"texts": ["..."]} with Content-Type: application/json') from None
+                raise RequestError(400, f"body is not valid JSON: {exc.errors()[0].get('msg')}", JSON_HINT) from None
             raise RequestError(422, describe_validation_error(exc), REQUEST_HINT) from None
     try:
         return PredictRequest.model_validate(body)
