@@ -172,6 +172,9 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
     branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins,
                                 with_installed=with_installed, only=only, exclude=exclude)
     trunk = choose_trunk(trunk_ref, branches, pm, required=True)
+    from mtbranch.io.guard import check_output
+
+    check_output(out, "composed", inputs=[trunk.path, *(p for p, _ in branches)])  # before any work
     with console.status("composing..."):
         model = do_compose(trunk, branches, plugin_manager=pm)
         lock = save_composed(model, out)

@@ -35,8 +35,11 @@ class MtbranchGroup(click.Group):
         except OSError as exc:  # disk full, read-only directory, permission denied: the user's to fix, exit 1
             from mtbranch.errors import os_error
 
+            from rich.markup import escape
+
             err = os_error(exc, "file operation failed")
-            err_console.print(f"[bold red]error:[/] {err.render()}", markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(err.render())}", markup=True, highlight=False,
+                              soft_wrap=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")

@@ -91,6 +91,18 @@ def _branch_options(f: F) -> F:
     return f
 
 
+def _guard_output(o: dict[str, Any], *more: Path | None) -> None:
+    """``-o`` may replace only an earlier branch artifact or an empty directory, never overlap an input."""
+    if o.get("out") is None:
+        return
+    from mtbranch.io.guard import check_output
+
+    ref = o.get("trunk_ref")
+    trunk = Path(ref) if ref and Path(ref).exists() else None  # an installed trunk lives in site-packages
+    check_output(o["out"], "branch", inputs=[trunk, o.get("train_path"), o.get("dev_path"), o.get("cache_dir"),
+                                             *more])
+
+
 def _load_data(task: str, path: Path, o: dict[str, Any]) -> Any:
     from mtbranch.sdk.data import ConllSpec, TableSpec, load_table_data, load_token_data, parse_column
 
@@ -202,6 +214,7 @@ def train_cmd(**o: Any) -> None:
     from mtbranch.sdk.train import train
     from mtbranch.trunk.source import resolve_trunk
 
+    _guard_output(o)
     task, train_data, dev_data, labels = load_task_data(o)
     cfg = _config(o)
     source = resolve_trunk(o["trunk_ref"])
@@ -253,6 +266,7 @@ def sweep_cmd(**o: Any) -> None:
     from mtbranch.sdk.sweep import format_table, parse_rule, sweep
 
     parse_rule(o["rule"])
+    _guard_output(o)
     task, train_data, dev_data, labels = load_task_data(o)
     cfg = _config(o)
 
@@ -332,6 +346,7 @@ def distill_cmd(**o: Any) -> None:
     from mtbranch.spec.manifest import MANIFEST_NAME, read_manifest
 
     teacher = o["teacher"]
+    _guard_output(o, teacher, o["init_dir"])
     try:
         tm = read_manifest(teacher / MANIFEST_NAME)
     except FileNotFoundError:

@@ -132,7 +132,9 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
     from mtbranch.composition.artifact import load
     from mtbranch.export.onnx import check_onnx, write_triton_repository
     from mtbranch.export.onnx import export_onnx as do_export
+    from mtbranch.io.guard import check_output
 
+    check_output(out, "onnx", inputs=[artifact])  # before loading or exporting anything
     subset = _check_tasks(artifact, tasks)
     with console.status("exporting..."):
         model = load(artifact, tasks=subset)

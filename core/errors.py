@@ -85,3 +85,40 @@ def require_extra(extra: str, what: str | None = None) -> None:
             missing.append(module)
     if missing:
         raise MissingExtra(extra, missing, what)
+
+
+class FileAccessError(MtbranchError, OSError):
+    """The system refused a file operation (permission denied, disk full, read-only file system...).
+
+    Also an :class:`OSError`, so code that tolerates OS errors (a read-only cache) still does.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, path: str | None = None,
+                 errno: int | None = None) -> None:
+        super().__init__(message, hint=hint, path=path)
+        self.errno = errno
+
+
+_OS_HINTS = {
+    "ENOSPC": "the disk is full: free space or write elsewhere; nothing was replaced",
+    "EDQUOT": "the disk quota is used up: free space or write elsewhere; nothing was replaced",
+    "EROFS": "the file system is read-only: choose a writable location",
+    "EACCES": "permission denied: run as a user allowed to access it, or change its owner/mode (chmod/chown)",
+    "EPERM": "operation not permitted: run as a user allowed to access it, or change its owner/mode",
+    "ENOENT": "the file or directory does not exist",
+    "EISDIR": "a directory is where a file was expected",
+    "ENOTDIR": "a file is where a directory was expected",
+}
+
+
+def os_error(exc: OSError, action: str, path: str | None = None) -> MtbranchError:
+    """An :class:`OSError` as a user-facing error: the path, what was being done, the cause and a fix."""
+    import errno as errno_mod
+
+    if isinstance(exc, MtbranchError):
+        return exc
+    name = errno_mod.errorcode.get(exc.errno or -1, "")
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    where = exc.filename if exc.filename is not None else path
+    return FileAccessError(f"{action}: {cause}" + (f" ({name})" if name else ""),
+                           path=None if where is None else str(where), hint=_OS_HINTS.get(name), errno=exc.errno)

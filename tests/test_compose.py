@@ -225,10 +225,10 @@ def test_interrupted_compose_leaves_old_artifact(tiny_bert_dir: Path, branches: 
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from mtbranch.composition.artifact import compose, save_composed
         from mtbranch.trunk.source import load_trunk_source
-        real = shutil.copytree
+        real = shutil.copyfileobj  # compose copies each declared branch file with it
         def slow(*a, **k):
             r = real(*a, **k); print("WRITING", flush=True); time.sleep(60); return r
-        shutil.copytree = slow
+        shutil.copyfileobj = slow
         dirs = [({str(branches['entities'])!r}, "directory"), ({str(branches['topics'])!r}, "directory")]
         save_composed(compose(load_trunk_source({str(tiny_bert_dir)!r}), dirs), {str(out)!r})
     """)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtbranch.errors import MtbranchError
+from mtbranch.io.guard import check_output
 from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
 from mtbranch.spec.manifest import BranchManifest
 from mtbranch.spec.structure import TrunkStructure, read_config
@@ -51,6 +52,7 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
     from mtbranch.trunk.tokenizer import load_tokenizer
 
     src = Path(model_dir)
+    check_output(out, "branch", inputs=[src, trunk.path])  # before reading anything
     cfg = read_config(src)
     weights = src / WEIGHTS_NAME
     if not weights.is_file():

@@ -121,7 +121,7 @@ def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,
         "num_parameters": sum(v.numel() for v in state.values()),
     })
     manifest = manifest.model_copy(update={"weights": weights})
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, kind="branch") as tmp:
         (tmp / weights.path).write_bytes(data)
         (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         for name, blob in (extra_files or {}).items():

@@ -5,7 +5,8 @@ Artifact layout (written atomically)::
     OUT/mtbranch.lock.json          versions, trunk fingerprints, branches, sha256 of every file
     OUT/trunk/                      config.json (num_hidden_layers = D), model.safetensors (layers <= D),
                                     tokenizer files
-    OUT/branches/<name>/            manifest.json + branch.safetensors, as exported by the team
+    OUT/branches/<name>/            manifest.json + its weights file, as exported by the team: only the files
+                                    the manifest declares are copied, never the rest of the directory
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -20,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import mtbranch
-from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed
+from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed, os_error
 from mtbranch.io.atomic import atomic_directory
 from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
+from mtbranch.io.guard import check_output
 from mtbranch.io.safetensors_header import read_header
 from mtbranch.spec.dtypes import torch_dtype
-from mtbranch.spec.manifest import MANIFEST_NAME, NAME_RE
+from mtbranch.spec.manifest import MANIFEST_NAME, NAME_RE, BranchManifest, read_manifest
 from mtbranch.trunk.source import TrunkSource, load_trunk_source
 from mtbranch.validation.validator import Report, Validator
 
@@ -78,23 +81,84 @@ def overhead(depth: int, branch_layers: Sequence[int], full_layers: int) -> dict
             "text": f"{depth} + {task} = {total} of {single}, {100 * total / single:.1f}%" if single else "-"}
 
 
+def _same_place(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(p: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    return Path(os.path.realpath(p)).is_relative_to(os.path.realpath(root))
+
+
+def composed_inputs(model: Any, out: str | os.PathLike[str]) -> list[Path]:
+    """What writing ``model`` to ``out`` reads: the trunk directory and each branch directory.
+
+    Updating an artifact in place reads its own trunk and kept branches before the swap: those are allowed.
+    """
+    paths = [Path(model.trunk_source.path)]
+    paths += [Path(p) for b in model.branches if (p := getattr(b, "artifact_path", None)) is not None]
+    own = getattr(model, "artifact_root", None)
+    if own is not None and _same_place(own, out):
+        paths = [p for p in paths if not _inside(p, own)]
+    return paths
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy one regular file's bytes (never a FIFO, device or directory; dst gets a umask mode like cp)."""
+    fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fsrc:
+        if not stat.S_ISREG(os.fstat(fsrc.fileno()).st_mode):
+            raise MtbranchError("not a regular file", path=str(src),
+                                hint="a branch's manifest and weights must be plain files")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(dst, "wb") as fdst:
+            shutil.copyfileobj(fsrc, fdst, 1 << 20)
+
+
+def copy_branch_files(src: Path, dst: Path, manifest: BranchManifest) -> None:
+    """Copy what the manifest declares (manifest.json and its weights file) from ``src`` to ``dst``.
+
+    The directory is never walked: README files, links and anything else a team keeps next to the artifact
+    stay out. Each declared path must resolve inside ``src``; the copied bytes are checked against the manifest
+    that was validated (a branch edited while composing is refused).
+    """
+    for rel in (MANIFEST_NAME, manifest.weights.path):
+        if not is_inside(src, rel):
+            raise IntegrityError(f"{rel} escapes the branch directory", path=str(src),
+                                 hint="run `mtbranch validate --branch DIR` (W008/F001)")
+        copy_file((src / rel).resolve(), dst / rel)
+    try:
+        copied = read_manifest(dst / MANIFEST_NAME)
+    except ValueError as exc:
+        raise IntegrityError(f"manifest.json changed while composing: {exc}", path=str(src)) from None
+    if copied != manifest or sha256_file(dst / manifest.weights.path) != manifest.weights.sha256:
+        raise IntegrityError("the branch changed while it was being composed", path=str(src),
+                             hint="compose again once the branch directory is no longer being written")
+
+
 def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write the composed artifact atomically; returns the lock."""
+    """Write the composed artifact atomically; returns the lock.
+
+    ``out`` may be missing, empty, or an earlier composed artifact, and must not overlap the trunk or branch
+    directories (:func:`mtbranch.io.guard.check_output`). Each branch contributes only its manifest.json and
+    weights file.
+    """
     from safetensors import safe_open
-    from safetensors.torch import save_file
+    from safetensors.torch import save as st_save
 
     from mtbranch.branch.model import save_branch
     from mtbranch.trunk.model import select_trunk_tensors
 
     source: TrunkSource = model.trunk_source
     depth = model.trunk.num_layers
-    with atomic_directory(out) as tmp:
+    full_layers = int(getattr(model, "trunk_num_layers", None) or source.num_layers)
+    with atomic_directory(out, kind="composed", inputs=composed_inputs(model, out)) as tmp:
         tdir = tmp / "trunk"
         tdir.mkdir()
         # the trunk file keeps the original tensors byte-for-byte (so fingerprints h_0..h_D still match)
         with safe_open(str(source.weights), framework="pt") as f:
             keep = {rel: f.get_tensor(name) for name, rel in select_trunk_tensors(list(f.keys()), depth).items()}
-        save_file(keep, str(tdir / "model.safetensors"), metadata={"format": "pt"})
+        # serialised in memory, written by Python: a full disk is an OSError naming the file
+        (tdir / "model.safetensors").write_bytes(st_save(keep, metadata={"format": "pt"}))
         cfg = dict(source.config)
         cfg["num_hidden_layers"] = depth
         (tdir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
@@ -104,7 +168,7 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
             bdir = tmp / "branches" / b.name
             src = getattr(b, "artifact_path", None)
             if src is not None and Path(src).is_dir():
-                shutil.copytree(src, bdir)
+                copy_branch_files(Path(src), bdir, b.manifest)
             else:
                 save_branch(b, bdir)
             entries.append({"name": b.name, "version": b.manifest.version,
@@ -117,11 +181,12 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
             "lock_version": LOCK_VERSION,
             "mtbranch_version": mtbranch.__version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "trunk": {"reference": source.reference, "num_layers": source.num_layers, "kept_layers": depth,
+            # num_layers: the full trunk's (kept across `update`, whose source is the truncated copy)
+            "trunk": {"reference": source.reference, "num_layers": full_layers, "kept_layers": depth,
                       "model_type": source.structure.model_type,
                       "fingerprints": source.fingerprints[: depth + 1]},
             "branches": entries,
-            "overhead": overhead(depth, [e["num_layers"] for e in entries], source.num_layers),
+            "overhead": overhead(depth, [e["num_layers"] for e in entries], full_layers),
             "files": files,
         }
         (tmp / LOCK_NAME).write_text(json.dumps(lock, indent=2) + "\n")
@@ -136,6 +201,8 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise MtbranchError("not a composed artifact: no mtbranch.lock.json", path=str(path),
                             hint="create one with `mtbranch compose -o DIR`") from None
+    except PermissionError as exc:  # the environment, not the file's content
+        raise os_error(exc, "reading the lock file", str(lp)) from None
     except (OSError, JsonFileError) as exc:
         raise IntegrityError(f"lock file is unusable: {exc}", path=str(lp),
                              hint="the lock file was edited or corrupted; compose again") from None
@@ -159,6 +226,9 @@ def _lock_problem(lock: dict[str, Any]) -> str | None:
     for key, kind in _LOCK_TRUNK_FIELDS.items():
         if not isinstance(trunk.get(key), kind):
             return f"trunk.{key} is not a {kind.__name__}"
+    fps = trunk.get("fingerprints")
+    if not isinstance(fps, list) or not all(isinstance(x, str) for x in fps):
+        return "trunk.fingerprints is not a list of strings"
     if not isinstance(branches, list):
         return "'branches' is not a list"
     for i, e in enumerate(branches):
@@ -170,17 +240,26 @@ def _lock_problem(lock: dict[str, Any]) -> str | None:
         for key, kind in _LOCK_BRANCH_FIELDS.items():
             if not isinstance(e.get(key), kind):
                 return f"branches[{i}].{key} is not a {kind.__name__}"
+        if not isinstance(e.get("sha256"), str):
+            return f"branches[{i}].sha256 is not a str"
     if not isinstance(lock.get("overhead"), dict) or not isinstance(lock["overhead"].get("text"), str):
         return "'overhead' is not an object with a 'text'"
     return None
 
 
 def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = None) -> list[str]:
-    """Problems found re-checking every file against the lock (empty = intact)."""
+    """Problems found re-checking every file against the lock, and the lock against itself (empty = intact).
+
+    The lock is checked, not trusted: every branch entry must agree with that branch's own manifest (name,
+    version, head type, attach depth, layers, sha256, trunk fingerprint) and the recorded trunk fingerprints
+    with the trunk file kept in the artifact; duplicate entries, files listed for no branch and branch
+    directories the lock does not list are problems too. An unreadable file is a
+    :class:`~mtbranch.errors.FileAccessError` (permissions), not an integrity problem.
+    """
     root = Path(path)
     lock = lock or read_lock(root)
     problems = []
-    present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} - {LOCK_NAME}
+    present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()} - {LOCK_NAME}
     to_hash = []
     for rel, digest in lock["files"].items():
         p = root / rel
@@ -190,22 +269,86 @@ def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = 
             problems.append(f"{rel}: missing")
         else:
             to_hash.append((rel, p, digest))
+
+    def digest_of(p: Path) -> str:
+        try:
+            return sha256_file(p)
+        except OSError as exc:  # permission denied, I/O error: say so, it is not tampering
+            raise os_error(exc, "reading the composed artifact", str(p)) from None
+
     # hashlib releases the GIL on large reads: hash files in parallel, biggest first (load time is mostly this)
     to_hash.sort(key=lambda x: -x[1].stat().st_size)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        digests = list(pool.map(lambda x: sha256_file(x[1]), to_hash))
-    problems += [f"{rel}: sha256 differs from the lock file"
-                 for (rel, _, want), got in zip(to_hash, digests, strict=True) if got != want]
+        digests = list(pool.map(lambda x: digest_of(x[1]), to_hash))
+    bad = {rel for (rel, _, want), got in zip(to_hash, digests, strict=True) if got != want}
+    problems += [f"{rel}: sha256 differs from the lock file" for rel, _, _ in to_hash if rel in bad]
     for rel in sorted(present - set(lock["files"])):
         problems.append(f"{rel}: not listed in the lock file")
+    unsound = bad | {rel for rel in lock["files"] if rel not in {r for r, _, _ in to_hash}}
+    return problems + _lock_disagreements(root, lock, unsound)
+
+
+def _lock_disagreements(root: Path, lock: dict[str, Any], unsound: set[str]) -> list[str]:
+    """Lock entries that disagree with the files they describe (files already found broken are skipped)."""
+    problems = []
+    files = lock["files"]
+    fps = lock["trunk"]["fingerprints"]
+    kept = lock["trunk"]["kept_layers"]
+    names = [e["name"] for e in lock["branches"]]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"branches: {name!r} is listed {names.count(name)} times")
+    if len(fps) != kept + 1:
+        problems.append(f"trunk: {len(fps)} fingerprints recorded for {kept} kept layers (want {kept + 1})")
+    if kept > lock["trunk"]["num_layers"]:
+        problems.append(f"trunk: kept_layers {kept} exceeds the trunk's num_layers {lock['trunk']['num_layers']}")
+    for rel in sorted(files):
+        parts = Path(rel).parts
+        if not (parts[:1] == ("trunk",) or (parts[:1] == ("branches",) and len(parts) > 2 and parts[1] in names)):
+            problems.append(f"{rel}: listed in the lock file for no branch")
+    bdir = root / "branches"
+    if bdir.is_dir():
+        for d in sorted(bdir.iterdir()):
+            if d.name not in names:
+                problems.append(f"branches/{d.name}: present but not listed in the lock file")
     for e in lock["branches"]:
         name = e["name"]
-        manifest = f"branches/{name}/{MANIFEST_NAME}"
-        weights = f"branches/{name}/branch.safetensors"
-        if manifest not in lock["files"]:  # every branch loaded must be covered by the hashes above
+        mrel = f"branches/{name}/{MANIFEST_NAME}"
+        if mrel not in files:  # every branch loaded must be covered by the hashes above
             problems.append(f"branches/{name}: branch listed in the lock but its files are not")
-        if weights in lock["files"] and e.get("sha256") != lock["files"][weights]:
-            problems.append(f"{weights}: branch entry sha256 disagrees with the file list")
+            continue
+        if mrel in unsound:
+            continue
+        try:
+            m = read_manifest(root / mrel)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{mrel}: unreadable manifest ({exc})")
+            continue
+        wrel = f"branches/{name}/{m.weights.path}"
+        if wrel not in files:
+            problems.append(f"{wrel}: the branch's weights file is not listed in the lock file")
+        elif files[wrel] != e["sha256"] or e["sha256"] != m.weights.sha256:
+            problems.append(f"{wrel}: sha256 in the branch entry, the file list and the manifest disagree")
+        want = {"name": m.name, "version": m.version, "head": m.head.type, "attach_depth": m.attach_depth,
+                "num_layers": m.num_layers}
+        for key, value in want.items():
+            if e.get(key) != value:
+                problems.append(f"branches[{name}].{key}: lock says {e.get(key)!r}, the manifest {value!r}")
+        if m.attach_depth > kept:
+            problems.append(f"branches[{name}]: attach_depth {m.attach_depth} is above the {kept} kept layers")
+        elif m.attach_depth < len(fps) and fps[m.attach_depth] != m.trunk.fingerprint:
+            problems.append(f"branches[{name}]: trunk fingerprint at depth {m.attach_depth} disagrees with "
+                            "the lock's trunk fingerprints")
+    if not any(rel.startswith("trunk/") for rel in unsound):
+        try:
+            source = load_trunk_source(root / "trunk")
+            chain = source.fingerprints
+        except (MtbranchError, OSError, ValueError) as exc:
+            problems.append(f"trunk: cannot compute its fingerprints ({exc})")
+        else:
+            if source.num_layers != kept:
+                problems.append(f"trunk/config.json: {source.num_layers} layers, the lock says {kept} kept")
+            elif chain[: kept + 1] != fps:
+                problems.append("trunk: the trunk's fingerprints differ from the lock's trunk.fingerprints")
     return problems
 
 
@@ -272,6 +415,7 @@ def _build(root: Path, lock: dict[str, Any], tasks: Sequence[str] | None) -> Any
     model = ComposedModel(trunk, branches, load_tokenizer(source.path),
                           trunk_num_layers=int(lock["trunk"].get("num_layers", source.num_layers)), lock=lock)
     model.trunk_source = source  # type: ignore[attr-defined]
+    model.artifact_root = root  # type: ignore[attr-defined]
     return model
 
 
@@ -285,6 +429,8 @@ def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.Path
     from mtbranch.branch.model import load_branch
     from mtbranch.plugins.manager import get_plugin_manager
 
+    # the artifact must be one already (read_lock in load), and no --put directory may lie inside it
+    check_output(path, "composed", inputs=list(put))
     model = load(path)
     pm = get_plugin_manager()
     for name in remove:

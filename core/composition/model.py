@@ -9,6 +9,7 @@ The branch set is an immutable plan swapped atomically: a request in flight keep
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,7 +196,18 @@ class ComposedModel(nn.Module):
 
 
 def row_result(b: BranchModule, row: Any, encoding: Any, n: int, text: str, raw: bool) -> dict[str, Any]:
-    """One input's result from branch ``b``'s output row (``n`` real tokens; ``encoding``: the tokenizer's)."""
+    """One input's result from branch ``b``'s output row (``n`` real tokens; ``encoding``: the tokenizer's).
+
+    An output that is not finite (NaN/Inf, e.g. weights near float32's maximum) is refused with an
+    :class:`MtbranchError`, never returned as ``NaN``/``null``: the CLI exits 1, the server answers that
+    request alone with its ``{"error", "hint"}`` body.
+    """
+    values = row if b.sequence_level else [v for r in row[:n] for v in r]
+    if not all(map(math.isfinite, values)):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise MtbranchError(f"task {b.name!r} produced a non-finite output (NaN/Inf) for the input {shown!r}",
+                            hint="the branch's weights overflow on this input: run `mtbranch validate` on it "
+                                 "(W009/W010) and report it to the branch's owner")
     spec = b.manifest.head
     if b.sequence_level:
         res = b.head_type.postprocess(spec, row, None)

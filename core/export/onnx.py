@@ -93,7 +93,8 @@ def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = 
     info = {"format": 1, "inputs": list(INPUTS), "outputs": _output_info(model),
             "max_length": ml, "torch": torch.__version__, "exporter": "torch.onnx.export(dynamo=True)",
             "artifact_lock": {k: model.lock.get(k) for k in ("created", "mtbranch_version")} if model.lock else None}
-    with atomic_directory(out) as tmp, warnings.catch_warnings():
+    with atomic_directory(out, kind="onnx", inputs=[getattr(model, "artifact_root", None)]) as tmp, \
+            warnings.catch_warnings():
         # exporter noise about axis names shared by the three inputs and a pytree deprecation: not actionable
         warnings.filterwarnings("ignore", message=r".*(axis name|LeafSpec).*")
         logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision ops
@@ -177,7 +178,7 @@ def write_triton_repository(onnx_dir: str | os.PathLike[str], repo: str | os.Pat
     src = Path(onnx_dir)
     sess = session(src)
     target = Path(repo) / name
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, kind="triton", inputs=[src]) as tmp:
         (tmp / "1").mkdir()
         shutil.copyfile(src / "model.onnx", tmp / "1" / "model.onnx")
         (tmp / "config.pbtxt").write_text(triton_config(name, sess, max_batch_size=max_batch_size),

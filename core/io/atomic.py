@@ -1,18 +1,96 @@
 """Crash-safe writes: everything mtbranch writes goes to a temporary sibling and is renamed into place.
 
-A process killed mid-write leaves the previous version intact and, at worst, a ``.tmp-*`` sibling that the
-next write cleans up. Renames within one directory are atomic on POSIX.
+A process killed mid-write leaves the previous version intact and, at worst, a ``.NAME.tmp-*`` sibling.
+Temporary and moved-aside siblings carry their writer's host and pid
+(``.NAME.tmp-<host>-<pid>-<random>``, ``.NAME.old-<host>-<pid>-<random>``): a later write removes one only
+when it is provably abandoned (its writer's pid is gone on this host, or it is over a day old), never by its
+name alone, so two processes writing the same output never delete each other's work. The final swap (move
+the old version aside, rename the new one in, restore the old one if that fails) runs under an exclusive
+``flock`` on the parent directory, so concurrent writers of one path take turns there: the result is always
+one whole version. Renames within one directory are atomic on POSIX.
+
+Written files and directories follow the umask, as ``cp`` and ``pip`` do (0644/0755 under umask 022).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import secrets
 import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from mtbranch.errors import os_error
+
+STALE_SECONDS = 24 * 3600  # a temporary this old belongs to a killed writer even if its pid was reused
+LEGACY_STALE_SECONDS = 3600  # ``.NAME.tmp-*`` without an owner (older mtbranch): removed after an hour
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (/proc on Linux)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _owner_tag() -> str:
+    return f"{_host_tag()}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else
+    return True
+
+
+def _abandoned(path: Path, prefix: str) -> bool:
+    """Whether a ``prefix<host>-<pid>-<random>`` sibling was left by a writer that is gone."""
+    try:
+        age = time.time() - path.lstat().st_mtime
+    except OSError:
+        return False
+    parts = path.name[len(prefix):].split("-")
+    if len(parts) < 3 or len(parts[0]) != 8 or not parts[1].isdigit():  # no owner recorded: age only
+        return age > LEGACY_STALE_SECONDS
+    if age > STALE_SECONDS:
+        return True
+    host, pid = parts[0], int(parts[1])
+    if host != _host_tag():
+        return False  # another machine's writer: cannot tell, wait for the age limit
+    return pid != os.getpid() and not _pid_alive(pid)
+
+
+def _remove_abandoned_siblings(target: Path) -> None:
+    for kind in ("tmp", "old"):
+        prefix = f".{target.name}.{kind}-"
+        for stale in target.parent.glob(f"{glob_escape(prefix)}*"):
+            if _abandoned(stale, prefix):
+                with contextlib.suppress(OSError):
+                    if stale.is_dir() and not stale.is_symlink():
+                        shutil.rmtree(stale, ignore_errors=True)
+                    else:
+                        stale.unlink(missing_ok=True)
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -24,25 +102,30 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-STALE_FILE_SECONDS = 3600  # a temporary file this old belongs to a killed writer, not a slow one
-
-
-def _remove_stale_siblings(target: Path, older_than: float | None = None) -> None:
-    # Leftovers of writers that were killed: safe to delete, they were never renamed into place.
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        with contextlib.suppress(OSError):
-            if older_than is not None and time.time() - stale.stat().st_mtime < older_than:
-                continue  # maybe another process writing the same file right now (e.g. a shared cache)
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+@contextlib.contextmanager
+def _parent_lock(parent: Path) -> Iterator[None]:
+    """An exclusive flock on the directory: writers of siblings in it swap one at a time."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: renames are still atomic, only the turn-taking is lost
+        yield
+        return
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(target, older_than=STALE_FILE_SECONDS)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    _remove_abandoned_siblings(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-{_owner_tag()}-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())  # mkstemp makes 0600: follow the umask instead
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -58,32 +141,52 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True, kind: str | None = None,
+                     inputs: Sequence[str | os.PathLike[str]] = ()) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` when the block exits without error.
 
     The old directory (if any) is moved aside and removed only after the new one is in place, so at every
-    instant ``path`` is either the complete old version or the complete new one.
+    instant ``path`` is either the complete old version or the complete new one. With ``kind``, ``path``
+    must pass :func:`mtbranch.io.guard.check_output` first (it may replace only an earlier artifact of
+    that kind, or an empty directory, and must not overlap ``inputs``). Disk full, a read-only directory
+    or a permission denied is a :class:`~mtbranch.errors.FileAccessError` naming the path.
     """
     target = Path(path).absolute()
+    if kind is not None:
+        from mtbranch.io.guard import check_output
+
+        check_output(target, kind, inputs=inputs)
     if target.exists() and not overwrite:
         raise FileExistsError(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_siblings(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{_owner_tag()}-", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: a service user could not read it
         yield tmp
         for root, _dirs, files in os.walk(tmp):
             for name in files:
                 with open(os.path.join(root, name), "rb") as fh:
                     os.fsync(fh.fileno())
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-old-", dir=target.parent))
-            os.replace(target, old / "x")  # move aside (atomic), then swap in
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        old: Path | None = None
+        with _parent_lock(target.parent):
+            if os.path.lexists(target):
+                old = target.parent / f".{target.name}.old-{_owner_tag()}-{secrets.token_hex(4)}"
+                os.rename(target, old)  # move aside (atomic), then swap in
+                try:
+                    os.rename(tmp, target)
+                except BaseException:
+                    os.rename(old, target)  # put the previous version back
+                    raise
+            else:
+                os.rename(tmp, target)
+            tmp = None
+            _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+    except OSError as exc:
+        raise os_error(exc, f"writing {target}", str(target)) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Validation findings: stable code, severity, branch, location and a message with a fix hint.
 
 Codes are grouped like ruff's: P plugins, M manifest schema, T trunk, K tokenizer, W weights, V versions,
-C composition. The table in docs/validation-codes.md is checked against :data:`CODES` by a test.
+C composition, F files in the branch directory. The table in docs/validation-codes.md is checked against
+:data:`CODES` by a test.
 """
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W007": ("error", "a tensor's dtype differs from the manifest's weights.dtype"),
     "W008": ("error", "a path in the manifest escapes the artifact directory"),
     "W009": ("error", "weights contain NaN or Inf values"),
+    "W010": ("warning", "weights large enough to overflow to Inf/NaN at run time (absolute values over 1e4)"),
     "V001": ("error", "the manifest's `requires` range excludes the running mtbranch version"),
     "C001": ("error", "two branches have the same name"),
     "C002": ("error", "branches need different input signatures the trunk tokenizer cannot give"),
+    "F001": ("error", "a symlink in the branch directory points outside it"),
+    "F002": ("error", "a symlink loop in the branch directory"),
+    "F003": ("error", "a link to the branch directory itself or one of its ancestors"),
+    "F004": ("error", "a FIFO, socket or device file in the branch directory"),
+    "F005": ("warning", "the branch directory could not be fully checked (unreadable, or over 10,000 entries)"),
 }
 
 

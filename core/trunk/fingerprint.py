@@ -3,8 +3,10 @@
 
 Computed from tensor names (prefix-free), dtypes, shapes and raw bytes read straight from the safetensors
 file, so a checkpoint saved as ``BertForSequenceClassification`` (names under ``bert.``) and the bare
-``BertModel`` give the same chain. A branch at depth d depends on ``h_d`` only. Results are cached by
-(path, size, mtime) so an unchanged trunk is hashed once.
+``BertModel`` give the same chain. A branch at depth d depends on ``h_d`` only. Results are cached on disk
+under a key the file's content decides as well as its identity: path, device, inode, size, mtime, ctime
+(which no tool can set back) and a sha256 of the safetensors header plus 16 evenly spaced 4 KiB samples of
+the data, so a trunk replaced with its mtime preserved (``cp -p``, ``rsync -a``, ``tar x``) is hashed again.
 """
 
 from __future__ import annotations
@@ -96,13 +98,33 @@ def compute_chain(weights: Path, structure: TrunkStructure, max_depth: int | Non
     return chain
 
 
-def fingerprint_chain(weights: str | os.PathLike[str], structure: TrunkStructure) -> list[str]:
-    """``[h0, h1, ..., hN]`` for the trunk stored in ``weights``; cached on disk by file identity."""
-    path = Path(weights).resolve()
+SAMPLES, SAMPLE_BYTES = 16, 4096
+
+
+def content_probe(path: Path) -> str:
+    """sha256 of the file's first 64 KiB (the safetensors header) and evenly spaced samples of the rest."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        h.update(fh.read(1 << 16))
+        for i in range(SAMPLES):
+            fh.seek(size * i // SAMPLES)
+            h.update(fh.read(SAMPLE_BYTES))
+        fh.seek(max(0, size - SAMPLE_BYTES))
+        h.update(fh.read(SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def cache_key(path: Path, structure: TrunkStructure) -> str:
     st = path.stat()
-    key = hashlib.sha256(
-        f"{path}|{st.st_size}|{st.st_mtime_ns}|{structure.canonical_json()}".encode()
-    ).hexdigest()[:32]
+    ident = f"{path}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    return hashlib.sha256(f"{ident}|{content_probe(path)}|{structure.canonical_json()}".encode()).hexdigest()[:32]
+
+
+def fingerprint_chain(weights: str | os.PathLike[str], structure: TrunkStructure) -> list[str]:
+    """``[h0, h1, ..., hN]`` for the trunk stored in ``weights``; cached on disk (see the module docstring)."""
+    path = Path(weights).resolve()
+    key = cache_key(path, structure)
     cache_file = cache_dir() / "fingerprints" / f"{key}.json"
     try:
         cached = json.loads(cache_file.read_text())

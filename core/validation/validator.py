@@ -25,7 +25,8 @@ from mtbranch.spec.tensor_layout import expected_branch_tensors
 from mtbranch.spec.heads import HEAD_SPEC_TAGS
 from mtbranch.trunk.source import TrunkSource
 
-CHECKS = ("manifest", "head", "requires", "weights", "trunk", "tokenizer", "policies")
+CHECKS = ("files", "manifest", "head", "requires", "weights", "trunk", "tokenizer", "policies")
+LARGE_WEIGHT = 1e4  # |w| above this: outputs can overflow to Inf/NaN (float16 first: max 65504), W010
 
 
 @dataclass
@@ -109,6 +110,34 @@ def _non_finite(header: SafetensorsHeader) -> list[str]:
     return bad
 
 
+def _large_weights(header: SafetensorsHeader, branch: str, location: str) -> list[Finding]:
+    """W010 when a floating tensor holds a value over :data:`LARGE_WEIGHT` (one max-abs pass, memory-mapped)."""
+    import numpy as np
+
+    arr = np.memmap(header.path, dtype=np.uint8, mode="r")
+    views = {code: np.dtype(name) for code, name in numpy_views().items()}
+    worst, where = 0.0, ""
+    for name, info in header.tensors.items():
+        raw = arr[info.start:info.end]
+        if not len(raw):
+            continue
+        if info.dtype in views:
+            values = raw.view(views[info.dtype])
+        elif info.dtype == DTYPES["bfloat16"].code:  # bfloat16 = the top half of a float32
+            values = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            continue
+        big = float(np.abs(values).max())
+        if big > worst:
+            worst, where = big, name
+    if worst <= LARGE_WEIGHT:
+        return []
+    return [finding("W010", f"tensor {where!r} holds |w| = {worst:.3g} (over {LARGE_WEIGHT:.0e}): outputs can "
+                            "overflow to Inf/NaN", branch=branch, location=location,
+                    hint="check the training run (exploding weights); predictions that are not finite are "
+                         "refused at run time")]
+
+
 class Validator:
     def __init__(self, trunk: TrunkSource | None = None, *, plugin_manager: Any | None = None,
                  tokenizer: Any | None = None) -> None:
@@ -140,6 +169,7 @@ class Validator:
         out: list[Finding] = []
         mpath = res.path / MANIFEST_NAME
         res.name = res.path.name
+        out += self._check_files(res)
         if not mpath.is_file():
             out.append(finding("M001", "no manifest.json in the branch directory", branch=res.name,
                                location=str(res.path),
@@ -181,6 +211,16 @@ class Validator:
         out += self._check_tokenizer(res, m, mpath)
         out += self._check_policies(res, m)
         return res, out
+
+    def _check_files(self, res: BranchResult) -> list[Finding]:
+        """Links out, loops, links to ancestors and special files anywhere in the directory (never followed)."""
+        from mtbranch.validation.tree import scan_tree
+
+        if not res.path.is_dir():
+            return []
+        found = [finding(p.code, p.message, branch=res.name, location=str(p.path), hint=p.hint)
+                 for p in scan_tree(res.path)]
+        return self._mark(res, "files", found)
 
     def _mark(self, res: BranchResult, check: str, found: list[Finding]) -> list[Finding]:
         res.checks[check] = "failed" if any(f.severity == "error" for f in found) else (
@@ -266,6 +306,8 @@ class Validator:
             if bad:
                 found.append(finding("W009", f"NaN/Inf values in {', '.join(bad[:5])}", branch=m.name,
                                      location=str(wpath), hint="training diverged; retrain the branch"))
+            else:
+                found += _large_weights(header, m.name, str(wpath))
         return self._mark(res, "weights", found)
 
     def _check_trunk(self, res: BranchResult, m: BranchManifest, mpath: Path) -> list[Finding]:
