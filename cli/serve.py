@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from mtbranch.cli.output import console, err_console
-from mtbranch.spec.dtypes import COMPUTE_DTYPES
+from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
 
 
 def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
@@ -54,7 +54,8 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
 @click.option("--max-chars", default=10_000, show_default=True, type=click.IntRange(1), help="Characters per text.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch intra-op threads (default: torch's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps...")
-@click.option("--dtype", default=None, help=f"{' / '.join(COMPUTE_DTYPES)} (default float32; aliases fp16, bf16).")
+@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="auto", show_default=True,
+              help=DTYPE_HELP + " The server defaults to auto: see docs/composition.md, Compute dtype.")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
@@ -64,7 +65,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
           max_batch_tokens: int | None, max_batch_wait_ms: float, max_queue: int, request_timeout: float,
           read_timeout: float, keep_alive: float, grace: float, drain_delay: float, admin_token_env: str,
           max_body_bytes: int, max_texts: int, max_chars: int, threads: int | None,
-          device: str, dtype: str | None, no_verify: bool, quantize: str | None, log_level: str) -> None:
+          device: str, dtype: str, no_verify: bool, quantize: str | None, log_level: str) -> None:
     """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
 
     \b
@@ -89,6 +90,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
     if threads:
         torch.set_num_threads(threads)
     subset = _check_tasks(artifact, tasks)
+    resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
     with console.status("loading..."):
         load_kwargs = {"verify": not no_verify, "device": device, "dtype": dtype, "tasks": subset,
                        "quantize": quantize}
@@ -100,7 +102,8 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              grace_s=grace, drain_delay_s=drain_delay,
                              admin_token=os.environ.get(admin_token_env) or None,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
-    err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port}")
+    err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port} "
+                      f"({model.compute_dtype_reason})")
     app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True})
     run_server(app, host, port, log_level=log_level, settings=settings)
 
@@ -115,8 +118,10 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
 @click.option("--triton-name", default="mtbranch", show_default=True, help="Model name in the Triton repository.")
 @click.option("--opset", type=click.IntRange(18), default=None, help="ONNX opset (default: the exporter's).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime vs PyTorch comparison after export.")
+@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True,
+              help="The graph's dtype: float32 only (auto means float32 here); bfloat16/float16 are refused.")
 def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path | None, triton_name: str,
-                opset: int | None, no_check: bool) -> None:
+                opset: int | None, no_check: bool, dtype: str) -> None:
     """Export a composed artifact as one ONNX graph with a named output per task.
 
     \b
@@ -129,6 +134,10 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
     from mtbranch.errors import require_extra
 
     require_extra("onnx", "mtbranch export-onnx")
+    from mtbranch.export.onnx import ONNX_DTYPE_HINT
+    from mtbranch.spec.precision import float32_only
+
+    float32_only(dtype, "ONNX export", ONNX_DTYPE_HINT)  # before loading anything
     from mtbranch.composition.artifact import load
     from mtbranch.export.onnx import check_onnx, write_triton_repository
     from mtbranch.export.onnx import export_onnx as do_export

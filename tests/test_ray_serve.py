@@ -39,7 +39,8 @@ def test_ray_serve_deployment_answers_like_predict(artifact: Path) -> None:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = build_app(str(artifact), num_replicas=1, max_batch_size=16, batch_wait_timeout_s=0.05,
-                        limits=Limits(max_body_bytes=4000, max_texts=10, max_chars=300))
+                        limits=Limits(max_body_bytes=4000, max_texts=10, max_chars=300),
+                        dtype="float32")  # the default is auto (bf16 on some CPUs); compared with float32 predict
         serve.run(app, name="mtbranch", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/ready", timeout=30).json() == {"status": "ready", "tasks": model.task_names}

@@ -27,8 +27,8 @@ from mtbranch.io.atomic import atomic_directory
 from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
 from mtbranch.io.guard import check_output
 from mtbranch.io.safetensors_header import read_header
-from mtbranch.spec.dtypes import torch_dtype
 from mtbranch.spec.manifest import MANIFEST_NAME, NAME_RE, BranchManifest, read_manifest
+from mtbranch.spec.precision import place_model
 from mtbranch.trunk.source import TrunkSource, load_trunk_source
 from mtbranch.validation.validator import Report, Validator
 
@@ -68,7 +68,7 @@ def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
                           lock={"trunk": {"reference": trunk.reference,
                                           "fingerprints": trunk.fingerprints[: depth + 1]}})
     model.trunk_source = trunk  # type: ignore[attr-defined]
-    return model.to(device=device, dtype=torch_dtype(dtype))
+    return place_model(model, device, dtype)
 
 
 def overhead(depth: int, branch_layers: Sequence[int], full_layers: int) -> dict[str, Any]:
@@ -356,8 +356,10 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
          tasks: Sequence[str] | None = None, quantize: str | None = None) -> Any:
     """Load a composed artifact. Hashes are checked against the lock unless ``verify=False``.
 
-    ``quantize="int8"``: the CPU fast path, int8 dynamic quantization of the transformer layers
-    (mtbranch.quantize; speed and metric change measured in docs/benchmarks.md).
+    ``dtype``: ``float32`` (default: equals transformers' forward), ``bfloat16``, ``float16`` (GPU only) or
+    ``auto`` (bf16 where the hardware multiplies it natively, else float32; mtbranch.spec.precision); the choice
+    is kept as ``model.compute_dtype``. ``quantize="int8"``: the CPU fast path, int8 dynamic quantization of the
+    transformer layers (mtbranch.export.quantize). Speed and metric change of each: docs/benchmarks.md.
     """
     root = Path(path)
     if not root.is_dir():
@@ -378,7 +380,7 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
         raise
     if checking is not None:
         _refuse_if_tampered(root, checking.result())
-    model = model.to(device=device, dtype=torch_dtype(dtype))
+    model = place_model(model, device, dtype, quantize=quantize)
     if quantize is not None:
         from mtbranch.export.quantize import quantize_layers
 

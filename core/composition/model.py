@@ -40,6 +40,8 @@ class Plan:
 
 class ComposedModel(nn.Module):
     quantized: str | None = None  # "int8" after mtbranch.export.quantize.quantize_layers
+    compute_dtype: str = "float32"  # set by mtbranch.spec.precision.place_model (load/compose)
+    compute_dtype_reason: str = "float32"
 
     def __init__(self, trunk: Trunk, branches: Sequence[BranchModule], tokenizer: Any,
                  *, trunk_num_layers: int | None = None, lock: dict[str, Any] | None = None) -> None:

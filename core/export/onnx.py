@@ -24,8 +24,11 @@ from torch import nn
 
 from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import atomic_directory
+from mtbranch.spec.precision import float32_only
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ONNX_DTYPE_HINT = ("the exported graph and its ONNX Runtime check are float32 (ONNX Runtime's CPU provider has no "
+                   "bf16 matmul kernels); run bf16 in PyTorch instead: mtbranch serve/predict --dtype bfloat16")
 INFO_NAME = "onnx.json"
 CHECK_TEXTS = [
     "a gripping, beautifully acted film that I would happily watch again",
@@ -74,11 +77,14 @@ def _output_info(model: Any) -> list[dict[str, Any]]:
     return out
 
 
-def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = None) -> dict[str, Any]:
+def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = None,
+                dtype: str = "float32") -> dict[str, Any]:
     """Write ``out/model.onnx``, ``out/onnx.json`` (outputs, labels, signatures) and the tokenizer files.
 
-    The model is exported in float32 (a half-precision model is converted in place).
+    The model is exported in float32 (a half-precision model is converted in place); ``dtype`` other than
+    float32 / auto is refused (:data:`ONNX_DTYPE_HINT`).
     """
+    float32_only(dtype, "ONNX export", ONNX_DTYPE_HINT)
     names = model.task_names
     if not names:
         raise MtbranchError("the model has no branches to export")

@@ -101,8 +101,16 @@ class ComposedDeployment:
 
 def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.005,
               limits: Limits | None = None, ray_actor_options: dict[str, Any] | None = None,
-              load_kwargs: dict[str, Any] | None = None) -> Any:
-    """A Ray Serve application for ``artifact`` (pass it to ``serve.run``)."""
+              load_kwargs: dict[str, Any] | None = None, dtype: str | None = None) -> Any:
+    """A Ray Serve application for ``artifact`` (pass it to ``serve.run``).
+
+    ``dtype`` (``float32``, ``bfloat16``, ``float16`` on GPUs, ``auto``) is resolved by each replica on its own
+    node's hardware (mtbranch.spec.precision); the default is the same as ``mtbranch serve``: auto.
+    """
+    load_kwargs = dict(load_kwargs or {})
+    if dtype is not None:
+        load_kwargs["dtype"] = dtype
+    load_kwargs.setdefault("dtype", "auto")
     options: dict[str, Any] = {"num_replicas": num_replicas, "max_ongoing_requests": max(2 * max_batch_size, 8)}
     if ray_actor_options is not None:
         options["ray_actor_options"] = ray_actor_options

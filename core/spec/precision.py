@@ -1,0 +1,182 @@
+"""Which compute dtype runs where: the ``--dtype`` choices, the ``auto`` rule and the hardware features it reads.
+
+The names themselves live in :mod:`mtbranch.spec.dtypes` (the one dtype table); this module adds ``auto`` and the
+device rules on top of it:
+
+* ``float32``  everywhere; equals transformers' forward.
+* ``bfloat16`` everywhere torch runs; fast where the hardware multiplies bf16 natively.
+* ``float16``  GPUs only: CPUs without native fp16 matmul units run it far slower than float32, so on the CPU it
+  is refused with a user error rather than run slowly.
+* ``auto``     bf16 where the hardware multiplies it natively (CPU flags ``amx_bf16`` or ``avx512_bf16``, a CUDA
+  device with bf16 support), float32 elsewhere. On a CPU with ``avx512_bf16`` but no AMX (2-core AMD EPYC,
+  Zen 5) a one-thread bf16 matmul ran 5x faster than float32 and the example model 2.9x faster, so
+  ``avx512_bf16`` alone is enough (docs/benchmarks.md, "Compute dtype"). CPUs without either flag (most AVX2
+  machines, ARM) emulate bf16 with conversions and stay float32.
+
+CPU features come from ``/proc/cpuinfo`` (torch is not imported for them); CUDA support is asked from torch only
+for a CUDA device. Tests pass a :class:`Hardware` to simulate machines.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtbranch.errors import MtbranchError, UsageError
+from mtbranch.spec.dtypes import COMPUTE_DTYPES, dtype_named
+
+AUTO = "auto"
+DTYPE_OPTIONS: tuple[str, ...] = (AUTO, *COMPUTE_DTYPES)  # what --dtype / load(dtype=...) accept (plus aliases)
+
+def _spellings() -> tuple[str, ...]:
+    from mtbranch.spec.dtypes import DTYPES
+
+    return (*DTYPE_OPTIONS, *(a for n in COMPUTE_DTYPES for a in DTYPES[n].aliases))
+
+
+DTYPE_SPELLINGS: tuple[str, ...] = _spellings()  # for click.Choice: auto, float32, ..., fp32, fp16, bf16
+DTYPE_HELP = ("Compute dtype: float32 (exact: equals transformers' forward), bfloat16, float16 (GPU only), or auto "
+              "(bfloat16 where the hardware multiplies it natively: AMX / avx512_bf16 CPUs, CUDA with bf16; "
+              "else float32).")
+DEFAULT_DTYPE = "float32"  # load(), predict, bench; `mtbranch serve` defaults to auto (docs/composition.md)
+# the CPU flags that make bf16 matmuls native (reported by the bench, read by `auto`), fastest first
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+                      "amx_int8")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the ``auto`` rule looks at. ``cuda_bf16`` is None when the device is not CUDA."""
+
+    device_type: str = "cpu"
+    cpu_flags: frozenset[str] = field(default_factory=frozenset)
+    cuda_bf16: bool | None = None
+
+    @property
+    def bf16_cpu_flag(self) -> str | None:
+        """The first flag of :data:`BF16_CPU_FLAGS` this CPU has (None: bf16 would be emulated)."""
+        return next((f for f in BF16_CPU_FLAGS if f in self.cpu_flags), None)
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags (x86 ``flags``, ARM ``Features``); empty where /proc/cpuinfo is unreadable."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def device_type(device: Any) -> str:
+    return str(device).split(":", 1)[0] or "cpu"
+
+
+def detect(device: Any = "cpu") -> Hardware:
+    kind = device_type(device)
+    cuda_bf16 = None
+    if kind == "cuda":
+        import torch
+
+        cuda_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return Hardware(kind, cpu_flags(), cuda_bf16)
+
+
+def canonical(name: Any) -> str:
+    """``bf16`` -> ``bfloat16``; ``auto`` stays; a user error naming the choices otherwise."""
+    if name == AUTO:
+        return AUTO
+    if not isinstance(name, str) and str(name).startswith("torch."):  # a torch.dtype passed through
+        name = str(name).removeprefix("torch.")
+    try:
+        return dtype_named(name).name
+    except Exception as exc:  # MtbranchError from the table: say which options exist, auto included
+        raise UsageError(f"unknown dtype {name!r}", hint=f"use one of {', '.join(DTYPE_OPTIONS)}") from exc
+
+
+def resolve_dtype(requested: Any, device: Any = "cpu", hardware: Hardware | None = None) -> str:
+    """The concrete dtype name to run in: ``None`` -> float32, ``auto`` by the rule above; refuses float16 on the
+    CPU (a user error, exit 1; an unknown name is a usage error, exit 2 as click's own)."""
+    name = canonical(requested) if requested is not None else DEFAULT_DTYPE
+    kind = device_type(device)
+    if name == AUTO:
+        hw = hardware or detect(device)
+        if hw.device_type == "cuda":
+            return "bfloat16" if hw.cuda_bf16 else "float32"
+        if hw.device_type == "cpu" and hw.bf16_cpu_flag is not None:
+            return "bfloat16"
+        return "float32"
+    if name == "float16" and kind == "cpu":
+        raise MtbranchError("float16 runs on GPUs only: this CPU has no fast float16 matmul",
+                         hint="use --dtype bfloat16 (or auto) on the CPU, or --device cuda for float16")
+    return name
+
+
+def float32_only(requested: Any, what: str, hint: str) -> str:
+    """For paths that exist in float32 only (ONNX export, int8 quantization): ``auto``/``float32`` -> float32,
+    any other dtype a user error saying so."""
+    name = canonical(requested) if requested is not None else DEFAULT_DTYPE
+    if name not in (AUTO, "float32"):
+        raise MtbranchError(f"{what} supports float32 only, not {name}", hint=hint)
+    return "float32"
+
+
+def why(requested: Any, resolved: str, device: Any = "cpu", hardware: Hardware | None = None) -> str:
+    """One line saying what ran and why (for logs and the bench)."""
+    if requested != AUTO:
+        return resolved
+    hw = hardware or detect(device)
+    if hw.device_type == "cuda":
+        reason = "CUDA device with bf16" if hw.cuda_bf16 else "CUDA device without bf16"
+    elif hw.bf16_cpu_flag:
+        reason = f"CPU has {hw.bf16_cpu_flag}"
+    else:
+        reason = "no native bf16 on this " + (hw.device_type if hw.device_type != "cpu" else "CPU")
+    return f"{resolved} (auto: {reason})"
+
+
+def place_model(model: Any, device: Any = "cpu", dtype: Any = None, *, quantize: str | None = None,
+                hardware: Hardware | None = None) -> Any:
+    """Move a composed model to ``device`` in the resolved compute dtype; records it as ``model.compute_dtype``.
+
+    With ``quantize`` (int8 dynamic quantization needs float32 weights) ``auto`` resolves to float32.
+    """
+    name = "float32" if quantize is not None and dtype == AUTO else resolve_dtype(dtype, device, hardware)
+    from mtbranch.spec.dtypes import torch_dtype
+
+    model = model.to(device=device, dtype=torch_dtype(name))
+    model.compute_dtype = name
+    model.compute_dtype_reason = why(dtype, name, device, hardware)
+    return model
+
+
+def cpu_report() -> dict[str, Any]:
+    """The CPU features a measurement ran on: model name, the flags that matter for speed, torch's kernel level."""
+    flags = cpu_flags()
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out: dict[str, Any] = {"cpu": model, "flags": {f: f in flags for f in REPORTED_CPU_FLAGS},
+                           "auto_dtype_cpu": resolve_dtype(AUTO, "cpu", Hardware("cpu", flags))}
+    try:
+        import torch
+
+        out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        out["torch_cpu_capability"] = None
+    return out
+
+
+__all__ = ["AUTO", "BF16_CPU_FLAGS", "DEFAULT_DTYPE", "DTYPE_HELP", "DTYPE_OPTIONS", "DTYPE_SPELLINGS", "Hardware",
+           "canonical", "cpu_flags", "cpu_report", "detect", "float32_only", "place_model", "resolve_dtype", "why"]
