@@ -305,6 +305,131 @@ def no_lock(c: Path) -> None:
     (c / "mtbranch.lock.json").unlink()
 
 
+# -- what a branch contributes, where compose writes, what the lock proves (issue 13) -------------------------
+def link_out(d: Path, _ctx: Ctx) -> None:
+    (d.parent / "secret.txt").write_text("API_KEY=hunter2\n")
+    (d / "README.md").symlink_to(d.parent / "secret.txt")
+
+
+def link_loop(d: Path, _ctx: Ctx) -> None:
+    (d / "a").symlink_to("b")
+    (d / "b").symlink_to("a")
+
+
+def fifo(d: Path, _ctx: Ctx) -> None:
+    os.mkfifo(d / "pipe")
+
+
+def output_case(where: str) -> Callable[[Ctx, Path], Outcome]:
+    """API: ``save_composed(compose(...), OUT)``; CLI: ``compose --branch B -o OUT`` (refused before writing)."""
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        from mtbranch.composition.artifact import compose, save_composed
+        from mtbranch.trunk.source import load_trunk_source
+
+        trunk = tmp / "trunk"
+        shutil.copytree(ctx.trunk, trunk)
+        b = copy_branch(ctx, tmp / "teams")
+        out = {"not-empty": tmp / "work", "branch": b, "contains": tmp / "teams", "trunk": trunk / "out",
+               "other-kind": tmp / "other"}[where]
+        if where == "not-empty":
+            out.mkdir()
+            (out / "notes.txt").write_text("mine\n")
+        elif where == "other-kind":
+            copy_branch(ctx, tmp / "x")
+            shutil.move(tmp / "x" / "sentiment", out)
+        got = api_error(lambda: save_composed(compose(load_trunk_source(trunk), [(b, "directory")]), out))
+        code, text = cli_run("compose", "--no-plugins", "--trunk", trunk, "--branch", b, "-o", out)
+        return Outcome([got], code, text)
+    return run
+
+
+def put_inside(ctx: Ctx, tmp: Path) -> Outcome:
+    from mtbranch.composition.artifact import update_composed
+
+    c = tmp / "c"
+    shutil.copytree(ctx.composed, c)
+    inside = c / "branches" / "sentiment"
+    got = api_error(lambda: update_composed(c, put=[inside]))
+    code, out = cli_run("update", c, "--put", inside)
+    return Outcome([got], code, out)
+
+
+def lock_version(lock: dict[str, Any]) -> None:
+    lock["branches"][0]["version"] = "9.9.9"
+
+
+def lock_duplicate(lock: dict[str, Any]) -> None:
+    lock["branches"].append(dict(lock["branches"][0]))
+
+
+def lock_fingerprint(lock: dict[str, Any]) -> None:
+    lock["trunk"]["fingerprints"][0] = "0" * 64
+
+
+def lock_drop_branch(lock: dict[str, Any]) -> None:
+    lock["branches"] = [e for e in lock["branches"] if e["name"] != "entities"]
+
+
+def file_for_no_branch(c: Path) -> None:
+    (c / "branches" / "ghost").mkdir()
+    (c / "branches" / "ghost" / "x.txt").write_text("x")
+    digest = sha256_file(c / "branches" / "ghost" / "x.txt")
+    lock_edit(lambda lock: lock["files"].__setitem__("branches/ghost/x.txt", digest))(c)
+
+
+@contextlib.contextmanager
+def failing(target: Any, name: str, exc: OSError) -> Iterator[None]:
+    real = getattr(target, name)
+
+    def fail(*_a: Any, **_k: Any) -> Any:
+        raise exc
+    setattr(target, name, fail)
+    try:
+        yield
+    finally:
+        setattr(target, name, real)
+
+
+def disk_full(ctx: Ctx, tmp: Path) -> Outcome:
+    import errno
+
+    from mtbranch.composition.artifact import save_composed
+
+    out = tmp / "c"
+    shutil.copytree(ctx.composed, out)
+    with failing(shutil, "copyfileobj", OSError(errno.ENOSPC, "No space left on device")):
+        got = api_error(lambda: save_composed(ctx.model, out))
+        code, text = cli_run("compose", "--no-plugins", "--trunk", ctx.trunk, "--branch", ctx.branches["sentiment"],
+                             "-o", out)
+    intact = sha256_file(out / "mtbranch.lock.json") == sha256_file(ctx.composed / "mtbranch.lock.json")
+    return Outcome([got if intact and "No space left" in text else "?"], code, text)
+
+
+def lock_unreadable(ctx: Ctx, tmp: Path) -> Outcome:
+    import errno
+
+    import mtbranch
+    from mtbranch.composition import artifact
+
+    lock = str(ctx.composed / "mtbranch.lock.json")
+    with failing(artifact, "read_json_object", PermissionError(errno.EACCES, "Permission denied", lock)):
+        got = api_error(lambda: mtbranch.load(ctx.composed))
+        code, out = cli_run("predict", ctx.composed, "the film")
+    return Outcome([got if "Permission denied" in out and "corrupted" not in out else "?"], code, out)
+
+
+def non_finite(ctx: Ctx, tmp: Path) -> Outcome:
+    import mtbranch
+    from mtbranch.composition.artifact import compose, save_composed
+    from mtbranch.trunk.source import load_trunk_source
+
+    d = copy_branch(ctx, tmp)
+    tensors(lambda s: s["head.classifier.weight"].fill_(3e38))(d, ctx)
+    save_composed(compose(load_trunk_source(ctx.trunk), [(d, "directory")]), tmp / "c")
+    got = api_error(lambda: mtbranch.load(tmp / "c").predict(["the film"]))
+    code, out = cli_run("predict", tmp / "c", "the film", "--json")
+    return Outcome([got if "NaN" not in out.replace("NaN/Inf", "") else "?"], code, out)
+
 # -- plugins ------------------------------------------------------------------------------------------------
 class _RaisingBranches:
     @hookimpl
@@ -594,6 +719,43 @@ CATALOGUE: list[Case] = [
                                            verify=False)),
     Case("composed-dir-missing", "composed", "artifact directory that does not exist", "MtbranchError", 1,
          artifact_case(lambda c: shutil.rmtree(c))),
+    # what a branch contributes, where compose writes, what the lock proves (issue 13)
+    Case("files-symlink-out", "files", "README.md symlinked to a file outside the branch directory", "F001", 1,
+         branch_case(link_out)),
+    Case("files-symlink-loop", "files", "two symlinks pointing at each other", "F002", 1, branch_case(link_loop)),
+    Case("files-ancestor-link", "files", "a symlink to the branch directory's parent", "F003", 1,
+         branch_case(lambda d, _c: (d / "up").symlink_to(".."))),
+    Case("files-fifo", "files", "a FIFO (named pipe) in the branch directory", "F004", 1, branch_case(fifo)),
+    Case("weights-huge", "weights", "weights of 3e38 (finite, but outputs overflow)", "W010", 0,
+         branch_case(tensors(lambda s: s["head.classifier.weight"].fill_(3e38)))),
+    Case("output-not-empty", "output", "`compose -o DIR` where DIR holds other files", "OutputError", 1,
+         output_case("not-empty")),
+    Case("output-is-input", "output", "`compose -o` naming the branch directory it reads", "OutputError", 1,
+         output_case("branch")),
+    Case("output-contains-input", "output", "`compose -o` a directory holding a branch it reads", "OutputError", 1,
+         output_case("contains")),
+    Case("output-inside-trunk", "output", "`compose -o` inside the trunk directory", "OutputError", 1,
+         output_case("trunk")),
+    Case("output-other-kind", "output", "`compose -o` an existing branch artifact", "OutputError", 1,
+         output_case("other-kind")),
+    Case("update-put-inside", "output", "`update C --put C/branches/sentiment` (an input inside the output)",
+         "OutputError", 1, put_inside),
+    Case("composed-lock-version", "composed", "lock branch version that disagrees with the branch's manifest",
+         "IntegrityError", 1, artifact_case(lock_edit(lock_version))),
+    Case("composed-lock-duplicate", "composed", "one branch listed twice in the lock", "IntegrityError", 1,
+         artifact_case(lock_edit(lock_duplicate))),
+    Case("composed-lock-fingerprint", "composed", "lock trunk fingerprint h0 edited", "IntegrityError", 1,
+         artifact_case(lock_edit(lock_fingerprint))),
+    Case("composed-lock-unlisted-branch", "composed", "a branch directory the lock's branches do not list",
+         "IntegrityError", 1, artifact_case(lock_edit(lock_drop_branch))),
+    Case("composed-lock-file-no-branch", "composed", "a file listed for no branch (`branches/ghost/x.txt`)",
+         "IntegrityError", 1, artifact_case(file_for_no_branch)),
+    Case("env-disk-full", "environment", "disk full while writing over a composed artifact (kept intact)",
+         "FileAccessError", 1, disk_full),
+    Case("env-lock-permission", "environment", "lock file unreadable (permission denied)", "FileAccessError", 1,
+         lock_unreadable),
+    Case("predict-non-finite", "predict", "a branch whose outputs overflow to Inf/NaN", "MtbranchError", 1,
+         non_finite),
     # plugins
     Case("plugin-import-error", "plugins", "plugin raising at import", "P001", 0, import_error_case(strict=False)),
     Case("plugin-import-error-strict", "plugins", "plugin raising at import, `--strict`", "P001", 1,
@@ -639,7 +801,7 @@ def table() -> str:
     for i, c in enumerate(CATALOGUE, 1):
         exit_ = "API only" if c.exit is None else str(c.exit)
         rows.append(f"| {i} | `{c.id}` | {c.area} | {c.input} | {c.expect} | {exit_} |")
-    return "\n".join(rows)
+    return "\n".join(rows) + f"\n\n{len(CATALOGUE)} entries."
 
 
 def write_doc() -> None:
