@@ -8,10 +8,11 @@ imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pluggy
@@ -71,6 +72,7 @@ class PluginManager:
         self._findings: list[Finding] = []
         self.infos: dict[str, PluginInfo] = {}
         self._cache: dict[str, list[tuple[str, Any]]] = {}
+        self._ambiguous: dict[tuple[str, str], list[str]] = {}
         self._collecting = False
         from mtbranch import __version__
 
@@ -197,21 +199,40 @@ class PluginManager:
         return out
 
     def _unique(self, hook: str, attr: str, kind: str) -> dict[str, Any]:
+        """``name -> record``. A head type or trunk name registered twice is ambiguous: finding P008 (an error)
+        for each extra registration, and the name resolves to neither record (:meth:`ambiguous` says who).
+        A check name registered twice keeps the first (P006, a warning): both are policies of the same name."""
         out: dict[str, Any] = {}
-        owner: dict[str, str] = {}
+        owners: dict[str, list[str]] = {}
         for plugin, rec in self.call(hook):
             key = getattr(rec, attr)
-            if key in out:
-                self._report(self.infos[plugin], finding(
-                    "P006", f"{kind} {key!r} is registered by both {owner[key]!r} and {plugin!r}; "
-                            f"keeping {owner[key]!r}'s", location=plugin))
-                continue
-            out[key], owner[key] = rec, plugin
+            owners.setdefault(key, []).append(plugin)
             lst = getattr(self.infos[plugin], {"trunk": "trunks", "head type": "head_types",
                                                "check": "checks"}[kind])
             if key not in lst:
                 lst.append(key)
+            if key not in out:
+                out[key] = rec
+                continue
+            first = owners[key][0]
+            if kind == "check":
+                self._report(self.infos[plugin], finding(
+                    "P006", f"check {key!r} is registered by both {first!r} and {plugin!r}; keeping {first!r}'s",
+                    location=plugin))
+            else:
+                self._report(self.infos[plugin], finding(
+                    "P008", f"{kind} {key!r} is registered by both {first!r} and {plugin!r}; neither is used",
+                    location=plugin, hint=f"uninstall one of the two plugins, or set {ALLOW_ENV} to load only one"))
+        if kind != "check":
+            for key, who in owners.items():
+                if len(who) > 1:
+                    out.pop(key, None)
+                    self._ambiguous[(kind, key)] = who
         return out
+
+    def ambiguous(self, kind: str, name: str) -> list[str] | None:
+        """The plugins that all register head type / trunk ``name`` (finding P008), or None."""
+        return self._ambiguous.get((kind, name))
 
     def trunks(self) -> dict[str, TrunkProvider]:
         return self._unique("mtbranch_trunks", "name", "trunk")
@@ -225,6 +246,10 @@ class PluginManager:
                 if ht.name == name:
                     return ht
         types = self.head_types()
+        both = self.ambiguous("head type", name)
+        if both:
+            raise MtbranchError(f"head type {name!r} is registered by {' and '.join(map(repr, both))} (P008)",
+                                hint=f"uninstall one of them, or set {ALLOW_ENV} to load only one")
         if name not in types:
             raise MtbranchError(f"head type {name!r} is not registered",
                                 hint=f"install the plugin that provides it; known: {', '.join(sorted(types))}")
@@ -242,17 +267,43 @@ class PluginManager:
         return list(self.infos.values())
 
 
+# -- the one accessor ------------------------------------------------------------------------------------------
+# Lifetime: one process-wide default manager, created on the first get_plugin_manager() call from the environment
+# (MTBRANCH_DISABLE_PLUGIN_AUTOLOAD, MTBRANCH_PLUGINS) and kept for the life of the process; entry points are
+# imported on first need, hook results cached. Code that is handed a manager (the CLI builds one per command and
+# passes it down; compose/validate/load take ``plugin_manager=``) uses that one: get_plugin_manager(explicit)
+# returns it unchanged. reset_plugin_manager() drops the default (tests; a long-lived process after a pip
+# install); use_plugin_manager(pm) installs one for a block.
 _manager: PluginManager | None = None
 
 
-def get_plugin_manager() -> PluginManager:
+def get_plugin_manager(explicit: PluginManager | None = None) -> PluginManager:
+    """``explicit`` when given, else the process-wide default (created on first use)."""
     global _manager
+    if explicit is not None:
+        return explicit
     if _manager is None:
         _manager = PluginManager()
     return _manager
 
 
 def set_plugin_manager(manager: PluginManager | None) -> None:
-    """Install a manager (tests register hookimpl classes on a fresh one); None resets to autoload."""
+    """Install ``manager`` as the process-wide default; None drops it (the next use builds one from the env)."""
     global _manager
     _manager = manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget the process-wide default: the next :func:`get_plugin_manager` rebuilds it from the environment."""
+    set_plugin_manager(None)
+
+
+@contextlib.contextmanager
+def use_plugin_manager(manager: PluginManager) -> Iterator[PluginManager]:
+    """Make ``manager`` the default inside the block, restoring the previous one after (tests, embedding)."""
+    global _manager
+    previous, _manager = _manager, manager
+    try:
+        yield manager
+    finally:
+        _manager = previous

@@ -13,6 +13,7 @@ import sys
 import sysconfig
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from click.testing import CliRunner, Result
 
 from mtbranch.cli.main import cli
 from mtbranch.cli.new_plugin import new_plugin
+from mtbranch.errors import MtbranchError
 from mtbranch.plugins import BranchLocation, Check, TrunkProvider, hookimpl, hookspecs
 from mtbranch.plugins.manager import ALLOW_ENV, DISABLE_ENV, PluginManager, set_plugin_manager
 
@@ -210,12 +212,12 @@ def test_registered_plugins_are_listed_and_validated(branch_dirs: dict[str, Path
 def test_failing_hooks_are_findings_and_never_hide_the_others(branch_dirs: dict[str, Path],
                                                               tiny_bert_dir: Path) -> None:
     fresh(RaisingPlugin(), GarbageHeadsPlugin(), BadRecordPlugin(), AlphaPlugin(branch_dirs["alpha"]),
-          TrunkPlugin(tiny_bert_dir), TrunkPlugin(tiny_bert_dir))
+          TrunkPlugin(tiny_bert_dir), PolicyTwice(), PolicyTwice())
     listed = rows(invoke("plugins", "--json"))
     assert codes(listed["raisingplugin-0"]["errors"]) == ["P002"]
     assert codes(listed["garbageheadsplugin-1"]["errors"]) == ["P003"]
     assert codes(listed["badrecordplugin-2"]["errors"]) == ["P003"]
-    assert codes(listed["trunkplugin-5"]["errors"]) == ["P006"]
+    assert codes(listed["policytwice-6"]["errors"]) == ["P006"]  # a check name twice: the first is kept
     assert listed["alphaplugin-3"]["branches"] == ["alpha"] and not listed["alphaplugin-3"]["errors"]
     result = invoke("validate", "--format", "json")
     report = json.loads(result.output)
@@ -223,6 +225,52 @@ def test_failing_hooks_are_findings_and_never_hide_the_others(branch_dirs: dict[
     assert sorted(f["code"] for f in report["findings"]) == ["P002", "P003", "P003", "P006"]
     assert [b["name"] for b in report["branches"]] == ["alpha"]
     assert invoke("validate", "--strict").exit_code == 1  # ...and failures in strict mode
+
+
+class PolicyTwice:
+    @hookimpl
+    def mtbranch_checks(self) -> list[Check]:
+        return [Check("always-fine", lambda manifest, path: [])]
+
+
+class HeadTwice:
+    @hookimpl
+    def mtbranch_head_types(self) -> list[Any]:
+        from mtbranch.heads.registry import builtin_head_types
+
+        return [replace(builtin_head_types()[0], name="shared-head")]
+
+
+def test_duplicate_head_types_and_trunks_are_errors_not_first_wins(branch_dirs: dict[str, Path],
+                                                                   tiny_bert_dir: Path) -> None:
+    pm = fresh(TrunkPlugin(tiny_bert_dir), TrunkPlugin(tiny_bert_dir), HeadTwice(), HeadTwice())
+    listed = rows(invoke("plugins", "--json"))
+    assert codes(listed["trunkplugin-1"]["errors"]) == ["P008"] and not listed["trunkplugin-0"]["errors"]
+    assert codes(listed["headtwice-3"]["errors"]) == ["P008"]
+    assert "tiny" not in pm.trunks() and "shared-head" not in pm.head_types()  # neither registration is used
+    assert pm.ambiguous("trunk", "tiny") == ["trunkplugin-0", "trunkplugin-1"]
+    with pytest.raises(MtbranchError, match="registered by 'headtwice-2' and 'headtwice-3'"):
+        pm.head_type("shared-head")
+    result = invoke("validate", "--format", "json", "--trunk", str(tiny_bert_dir),
+                    "--branch", str(branch_dirs["alpha"]))
+    assert result.exit_code == 1, result.output  # an error finding, also without --strict
+    assert sorted(f["code"] for f in json.loads(result.output)["findings"]) == ["P008", "P008"]
+    bad = invoke("validate", "--trunk", "tiny", "--branch", str(branch_dirs["alpha"]))
+    assert bad.exit_code == 1 and "P008" in bad.output and "Traceback" not in bad.output
+
+
+def test_one_accessor_with_a_process_wide_default() -> None:
+    from mtbranch.plugins.manager import get_plugin_manager, reset_plugin_manager, use_plugin_manager
+
+    default = get_plugin_manager()
+    assert get_plugin_manager() is default  # one per process...
+    mine = PluginManager(autoload=False)
+    assert get_plugin_manager(mine) is mine  # ...unless a caller hands its own down
+    with use_plugin_manager(mine):
+        assert get_plugin_manager() is mine
+    assert get_plugin_manager() is default
+    reset_plugin_manager()
+    assert get_plugin_manager() is not default
 
 
 def test_head_type_hook_garbage_is_reported_even_before_heads_are_needed() -> None:

@@ -140,3 +140,23 @@ def test_training_label_outside_the_list_is_user_error(sdk_trunk_dir: Path, tmp_
 
 def test_pad_ids() -> None:
     assert pad_ids([[1, 2], [3]], 0).tolist() == [[1, 2], [3, 0]]
+
+
+def test_training_learns_the_learnable_fixture(sdk_trunk_dir: Path, tmp_path: Path) -> None:
+    """A learning-rate, freezing or label bug fails here: the dev loss falls well below chance and the dev
+    accuracy clearly beats chance (0.5: a sentiment word decides the class; P(>= 0.85 of 40 by luck) < 1e-5)."""
+    import math
+
+    tr, dev = sentiment_data(tmp_path, 160, 40)
+    # mean pooling: on this random tiny trunk the [CLS] vector after one layer carries the word too weakly
+    cfg = TrainConfig(epochs=4, lr=1e-2, head_lr=1e-2, batch_size=16, max_length=32, pooling="mean", progress=False)
+    res = train(str(sdk_trunk_dir), "classification", tr, dev, layers=1, cfg=cfg, info=BranchInfo("learns"))
+    losses = [row["loss"] for row in res.history]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0] and losses[-1] < 0.5 * math.log(2), losses  # ln 2: a 2-class guess
+    assert res.metrics["accuracy"] >= 0.85, res.history
+    # the branch layer itself was trained (a frozen branch with a learning head would also pass the above)
+    with safe_open(str(load_trunk_source(sdk_trunk_dir).weights), framework="pt") as f:
+        start = f.get_tensor(f"encoder.layer.{res.depth}.output.dense.weight")
+    moved = (res.module.state_dict()["layers.0.output.dense.weight"] - start).abs().max().item()
+    assert moved > 1e-3, moved

@@ -55,7 +55,7 @@ def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
     if pm is None:
         from mtbranch.plugins.manager import get_plugin_manager
 
-        pm = get_plugin_manager()
+    pm = get_plugin_manager(plugin_manager)  # the caller's manager, else the process-wide default
     branches = []
     for res in report.branches:
         b = load_branch(res.path, pm.head_type(res.manifest.head.type))

@@ -91,5 +91,9 @@ def resolve_trunk(reference: str) -> TrunkSource:
     known = ", ".join(sorted(trunks)) or "none installed"
     raise MtbranchError(
         f"unknown trunk {reference!r}",
+    both = pm.ambiguous("trunk", reference)
+    if both:
+        raise MtbranchError(f"trunk {reference!r} is registered by {' and '.join(map(repr, both))} (P008)",
+                            hint="uninstall one of them, or pass the model directory")
         hint=f"installed trunks: {known}; or pass a model directory or hf:org/name@rev",
     )

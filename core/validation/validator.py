@@ -150,7 +150,7 @@ class Validator:
         if self.pm is None:
             from mtbranch.plugins.manager import get_plugin_manager
 
-            self.pm = get_plugin_manager()
+        self.pm = get_plugin_manager(self.pm)  # the manager this validator was given, else the default
         return self.pm.head_types()
 
     def tokenizer_fingerprints(self) -> dict[str, Any] | None:
