@@ -2,7 +2,7 @@
 
 Every threaded result must equal the sequential one; with swaps, every request must see one whole version of
 the swapped branch (all its micro-batches from the same version), and the other branches never change.
-docs/stress.py runs the same checks at the issue's scale on the composed example model.
+docs/scripts/stress.py runs the same checks at the issue's scale on the composed example model.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Speed choices in ``predict``, each measured on and off in one run on the real composed example model.
 
-    python docs/ablations.py out/composed --threads 2 --rounds 3 > runs/ablations.json
+    python docs/scripts/ablations.py out/composed --threads 2 --rounds 3 > runs/ablations.json
 
 * length bucketing: ``predict`` sorts inputs by length before cutting micro-batches (padding to each batch's
   longest input) vs the same micro-batches in arrival order;
@@ -18,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def texts(n: int) -> list[str]:

@@ -1,6 +1,6 @@
 """Load test: `mtbranch serve` on loopback, the composed model vs one server per task, in the same run.
 
-    python docs/loadtest.py out/composed --requests 400 --concurrency 16 --threads 1
+    python docs/scripts/loadtest.py out/composed --requests 400 --concurrency 16 --threads 1
 
 Starts one server for the composed artifact (every task) and one per task (``--task NAME``: only that branch,
 the trunk only as deep as it needs), waits until each is ready, then fires a bounded number of requests (one
@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "STS-B" / "sts-dev.csv"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "STS-B" / "sts-dev.csv"
 
 
 def sentences(n: int) -> list[tuple[str, str]]:

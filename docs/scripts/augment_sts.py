@@ -2,7 +2,7 @@
 plus new pairs scored by the full fine-tuning teacher (data augmentation for distillation, as TinyBERT does;
 pairs sampled by semantic search, as AugSBERT does).
 
-    python docs/augment_sts.py runs/out/similarity-full8 runs/data/sts-train-aug.csv
+    python docs/scripts/augment_sts.py runs/out/similarity-full8 runs/data/sts-train-aug.csv
 
 New pairs: every training sentence with its 3 nearest other training sentences by the trunk's own sentence
 embedding (all-MiniLM-L6-v2 mean pooling, cosine), minus pairs already labelled; each scored by the teacher
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 NEIGHBOURS = 3
 
 

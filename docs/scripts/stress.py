@@ -1,7 +1,7 @@
 """Stress run: many threads calling ``predict`` on one composed model, checked against sequential results.
 
     mtbranch compose -o out/composed          # the installed example plugins (see `make demo`)
-    OMP_NUM_THREADS=1 python docs/stress.py out/composed --threads 8 --calls 2000
+    OMP_NUM_THREADS=1 python docs/scripts/stress.py out/composed --threads 8 --calls 2000
 
 Each call predicts one (text, pair) input on every task. The reference is the same input predicted
 sequentially before the threads start; every threaded result must be equal to it (same floats, same

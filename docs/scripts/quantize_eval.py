@@ -1,11 +1,11 @@
 """The int8 CPU fast path (``load(..., quantize="int8")``) on the real composed example model: dev metric of
 every task and ``predict`` speed, float32 vs int8, in one run.
 
-    python docs/quantize_eval.py out/composed --threads 1 --rounds 5 > runs/quantize.json
+    python docs/scripts/quantize_eval.py out/composed --threads 1 --rounds 5 > runs/quantize.json
 
 Dev sets from ../shared/data: SST-2 dev (sentiment), STS-B dev (similarity), CoNLL-2003 valid (entities),
 scored with the SDK's metrics (mtbranch.sdk.metrics) on the composed model's own forward. Speed: ``predict``
-on the same mixed SST-2 / CoNLL texts as docs/ablations.py, float32 and int8 interleaved per round.
+on the same mixed SST-2 / CoNLL texts as docs/scripts/ablations.py, float32 and int8 interleaved per round.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 composed model's outputs with each branch's own evaluation outputs on its dev set. Each branch in
 examples/branches-out must be byte-identical to the copy its plugin package ships (examples/sync_branches.sh).
 
-    python docs/verify_branches.py > runs/verify.json
+    python docs/scripts/verify_branches.py > runs/verify.json
 
 The branch's evaluation outputs are recomputed here the way the trainer computes them (cached trunk features
 at the attach depth, then the branch), and its dev metric recomputed from them must equal the manifest's.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "examples" / "branches-out"
 

