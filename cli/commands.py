@@ -8,9 +8,8 @@ from typing import Any
 
 import click
 
-from mtbranch.cli.output import console, err_console, print_findings, print_json
+from mtbranch.cli.output import console, err_console, print_json
 from mtbranch.cli.predict_file import file_input_options
-from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
 from mtbranch.trunk.choose import choose_trunk
 
 SELECTION_RULE = ("With --branch, exactly those directories are used; installed plugins' branches join only "
@@ -59,8 +58,7 @@ def plugins(as_json: bool) -> None:
     Example:
       mtbranch plugins --json
     """
-    from rich.table import Table
-
+    from mtbranch.cli.report import print_plugins
     from mtbranch.plugins.manager import get_plugin_manager
 
     pm = get_plugin_manager()
@@ -68,15 +66,7 @@ def plugins(as_json: bool) -> None:
     if as_json:
         print_json([info.__dict__ for info in infos])
         return
-    table = Table(title="mtbranch plugins")
-    for col in ("plugin", "distribution", "version", "hooks", "branches", "trunks", "errors"):
-        table.add_column(col)
-    for i in infos:
-        hooks = ", ".join(h.removeprefix("mtbranch_") for h in i.hooks)
-        table.add_row(i.name, i.distribution or "-", i.version or "-", hooks, ", ".join(i.branches) or "-",
-                      ", ".join(i.trunks) or "-", "\n".join(i.errors) or "-",
-                      style="red" if i.errors else None)
-    console.print(table)
+    print_plugins(infos)
 
 
 # -- validate ----------------------------------------------------------------------------------------
@@ -112,35 +102,10 @@ def validate(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installe
     if fmt == "json":
         print_json(report.to_dict())
     else:
-        _print_report(report)
+        from mtbranch.cli.report import print_validation
+
+        print_validation(report)
     raise SystemExit(report.exit_code(strict))
-
-
-def _print_report(report: Any) -> None:
-    from rich.table import Table
-
-    if report.trunk:
-        console.print(f"trunk: [bold]{report.trunk['reference']}[/] ({report.trunk['model_type']}, "
-                      f"{report.trunk['num_layers']} layers, hidden {report.trunk['hidden_size']})")
-    else:
-        console.print("trunk: none given (trunk and tokenizer checks skipped)", style="yellow")
-    if report.branches:
-        from mtbranch.validation.validator import CHECKS
-
-        table = Table()
-        for col in ("branch", "source", "depth", "layers", "head", *CHECKS):
-            table.add_column(col)
-        marks = {"passed": "[green]ok[/]", "failed": "[red]FAIL[/]", "warning": "[yellow]warn[/]",
-                 "skipped": "[dim]-[/]"}
-        for b in report.branches:
-            d = b.to_dict()
-            table.add_row(str(d["name"]), str(d["source"]), str(d["attach_depth"]), str(d["num_layers"]),
-                          str(d["head"]), *(marks[b.checks[c]] for c in CHECKS))
-        console.print(table)
-    print_findings(report.findings)
-    style = {"passed": "bold green", "passed-with-warnings": "bold yellow", "failed": "bold red"}[report.status]
-    console.print(f"[{style}]{report.status}[/]: {len(report.errors)} error(s), {len(report.warnings)} "
-                  f"warning(s), {len(report.branches)} branch(es)")
 
 
 # -- compose -----------------------------------------------------------------------------------------
@@ -267,10 +232,8 @@ def verify(artifact: Path) -> None:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
-@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True, help=DTYPE_HELP)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
-            as_json: bool, no_verify: bool, quantize: str | None, dtype: str, device: str) -> None:
+            as_json: bool, no_verify: bool, quantize: str | None) -> None:
     """Run a composed model on TEXTS, or on every row of --input FILE (JSONL out, streamed).
 
     \b
@@ -288,8 +251,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
     if pairs and len(pairs) not in (1, len(texts)):
         raise UsageError(f"{len(pairs)} --pair values for {len(texts)} texts", hint="give one, or one per text")
     text_pairs = None if not pairs else (list(pairs) * len(texts) if len(pairs) == 1 else list(pairs))
-    resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
-    model = load(artifact, verify=not no_verify, quantize=quantize, dtype=dtype, device=device)
+    model = load(artifact, verify=not no_verify, quantize=quantize)
     if text_pairs is None and not tasks:  # pair tasks are skipped when no pair is given
         tasks = tuple(b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single")
     results = model.predict(list(texts), tasks=list(tasks) or None, text_pairs=text_pairs, raw=raw)

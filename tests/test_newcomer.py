@@ -342,3 +342,24 @@ def test_predict_iter_streams_in_order(served: Path) -> None:
     assert results_close([first, *it], model.predict(texts, tasks=["sentiment"]))
     pairs = list(model.predict_iter([("a", "b"), ("c", "d")], tasks=["similarity"]))
     assert results_close(pairs, model.predict(["a", "c"], text_pairs=["b", "d"], tasks=["similarity"]))
+
+
+# -- 6. human output that fits ------------------------------------------------------------------------
+def test_validate_and_plugins_read_at_80_columns(installed_other: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    name = "customer-support-intent-classifier"
+    mine = make_branch(tiny_bert_dir, tmp_path / "mine", name=name, depth=2, layers=1, owner="team-support")
+    code, out = run_cli("validate", "--trunk", tiny_bert_dir, "--branch", mine, "--with-installed")
+    assert code == 1 and "…" not in out
+    lines = out.splitlines()
+    mine_line = next(x for x in lines if x.startswith(name))
+    assert "depth 2 +1" in mine_line and "classification" in mine_line and mine_line.rstrip().endswith("ok")
+    other_line = next(x for x in lines if x.startswith("other "))
+    fail = other_line.split("FAIL", 1)[1].split()
+    assert fail and all(c[0] in "TKX" and c[1:].isdigit() for c in fail)  # failing checks listed by code
+    assert lines[-1].startswith("failed: ")
+    code, out = run_cli("plugins")
+    assert code == 0 and "…" not in out
+    row = next(x for x in out.splitlines() if x.startswith("other-team"))
+    assert "branches: other" in row and "trunks: tiny" in row and "checks: needs-owner" in row

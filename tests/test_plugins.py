@@ -200,8 +200,9 @@ def test_registered_plugins_are_listed_and_validated(branch_dirs: dict[str, Path
     assert listed["alphaplugin-0"]["branches"] == ["alpha"]
     assert listed["trunkplugin-1"]["trunks"] == ["tiny"]
     assert listed["builtin"]["head_types"] == ["classification", "regression", "token_classification"]
-    # no --trunk: the installed trunk whose fingerprint fits is chosen; --branch DIR mixes with the plugin's
-    result = invoke("validate", "--format", "json", "--branch", str(branch_dirs["beta"]))
+    # no --trunk: the installed trunk whose fingerprint fits is chosen; --with-installed adds the plugin's
+    # branches to the --branch directories (without it, --branch means exactly those: tests/test_newcomer.py)
+    result = invoke("validate", "--format", "json", "--branch", str(branch_dirs["beta"]), "--with-installed")
     report = json.loads(result.output)
     assert result.exit_code == 0, result.output
     assert report["trunk"]["reference"] == "tiny"
@@ -438,7 +439,7 @@ def test_new_plugin_install_discover_validate_compose(branch_dirs: dict[str, Pat
 
     out = tmp_path / "composed"
     comp = run_cli(python, "compose", "--trunk", str(tiny_bert_dir), "--branch", str(branch_dirs["beta"]),
-                   "-o", str(out), MTBRANCH_PLUGINS="acme-alpha")
+                   "--with-installed", "-o", str(out), MTBRANCH_PLUGINS="acme-alpha")
     assert comp.returncode == 0, comp.stdout + comp.stderr
     lock = json.loads((out / "mtbranch.lock.json").read_text())
     assert {(b["name"], b["source"]) for b in lock["branches"]} == {("alpha", "acme-alpha"), ("beta", "directory")}
