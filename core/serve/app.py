@@ -219,7 +219,7 @@ class Batcher:
             while self._first_pending() is None:
                 self._wake.clear()
                 await self._wake.wait()
-            items = [self._pending.popleft()]
+            items = self._running = [self._pending.popleft()]  # abort() sees the batch while it is collected
             n, tokens = items[0].job.size, items[0].job.tokens
             deadline = loop.time() + s.max_batch_wait_ms / 1000
             while n < s.max_batch_size and (s.max_batch_tokens is None or tokens < s.max_batch_tokens):
@@ -242,7 +242,6 @@ class Batcher:
             self.metrics.queue_depth.set(len(self._pending))
             self.stats.batches += 1
             served = self.served  # one version per batch
-            self._running = items
             started = time.perf_counter()
             outcomes = await loop.run_in_executor(self._executor, self._run, served, items)
             seconds = time.perf_counter() - started
