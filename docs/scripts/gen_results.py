@@ -291,7 +291,9 @@ def main() -> None:
       "2-core machine (the thread count changes speed, not results beyond float rounding), seed 42, AdamW, "
       "linear schedule with 6% warm-up, batch 32, layer lr 1e-4, head lr 1e-3, best epoch kept, unless the row "
       "says otherwise. Regenerate this page with `python docs/scripts/gen_results.py > docs/results.md` after "
-      "`runs/queue.sh` (each row's exact command is below).\n")
+      "`runs/queue.sh` (each row's exact command is below). The raw output behind each figure is committed in "
+      "`docs/results/`; a table with figures whose output was not kept says so in a comment above it "
+      "(`docs/scripts/figures.py`, checked by tests/test_docs_figures.py).\n")
     w("## Main table\n")
     w("| task (metric) | recipe | full fine-tuning (6 layers) | branch L=2 at depth 4 | L=2 / full | "
       "distilled student l=1 | student / teacher |")
@@ -518,7 +520,10 @@ def main() -> None:
       "together, `mtbranch validate` warns K004 and predict() truncates every input to 64 tokens; asking for "
       "the entities task alone keeps 128. Retraining sentiment/similarity at 128 would remove the warning.")
     w("- One seed per row; differences under about 0.5 points are within seed noise on these dev sets.")
-    print("\n".join(out))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from figures import committed_numbers, mark
+
+    print(mark("\n".join(out), committed_numbers("docs/results.md")))
 
 
 if __name__ == "__main__":
