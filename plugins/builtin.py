@@ -1,11 +1,84 @@
-"""The built-in plugin: registers the built-in head types through the same hook plugins use."""
+"""The built-in plugin: registers the built-in head types and trunk families through the same hooks plugins use.
+
+Each family's torch side lives in its own module, ``mtbranch.trunk.families.<name>``, named by a string and
+imported on first use (as an outside family plugin does), so plugin discovery never imports torch.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from mtbranch.heads.registry import HeadType, builtin_head_types
 from mtbranch.plugins.hookspecs import hookimpl
+from mtbranch.plugins.records import TensorRule, TrunkFamily
+
+_IMPL = "mtbranch.trunk.families.{}:FAMILY"
 
 
 @hookimpl
 def mtbranch_head_types() -> list[HeadType]:
     return builtin_head_types()
+
+
+def modernbert_normalize(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Add ``global_attn_every_n_layers`` (the period of full-attention layers) derived from ``layer_types``.
+
+    transformers 5 saves only the per-layer list; mtbranch records the period so that a truncated trunk
+    (fewer layers) and the full one have the same structure. A list that is not periodic is refused.
+    """
+    if "global_attn_every_n_layers" in cfg or not cfg.get("layer_types"):
+        return cfg
+    types = list(cfg["layer_types"])
+    full = [i for i, t in enumerate(types) if t == "full_attention"]
+    period = full[1] if len(full) > 1 else len(types)
+    expected = ["sliding_attention" if i % period else "full_attention" for i in range(len(types))]
+    if types != expected:
+        raise ValueError(f"layer_types {types} is not every-n-th-layer global attention")
+    return {**cfg, "global_attn_every_n_layers": period}
+
+
+def _families() -> list[TrunkFamily]:
+    bert_like = dict(onnx=True)
+    return [
+        TrunkFamily("bert", ("bert",), _IMPL.format("bert"), description="BERT (incl. MiniLM)", **bert_like),
+        TrunkFamily("roberta", ("roberta",), _IMPL.format("roberta"), description="RoBERTa", **bert_like),
+        TrunkFamily("xlm-roberta", ("xlm-roberta",), _IMPL.format("xlm_roberta"),
+                    description="XLM-RoBERTa (RoBERTa's layers, multilingual vocabulary)", **bert_like),
+        TrunkFamily(
+            "distilbert", ("distilbert",), _IMPL.format("distilbert"),
+            tensors=(TensorRule(r"^embeddings\.(?P<rest>.+)$", "embeddings", "embeddings.{rest}"),
+                     TensorRule(r"^transformer\.layer\.(?P<layer>\d+)\.(?P<rest>.+)$", "layer",
+                                "layers.{layer}.{rest}")),
+            structure_fields=("vocab_size", "max_position_embeddings", "sinusoidal_pos_embds", "hidden_dim",
+                              "activation", "pad_token_id"),
+            config_aliases={"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"},
+            description="DistilBERT (no token types)"),
+        TrunkFamily(
+            "modernbert", ("modernbert",), _IMPL.format("modernbert"), anchor="embeddings.tok_embeddings.weight",
+            tensors=(TensorRule(r"^embeddings\.(?P<rest>.+)$", "embeddings", "embeddings.{rest}"),
+                     TensorRule(r"^layers\.(?P<layer>\d+)\.(?P<rest>.+)$", "layer", "layers.{layer}.{rest}"),
+                     TensorRule(r"^final_norm\.(?P<rest>.+)$", "final", "final.{rest}")),
+            structure_fields=("vocab_size", "intermediate_size", "hidden_activation", "max_position_embeddings",
+                              "norm_eps", "norm_bias", "pad_token_id", "attention_bias", "mlp_bias",
+                              "local_attention", "global_attn_every_n_layers", "rope_parameters",
+                              "classifier_bias", "classifier_activation"),
+            normalize=modernbert_normalize,
+            description="ModernBERT (rotary, alternating global/sliding-window attention; also mmBERT)"),
+        TrunkFamily(
+            "deberta-v2", ("deberta-v2",), _IMPL.format("deberta_v2"),
+            tensors=(TensorRule(r"^embeddings\.(?P<rest>.+)$", "embeddings", "embeddings.{rest}"),
+                     TensorRule(r"^encoder\.(?P<rest>(?:rel_embeddings|LayerNorm|conv)\..+)$", "embeddings",
+                                "context.{rest}"),
+                     TensorRule(r"^encoder\.layer\.(?P<layer>\d+)\.(?P<rest>.+)$", "layer", "layers.{layer}.{rest}")),
+            structure_fields=("vocab_size", "intermediate_size", "hidden_act", "layer_norm_eps",
+                              "max_position_embeddings", "type_vocab_size", "pad_token_id", "relative_attention",
+                              "max_relative_positions", "position_buckets", "norm_rel_ebd", "pos_att_type",
+                              "share_att_key", "position_biased_input", "embedding_size", "conv_kernel_size",
+                              "conv_groups", "conv_act", "pooler_hidden_size", "pooler_hidden_act"),
+            description="DeBERTa-v2 and v3 (disentangled relative attention)"),
+    ]
+
+
+@hookimpl
+def mtbranch_trunk_families() -> list[TrunkFamily]:
+    return _families()

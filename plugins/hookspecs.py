@@ -13,7 +13,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from mtbranch.heads.registry import HeadType
-    from mtbranch.plugins.records import BranchLocation, Check, TrunkProvider
+    from mtbranch.plugins.records import BranchLocation, Check, TrunkFamily, TrunkProvider
 
 PROJECT = "mtbranch"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -54,4 +54,16 @@ def mtbranch_checks() -> list[Check]:  # type: ignore[empty-body]
     A check is called once per branch with the :class:`BranchManifest` and returns
     :class:`mtbranch.spec.findings.Finding` records (an empty list when the branch complies), e.g. "at most 3
     task layers per branch" or "metrics are required".
+    """
+
+
+@hookspec
+def mtbranch_trunk_families() -> list[TrunkFamily]:  # type: ignore[empty-body]
+    """Trunk architectures, as :class:`TrunkFamily` records (one per family, keyed on config ``model_type``).
+
+    The record is plain data (tensor-name rules, structure fields) and names its torch implementation by a
+    ``"module:attribute"`` string imported on first use, so this hook must not import torch. BERT, RoBERTa,
+    XLM-R, DistilBERT, ModernBERT and DeBERTa-v2 are registered through this hook by
+    ``mtbranch.plugins.builtin``. A ``model_type`` claimed by two plugins is reported (P006).
+    See docs/families.md.
     """

@@ -19,7 +19,7 @@ import pluggy
 
 from mtbranch.errors import MtbranchError
 from mtbranch.plugins import builtin, hookspecs
-from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TrunkProvider
+from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TrunkFamily, TrunkProvider
 from mtbranch.spec.findings import Finding, finding
 
 ENTRY_POINT_GROUP = "mtbranch"
@@ -31,6 +31,7 @@ HOOK_RECORDS: dict[str, type | str] = {
     "mtbranch_head_types": "HeadType",  # imported lazily: head_types pulls in pydantic models only
     "mtbranch_checks": Check,
 }
+    "mtbranch_trunk_families": TrunkFamily,
 
 
 def _record_type(hook: str) -> type:
@@ -281,6 +282,31 @@ def get_plugin_manager(explicit: PluginManager | None = None) -> PluginManager:
     """``explicit`` when given, else the process-wide default (created on first use)."""
     global _manager
     if explicit is not None:
+    def trunk_families(self) -> dict[str, TrunkFamily]:
+        """``model_type`` -> family record; a model_type claimed twice keeps the first (finding P006)."""
+        out: dict[str, TrunkFamily] = {}
+        owner: dict[str, str] = {}
+        for plugin, rec in self.call("mtbranch_trunk_families"):
+            for model_type in rec.model_types:
+                if model_type in out:
+                    self._report(self.infos[plugin], finding(
+                        "P006", f"trunk family for model_type {model_type!r} is registered by both "
+                                f"{owner[model_type]!r} and {plugin!r}; keeping {owner[model_type]!r}'s",
+                        location=plugin))
+                    continue
+                out[model_type], owner[model_type] = rec, plugin
+                if rec.name not in self.infos[plugin].families:
+                    self.infos[plugin].families.append(rec.name)
+        return out
+
+    def trunk_family(self, model_type: str) -> TrunkFamily | None:
+        """The family for a config ``model_type`` (built-in families need no plugin imported), or None."""
+        if self._pending_load:
+            for rec in builtin.mtbranch_trunk_families():
+                if model_type in rec.model_types:
+                    return rec
+        return self.trunk_families().get(model_type)
+
         return explicit
     if _manager is None:
         _manager = PluginManager()
@@ -290,6 +316,7 @@ def get_plugin_manager(explicit: PluginManager | None = None) -> PluginManager:
 def set_plugin_manager(manager: PluginManager | None) -> None:
     """Install ``manager`` as the process-wide default; None drops it (the next use builds one from the env)."""
     global _manager
+        self.trunk_families()
     _manager = manager
 
 

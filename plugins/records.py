@@ -47,4 +47,56 @@ class PluginInfo:
     trunks: list[str] = field(default_factory=list)
     head_types: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TensorRule:
+    """Where one kind of trunk tensor belongs, matched on its name after the base-model prefix.
+
+    ``pattern`` is a regex; its named group ``layer`` (0-based) says which layer a ``layer`` tensor belongs to
+    and ``rest`` the tail of the name. ``group`` is ``embeddings`` (hashed into ``h0``: embeddings and tensors
+    every layer reads, e.g. DeBERTa's relative embeddings), ``layer`` (hashed into ``h_{layer+1}``) or
+    ``final`` (after the last layer, e.g. ModernBERT's final norm: not in the chain, each branch keeps a
+    copy). ``key`` is the name in mtbranch's trunk module, formatted with the named groups
+    (``embeddings.{rest}``, ``layers.{layer}.{rest}``, ``context.{rest}``, ``final.{rest}``).
+    """
+
+    pattern: str
+    group: str
+    key: str
+
+
+BERT_TENSOR_RULES = (
+    TensorRule(r"^embeddings\.(?P<rest>.+)$", "embeddings", "embeddings.{rest}"),
+    TensorRule(r"^encoder\.layer\.(?P<layer>\d+)\.(?P<rest>.+)$", "layer", "layers.{layer}.{rest}"),
+)
+
+
+@dataclass(frozen=True)
+class TrunkFamily:
+    """A trunk architecture (``mtbranch_trunk_families`` hook). Plain data, so discovery never imports torch.
+
+    ``implementation`` names (``"package.module:attribute"``) the torch-side object that builds and runs the
+    family's modules (a :class:`mtbranch.trunk.families.base.FamilyImpl` subclass or instance); it is
+    imported on first use. ``anchor`` is a tensor name every checkpoint of the family has (after the
+    base-model prefix, which is found from it). ``structure_fields`` are the config.json keys, besides
+    ``hidden_size`` and ``num_attention_heads``, that change what the trunk computes (they start the
+    fingerprint chain); ``None`` means BERT's fields. ``config_aliases`` maps mtbranch's names
+    (``hidden_size``, ``num_attention_heads``, ``num_hidden_layers``) to the family's config.json keys
+    where they differ (DistilBERT: ``dim``, ``n_heads``, ``n_layers``). ``normalize`` (pure Python) may add
+    derived keys to a config dict before the structure is read (ModernBERT: the global-attention period from
+    ``layer_types``). ``onnx``: whether ``export-onnx`` supports the family.
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    implementation: str
+    anchor: str = "embeddings.word_embeddings.weight"
+    tensors: tuple[TensorRule, ...] = BERT_TENSOR_RULES
+    structure_fields: tuple[str, ...] | None = None
+    config_aliases: dict[str, str] = field(default_factory=dict)
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    onnx: bool = False
+    description: str = ""

@@ -29,27 +29,33 @@ def branch_manifest(trunk: TrunkSource, tokenizer: Any, *, name: str, attach_dep
 
 
 def init_from_trunk(module: Any, trunk: TrunkSource) -> list[str]:
-    """Copy trunk layers d+1..d+n into the branch's layers (and the trunk pooler into the projection).
+    """Copy trunk layers d+1..d+n into the branch's layers, the family's context / final modules into the
+    branch's copies, and the trunk's pooler (BERT) into the projection.
 
     Returns the module keys that were initialised from the trunk.
     """
     from safetensors import safe_open
 
-    from mtbranch.trunk.fingerprint import trunk_prefix
+    from mtbranch.trunk.model import trunk_state_keys
 
     d = module.manifest.attach_depth
     state = {}
     with safe_open(str(trunk.weights), framework="pt") as f:
         names = set(f.keys())
-        prefix = trunk_prefix(names)
-        for i in range(len(module.layers)):
-            src = f"{prefix}encoder.layer.{d + i}."
-            for key in module.layers[i].state_dict():
-                if src + key in names:
-                    state[f"layers.{i}.{key}"] = f.get_tensor(src + key)
+        for name, key in trunk_state_keys(trunk, d + len(module.layers)).items():
+            part, _, rest = key.partition(".")
+            if part == "layers":
+                k, _, tail = rest.partition(".")
+                if int(k) >= d:
+                    state[f"layers.{int(k) - d}.{tail}"] = f.get_tensor(name)
+            elif part in ("context", "final"):  # the family's shared context / final module (frozen copies)
+                state[key] = f.get_tensor(name)
         if hasattr(module, "pooler"):
             for p in ("weight", "bias"):
-                if f"{prefix}pooler.dense.{p}" in names:
-                    state[f"pooler.dense.{p}"] = f.get_tensor(f"{prefix}pooler.dense.{p}")
+                src = next((n for n in names if n.endswith(f"pooler.dense.{p}")), None)  # BERT's pooler
+                if src is not None:
+                    state[f"pooler.dense.{p}"] = f.get_tensor(src)
+    own = module.state_dict()
+    state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     module.load_state_dict(state, strict=False)
     return sorted(state)

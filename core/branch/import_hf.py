@@ -15,8 +15,10 @@ from mtbranch.errors import MtbranchError
 from mtbranch.io.guard import check_output
 from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
 from mtbranch.spec.manifest import BranchManifest
-from mtbranch.spec.structure import TrunkStructure, read_config
-from mtbranch.trunk.fingerprint import compute_chain, trunk_prefix
+from mtbranch.spec.structure import read_config
+from mtbranch.trunk.families import num_layers_of, record_for, structure_of, supported_model_types, trunk_tensors
+from mtbranch.trunk.families import trunk_prefix as family_prefix
+from mtbranch.trunk.fingerprint import compute_chain
 from mtbranch.trunk.source import WEIGHTS_NAME, TrunkSource
 
 
@@ -53,17 +55,17 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
 
     src = Path(model_dir)
     check_output(out, "branch", inputs=[src, trunk.path])  # before reading anything
-    cfg = read_config(src)
+    cfg = read_config(src, supported_model_types())
     weights = src / WEIGHTS_NAME
     if not weights.is_file():
         raise MtbranchError(f"no {WEIGHTS_NAME} in the checkpoint", path=str(src),
                             hint="save it with save_pretrained(); mtbranch never unpickles .bin files")
-    structure = TrunkStructure.from_config_dict(cfg)
+    structure = structure_of(cfg, str(src / "config.json"))
     diffs = structure.differences(trunk.structure)
     if diffs:
         raise MtbranchError(f"T003 checkpoint structure differs from the trunk: {'; '.join(diffs)}",
                             path=str(src / "config.json"), hint="import onto the trunk it was fine-tuned from")
-    total = int(cfg["num_hidden_layers"])
+    total = num_layers_of(cfg)
     depth = total - num_layers
     if num_layers < 0 or depth < 0:
         raise MtbranchError(f"--layers {num_layers} is not within the checkpoint's 0..{total} layers",
@@ -82,28 +84,42 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
                  f"use --layers {total - max(first - 1, 0)}; otherwise import onto the trunk it came from")
 
     head, sequence_level = head_from_config(cfg, src)
+    rec = record_for(structure.model_type)
+    from mtbranch.trunk.model import family_of
+
+    impl = family_of(structure)
     with safe_open(str(weights), framework="pt") as f:
         names = set(f.keys())
-        prefix = trunk_prefix(names)
-        roberta_head = "classifier.out_proj.weight" in names
-        has_pooler = sequence_level and (f"{prefix}pooler.dense.weight" in names or roberta_head)
+        prefix = family_prefix(rec, names)
+        # the family's head conventions: where its pooler / prediction head and classifier live
+        probe = impl.projection_source("dense.weight", prefix, sequence_level)
+        has_pooler = probe is not None and probe in names
         # checkpoints often ship without tokenizer files: then the trunk's tokenizer is the contract
         has_tokenizer = any((src / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
         tok = load_tokenizer(src if has_tokenizer else trunk.path)
+        pooling = impl.checkpoint_pooling(cfg) if sequence_level else "cls"
         manifest = branch_manifest(trunk, tok, name=name, attach_depth=depth, num_layers=num_layers, head=head,
-                                   projection=has_pooler, max_length=max_length, input_signature=input_signature,
-                                   version=version,
+                                   pooling=pooling, projection=has_pooler, max_length=max_length,
+                                   input_signature=input_signature, version=version,
                                    training={"imported_from": str(src.resolve()),
                                              "architecture": (cfg.get("architectures") or [""])[0]})
         module = BranchModule(manifest, get_plugin_manager().head_type(head.type))
+        trunk_names = {key: name for name, (_, _, key) in trunk_tensors(rec, names).items()}
         mapping: dict[str, str] = {}
-        for i in range(num_layers):
-            for key in module.layers[i].state_dict():
-                mapping[f"layers.{i}.{key}"] = f"{prefix}encoder.layer.{depth + i}.{key}"
-        for p in ("weight", "bias"):
-            if has_pooler:
-                mapping[f"pooler.dense.{p}"] = f"classifier.dense.{p}" if roberta_head else f"{prefix}pooler.dense.{p}"
-            mapping[f"head.classifier.{p}"] = f"classifier.out_proj.{p}" if roberta_head else f"classifier.{p}"
+        for key in module.state_dict():
+            part, _, rest = key.partition(".")
+            if part == "layers":
+                i, _, tail = rest.partition(".")
+                source = trunk_names.get(f"layers.{depth + int(i)}.{tail}")
+            elif part in ("context", "final"):
+                source = trunk_names.get(key)
+            elif part == "pooler":
+                source = impl.projection_source(rest, prefix, sequence_level)
+            elif key.startswith("head.classifier."):
+                source = impl.classifier_source(key.removeprefix("head.classifier."), prefix, sequence_level)
+            else:
+                source = None
+            mapping[key] = source or f"(no {rec.name} tensor for the branch's {key})"
         missing = [v for v in mapping.values() if v not in names]
         if missing:
             raise MtbranchError(f"checkpoint lacks tensors {missing[:4]}", path=str(weights),

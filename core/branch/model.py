@@ -1,8 +1,9 @@
 """A branch as a torch module, and its artifact directory (manifest.json + branch.safetensors).
 
 A branch takes the trunk's hidden states at its attach depth, runs ``num_layers`` layers of the trunk's
-own layer type, pools (sequence heads), optionally projects (dense+tanh, BERT's pooler) and applies its
-head. Weights are safetensors only.
+own layer type (and the family's final module, e.g. ModernBERT's final norm), pools (sequence heads),
+optionally projects (the family's pooler: BERT's dense+tanh, ModernBERT's prediction head...) and applies
+its head. Weights are safetensors only.
 """
 
 from __future__ import annotations
@@ -24,18 +25,8 @@ from mtbranch.io.files import is_inside, sha256_file
 from mtbranch.io.safetensors_header import read_header
 from mtbranch.spec.dtypes import torch_dtype
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, read_manifest
-from mtbranch.trunk.model import attention_mask_4d, hf_config, layer_class
-
-
-class Projection(nn.Module):
-    """BERT's pooler: dense + tanh (RoBERTa's classification head has the same shape)."""
-
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(hidden, hidden)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(x))
+from mtbranch.trunk.families.base import Projection  # noqa: F401 (re-exported: BERT's pooler)
+from mtbranch.trunk.model import family_of
 
 
 class AttentionPooling(nn.Module):
@@ -66,20 +57,31 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) ->
 
 
 class BranchModule(nn.Module):
+    """``layers`` (the trunk family's own, built with their index in the trunk), the family's ``context``
+    (a frozen copy of what every layer reads, e.g. DeBERTa's relative embeddings) and ``final`` (what follows
+    the last layer, e.g. ModernBERT's final norm), pooling, ``pooler`` (the family's projection) and ``head``."""
+
     def __init__(self, manifest: BranchManifest, head_type: HeadType) -> None:
         super().__init__()
         self.manifest = manifest
         self.head_type = head_type
         s = manifest.trunk.structure
-        self.config = hf_config(s, num_layers=max(manifest.num_layers, 1))
-        cls = layer_class(self.config)
-        self.layers = nn.ModuleList(cls(self.config, layer_idx=i) for i in range(manifest.num_layers))
+        self.family = family_of(s)
+        d = manifest.attach_depth
+        self.config = self.family.hf_config(s, d + max(manifest.num_layers, 1))
+        self.layers = nn.ModuleList(self.family.build_layer(self.config, d + i) for i in range(manifest.num_layers))
+        context = self.family.build_context(self.config) if manifest.num_layers else None
+        if context is not None:
+            self.context = context.requires_grad_(False)
+        final = self.family.build_final(self.config)
+        if final is not None:
+            self.final = final
         self.sequence_level = head_type.sequence_level
         self.pooling_kind = manifest.pooling
         if self.sequence_level and manifest.pooling == "attention":
             self.pooling = AttentionPooling(s.hidden_size, s.num_attention_heads)
-        if self.sequence_level and manifest.projection:
-            self.pooler = Projection(s.hidden_size)
+        if manifest.projection and (self.sequence_level or self.family.token_projection):
+            self.pooler = self.family.build_projection(self.config)
         self.head = head_type.build(manifest.head, s.hidden_size)
 
     @property
@@ -88,16 +90,21 @@ class BranchModule(nn.Module):
 
     def encode(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
                mask4d: Any = None) -> torch.Tensor:
-        """The branch's own layers over the trunk's hidden states at its attach depth."""
+        """The branch's own layers (then the family's final module) over the trunk's hidden states at its
+        attach depth. ``mask4d``: the trunk's per-forward context (computed here from the branch's own copy
+        when not given)."""
         if len(self.layers) and mask4d is None:
-            mask4d = attention_mask_4d(self.config, hidden, attention_mask)
-        for layer in self.layers:
-            hidden = layer(hidden, mask4d)
+            mask4d = self.family.prepare(self.config, getattr(self, "context", None), hidden, attention_mask)
+        d = self.manifest.attach_depth
+        for i, layer in enumerate(self.layers):
+            hidden = self.family.run_layer(layer, d + i, hidden, mask4d)
+        if hasattr(self, "final"):
+            hidden = self.final(hidden)
         return hidden
 
     def head_input(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if not self.sequence_level:
-            return hidden
+            return self.pooler(hidden) if hasattr(self, "pooler") else hidden
         if self.pooling_kind == "attention":
             x = self.pooling(hidden, attention_mask)
         else:

@@ -144,6 +144,7 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from safetensors import safe_open
     from safetensors.torch import save as st_save
+    from mtbranch.trunk.families import truncated_config
 
     from mtbranch.branch.model import save_branch
     from mtbranch.trunk.model import select_trunk_tensors
@@ -156,11 +157,12 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
         tdir.mkdir()
         # the trunk file keeps the original tensors byte-for-byte (so fingerprints h_0..h_D still match)
         with safe_open(str(source.weights), framework="pt") as f:
-            keep = {rel: f.get_tensor(name) for name, rel in select_trunk_tensors(list(f.keys()), depth).items()}
+            keep = {rel: f.get_tensor(name) for name, rel in
+                    select_trunk_tensors(list(f.keys()), depth, source.structure.model_type).items()}
         # serialised in memory, written by Python: a full disk is an OSError naming the file
         (tdir / "model.safetensors").write_bytes(st_save(keep, metadata={"format": "pt"}))
         cfg = dict(source.config)
-        cfg["num_hidden_layers"] = depth
+        cfg = truncated_config(cfg, depth)  # the family's layer-count key (DistilBERT: n_layers), layer lists
         (tdir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         model.tokenizer.save_pretrained(str(tdir))
         entries = []

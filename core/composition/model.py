@@ -115,7 +115,7 @@ class ComposedModel(nn.Module):
         for b in branches:
             by_depth.setdefault(b.manifest.attach_depth, []).append(b)
         top = max(by_depth)
-        hidden = self.trunk.embed(input_ids, token_type_ids)
+        hidden = self.trunk.embed(input_ids, token_type_ids, attention_mask)
         mask4d = self.trunk.mask(hidden, attention_mask)
         out: dict[str, torch.Tensor] = {}
         for depth in range(top + 1):

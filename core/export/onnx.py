@@ -25,6 +25,7 @@ from torch import nn
 from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import atomic_directory
 from mtbranch.spec.precision import float32_only
+from mtbranch.trunk.families import record_for
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_DTYPE_HINT = ("the exported graph and its ONNX Runtime check are float32 (ONNX Runtime's CPU provider has no "
@@ -88,6 +89,11 @@ def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = 
     names = model.task_names
     if not names:
         raise MtbranchError("the model has no branches to export")
+    family = record_for(model.trunk.config.model_type)
+    if not family.onnx:
+        raise MtbranchError(f"ONNX export is not supported for the {family.name} trunk family yet",
+                            hint="serve it with `mtbranch serve` or mtbranch.load (PyTorch); ONNX export covers "
+                                 "BERT-layout families (docs/families.md)")
     clash = [n for n in names if n in INPUTS]
     if clash:
         raise MtbranchError(f"task name {clash[0]!r} equals an ONNX input name", hint="export without that task")

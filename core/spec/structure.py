@@ -14,41 +14,60 @@ from pydantic import BaseModel, ConfigDict
 
 from mtbranch.errors import MtbranchError
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta")  # without plugins; trunk code passes the registered families
 
 
 class TrunkStructure(BaseModel):
-    """Config fields that change what a layer computes. Their canonical JSON starts the fingerprint chain."""
+    """Config fields that change what a layer computes. Their canonical JSON starts the fingerprint chain.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    BERT-family trunks (BERT, RoBERTa, XLM-R) record exactly the declared fields, so their fingerprints are
+    those of earlier releases. Other families (``mtbranch_trunk_families``) record ``hidden_size``,
+    ``num_attention_heads`` and their own config keys (extra fields, e.g. ModernBERT's ``local_attention``);
+    declared fields they do not have stay None.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     model_type: str
     hidden_size: int
     num_attention_heads: int
-    intermediate_size: int
-    hidden_act: str
-    layer_norm_eps: float
-    vocab_size: int
-    max_position_embeddings: int
-    type_vocab_size: int
+    intermediate_size: int | None = None
+    hidden_act: str | None = None
+    layer_norm_eps: float | None = None
+    vocab_size: int | None = None
+    max_position_embeddings: int | None = None
+    type_vocab_size: int | None = None
     pad_token_id: int | None = None
-    position_embedding_type: str = "absolute"
+    position_embedding_type: str | None = None  # BERT-family configs: "absolute" unless set
 
     @classmethod
-    def from_config_dict(cls, cfg: dict[str, Any]) -> TrunkStructure:
-        fields = {k: cfg[k] for k in cls.model_fields if k in cfg}
-        fields.setdefault("position_embedding_type", "absolute")
-        return cls(**fields)
+    def from_config_dict(cls, cfg: dict[str, Any], fields: tuple[str, ...] | None = None,
+                         aliases: dict[str, str] | None = None) -> TrunkStructure:
+        """The structure of a config.json dict. ``fields``: the family's structure keys (None: BERT's);
+        ``aliases``: mtbranch name -> the family's config key (DistilBERT: ``hidden_size`` -> ``dim``)."""
+        if fields is None:
+            data = {k: cfg[k] for k in cls.model_fields if k in cfg}
+            data.setdefault("position_embedding_type", "absolute")
+            return cls(**data)
+        aliases = aliases or {}
+        data = {"model_type": cfg.get("model_type")}
+        for k in ("hidden_size", "num_attention_heads"):
+            if aliases.get(k, k) in cfg:
+                data[k] = cfg[aliases.get(k, k)]
+        data.update({k: cfg[k] for k in fields if k in cfg})
+        return cls(**data)
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
 
     def differences(self, other: TrunkStructure) -> list[str]:
         a, b = self.model_dump(), other.model_dump()
-        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
+        keys = [*a, *(k for k in b if k not in a)]
+        return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
-def read_config(model_dir: Path) -> dict[str, Any]:
+def read_config(model_dir: Path, supported: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """config.json of a model directory; ``supported``: the model types of the registered trunk families."""
     path = model_dir / "config.json"
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
@@ -59,18 +78,20 @@ def read_config(model_dir: Path) -> dict[str, Any]:
         raise MtbranchError(f"config.json is not valid JSON: {exc}", path=str(path)) from None
     if not isinstance(cfg, dict):
         raise MtbranchError("config.json is not a JSON object", path=str(path))
-    if cfg.get("model_type") not in SUPPORTED_MODEL_TYPES:
+    supported = SUPPORTED_MODEL_TYPES if supported is None else supported
+    if cfg.get("model_type") not in supported:
         raise MtbranchError(
             f"model_type {cfg.get('model_type')!r} is not supported",
             path=str(path),
-            hint=f"supported trunk families: {', '.join(SUPPORTED_MODEL_TYPES)} (BERT incl. MiniLM, RoBERTa)",
+            hint=f"supported trunk families (model_type): {', '.join(supported)}; more come from plugins "
+                 "implementing mtbranch_trunk_families (docs/families.md)",
         )
     return cfg
 
 
 def layer_tensor_shapes(s: TrunkStructure) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of one BERT-family transformer layer, relative to the layer."""
-    h, i = s.hidden_size, s.intermediate_size
+    h, i = s.hidden_size, int(s.intermediate_size or 0)
     shapes: dict[str, tuple[int, ...]] = {}
     for proj in ("query", "key", "value"):
         shapes[f"attention.self.{proj}.weight"] = (h, h)
@@ -93,9 +114,9 @@ def layer_tensor_shapes(s: TrunkStructure) -> dict[str, tuple[int, ...]]:
 def embedding_tensor_shapes(s: TrunkStructure) -> dict[str, tuple[int, ...]]:
     h = s.hidden_size
     return {
-        "embeddings.word_embeddings.weight": (s.vocab_size, h),
-        "embeddings.position_embeddings.weight": (s.max_position_embeddings, h),
-        "embeddings.token_type_embeddings.weight": (s.type_vocab_size, h),
+        "embeddings.word_embeddings.weight": (int(s.vocab_size or 0), h),
+        "embeddings.position_embeddings.weight": (int(s.max_position_embeddings or 0), h),
+        "embeddings.token_type_embeddings.weight": (int(s.type_vocab_size or 0), h),
         "embeddings.LayerNorm.weight": (h,),
         "embeddings.LayerNorm.bias": (h,),
     }

@@ -24,18 +24,22 @@ def linear_head_shapes(num_outputs: int, hidden: int) -> dict[str, tuple[int, ..
     return {"head.classifier.weight": (num_outputs, hidden), "head.classifier.bias": (num_outputs,)}
 
 
-def expected_branch_tensors(manifest: BranchManifest,
-                            head_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
+def expected_branch_tensors(manifest: BranchManifest, head_shapes: dict[str, tuple[int, ...]] | None = None,
+                            *, sequence_level: bool | None = None,
+                            family_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
+    """``sequence_level``: the head type's own flag (a plugin head may be per token); None guesses from the
+    built-in head types. ``family_shapes``: the trunk family's branch tensors (layers, context, final,
+    projection) for families other than BERT's, whose layout is derived here."""
     s = manifest.trunk.structure
     h = s.hidden_size
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i in range(manifest.num_layers):
+    shapes: dict[str, tuple[int, ...]] = dict(family_shapes or {})
+    for i in range(manifest.num_layers if family_shapes is None else 0):
         for name, shape in layer_tensor_shapes(s).items():
             shapes[f"layers.{i}.{name}"] = shape
-    if is_sequence_level(manifest.head):
+    if is_sequence_level(manifest.head) if sequence_level is None else sequence_level:
         if manifest.pooling == "attention":
             shapes.update(attention_pooling_shapes(h))
-        if manifest.projection:
+        if manifest.projection and family_shapes is None:
             shapes.update({"pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)})
     if head_shapes is None:
         head_shapes = linear_head_shapes(manifest.head.num_outputs, h)

@@ -15,14 +15,13 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 from mtbranch.io.atomic import write_text_atomic
 from mtbranch.io.safetensors_header import SafetensorsHeader, TensorInfo, read_header
 from mtbranch.spec.structure import TrunkStructure
+from mtbranch.trunk import families
 
-_LAYER_RE = re.compile(r"^(?:encoder\.)?layers?\.(\d+)\.(.+)$")
 _CHUNK = 1 << 20
 
 
@@ -33,40 +32,40 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def trunk_prefix(names: list[str] | set[str] | dict[str, object]) -> str:
-    """The prefix in front of ``embeddings.word_embeddings.weight`` (``''``, ``'bert.'``, ``'roberta.'``)."""
-    for name in names:
-        if name.endswith("embeddings.word_embeddings.weight"):
-            return name[: -len("embeddings.word_embeddings.weight")]
-    raise ValueError("no embeddings.word_embeddings.weight tensor: not a BERT-family checkpoint")
+def trunk_prefix(names: list[str] | set[str] | dict[str, object], model_type: str = "bert") -> str:
+    """The base-model prefix in front of the family's anchor tensor (``''``, ``'bert.'``, ``'roberta.'``)."""
+    return families.trunk_prefix(families.record_for(model_type), names)
 
 
 def is_embedding_tensor(rel: str) -> bool:
-    """A prefix-free name of an embedding parameter (not the position/token-type id buffers)."""
+    """A prefix-free name of a BERT embedding parameter (not the position/token-type id buffers)."""
     return rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids"))
 
 
-def split_trunk_tensors(header: SafetensorsHeader) -> tuple[str, list[TensorInfo], dict[int, list[TensorInfo]]]:
-    """Group a checkpoint's tensors into embeddings and layers (by index); other tensors are ignored."""
-    prefix = trunk_prefix(header.tensors)
-    embeddings: list[TensorInfo] = []
-    layers: dict[int, list[TensorInfo]] = {}
-    for name, info in header.tensors.items():
-        if not name.startswith(prefix):
-            continue
-        rel = name[len(prefix):]
-        if is_embedding_tensor(rel):
-            embeddings.append(info)
-            continue
-        m = _LAYER_RE.match(rel)
-        if m:
-            layers.setdefault(int(m.group(1)), []).append(info)
+Group = list[tuple[str, TensorInfo]]  # (name hashed into the chain, tensor)
+
+
+def split_trunk_tensors(header: SafetensorsHeader, model_type: str = "bert") -> tuple[str, Group, dict[int, Group]]:
+    """Group a checkpoint's tensors by the family's rules into ``h0`` (embeddings, and what every layer reads)
+    and layers (by index); other tensors (heads, poolers, what follows the last layer) are not hashed.
+
+    The name hashed is the prefix-free name for ``h0`` tensors and the name inside the layer for layer
+    tensors (BERT: exactly the names of earlier releases, so their fingerprints are unchanged)."""
+    rec = families.record_for(model_type)
+    prefix = families.trunk_prefix(rec, header.tensors)
+    embeddings: Group = []
+    layers: dict[int, Group] = {}
+    for name, (group, layer, key) in families.trunk_tensors(rec, header.tensors).items():
+        info = header.tensors[name]
+        if group == "embeddings":
+            embeddings.append((name[len(prefix):], info))
+        elif group == "layer" and layer is not None:
+            layers.setdefault(layer, []).append((key.removeprefix(f"layers.{layer}."), info))
     return prefix, embeddings, layers
 
 
-def _update(h: hashlib._Hash, fh, infos: list[TensorInfo], strip: str) -> None:  # type: ignore[name-defined]
-    for info in sorted(infos, key=lambda t: t.name):
-        rel = info.name[len(strip):]
+def _update(h: hashlib._Hash, fh, infos: Group) -> None:  # type: ignore[name-defined]
+    for rel, info in sorted(infos, key=lambda t: t[1].name):
         h.update(json.dumps([rel, info.dtype, list(info.shape)]).encode())
         fh.seek(info.start)
         remaining = info.nbytes
@@ -80,7 +79,7 @@ def _update(h: hashlib._Hash, fh, infos: list[TensorInfo], strip: str) -> None: 
 
 def compute_chain(weights: Path, structure: TrunkStructure, max_depth: int | None = None) -> list[str]:
     header = read_header(weights)
-    prefix, embeddings, layers = split_trunk_tensors(header)
+    _, embeddings, layers = split_trunk_tensors(header, structure.model_type)
     n = len(layers)
     if sorted(layers) != list(range(n)):
         raise ValueError(f"layer indices are not contiguous from 0: {sorted(layers)}")
@@ -88,12 +87,11 @@ def compute_chain(weights: Path, structure: TrunkStructure, max_depth: int | Non
     chain: list[str] = []
     with open(weights, "rb") as fh:
         h = hashlib.sha256(structure.canonical_json().encode())
-        _update(h, fh, embeddings, prefix)
+        _update(h, fh, embeddings)
         chain.append(h.hexdigest())
         for k in range(depth):
             h = hashlib.sha256(chain[-1].encode())
-            layer_prefix = layers[k][0].name[: layers[k][0].name.index(f"{k}.") + len(f"{k}.")]
-            _update(h, fh, layers[k], layer_prefix)
+            _update(h, fh, layers[k])
             chain.append(h.hexdigest())
     return chain
 

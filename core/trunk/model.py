@@ -1,86 +1,90 @@
-"""The frozen trunk at run time: embeddings and layers 1..D of a BERT-family model, layer by layer.
+"""The frozen trunk at run time: embeddings and layers 1..D of a registered trunk family, layer by layer.
 
-Modules are transformers' own (``BertEmbeddings``, ``BertLayer``...), built without random init and filled
-from the safetensors file, so running layers 1..k reproduces transformers' forward exactly. Only the
-tensors of layers <= D are read; layers above D are never loaded.
+Modules are transformers' own (``BertLayer``, ``ModernBertEncoderLayer``, ``DebertaV2Layer``...), built by the
+family (``mtbranch.trunk.families``) without random init and filled from the safetensors file, so running
+layers 1..k reproduces transformers' forward exactly. Only the tensors of layers <= D are read; layers above
+D are never loaded.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig
+from transformers import PretrainedConfig
 from transformers.initialization import no_init_weights
-from transformers.masking_utils import create_bidirectional_mask
 
 from mtbranch.errors import MtbranchError
 from mtbranch.spec.structure import TrunkStructure
-from mtbranch.trunk.fingerprint import is_embedding_tensor, trunk_prefix
+from mtbranch.trunk.families import impl_for, record_for, trunk_tensors
+from mtbranch.trunk.families.base import FamilyImpl
 from mtbranch.trunk.source import TrunkSource
+
+
+def family_of(config: dict[str, Any] | TrunkStructure | PretrainedConfig) -> FamilyImpl:
+    if isinstance(config, TrunkStructure | PretrainedConfig):
+        return impl_for(str(config.model_type))
+    return impl_for(str(config.get("model_type")))
 
 
 def hf_config(config: dict[str, Any] | TrunkStructure, num_layers: int | None = None) -> PretrainedConfig:
     """A transformers config for the trunk (or for a branch, from the structure its manifest records)."""
-    fields = config.model_dump() if isinstance(config, TrunkStructure) else dict(config)
-    model_type = fields.pop("model_type")
-    for k in ("architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype"):
-        fields.pop(k, None)
-    if num_layers is not None:
-        fields["num_hidden_layers"] = num_layers
-    cfg = AutoConfig.for_model(model_type, **fields)
-    cfg._attn_implementation = "sdpa"
-    return cfg
+    impl = family_of(config)
+    if num_layers is None:
+        if isinstance(config, TrunkStructure):
+            raise ValueError("num_layers is required for a structure")
+        from mtbranch.trunk.families import num_layers_of, structure_of
 
+        num_layers = num_layers_of(config)
+        config = structure_of(config)
+    elif not isinstance(config, TrunkStructure):
+        from mtbranch.trunk.families import structure_of
 
-def layer_class(config: PretrainedConfig) -> type[nn.Module]:
-    """transformers' own layer class for this family (BertLayer, RobertaLayer, ...)."""
-    model_cls = AutoModel._model_mapping[type(config)]
-    module = sys.modules[model_cls.__module__]
-    return getattr(module, model_cls.__name__.replace("Model", "Layer"))
-
-
-def build_base_model(config: PretrainedConfig) -> nn.Module:
-    model_cls = AutoModel._model_mapping[type(config)]
-    with no_init_weights():
-        return model_cls(config, add_pooling_layer=False)
-
-
-def attention_mask_4d(config: PretrainedConfig, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> Any:
-    """The mask transformers' encoder layers expect (None when nothing is padded, with SDPA)."""
-    return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=attention_mask)
+        config = structure_of(config)
+    return impl.hf_config(config, num_layers)
 
 
 class Trunk(nn.Module):
+    """``embeddings``, ``layers``, the family's ``context`` (modules every layer reads) and ``final`` (what
+    follows the last layer; kept for branches to copy, never applied to the trunk's hidden states)."""
+
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
-        base = build_base_model(config)
-        self.config = base.config
-        self.embeddings = base.embeddings
-        self.layers = base.encoder.layer
+        self.config = config
+        self.family = family_of(config)
+        with no_init_weights():
+            self.embeddings = self.family.build_embeddings(config)
+            self.layers = nn.ModuleList(self.family.build_layer(config, k) for k in range(config.num_hidden_layers))
+            context = self.family.build_context(config)
+            final = self.family.build_final(config)
+        if context is not None:
+            self.context = context
+        if final is not None:
+            self.final = final
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
 
-    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        return self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.family.embed(self.embeddings, input_ids, token_type_ids, attention_mask)
 
     def mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> Any:
-        return attention_mask_4d(self.config, hidden, attention_mask)
+        """What every layer reads, computed once per forward (the attention mask; rotary or relative positions)."""
+        return self.family.prepare(self.config, getattr(self, "context", None), hidden, attention_mask)
 
     def run_layer(self, k: int, hidden: torch.Tensor, mask4d: Any) -> torch.Tensor:
         """Layer k, 1-based as in DESIGN.md (layer 1 reads the embeddings output)."""
-        return self.layers[k - 1](hidden, mask4d)
+        return self.family.run_layer(self.layers[k - 1], k - 1, hidden, mask4d)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, depth: int | None = None) -> list[torch.Tensor]:
         """Hidden states ``[h_0 (embeddings), h_1, ..., h_depth]``."""
         depth = self.num_layers if depth is None else depth
-        hidden = self.embed(input_ids, token_type_ids)
+        hidden = self.embed(input_ids, token_type_ids, attention_mask)
         mask4d = self.mask(hidden, attention_mask)
         states = [hidden]
         for k in range(1, depth + 1):
@@ -89,24 +93,21 @@ class Trunk(nn.Module):
         return states
 
 
-def select_trunk_tensors(names: list[str], depth: int) -> dict[str, str]:
-    """File tensor name -> prefix-free name (``embeddings.*``, ``encoder.layer.{k}.*``) for layers < depth."""
-    prefix = trunk_prefix(names)
-    wanted: dict[str, str] = {}
-    for name in names:
-        rel = name[len(prefix):] if name.startswith(prefix) else ""
-        is_kept_layer = rel.startswith("encoder.layer.") and int(rel.split(".")[2]) < depth
-        if is_embedding_tensor(rel) or is_kept_layer:
-            wanted[name] = rel
-    return wanted
+def select_trunk_tensors(names: list[str], depth: int, model_type: str = "bert") -> dict[str, str]:
+    """File tensor name -> prefix-free name for the embeddings, context, final and layers < depth."""
+    rec = record_for(model_type)
+    from mtbranch.trunk.families import trunk_prefix
+
+    prefix = trunk_prefix(rec, names)
+    return {name: name[len(prefix):] for name in trunk_tensors(rec, names, depth)}
 
 
 def trunk_state_keys(source: TrunkSource, depth: int) -> dict[str, str]:
-    """Map of file tensor name -> :class:`Trunk` module key for embeddings and layers 1..depth."""
+    """Map of file tensor name -> :class:`Trunk` module key for embeddings, context, final and layers 1..depth."""
     with safe_open(str(source.weights), framework="pt") as f:
         names = list(f.keys())
-    return {name: rel.replace("encoder.layer.", "layers.", 1)
-            for name, rel in select_trunk_tensors(names, depth).items()}
+    rec = record_for(source.structure.model_type)
+    return {name: key for name, (_, _, key) in trunk_tensors(rec, names, depth).items()}
 
 
 def load_trunk(source: TrunkSource, depth: int | None = None, dtype: torch.dtype | None = None,
@@ -115,7 +116,7 @@ def load_trunk(source: TrunkSource, depth: int | None = None, dtype: torch.dtype
     if not 0 <= depth <= source.num_layers:
         raise MtbranchError(f"depth {depth} is outside the trunk's 0..{source.num_layers} layers",
                             path=str(source.path))
-    trunk = Trunk(hf_config(source.config, num_layers=depth))
+    trunk = Trunk(hf_config(source.structure, num_layers=depth))
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(source.weights), framework="pt", device=str(device)) as f:
         for name, key in trunk_state_keys(source, depth).items():

@@ -14,6 +14,7 @@ from typing import Any
 
 from mtbranch.errors import MtbranchError
 from mtbranch.spec.structure import TrunkStructure, read_config
+from mtbranch.trunk.families import num_layers_of, structure_of, supported_model_types
 from mtbranch.trunk.fingerprint import fingerprint_chain
 
 WEIGHTS_NAME = "model.safetensors"
@@ -27,11 +28,11 @@ class TrunkSource:
 
     @cached_property
     def structure(self) -> TrunkStructure:
-        return TrunkStructure.from_config_dict(self.config)
+        return structure_of(self.config, str(self.path / "config.json"))
 
     @property
     def num_layers(self) -> int:
-        return int(self.config["num_hidden_layers"])
+        return num_layers_of(self.config)
 
     @property
     def weights(self) -> Path:
@@ -48,7 +49,8 @@ def load_trunk_source(path: str | os.PathLike[str], reference: str | None = None
     if not p.is_dir():
         raise MtbranchError("trunk directory does not exist", path=str(p),
                             hint="pass --trunk with a model directory, hf:org/name@rev, or an installed trunk name")
-    cfg = read_config(p)
+    cfg = read_config(p, supported_model_types())
+    structure_of(cfg, str(p / "config.json"))  # a config its family cannot read fails here, with the path
     if not (p / WEIGHTS_NAME).is_file():
         other = sorted(x.name for x in p.iterdir() if x.suffix in {".bin", ".pt", ".pth", ".ckpt"})
         hint = ("mtbranch never unpickles weights; convert them with "

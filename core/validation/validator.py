@@ -92,6 +92,25 @@ def _loc(path: Path, fieldpath: tuple[Any, ...] | str | None = None) -> str:
 
 def _non_finite(header: SafetensorsHeader) -> list[str]:
     """Names of floating tensors holding NaN/Inf, scanned through a read-only memory map."""
+def _family_shapes(m: BranchManifest, ht: Any) -> dict[str, tuple[int, ...]] | None:
+    """The branch's trunk-family tensors for families other than BERT's (built on the meta device: imports
+    torch); None for BERT-layout families, whose shapes the spec derives without torch."""
+    from mtbranch.errors import MtbranchError
+    from mtbranch.trunk.families import record_for
+
+    try:
+        if record_for(m.trunk.structure.model_type).structure_fields is None:
+            return None
+    except MtbranchError:
+        return None  # an unknown family is reported by the trunk check
+    from mtbranch.trunk.families import impl_for
+
+    impl = impl_for(m.trunk.structure.model_type)
+    sequence_level = ht.sequence_level if ht else True
+    return impl.branch_shapes(m.trunk.structure, m.attach_depth, m.num_layers,
+                              m.projection and (sequence_level or impl.token_projection))
+
+
     import numpy as np
 
     bad = []
@@ -281,7 +300,8 @@ class Validator:
             return self._mark(res, "weights", found)
         ht = self.head_types().get(m.head.type)
         head_shapes = ht.tensor_shapes(m.head, m.trunk.structure.hidden_size) if ht else None
-        expected = expected_branch_tensors(m, head_shapes)
+        expected = expected_branch_tensors(m, head_shapes, sequence_level=ht.sequence_level if ht else None,
+                                           family_shapes=_family_shapes(m, ht))
         code = safetensors_code(m.weights.dtype)
         for name, shape in expected.items():
             info = header.tensors.get(name)

@@ -1,0 +1,16 @@
+"""XLM-RoBERTa: RoBERTa's layers and head conventions (transformers' XLMRoberta* classes are copies of
+RoBERTa's), a multilingual vocabulary."""
+
+from __future__ import annotations
+
+from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings, XLMRobertaLayer
+
+from mtbranch.trunk.families.roberta import RobertaFamily
+
+
+class XLMRobertaFamily(RobertaFamily):
+    embeddings_cls = XLMRobertaEmbeddings
+    layer_cls = XLMRobertaLayer
+
+
+FAMILY = XLMRobertaFamily()

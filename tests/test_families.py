@@ -1,0 +1,156 @@
+"""Every built-in trunk family against transformers' own forward, through the real path (tiny random configs
+saved to disk): trunk hidden states after every layer, and branches imported from the family's
+*ForSequenceClassification / *ForTokenClassification checkpoints, standalone and composed with branches at
+other depths (float32, padded batch, max abs diff <= 1e-5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+from family_fixtures import FAMILIES, LAYERS, make_family_dir
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+from mtbranch.branch.model import load_branch
+from mtbranch.cli.main import cli
+from mtbranch.composition.artifact import compose
+from mtbranch.trunk.families import classify, record_for
+from mtbranch.trunk.model import load_trunk
+from mtbranch.trunk.source import load_trunk_source
+from mtbranch.trunk.tokenizer import load_tokenizer
+
+TOL = 1e-5
+TEXTS = ["the movie was very good and the plot was great fun", "bad",
+         "john visited paris and berlin in the new york city company ."]
+PAIRS = ["a very boring film", "the actor was terrible , not fun", "mary works at google in london"]
+BIO = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    family = request.param
+    return family, make_family_dir(tmp_path_factory.mktemp(f"trunk-{family}"), family)
+
+
+def inputs(enc: Any) -> dict[str, torch.Tensor]:
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def test_hidden_states_match_transformers(family_dir: tuple[str, Path]) -> None:
+    family, d = family_dir
+    enc = load_tokenizer(d)(TEXTS, padding=True, return_tensors="pt")
+    assert enc["attention_mask"].min() == 0  # the batch is padded
+    ref = AutoModel.from_pretrained(str(d)).eval()
+    with torch.no_grad():
+        expected = ref(**inputs(enc), output_hidden_states=True).hidden_states
+    trunk = load_trunk(load_trunk_source(d))
+    with torch.no_grad():
+        got = trunk(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    assert len(got) == len(expected) == LAYERS + 1
+    if family == "modernbert":
+        # transformers' last hidden state is after the final norm, which each branch applies (docs/families.md)
+        with torch.no_grad():
+            got = [*got[:-1], trunk.final(got[-1])]
+    for k, (a, b) in enumerate(zip(expected, got, strict=True)):
+        assert max_diff(a, b) <= TOL, f"{family} layer {k}: {max_diff(a, b)}"
+
+
+def test_modernbert_sliding_window_matters(tmp_path: Path) -> None:
+    """The test texts are longer than the local window, so the sliding-window mask changes the outputs."""
+    d = make_family_dir(tmp_path / "mb", "modernbert")
+    src = load_trunk_source(d)
+    trunk = load_trunk(src)
+    assert trunk.config.num_hidden_layers > src.config.get("global_attn_every_n_layers", 3)
+    assert [layer.attention_type for layer in trunk.layers] == ["full_attention", "sliding_attention",
+                                                               "sliding_attention", "full_attention"]
+    enc = load_tokenizer(d)(TEXTS, padding=True, return_tensors="pt")
+    assert enc["input_ids"].shape[1] > trunk.config.local_attention
+    with torch.no_grad():
+        hidden = trunk.embed(enc["input_ids"], None, enc["attention_mask"])
+        masks, rotary = trunk.mask(hidden, enc["attention_mask"])
+        wrong = ({"full_attention": masks["full_attention"], "sliding_attention": masks["full_attention"]}, rotary)
+        a = trunk.run_layer(2, trunk.run_layer(1, hidden, (masks, rotary)), (masks, rotary))
+        b = trunk.run_layer(2, trunk.run_layer(1, hidden, wrong), wrong)
+    assert max_diff(a, b) > 1e-3
+
+
+def test_deberta_context_configured(tmp_path: Path) -> None:
+    d = make_family_dir(tmp_path / "deb", "deberta-v2")
+    trunk = load_trunk(load_trunk_source(d), depth=1)
+    assert trunk.context.relative_attention and trunk.context.conv is not None
+    assert {"context.rel_embeddings.weight", "context.conv.conv.weight"} <= set(trunk.state_dict())
+
+
+def finetune(model: torch.nn.Module, family: str, top: int) -> None:
+    """Change the top ``top`` layers, the final module and the head, as fine-tuning with the rest frozen does."""
+    rec = record_for(model.config.model_type)
+    prefix = model.base_model_prefix + "."
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith(prefix):
+                p.add_(torch.randn_like(p) * 0.3)
+                continue
+            c = classify(rec, name[len(prefix):])
+            if c is not None and (c[0] == "final" or (c[0] == "layer" and c[1] is not None and c[1] >= LAYERS - top)):
+                p.add_(torch.randn_like(p) * 0.05)
+
+
+def checkpoint(family: str, trunk_dir: Path, out: Path, kind: str, top: int) -> torch.nn.Module:
+    extra: dict[str, Any] = {"classifier_pooling": "mean"} if family == "modernbert" and kind == "seq" else {}
+    if kind == "tok":
+        model = AutoModelForTokenClassification.from_pretrained(
+            str(trunk_dir), num_labels=len(BIO), id2label=dict(enumerate(BIO)),
+            label2id={t: i for i, t in enumerate(BIO)})
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(trunk_dir), num_labels=1 if kind == "reg" else 3, **extra)
+    finetune(model, family, top)
+    model.save_pretrained(str(out))
+    return model.eval()
+
+
+def import_cli(ckpt: Path, trunk_dir: Path, layers: int, name: str, out: Path, *pair: str) -> None:
+    r = CliRunner().invoke(cli, ["import-hf", str(ckpt), "--trunk", str(trunk_dir), "--layers", str(layers),
+                                 "--name", name, "-o", str(out), *pair])
+    assert r.exit_code == 0, r.output
+
+
+def test_imported_branches_match_transformers(family_dir: tuple[str, Path], tmp_path: Path) -> None:
+    """Classification at depth 2, token classification at depth 3, regression on pairs at depth 1."""
+    family, d = family_dir
+    plan = {"cls": ("seq", 2, ()), "ner": ("tok", 1, ()), "sim": ("reg", 3, ("--pair",))}
+    refs = {}
+    for name, (kind, layers, pair) in plan.items():
+        refs[name] = checkpoint(family, d, tmp_path / f"ckpt-{name}", kind, layers)
+        import_cli(tmp_path / f"ckpt-{name}", d, layers, name, tmp_path / name, *pair)
+    tok = load_tokenizer(d)
+    single = tok(TEXTS, padding=True, return_tensors="pt")
+    pair = tok(TEXTS, PAIRS, padding=True, return_tensors="pt")
+    src = load_trunk_source(d)
+    trunk = load_trunk(src)
+    composed = compose(src, [(tmp_path / n, "directory") for n in plan])
+    assert sorted(b.manifest.attach_depth for b in composed.branches) == [1, 2, 3]
+    with torch.no_grad():
+        outs = {**composed(single["input_ids"], single["attention_mask"], single.get("token_type_ids"),
+                           [composed.branch("cls"), composed.branch("ner")]),
+                **composed(pair["input_ids"], pair["attention_mask"], pair.get("token_type_ids"),
+                           [composed.branch("sim")])}
+    for name, (kind, layers, _) in plan.items():
+        enc = pair if kind == "reg" else single
+        branch = load_branch(tmp_path / name)
+        depth = LAYERS - layers
+        assert branch.manifest.attach_depth == depth
+        with torch.no_grad():
+            ref = refs[name](**inputs(enc)).logits
+            states = trunk(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), depth=depth)
+            standalone = branch(states[depth], enc["attention_mask"])
+        assert max_diff(ref, standalone) <= TOL, f"{family} {name} standalone: {max_diff(ref, standalone)}"
+        assert max_diff(ref, outs[name]) <= TOL, f"{family} {name} composed: {max_diff(ref, outs[name])}"
