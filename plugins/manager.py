@@ -256,32 +256,6 @@ class PluginManager:
                                 hint=f"install the plugin that provides it; known: {', '.join(sorted(types))}")
         return types[name]
 
-    def checks(self) -> list[Check]:
-        return list(self._unique("mtbranch_checks", "name", "check").values())
-
-    def plugin_infos(self) -> list[PluginInfo]:
-        self._ensure_loaded()
-        self.branches()
-        self.trunks()
-        self.head_types()
-        self.checks()
-        return list(self.infos.values())
-
-
-# -- the one accessor ------------------------------------------------------------------------------------------
-# Lifetime: one process-wide default manager, created on the first get_plugin_manager() call from the environment
-# (MTBRANCH_DISABLE_PLUGIN_AUTOLOAD, MTBRANCH_PLUGINS) and kept for the life of the process; entry points are
-# imported on first need, hook results cached. Code that is handed a manager (the CLI builds one per command and
-# passes it down; compose/validate/load take ``plugin_manager=``) uses that one: get_plugin_manager(explicit)
-# returns it unchanged. reset_plugin_manager() drops the default (tests; a long-lived process after a pip
-# install); use_plugin_manager(pm) installs one for a block.
-_manager: PluginManager | None = None
-
-
-def get_plugin_manager(explicit: PluginManager | None = None) -> PluginManager:
-    """``explicit`` when given, else the process-wide default (created on first use)."""
-    global _manager
-    if explicit is not None:
     def trunk_families(self) -> dict[str, TrunkFamily]:
         """``model_type`` -> family record; a model_type claimed twice keeps the first (finding P006)."""
         out: dict[str, TrunkFamily] = {}
@@ -307,6 +281,33 @@ def get_plugin_manager(explicit: PluginManager | None = None) -> PluginManager:
                     return rec
         return self.trunk_families().get(model_type)
 
+    def checks(self) -> list[Check]:
+        return list(self._unique("mtbranch_checks", "name", "check").values())
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        self._ensure_loaded()
+        self.branches()
+        self.trunks()
+        self.head_types()
+        self.checks()
+        self.trunk_families()
+        return list(self.infos.values())
+
+
+# -- the one accessor ------------------------------------------------------------------------------------------
+# Lifetime: one process-wide default manager, created on the first get_plugin_manager() call from the environment
+# (MTBRANCH_DISABLE_PLUGIN_AUTOLOAD, MTBRANCH_PLUGINS) and kept for the life of the process; entry points are
+# imported on first need, hook results cached. Code that is handed a manager (the CLI builds one per command and
+# passes it down; compose/validate/load take ``plugin_manager=``) uses that one: get_plugin_manager(explicit)
+# returns it unchanged. reset_plugin_manager() drops the default (tests; a long-lived process after a pip
+# install); use_plugin_manager(pm) installs one for a block.
+_manager: PluginManager | None = None
+
+
+def get_plugin_manager(explicit: PluginManager | None = None) -> PluginManager:
+    """``explicit`` when given, else the process-wide default (created on first use)."""
+    global _manager
+    if explicit is not None:
         return explicit
     if _manager is None:
         _manager = PluginManager()
@@ -316,7 +317,6 @@ def get_plugin_manager(explicit: PluginManager | None = None) -> PluginManager:
 def set_plugin_manager(manager: PluginManager | None) -> None:
     """Install ``manager`` as the process-wide default; None drops it (the next use builds one from the env)."""
     global _manager
-        self.trunk_families()
     _manager = manager
 
 

@@ -144,9 +144,9 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
     """
     from safetensors import safe_open
     from safetensors.torch import save as st_save
-    from mtbranch.trunk.families import truncated_config
 
     from mtbranch.branch.model import save_branch
+    from mtbranch.trunk.families import truncated_config
     from mtbranch.trunk.model import select_trunk_tensors
 
     source: TrunkSource = model.trunk_source

@@ -90,8 +90,6 @@ def _loc(path: Path, fieldpath: tuple[Any, ...] | str | None = None) -> str:
     return f"{path}#" + ".".join(str(p) for p in fieldpath)
 
 
-def _non_finite(header: SafetensorsHeader) -> list[str]:
-    """Names of floating tensors holding NaN/Inf, scanned through a read-only memory map."""
 def _family_shapes(m: BranchManifest, ht: Any) -> dict[str, tuple[int, ...]] | None:
     """The branch's trunk-family tensors for families other than BERT's (built on the meta device: imports
     torch); None for BERT-layout families, whose shapes the spec derives without torch."""
@@ -111,6 +109,8 @@ def _family_shapes(m: BranchManifest, ht: Any) -> dict[str, tuple[int, ...]] | N
                               m.projection and (sequence_level or impl.token_projection))
 
 
+def _non_finite(header: SafetensorsHeader) -> list[str]:
+    """Names of floating tensors holding NaN/Inf, scanned through a read-only memory map."""
     import numpy as np
 
     bad = []
