@@ -30,8 +30,8 @@ HOOK_RECORDS: dict[str, type | str] = {
     "mtbranch_trunks": TrunkProvider,
     "mtbranch_head_types": "HeadType",  # imported lazily: head_types pulls in pydantic models only
     "mtbranch_checks": Check,
-}
     "mtbranch_trunk_families": TrunkFamily,
+}
 
 
 def _record_type(hook: str) -> type:
