@@ -87,15 +87,16 @@ def resolve_trunk(reference: str) -> TrunkSource:
         return load_trunk_source(reference)
     from mtbranch.plugins.manager import get_plugin_manager
 
-    trunks = get_plugin_manager().trunks()
+    pm = get_plugin_manager()
+    trunks = pm.trunks()
     if reference in trunks:
         return load_trunk_source(trunks[reference].path, reference)
-    known = ", ".join(sorted(trunks)) or "none installed"
-    raise MtbranchError(
-        f"unknown trunk {reference!r}",
     both = pm.ambiguous("trunk", reference)
     if both:
         raise MtbranchError(f"trunk {reference!r} is registered by {' and '.join(map(repr, both))} (P008)",
                             hint="uninstall one of them, or pass the model directory")
+    known = ", ".join(sorted(trunks)) or "none installed"
+    raise MtbranchError(
+        f"unknown trunk {reference!r}",
         hint=f"installed trunks: {known}; or pass a model directory or hf:org/name@rev",
     )
