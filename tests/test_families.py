@@ -5,6 +5,7 @@ other depths (float32, padded batch, max abs diff <= 1e-5)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,43 @@ def test_imported_branches_match_transformers(family_dir: tuple[str, Path], tmp_
             standalone = branch(states[depth], enc["attention_mask"])
         assert max_diff(ref, standalone) <= TOL, f"{family} {name} standalone: {max_diff(ref, standalone)}"
         assert max_diff(ref, outs[name]) <= TOL, f"{family} {name} composed: {max_diff(ref, outs[name])}"
+
+
+def test_modernbert_predict_cli_equals_transformers(tmp_path: Path) -> None:
+    """Classification (depth 2), pair regression (depth 1) and token classification (depth 3) composed on one
+    ModernBERT trunk with `mtbranch compose`, predicted with `mtbranch predict --raw --json`: each task's raw
+    outputs equal its transformers model's logits."""
+    d = make_family_dir(tmp_path / "trunk", "modernbert")
+    plan = {"cls": ("seq", 2, ()), "sim": ("reg", 3, ("--pair",)), "ner": ("tok", 1, ())}
+    refs = {}
+    for name, (kind, layers, pair) in plan.items():
+        refs[name] = checkpoint("modernbert", d, tmp_path / f"ckpt-{name}", kind, layers)
+        import_cli(tmp_path / f"ckpt-{name}", d, layers, name, tmp_path / name, *pair)
+    args = ["compose", "--trunk", str(d), *(a for n in plan for a in ("--branch", str(tmp_path / n))),
+            "-o", str(tmp_path / "composed")]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    text, other = TEXTS[2], PAIRS[2]
+    r = CliRunner().invoke(cli, ["predict", str(tmp_path / "composed"), text, "--pair", other, "--raw", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)[0]
+    tok = load_tokenizer(d)
+    single, pair = tok([text], return_tensors="pt"), tok([text], [other], return_tensors="pt")
+    with torch.no_grad():
+        expected = {"cls": refs["cls"](**inputs(single)).logits[0], "ner": refs["ner"](**inputs(single)).logits[0],
+                    "sim": refs["sim"](**inputs(pair)).logits[0]}
+    for name, ref in expected.items():
+        raw = torch.tensor(got[name]["raw"])
+        assert raw.shape == ref.shape and max_diff(ref, raw) <= TOL, f"{name}: {max_diff(ref, raw)}"
+
+
+def test_onnx_export_refuses_other_families_clearly(tmp_path: Path) -> None:
+    d = make_family_dir(tmp_path / "trunk", "deberta-v2")
+    checkpoint("deberta-v2", d, tmp_path / "ckpt", "seq", 1)
+    import_cli(tmp_path / "ckpt", d, 1, "cls", tmp_path / "cls")
+    r = CliRunner().invoke(cli, ["compose", "--trunk", str(d), "--branch", str(tmp_path / "cls"),
+                                 "-o", str(tmp_path / "composed")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["export-onnx", str(tmp_path / "composed"), "-o", str(tmp_path / "onnx")])
+    assert r.exit_code == 1 and "not supported for the deberta-v2 trunk family yet" in r.output
+    assert "Traceback" not in r.output
