@@ -8,7 +8,10 @@ from typing import Any
 import click
 
 from mtbranch.cli.output import console, err_console
+from mtbranch.serve.schema import ServeSettings
 from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
+
+_D = ServeSettings()  # every serving default has one home: mtbranch.serve.schema.ServeSettings
 
 
 def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
@@ -28,30 +31,33 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--task", "tasks", multiple=True, metavar="NAME",
               help="Serve only these tasks (repeatable); the trunk is loaded only as deep as they need.")
-@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1),
+@click.option("--max-batch-size", default=_D.max_batch_size, show_default=True, type=click.IntRange(1),
               help="Most sequences per trunk pass (a text run by single-text and pair tasks counts twice); "
                    "the same meaning on Ray.")
 @click.option("--max-batch-tokens", default=None, type=click.IntRange(1),
               help="Most padded tokens per trunk pass (sequences x the longest), like TEI's. Default: no limit.")
-@click.option("--max-batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0),
+@click.option("--max-batch-wait-ms", default=_D.max_batch_wait_ms, show_default=True, type=click.FloatRange(0),
               help="How long the first request of a batch waits for others.")
-@click.option("--max-queue", default=128, show_default=True, type=click.IntRange(1),
+@click.option("--max-queue", default=_D.max_queue, show_default=True, type=click.IntRange(1),
               help="Most /predict requests admitted at once; the next gets 503 JSON with Retry-After.")
-@click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--request-timeout", default=_D.request_timeout_s, show_default=True,
+              type=click.FloatRange(0, min_open=True),
               help="Seconds a request may wait for its answer before it gets 503 (and is dropped from the queue).")
-@click.option("--read-timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--read-timeout", default=_D.read_timeout_s, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds for a request's head and body to arrive (slow clients are cut off / get 408).")
-@click.option("--keep-alive", default=5.0, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--keep-alive", default=_D.keep_alive_s, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds an idle keep-alive connection stays open.")
-@click.option("--grace", default=10.0, show_default=True, type=click.FloatRange(0),
+@click.option("--grace", default=_D.grace_s, show_default=True, type=click.FloatRange(0),
               help="SIGTERM: seconds to answer requests in flight; the rest then get 503 JSON.")
-@click.option("--drain-delay", default=0.0, show_default=True, type=click.FloatRange(0),
+@click.option("--drain-delay", default=_D.drain_delay_s, show_default=True, type=click.FloatRange(0),
               help="SIGTERM: seconds readiness reports 503 before the listener closes (load balancer catch-up).")
 @click.option("--admin-token-env", default="MTBRANCH_ADMIN_TOKEN", show_default=True, metavar="VAR",
               help="Environment variable holding the bearer token for POST /admin/reload (hot swap); unset: off.")
-@click.option("--max-body-bytes", default=1_000_000, show_default=True, type=click.IntRange(1))
-@click.option("--max-texts", default=256, show_default=True, type=click.IntRange(1), help="Texts per request.")
-@click.option("--max-chars", default=10_000, show_default=True, type=click.IntRange(1), help="Characters per text.")
+@click.option("--max-body-bytes", default=_D.limits.max_body_bytes, show_default=True, type=click.IntRange(1))
+@click.option("--max-texts", default=_D.limits.max_texts, show_default=True, type=click.IntRange(1),
+              help="Texts per request.")
+@click.option("--max-chars", default=_D.limits.max_chars, show_default=True, type=click.IntRange(1),
+              help="Characters per text.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch intra-op threads (default: torch's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps...")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="auto", show_default=True,

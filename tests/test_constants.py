@@ -22,3 +22,19 @@ def test_head_type_names_come_from_the_spec_models() -> None:
 def test_bio_tag_check() -> None:
     assert all(map(is_bio_tag, ["O", "B-PER", "I-LOC", "B-MISC-X"]))
     assert not any(map(is_bio_tag, ["", "B-", "I", "o", "E-PER", "PER"]))
+
+
+def test_serving_defaults_have_one_home() -> None:
+    import inspect
+
+    from mtbranch.cli.serve import serve
+    from mtbranch.serve.batching import run_jobs
+    from mtbranch.serve.schema import ServeSettings
+
+    d = ServeSettings()
+    opts = {p.name: p.default for p in serve.params}
+    assert (opts["max_batch_size"], opts["max_batch_wait_ms"], opts["max_queue"]) == (
+        d.max_batch_size, d.max_batch_wait_ms, d.max_queue)
+    assert (opts["max_body_bytes"], opts["max_texts"], opts["max_chars"]) == (
+        d.limits.max_body_bytes, d.limits.max_texts, d.limits.max_chars)
+    assert inspect.signature(run_jobs).parameters["max_batch_size"].default == d.max_batch_size

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,10 +46,10 @@ from mtbranch.serve.batching import Job, Outcome, Results, Stats, prepare_job, r
 from mtbranch.serve.schema import (
     REQUEST_HINT,
     ErrorBody,
-    Limits,
     PredictRequest,
     PredictResponse,
     RequestError,
+    ServeSettings,
     TaskInfo,
     check_content_type,
     describe_validation_error,
@@ -66,21 +66,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 VERSION_HEADER = "x-mtbranch-version"
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    max_batch_size: int = 32  # sequences per trunk pass (a text run by single and pair tasks counts twice)
-    max_batch_tokens: int | None = None  # padded tokens per trunk pass (sequences x the longest); None: no limit
-    max_batch_wait_ms: float = 5.0
-    max_queue: int = 128  # /predict requests admitted at once; the next gets 503 + Retry-After
-    request_timeout_s: float = 30.0  # admitted but not answered by then: 503 + Retry-After
-    read_timeout_s: float = 10.0  # request head (uvicorn) and body (this app) must arrive within this
-    keep_alive_s: float = 5.0  # idle keep-alive connections are closed after this
-    grace_s: float = 10.0  # SIGTERM: requests in flight get this long, then 503
-    drain_delay_s: float = 0.0  # SIGTERM: readiness is 503 this long before the listener closes
-    admin_token: str | None = None  # enables POST /admin/reload (Authorization: Bearer TOKEN)
-    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtbranch.serve.schema import ServeSettings
+
+MAX_BATCH_SIZE = ServeSettings.max_batch_size  # the default, from the one home of serving defaults
+
 log = logging.getLogger("mtbranch.serve")
 Results = list[dict[str, Any]]
 Outcome = Results | BaseException
@@ -92,7 +96,7 @@ def prepare_job(model: Any, texts: list[str], pairs: list[str] | None, tasks: li
     return Job(texts, pairs, tuple(tasks), raw, tuple(seqs), id(model))
 
 
-def run_jobs(model: Any, jobs: list[Job], stats: Stats | None = None, max_batch_size: int = 32,
+def run_jobs(model: Any, jobs: list[Job], stats: Stats | None = None, max_batch_size: int = MAX_BATCH_SIZE,
              max_batch_tokens: int | None = None, on_pass: PassHook | None = None) -> list[Outcome]:
     """One outcome per job (its results, or the exception it raised), in order."""
     ready: list[Job | None] = []

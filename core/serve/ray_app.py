@@ -1,8 +1,10 @@
 """Ray Serve deployment of a composed artifact: same HTTP API and schema as ``mtbranch serve``, scaled by replicas.
 
 Each replica loads the artifact once (hashes verified) and warms up; ``@serve.batch`` merges concurrent
-requests (up to ``max_batch_size`` requests, waiting at most ``batch_wait_timeout_s``) and
-:func:`mtbranch.serve.batching.run_jobs` runs them as few ``predict`` calls as their task sets allow. Works on a
+requests (Ray counts requests: up to ``max_batch_size`` of them, waiting at most ``batch_wait_timeout_s``) and
+:func:`mtbranch.serve.batching.run_jobs` runs them as few ``predict`` calls as their task sets allow, each trunk pass
+at most ``max_batch_size`` sequences: the meaning it has under ``mtbranch serve``. The defaults are
+:class:`mtbranch.serve.schema.ServeSettings`'s, the same as ``mtbranch serve``'s. Works on a
 local Ray instance and on a cluster unchanged (the artifact path must be readable on every node)::
 
     import ray
@@ -31,6 +33,7 @@ from mtbranch.serve.schema import (  # noqa: E402
     PredictRequest,
     PredictResponse,
     RequestError,
+    ServeSettings,
     TaskInfo,
     resolve_request,
     task_infos,
@@ -40,12 +43,14 @@ from mtbranch.serve.schema import (  # noqa: E402
 api = FastAPI(title="mtbranch (Ray Serve)", description="A composed multi-task model on Ray Serve.")
 install_error_handlers(api)
 _ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (400, 413, 422)}
+_D = ServeSettings()  # the serving defaults, shared with `mtbranch serve`
 
 
 @serve.deployment(max_ongoing_requests=128)
 @serve.ingress(api)
 class ComposedDeployment:
-    def __init__(self, artifact: str, *, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.005,
+    def __init__(self, artifact: str, *, max_batch_size: int = _D.max_batch_size,
+                 batch_wait_timeout_s: float = _D.max_batch_wait_ms / 1000,
                  limits: Limits | None = None, load_kwargs: dict[str, Any] | None = None) -> None:
         from mtbranch.composition.artifact import load
 
@@ -90,7 +95,8 @@ class ComposedDeployment:
             raise outcome
         return PredictResponse(results=outcome, tasks=names)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    # __init__ sets both from its arguments
+    @serve.batch(max_batch_size=_D.max_batch_size, batch_wait_timeout_s=_D.max_batch_wait_ms / 1000)
     async def _batched(self, jobs: list[Job]) -> list[Outcome]:
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, sum(len(j.texts) for j in jobs))
@@ -99,7 +105,8 @@ class ComposedDeployment:
                                                                   self.max_batch_size)
 
 
-def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.005,
+def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = _D.max_batch_size,
+              batch_wait_timeout_s: float = _D.max_batch_wait_ms / 1000,
               limits: Limits | None = None, ray_actor_options: dict[str, Any] | None = None,
               load_kwargs: dict[str, Any] | None = None, dtype: str | None = None) -> Any:
     """A Ray Serve application for ``artifact`` (pass it to ``serve.run``).

@@ -7,6 +7,7 @@ batch it would have shared with good ones.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,27 @@ class Limits:
     max_body_bytes: int = 1_000_000
     max_texts: int = 256
     max_chars: int = 10_000
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Every serving default, in one place: ``mtbranch serve`` (its option defaults), :func:`create_app` and the
+    Ray deployment (``build_app``) read them here. ``max_batch_size`` means the same everywhere: the most
+    sequences in one trunk pass (a text run by single-text and pair tasks counts twice). Under Ray,
+    ``@serve.batch`` gathers up to that many *requests* (it cannot count texts), and their sequences then run in
+    passes of at most ``max_batch_size``; ``mtbranch serve`` stops gathering once the sequences would exceed it."""
+
+    max_batch_size: int = 32  # sequences per trunk pass (a text run by single and pair tasks counts twice)
+    max_batch_tokens: int | None = None  # padded tokens per trunk pass (sequences x the longest); None: no limit
+    max_batch_wait_ms: float = 5.0
+    max_queue: int = 128  # /predict requests admitted at once; the next gets 503 + Retry-After
+    request_timeout_s: float = 30.0  # admitted but not answered by then: 503 + Retry-After
+    read_timeout_s: float = 10.0  # request head (uvicorn) and body (this app) must arrive within this
+    keep_alive_s: float = 5.0  # idle keep-alive connections are closed after this
+    grace_s: float = 10.0  # SIGTERM: requests in flight get this long, then 503
+    drain_delay_s: float = 0.0  # SIGTERM: readiness is 503 this long before the listener closes
+    admin_token: str | None = None  # enables POST /admin/reload (Authorization: Bearer TOKEN)
+    limits: Limits = dataclasses.field(default_factory=Limits)
 
 
 class RequestError(Exception):
