@@ -45,7 +45,6 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W010": ("warning", "weights large enough to overflow to Inf/NaN at run time (absolute values over 1e4)"),
     "V001": ("error", "the manifest's `requires` range excludes the running mtbranch version"),
     "C001": ("error", "two branches have the same name"),
-    "C002": ("error", "branches need different input signatures the trunk tokenizer cannot give"),
     "F001": ("error", "a symlink in the branch directory points outside it"),
     "F002": ("error", "a symlink loop in the branch directory"),
     "F003": ("error", "a link to the branch directory itself or one of its ancestors"),
