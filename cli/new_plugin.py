@@ -82,6 +82,7 @@ def template_values(names: PackageNames, manifest: Any, *, version: str | None, 
         "description": desc, "description_toml": json.dumps(desc), "description_py": repr(desc),
         "dependencies": _toml_list([f"mtbranch{m.requires}", *requires]), "requires": m.requires,
         "head": m.head.type, "depth": str(m.attach_depth), "num_layers": str(m.num_layers),
+        "trunk_ref": m.trunk.reference or "TRUNK",
         "trunk_model_type": m.trunk.structure.model_type, "hidden_size": str(m.trunk.structure.hidden_size),
         "fingerprint": m.trunk.fingerprint, "metrics": metrics,
         "signature": m.tokenizer.input_signature, "max_length": str(m.tokenizer.max_length),
@@ -151,4 +152,6 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
         render_package(tmp, branch_dir, values)
     console.print(f"[green]created[/] {out}: {names.dist} {values['version']} (module {names.module}, "
                   f"entry point {names.entry_point}) shipping branch [bold]{manifest.name}[/]")
-    console.print(f"next: pip install {out} && mtbranch plugins && (cd {out} && pytest)", markup=False)
+    ref = values["trunk_ref"]
+    console.print(f"next: pip install {out} && mtbranch plugins && mtbranch validate --trunk {ref}", markup=False)
+    console.print(f"      its tests: pip install '{out}[test]' && python -m pytest {out}/tests", markup=False)

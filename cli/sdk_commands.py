@@ -25,8 +25,11 @@ def _data_options(f: F) -> F:
     opts = [
         click.option("--train", "train_path", required=True, type=click.Path(path_type=Path),
                      help="Training data: TSV/CSV/JSONL table, CoNLL file, or a directory with seq.in/seq.out."),
-        click.option("--dev", "dev_path", required=True, type=click.Path(path_type=Path),
+        click.option("--dev", "dev_path", default=None, type=click.Path(path_type=Path),
                      help="Dev data, same layout; evaluated every epoch, the best epoch is kept."),
+        click.option("--dev-split", type=float, default=None, metavar="FRACTION",
+                     help="No dev file: hold out this fraction of --train as the dev set (seeded by --seed, "
+                          "stratified by label)."),
         click.option("--text-col", default="0", show_default=True, help="Text column: index or header name."),
         click.option("--pair-col", default=None, help="Second-text column for pair tasks (index or name)."),
         click.option("--label-col", default="1", show_default=True, help="Label/score column: index or name."),
@@ -126,7 +129,17 @@ def _rename_labels(data: Any, mapping: dict[str, str]) -> Any:
 def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
     task = o["task"].replace("-", "_")
     train = _load_data(task, o["train_path"], o)
-    dev = _load_data(task, o["dev_path"], o)
+    if o.get("dev_path") is None:
+        if o.get("dev_split") is None:
+            raise UsageError("no dev set: give --dev FILE, or --dev-split FRACTION to hold out part of --train",
+                             hint="e.g. --dev-split 0.1 (seeded by --seed, stratified by label)")
+        from mtbranch.sdk.data import split_dev
+
+        train, dev = split_dev(train, o["dev_split"], o.get("seed") or 42)
+    elif o.get("dev_split") is not None:
+        raise UsageError("--dev and --dev-split together", hint="give one of them")
+    else:
+        dev = _load_data(task, o["dev_path"], o)
     labels = [x.strip() for x in o["labels_csv"].split(",")] if o.get("labels_csv") else None
     if o.get("label_names"):
         if task != "classification":

@@ -261,6 +261,38 @@ def load_table_data(path: str | os.PathLike[str], spec: TableSpec | None = None)
     return Dataset(read_table(p, spec), [_source(p)])
 
 
+def split_dev(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Hold out ``fraction`` of ``data`` as a dev set: seeded, stratified by class label (each label keeps its
+    share, and a label with 2+ examples keeps at least one on each side); for scores and tag sequences a
+    seeded random split. Both parts keep the file order; their sources record the split."""
+    import random
+
+    if not 0 < fraction < 1:
+        raise MtbranchError(f"--dev-split must be between 0 and 1 (exclusive), not {fraction}",
+                            hint="e.g. --dev-split 0.1 holds out 10% of the training data")
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(data.examples):
+        key = str(e.label) if isinstance(e, TextExample) and isinstance(e.label, str) else ""
+        groups.setdefault(key, []).append(i)
+    rng = random.Random(seed)
+    dev_idx: set[int] = set()
+    for key in sorted(groups):
+        idx = groups[key][:]
+        rng.shuffle(idx)
+        n = round(len(idx) * fraction)
+        if len(idx) >= 2:
+            n = min(max(n, 1), len(idx) - 1)
+        dev_idx.update(idx[:n])
+    if not dev_idx or len(dev_idx) == len(data.examples):
+        raise MtbranchError(f"--dev-split {fraction} of {len(data.examples)} examples leaves an empty split",
+                            hint="use more data or another fraction")
+    note = f"{fraction:g} held out, stratified, seed {seed}"
+    train = [e for i, e in enumerate(data.examples) if i not in dev_idx]
+    dev = [e for i, e in enumerate(data.examples) if i in dev_idx]
+    return (Dataset(train, [{**s, "split": f"train: rest after {note}"} for s in data.sources]),
+            Dataset(dev, [{**s, "split": f"dev: {note}"} for s in data.sources]))
+
+
 def parse_column(value: str) -> Column:
     """CLI helper: ``'3'`` is an index, ``'sentence'`` a name."""
     return int(value) if value.lstrip("-").isdigit() else value

@@ -461,6 +461,50 @@ def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, A
     return KeepBest()
 
 
+def _epoch_lines(trainer: Any, metric: str, epochs: float) -> None:
+    """One readable line per epoch on stderr (train loss, dev metrics, best so far) instead of Trainer's raw
+    log dicts (numbers as strings); the progress bar stays."""
+    import sys
+
+    from tqdm.auto import tqdm
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+    class QuietProgress(ProgressCallback):  # type: ignore[misc]
+        def on_log(self, *a: Any, **kw: Any) -> None:
+            pass
+
+    class EpochLines(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.loss: float | None = None
+            self.best: float | None = None
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                        **kw: Any) -> None:
+            if not metrics or not state.is_world_process_zero:
+                return
+            value = metrics.get(f"eval_{metric}")
+            best = value is not None and (self.best is None or _better(metric, value, self.best))
+            if best:
+                self.best = value
+            dev = "  ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()
+                            if k.startswith("eval_") and k[5:] in METRICS_ALL and isinstance(v, int | float))
+            loss = f"train loss {self.loss:.4f}  " if self.loss is not None else ""
+            tqdm.write(f"epoch {float(state.epoch or 0):g}/{epochs:g}  {loss}dev {dev}" + ("  (best)" if best else ""),
+                       file=sys.stderr)
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(QuietProgress)
+    trainer.add_callback(EpochLines())
+
+
+METRICS_ALL = {m for ms in METRICS.values() for m in ms}
+
+
 def _better(metric: str, new: float, old: float) -> bool:
     return new < old if metric == "mse" else new > old
 
@@ -528,6 +572,7 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
                                    data_collator=collate, compute_metrics=metrics_fn,
                                    callbacks=[_best_keeper(metric, history, best, cfg.patience)],
                                    optimizers=(optimizer, None))
+        _epoch_lines(trainer, metric, cfg.epochs)
         trainer.train()
         if "state" in best:
             branch.load_state_dict(best["state"])

@@ -363,3 +363,50 @@ def test_validate_and_plugins_read_at_80_columns(installed_other: Path, tiny_ber
     assert code == 0 and "…" not in out
     row = next(x for x in out.splitlines() if x.startswith("other-team"))
     assert "branches: other" in row and "trunks: tiny" in row and "checks: needs-owner" in row
+
+
+# -- 8. what a new team tripped on ----------------------------------------------------------------------
+def test_split_dev_is_seeded_and_stratified() -> None:
+    from mtbranch.sdk.data import Dataset, TextExample, split_dev
+
+    data = Dataset([TextExample(f"t{i}", label="a" if i % 5 else "b") for i in range(100)],
+                   [{"path": "x.csv", "sha256": "0"}])
+    tr, dev = split_dev(data, 0.25, seed=3)
+    assert len(dev.examples) == 25 and len(tr.examples) == 75
+    assert sum(e.label == "b" for e in dev.examples) == 5  # 20 "b" in all: each label keeps its share
+    assert {e.text for e in tr.examples}.isdisjoint(e.text for e in dev.examples)
+    assert split_dev(data, 0.25, seed=3)[1].examples == dev.examples
+    assert split_dev(data, 0.25, seed=4)[1].examples != dev.examples
+    assert "stratified, seed 3" in dev.sources[0]["split"]
+
+
+def test_train_with_dev_split_prints_a_line_per_epoch(tmp_path: Path) -> None:
+    from sdk_fixtures import make_sdk_trunk, write_sentiment
+
+    trunk = make_sdk_trunk(tmp_path / "trunk")
+    data = write_sentiment(tmp_path / "all.tsv", 80, 1)
+    r = CliRunner().invoke(cli, ["train", "--task", "classification", "--trunk", str(trunk), "--train", str(data),
+                                 "--dev-split", "0.2", "--text-col", "sentence", "--label-col", "label",
+                                 "--layers", "1", "--epochs", "2", "--max-length", "32", "--lr", "1e-3",
+                                 "--name", "s", "--no-progress", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("epoch ")]
+    assert [x.split()[1] for x in lines] == ["1/2", "2/2"]
+    assert "train loss" in lines[0] and "dev accuracy" in lines[0] and "(best)" in lines[0]
+    assert "{'loss'" not in r.output and "'eval_" not in r.output  # no raw Trainer dicts
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["training"]["data"]["dev_examples"] == 16 and manifest["training"]["data"]["train_examples"] == 64
+    assert "stratified" in manifest["training"]["data"]["dev"][0]["split"]
+    r = CliRunner().invoke(cli, ["train", "--task", "classification", "--trunk", str(trunk), "--train", str(data),
+                                 "--name", "s", "-o", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "--dev-split" in r.output
+
+
+def test_new_plugin_hint_runs_what_the_venv_has(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    b = make_branch(tiny_bert_dir, tmp_path / "b", name="intent", depth=2, layers=1)
+    code, out = run_cli("new-plugin", "acme-intent", "--branch", b, "-o", tmp_path / "pkg")
+    assert code == 0, out
+    hint = " ".join(out.split())
+    assert "mtbranch validate --trunk" in hint and "(cd" not in hint and "python -m pytest" in hint
+    readme = (tmp_path / "pkg" / "README.md").read_text()
+    assert "trunk `bert`" not in readme and "python -m pytest" in readme
