@@ -40,11 +40,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 	# each example package runs its own tests (same test file names: separate sessions)
-	set -e; for ex in $(EXAMPLES) examples/policy-plugin; do \
+	set -e; for ex in $(EXAMPLES) examples/policy-plugin examples/family-electra; do \
 		$(BIN)/pip install -q --no-deps -e ./$$ex; \
 		(cd $$ex && ../../$(BIN)/python -m pytest -q -p no:cacheprovider); \
 	done
-	$(BIN)/pip uninstall -q -y mtbranch-policy-example
+	$(BIN)/pip uninstall -q -y mtbranch-policy-example mtbranch-family-electra
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

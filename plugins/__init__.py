@@ -10,6 +10,7 @@ What a plugin author needs is importable from here without importing torch::
 """
 
 from mtbranch.plugins.hookspecs import hookimpl, hookspec
-from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TrunkProvider
+from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TensorRule, TrunkFamily, TrunkProvider
 
-__all__ = ["BranchLocation", "Check", "PluginInfo", "TrunkProvider", "hookimpl", "hookspec"]
+__all__ = ["BranchLocation", "Check", "PluginInfo", "TensorRule", "TrunkFamily", "TrunkProvider", "hookimpl",
+           "hookspec"]

@@ -195,3 +195,12 @@ def test_onnx_export_refuses_other_families_clearly(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["export-onnx", str(tmp_path / "composed"), "-o", str(tmp_path / "onnx")])
     assert r.exit_code == 1 and "not supported for the deberta-v2 trunk family yet" in r.output
     assert "Traceback" not in r.output
+
+
+def test_import_token_checkpoint_without_bio_labels_is_a_user_error(tmp_path: Path) -> None:
+    d = make_family_dir(tmp_path / "trunk", "distilbert")
+    model = AutoModelForTokenClassification.from_pretrained(str(d), num_labels=3)  # LABEL_0.. are not BIO tags
+    model.save_pretrained(str(tmp_path / "ckpt"))
+    r = CliRunner().invoke(cli, ["import-hf", str(tmp_path / "ckpt"), "--trunk", str(d), "--layers", "1",
+                                 "--name", "ner", "-o", str(tmp_path / "ner")])
+    assert r.exit_code == 1 and "id2label" in r.output and "Traceback" not in r.output

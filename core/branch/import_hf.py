@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from mtbranch.errors import MtbranchError
 from mtbranch.io.guard import check_output
 from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
@@ -32,6 +34,17 @@ def head_from_config(cfg: dict[str, Any], path: Path) -> tuple[Any, bool]:
     """(head spec, sequence-level?) from the checkpoint's architecture and problem_type."""
     arch = (cfg.get("architectures") or [""])[0]
     labels = _labels(cfg)
+    try:
+        return _head(cfg, arch, labels, path)
+    except ValidationError as exc:  # e.g. token labels that are not BIO tags
+        why = "; ".join(e["msg"] for e in exc.errors())
+        raise MtbranchError(f"the checkpoint's labels (id2label) do not fit a {arch} head: {why}",
+                            path=str(path / "config.json"),
+                            hint="fix id2label in config.json (token classification needs BIO tags: O, B-X, I-X)"
+                            ) from None
+
+
+def _head(cfg: dict[str, Any], arch: str, labels: list[str], path: Path) -> tuple[Any, bool]:
     if arch.endswith("ForTokenClassification"):
         return TokenClassificationHead(labels=labels), False
     if arch.endswith("ForSequenceClassification"):
