@@ -10,7 +10,7 @@ import click
 
 from mtbranch.bench.scenarios import SCENARIOS
 from mtbranch.cli.output import console, err_console, print_json
-from mtbranch.spec.dtypes import COMPUTE_DTYPES
+from mtbranch.spec.precision import DTYPE_SPELLINGS
 
 SCENARIO_NAMES = tuple(SCENARIOS)  # scenarios.py is plain data: --help imports no torch
 
@@ -24,8 +24,13 @@ SCENARIO_NAMES = tuple(SCENARIOS)  # scenarios.py is plain data: --help imports 
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: torch's choice).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
-@click.option("--dtype", type=click.Choice(COMPUTE_DTYPES), default=None,
-              help="Run every setup in this dtype (float16 on GPU).")
+@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True,
+              help="Run every setup in this dtype: float32, bfloat16, float16 (GPU only) or auto.")
+@click.option("--compare-dtypes", "compare", metavar="LIST", default=None,
+              help="Also time the composed model in each of these dtypes (comma-separated: float32, bfloat16, "
+                   "float16 on GPUs, auto, int8), with achieved GFLOP/s and the fraction of this machine's matmul "
+                   "peak per dtype, and the CPU features detected.")
+@click.option("--dtypes-only", is_flag=True, help="With --compare-dtypes: skip the other setups.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Keep the generated trunk and branches here (reused by the next run).")
 @click.option("--no-curve", is_flag=True, help="Skip the time-vs-number-of-tasks measurement.")
@@ -36,7 +41,7 @@ SCENARIO_NAMES = tuple(SCENARIOS)  # scenarios.py is plain data: --help imports 
 @click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int, threads: int | None, device: str,
           dtype: str | None, workdir: Path | None, no_curve: bool, no_load_check: bool, json_path: Path | None,
-          plot_path: Path | None, output_format: str) -> None:
+          plot_path: Path | None, output_format: str, compare: str | None, dtypes_only: bool) -> None:
     """Time the composed model against the same tasks served unmerged and as one full model per task.
 
     All setups run interleaved, in one process, on the same token batch; the table reports throughput,
@@ -47,6 +52,8 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
     Examples:
       mtbranch bench --scenario paper-mixed --rounds 3 --json bench.json --plot bench.png
       mtbranch bench --scenario real --batch-size 8 --seq-len 32 --rounds 2 --no-load-check
+      mtbranch bench --scenario paper-mixed --compare-dtypes float32,bfloat16,int8 --dtypes-only --threads 1
+      mtbranch bench --device cuda --compare-dtypes float32,float16,bfloat16 --dtypes-only
     """
     from mtbranch.errors import require_extra
 
@@ -58,7 +65,7 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
     say = (lambda msg: err_console.print(f"[dim]{msg}[/]", markup=True)) if output_format == "text" else None
     result = run_bench(scenario, batch_size=batch_size, seq_len=seq_len, rounds=rounds, warmup=warmup,
                        threads=threads, device=device, dtype=dtype, workdir=workdir, task_curve=not no_curve,
-                       load_check=not no_load_check, progress=say)
+                       load_check=not no_load_check, progress=say, compare=compare, dtypes_only=dtypes_only)
     if json_path is not None:
         from mtbranch.io.atomic import write_bytes_atomic
 
@@ -75,6 +82,10 @@ def print_report(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     cfg = r["config"]
+    if "precision" in r:
+        print_precision(r)
+    if "setups" not in r:
+        return
     t = Table(title=f"{r['scenario']}: {r['tasks']} tasks, batch {cfg['batch_size']} x {cfg['seq_len']} tokens, "
                     f"{cfg['device']} {cfg['dtype']}, {cfg['threads']} threads, {cfg['rounds']} rounds")
     for col in ("setup", "layers", "weights MiB", "seq/s", "p50 ms", "p99 ms"):
@@ -103,3 +114,23 @@ def print_report(r: dict[str, Any]) -> None:
                       f"resident +{(x['rss_after_load'] - x['baseline_rss']) / 2**20:.0f} MiB"
                       f" = {x['rss_over_params']:.2f}x parameter bytes "
                       f"({x['rss_after_forward_over_params']:.2f}x after a first forward)")
+
+
+def print_precision(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    cfg, p, m = r["config"], r["precision"], r["machine"]
+    flags = ", ".join(f for f, on in m.get("flags", {}).items() if on) or "none of those checked"
+    console.print(f"machine: {m.get('cpu')}, {m.get('cpu_count')} CPUs; flags: {flags}; torch CPU capability "
+                  f"{m.get('torch_cpu_capability')}; auto -> {m.get('auto_dtype_cpu')}" + (
+                      f"; GPU {m['gpu']}" if m.get("gpu") else ""))
+    t = Table(title=f"{r['scenario']}: composed model per dtype, batch {cfg['batch_size']} x {cfg['seq_len']} "
+                    f"tokens, {cfg['device']}, {cfg['threads']} threads, {p['layers_run']} layers "
+                    f"({p['flops_per_call'] / 1e9:.1f} GFLOP per call)")
+    for col in ("dtype", "p50 ms", "seq/s", "GFLOP/s", "peak GFLOP/s", "of peak", "vs float32", "max diff"):
+        t.add_column(col, justify="left" if col == "dtype" else "right")
+    for name, x in p["dtypes"].items():
+        t.add_row(x["why"] if name == "auto" else name, f"{x['p50_ms']:.1f}", f"{x['throughput']:.1f}",
+                  f"{x['gflops']:.1f}", f"{x['peak_gflops']:.1f}", f"{100 * x['fraction_of_peak']:.0f}%",
+                  f"{x['speedup_vs_float32']:.2f}x", f"{x['max_abs_diff_vs_float32']:.1e}")
+    console.print(t)

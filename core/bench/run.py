@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +33,29 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
               rounds: int = 5, warmup: int = 1, threads: int | None = None, device: str = "cpu",
               dtype: str | None = None, workdir: str | os.PathLike[str] | None = None, seed: int = 0,
               task_curve: bool = True, load_check: bool = True,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run one scenario; returns the JSON-able result (see docs/benchmarks.md)."""
+              progress: Callable[[str], None] | None = None, compare: str | Sequence[str] | None = None,
+              dtypes_only: bool = False) -> dict[str, Any]:
+    """Run one scenario; returns the JSON-able result (see docs/benchmarks.md).
+
+    ``compare`` (e.g. ``"float32,bfloat16,int8"``): also time the composed model in each of these dtypes, with
+    achieved GFLOP/s and the fraction of this machine's matmul peak (mtbranch.bench.precision); ``dtypes_only``
+    skips the other setups.
+    """
     import torch
 
+    from mtbranch.bench.precision import compare_dtypes, parse_dtypes
     from mtbranch.spec.dtypes import torch_dtype
+    from mtbranch.spec.precision import cpu_report, resolve_dtype, why
 
     sc = SCENARIOS.get(scenario) if isinstance(scenario, str) else scenario
     if sc is None:
         raise UsageError(f"unknown scenario {scenario!r}", hint=f"choose one of {', '.join(SCENARIOS)}")
     say = progress or (lambda _msg: None)
+    resolved = resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is built
+    if compare is not None:
+        parse_dtypes(compare, device)
+    elif dtypes_only:
+        raise UsageError("--dtypes-only needs --compare-dtypes", hint="e.g. --compare-dtypes float32,bfloat16,int8")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -54,16 +67,25 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
         say(f"preparing {sc.name} under {workdir}")
         trunk, dirs = prepare(sc, Path(workdir), seq_len=seq_len, seed=seed)
         batch = make_batch(batch_size, seq_len, int(trunk.config["vocab_size"]), device, seed)
+        config = {"batch_size": batch_size, "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
+                  "threads": torch.get_num_threads(), "device": device, "dtype": resolved,
+                  "dtype_why": why(dtype, resolved, device), "seed": seed}
+        machine = {**machine_info(device), **cpu_report()}
+        if dtypes_only:
+            return {"scenario": sc.name, "description": sc.description, "tasks": len(dirs), "machine": machine,
+                    "config": config, "precision": compare_dtypes(trunk, dirs, batch, compare or (), device=device,
+                                                                  rounds=rounds, warmup=warmup, seed=seed, say=say)}
         say("building setups (composed, standalone, full single-task, transformers reference)")
-        composed, setups = build_setups(trunk, dirs, batch, device=device, dtype=torch_dtype(dtype),
+        composed, setups = build_setups(trunk, dirs, batch, device=device, dtype=torch_dtype(resolved),
                                         subset_task=sc.subset_task, reference_task=sc.reference_task)
         with torch.inference_mode():  # every setup, the transformers models included, runs without autograd
             result = measure(sc, setups, batch_size, seq_len, rounds, warmup, device, seed, say)
         result["tasks"] = len(composed.branches)
-        result["machine"] = machine_info(device)
-        result["config"] = {"batch_size": batch_size, "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
-                            "threads": torch.get_num_threads(), "device": device, "dtype": dtype or "float32",
-                            "seed": seed}
+        result["machine"] = machine
+        result["config"] = config
+        if compare is not None:
+            result["precision"] = compare_dtypes(trunk, dirs, batch, compare, device=device, rounds=rounds,
+                                                 warmup=warmup, seed=seed, say=say)
         if "hf-reference" in setups:
             with torch.inference_mode():
                 a, b = setups["one-branch"].run(), setups["hf-reference"].run()

@@ -42,6 +42,7 @@ class ComposedModel(nn.Module):
     quantized: str | None = None  # "int8" after mtbranch.export.quantize.quantize_layers
     compute_dtype: str = "float32"  # set by mtbranch.spec.precision.place_model (load/compose)
     compute_dtype_reason: str = "float32"
+    attention: str = "sdpa"  # transformers' attention implementation of every layer (spec.precision.attention_for)
 
     def __init__(self, trunk: Trunk, branches: Sequence[BranchModule], tokenizer: Any,
                  *, trunk_num_layers: int | None = None, lock: dict[str, Any] | None = None) -> None:
@@ -80,6 +81,9 @@ class ComposedModel(nn.Module):
     def put_branch(self, branch: BranchModule) -> None:
         """Add a branch, or replace the one with the same name. Other branches are untouched."""
         self._check_fits(branch)
+        ref = self.trunk.embeddings.word_embeddings.weight
+        branch.to(device=ref.device, dtype=ref.dtype)  # the model's compute dtype (bf16 models take float32 files)
+        branch.config._attn_implementation = self.attention  # as the model's other layers (and standalone forward)
         with self._swap_lock:
             others = [b for b in self._plan.branches if b.name != branch.name]
             self.branch_modules[branch.name] = branch

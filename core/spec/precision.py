@@ -141,9 +141,25 @@ def why(requested: Any, resolved: str, device: Any = "cpu", hardware: Hardware |
     return f"{resolved} (auto: {reason})"
 
 
+def attention_for(dtype: str, device: Any = "cpu") -> str:
+    """transformers' attention implementation to run in: SDPA, except bf16 on the CPU, where torch's fused CPU
+    attention kernel was slower than the plain matmul + softmax path (eager) on the example model, at no
+    measured accuracy cost (docs/benchmarks.md, "Compute dtype")."""
+    return "eager" if dtype == "bfloat16" and device_type(device) == "cpu" else "sdpa"
+
+
+def set_attention(model: Any, implementation: str) -> None:
+    """Switch the trunk's and every branch's layers to ``implementation`` (read by transformers at call time)."""
+    configs = [model.trunk.config, *(b.config for b in model.branches)]
+    for cfg in {id(c): c for c in configs}.values():
+        cfg._attn_implementation = implementation
+    model.attention = implementation
+
+
 def place_model(model: Any, device: Any = "cpu", dtype: Any = None, *, quantize: str | None = None,
                 hardware: Hardware | None = None) -> Any:
-    """Move a composed model to ``device`` in the resolved compute dtype; records it as ``model.compute_dtype``.
+    """Move a composed model to ``device`` in the resolved compute dtype; records it as ``model.compute_dtype``
+    and picks the attention implementation for it (:func:`attention_for`).
 
     With ``quantize`` (int8 dynamic quantization needs float32 weights) ``auto`` resolves to float32.
     """
@@ -153,6 +169,7 @@ def place_model(model: Any, device: Any = "cpu", dtype: Any = None, *, quantize:
     model = model.to(device=device, dtype=torch_dtype(name))
     model.compute_dtype = name
     model.compute_dtype_reason = why(dtype, name, device, hardware)
+    set_attention(model, attention_for(name, device))
     return model
 
 
@@ -179,4 +196,5 @@ def cpu_report() -> dict[str, Any]:
 
 
 __all__ = ["AUTO", "BF16_CPU_FLAGS", "DEFAULT_DTYPE", "DTYPE_HELP", "DTYPE_OPTIONS", "DTYPE_SPELLINGS", "Hardware",
-           "canonical", "cpu_flags", "cpu_report", "detect", "float32_only", "place_model", "resolve_dtype", "why"]
+           "attention_for", "canonical", "cpu_flags", "cpu_report", "detect", "float32_only", "place_model",
+           "resolve_dtype", "set_attention", "why"]
