@@ -10,6 +10,7 @@ import click
 
 from mtbranch.cli.output import console, err_console, print_json
 from mtbranch.cli.predict_file import file_input_options
+from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
 from mtbranch.trunk.choose import choose_trunk
 
 SELECTION_RULE = ("With --branch, exactly those directories are used; installed plugins' branches join only "
@@ -232,8 +233,10 @@ def verify(artifact: Path) -> None:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
+@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True, help=DTYPE_HELP)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
-            as_json: bool, no_verify: bool, quantize: str | None) -> None:
+            as_json: bool, no_verify: bool, quantize: str | None, dtype: str, device: str) -> None:
     """Run a composed model on TEXTS, or on every row of --input FILE (JSONL out, streamed).
 
     \b
@@ -251,7 +254,8 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
     if pairs and len(pairs) not in (1, len(texts)):
         raise UsageError(f"{len(pairs)} --pair values for {len(texts)} texts", hint="give one, or one per text")
     text_pairs = None if not pairs else (list(pairs) * len(texts) if len(pairs) == 1 else list(pairs))
-    model = load(artifact, verify=not no_verify, quantize=quantize)
+    resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
+    model = load(artifact, verify=not no_verify, quantize=quantize, dtype=dtype, device=device)
     if text_pairs is None and not tasks:  # pair tasks are skipped when no pair is given
         tasks = tuple(b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single")
     results = model.predict(list(texts), tasks=list(tasks) or None, text_pairs=text_pairs, raw=raw)
