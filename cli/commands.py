@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from mtbranch.cli.output import console, err_console, print_json
+from mtbranch.cli.output import (
+    check_argv_text,
+    console,
+    err_console,
+    esc,
+    print_json,
+    print_predictions,
+)
 from mtbranch.cli.predict_file import file_input_options
 from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
 from mtbranch.trunk.choose import choose_trunk
@@ -98,7 +105,8 @@ def validate(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installe
     pm = _plugin_manager(no_plugins)
     branches = collect_branches(branch_dirs, plugin_manager=pm, use_plugins=not no_plugins,
                                 with_installed=with_installed)
-    trunk = choose_trunk(trunk_ref, branches, pm, required=False, on_note=err_console.print)
+    trunk = choose_trunk(trunk_ref, branches, pm, required=False,
+                         on_note=lambda note: err_console.print(note, markup=False))
     report = Validator(trunk, plugin_manager=pm).validate(branches)
     if fmt == "json":
         print_json(report.to_dict())
@@ -145,7 +153,7 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
     with console.status("composing..."):
         model = do_compose(trunk, branches, plugin_manager=pm)
         lock = save_composed(model, out)
-    console.print(f"[green]composed[/] {len(lock['branches'])} branch(es) on {trunk.reference} -> {out}")
+    console.print(f"[green]composed[/] {len(lock['branches'])} branch(es) on {esc(trunk.reference)} -> {esc(out)}")
     console.print(f"overhead: {lock['overhead']['text']}")
 
 
@@ -181,13 +189,13 @@ def inspect(artifact: Path, as_json: bool) -> None:
         print_json(info)
         return
     t = lock["trunk"]
-    tree = Tree(f"[bold]{artifact}[/]  trunk {t['reference']} ({t['model_type']}, {t['kept_layers']} of "
+    tree = Tree(f"[bold]{esc(artifact)}[/]  trunk {esc(t['reference'])} ({t['model_type']}, {t['kept_layers']} of "
                 f"{t['num_layers']} layers kept, {params['trunk']:,} params)")
     for depth in sorted({e["attach_depth"] for e in lock["branches"]}):
         node = tree.add(f"depth {depth}")
         for e in (e for e in lock["branches"] if e["attach_depth"] == depth):
-            node.add(f"[bold]{e['name']}[/] {e['version']}  {e['head']}, {e['num_layers']} layer(s), "
-                     f"{params[e['name']]:,} params  [dim]({e['source']})[/]")
+            node.add(f"[bold]{esc(e['name'])}[/] {esc(e['version'])}  {esc(e['head'])}, {e['num_layers']} layer(s), "
+                     f"{params[e['name']]:,} params  [dim]({esc(e['source'])})[/]")
     console.print(tree)
     console.print(f"parameters: {info['parameters']['total']:,}")
     console.print(f"overhead: [bold]{lock['overhead']['text']}[/] transformer layers vs one full model per task")
@@ -215,9 +223,9 @@ def verify(artifact: Path) -> None:
     problems = verify_artifact(artifact)
     if problems:
         for p in problems:
-            console.print(f"[red]FAIL[/] {p}")
+            console.print(f"[red]FAIL[/] {esc(p)}")
         raise SystemExit(1)
-    console.print(f"[green]ok[/] {artifact}: every file matches mtbranch.lock.json")
+    console.print(f"[green]ok[/] {esc(artifact)}: every file matches mtbranch.lock.json")
 
 
 # -- predict -----------------------------------------------------------------------------------------
@@ -251,6 +259,8 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
     from mtbranch.errors import UsageError
 
     show_warnings()  # e.g. texts truncated to max_length
+    check_argv_text(texts, "TEXT")
+    check_argv_text(pairs, "--pair")
     if pairs and len(pairs) not in (1, len(texts)):
         raise UsageError(f"{len(pairs)} --pair values for {len(texts)} texts", hint="give one, or one per text")
     text_pairs = None if not pairs else (list(pairs) * len(texts) if len(pairs) == 1 else list(pairs))
@@ -262,10 +272,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
     if as_json:
         print_json(results)
         return
-    for text, res in zip(texts, results, strict=True):
-        console.print(f"[bold]{text}[/]", markup=True, highlight=False)
-        for task, r in res.items():
-            console.print(f"  {task}: {_summary(r)}", markup=False)
+    print_predictions(texts, results, _summary)
 
 
 def _summary(r: dict[str, Any]) -> str:
@@ -313,8 +320,8 @@ def import_hf(model_dir: Path, trunk_ref: str | None, num_layers: int, name: str
 
     manifest = do_import(model_dir, resolve_trunk(trunk_ref), num_layers=num_layers, name=name, out=out,
                          version=version, max_length=max_length, input_signature="pair" if pair else "single")
-    console.print(f"[green]imported[/] {manifest.name} {manifest.version}: {manifest.head.type}, depth "
-                  f"{manifest.attach_depth}, {manifest.num_layers} layer(s) -> {out}")
+    console.print(f"[green]imported[/] {manifest.name} {manifest.version}: {esc(manifest.head.type)}, depth "
+                  f"{manifest.attach_depth}, {manifest.num_layers} layer(s) -> {esc(out)}")
 
 
 # -- update ------------------------------------------------------------------------------------------
@@ -336,7 +343,7 @@ def update(artifact: Path, put: tuple[Path, ...], remove: tuple[str, ...]) -> No
     if not put and not remove:
         raise UsageError("nothing to do", hint="pass --put DIR and/or --remove NAME")
     lock = update_composed(artifact, put=put, remove=remove)
-    console.print(f"[green]updated[/] {artifact}: {', '.join(e['name'] for e in lock['branches'])}")
+    console.print(f"[green]updated[/] {esc(artifact)}: {', '.join(e['name'] for e in lock['branches'])}")
     console.print(f"overhead: {lock['overhead']['text']}")
 
 

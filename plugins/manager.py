@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata as md
+import io
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -64,6 +65,25 @@ def _record_problem(records: Any, record_type: type) -> str | None:
         if isinstance(rec, Check) and not callable(rec.run):
             return f"returned Check {name!r} whose run is not callable"
     return None
+
+
+@contextlib.contextmanager
+def captured_stdout() -> Iterator[io.StringIO]:
+    """Plugin code runs with stdout captured: a ``print`` in a plugin must not corrupt mtbranch's own output
+    (``--format json``, ``plugins --json``, ``predict --json``). What it printed becomes finding P007."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        yield buf
+
+
+def printed_finding(plugin: str, buf: io.StringIO, when: str, branch: str | None = None) -> Finding | None:
+    text = buf.getvalue().strip()
+    if not text:
+        return None
+    shown = text if len(text) <= 120 else text[:117] + "..."
+    return finding("P007", f"plugin {plugin!r} printed to stdout {when} (captured, not shown there): {shown!r}",
+                   branch=branch, location=plugin,
+                   hint="a plugin must log (logging) or write to stderr: stdout carries mtbranch's output")
 
 
 class PluginManager:
@@ -140,7 +160,8 @@ class PluginManager:
             name = ep.name if ep.name not in self.infos else f"{dist_name}:{ep.name}"
             info = self.infos.setdefault(name, PluginInfo(name, dist_name, dist.version if dist is not None else None))
             try:
-                plugin = ep.load()
+                with captured_stdout() as buf:
+                    plugin = ep.load()
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
@@ -149,6 +170,8 @@ class PluginManager:
                     location=f"entry point {ep.name} = {ep.value}",
                     hint=f"fix or uninstall {dist_name}; set {ALLOW_ENV} to load only the plugins you need"))
                 continue
+            if (f := printed_finding(name, buf, "at import")) is not None:
+                self._report(info, f)
             self.register(plugin, name, distribution=dist_name, version=info.version)
 
     def _report(self, info: PluginInfo, f: Finding) -> None:
@@ -169,11 +192,14 @@ class PluginManager:
             name = impl.plugin_name
             info = self.infos.setdefault(name, PluginInfo(name))
             try:
-                out = impl.function()
+                with captured_stdout() as buf:
+                    out = impl.function()
             except Exception as exc:
                 self._report(info, finding("P002", f"plugin {name!r} hook {hook} raised {type(exc).__name__}: "
                                                    f"{exc}", location=name))
                 continue
+            if (f := printed_finding(name, buf, f"in hook {hook}")) is not None:
+                self._report(info, f)
             if out is None:
                 continue
             problem = _record_problem(out, record_type)

@@ -6,19 +6,22 @@ Every bad row raises :class:`DataError` naming the file and the 1-based line, so
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from mtbranch.errors import MtbranchError
 from mtbranch.io.files import sha256_file
+from mtbranch.spec.heads import is_bio_tag
 
 Column = int | str
 LabelKind = Literal["class", "score"]
-from mtbranch.spec.heads import is_bio_tag
 
 
 class DataError(MtbranchError):
@@ -77,9 +80,50 @@ def _source(path: Path) -> dict[str, str]:
 
 
 def _open(path: Path, encoding: str = "utf-8-sig") -> Any:
+    """Text mode, bytes that do not decode kept as lone surrogates (surrogateescape) so that
+    :func:`_lines` can name the line and column of the first bad byte."""
     if not path.is_file():
         raise DataError("data file does not exist", path=path)
-    return open(path, encoding=encoding, newline="")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}", path=path, hint="e.g. utf-8, latin-1, utf-16") from None
+    return open(path, encoding=encoding, errors="surrogateescape", newline="")
+
+
+ENCODING_HINT = ("convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW`), or read it with its "
+                 "encoding (TableSpec(encoding=...))")
+
+
+def _check_line(line: str, path: Path, n: int, encoding: str) -> str:
+    """A decoded line, or a DataError naming the first byte the encoding could not decode (or a NUL)."""
+    bad = _UNDECODABLE.search(line)
+    if bad is not None:
+        code = ord(bad.group())
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"code point U+{code:04X}"
+        name = "UTF-8" if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig") else encoding
+        if n == 1 and line[:2] in ("\udcff\udcfe", "\udcfe\udcff"):
+            raise DataError(f"not {name} text: the file starts with a UTF-16 byte order mark", path=path, line=n,
+                            hint=ENCODING_HINT)
+        raise DataError(f"not {name} text: {what} at column {bad.start() + 1}", path=path, line=n,
+                        hint=ENCODING_HINT)
+    if "\x00" in line:
+        raise DataError(f"NUL character at column {line.index(chr(0)) + 1}: the file looks like UTF-16 or binary, "
+                        "not text", path=path, line=n, hint=ENCODING_HINT)
+    return line
+
+
+_UNDECODABLE = re.compile("[\ud800-\udfff]")
+
+
+def _lines(fh: Any, path: Path, encoding: str) -> Any:
+    """``(line number, checked line)`` for each line of ``fh`` (split on \\n, \\r\\n and \\r only)."""
+    n = 0
+    try:
+        for n, raw in enumerate(fh, start=1):
+            yield n, _check_line(raw, path, n, encoding)
+    except UnicodeDecodeError as exc:  # codecs such as utf-16 that surrogateescape cannot cover
+        raise DataError(f"not {encoding} text: {exc.reason}", path=path, line=n + 1, hint=ENCODING_HINT) from None
 
 
 def _detect_format(path: Path, fmt: str) -> str:
@@ -122,15 +166,38 @@ def _pick(row: list[str] | dict[str, Any], col: Column, names: dict[str, int] | 
     return row[idx]
 
 
+def _show(value: Any) -> str:
+    """A short repr for messages (a JSON integer of 5,000 digits has no repr under Python's digit limit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _label(value: Any, kind: LabelKind, path: Path, line: int) -> str | float:
     if kind == "score":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise DataError(f"score is a {_json_type(value)}, not a number", path=path, line=line)
         try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise DataError(f"score {value!r} is not a number", path=path, line=line) from None
+            score = float(value)
+        except (ValueError, OverflowError):
+            raise DataError(f"score {_show(value)} is not a number", path=path, line=line) from None
+        if not math.isfinite(score):
+            raise DataError(f"score {_show(value)} is not a finite number", path=path, line=line,
+                            hint="regression scores must be finite (no nan, inf, or values beyond 1.8e308)")
+        return score
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError("empty label", path=path, line=line)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DataError(f"label is a {_json_type(value)}, not a class name", path=path, line=line,
+                        hint="class labels are strings or integers; for numeric targets train a regression task")
     return str(value).strip()
+
+
+def _json_type(value: Any) -> str:
+    kind = {bool: "boolean", list: "JSON array", dict: "JSON object", float: "float", type(None): "null"}.get(
+        type(value), type(value).__name__)
+    return kind if isinstance(value, list | dict) else f"{kind} ({_show(value)})"
 
 
 def _text(value: Any, path: Path, line: int, what: str) -> str:
@@ -144,18 +211,13 @@ def _rows(path: Path, spec: TableSpec) -> Any:
     fmt = _detect_format(path, spec.fmt)
     with _open(path, spec.encoding) as fh:
         if fmt == "jsonl":
-            for n, raw in enumerate(fh, start=1):
+            for n, raw in _lines(fh, path, spec.encoding):
                 if not raw.strip():
                     continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"invalid JSON: {exc.msg}", path=path, line=n) from None
-                if not isinstance(obj, dict):
-                    raise DataError("JSONL row is not an object", path=path, line=n)
-                yield n, obj
+                yield n, json_row(raw, path, n)
             return
-        reader = csv.reader(fh, delimiter="\t" if fmt == "tsv" else ",",
+        reader = csv.reader((line for _, line in _lines(fh, path, spec.encoding)),
+                            delimiter="\t" if fmt == "tsv" else ",",
                             quoting=csv.QUOTE_NONE if spec.quote_none else csv.QUOTE_MINIMAL)
         try:
             for row in reader:
@@ -167,16 +229,55 @@ def _rows(path: Path, spec: TableSpec) -> Any:
                             hint="for text with stray quotes, read with quoting disabled (--quote-none)") from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_row(raw: str, path: str | os.PathLike[str], n: int, *, surrogates: Literal["error", "replace"] = "error"
+              ) -> dict[str, Any]:
+    """One JSONL line -> an object, or a DataError naming the line (also for nesting past the recursion limit,
+    integers over Python's digit limit, ``NaN``/``Infinity`` literals). A string field spelling a lone surrogate
+    (``"\\ud800"``, no UTF-8 form) is an error for training data, or becomes U+FFFD (``surrogates="replace"``:
+    texts to predict)."""
+    try:
+        obj = json.loads(raw, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg}", path=path, line=n) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply", path=path, line=n) from None
+    except ValueError as exc:  # NaN/Infinity literals, integers over Python's digit limit
+        raise DataError(f"invalid JSON: {str(exc).split(';')[0]}", path=path, line=n) from None
+    if not isinstance(obj, dict):
+        raise DataError("JSONL row is not an object", path=path, line=n)
+    if _SURROGATE_ESCAPE.search(raw):
+        for key, value in obj.items():
+            if isinstance(value, str) and (bad := _UNDECODABLE.search(value)):
+                if surrogates == "error":
+                    raise DataError(f"field {key!r} holds a lone surrogate (\\u{ord(bad.group()):04x}), which has no "
+                                    "UTF-8 form", path=path, line=n, hint="fix the text's escaping in that line")
+                obj[key] = _UNDECODABLE.sub("\ufffd", value)
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def read_table(path: str | os.PathLike[str], spec: TableSpec | None = None) -> list[TextExample]:
     """Texts (and pair texts) with class labels or float scores from a TSV, CSV or JSONL file."""
     spec = spec or TableSpec()
     p = Path(path)
     names: dict[str, int] | None = None
+    width = 0
     out: list[TextExample] = []
     for n, row in _rows(p, spec):
         if names is None and spec.header and not isinstance(row, dict):
             names = {name.strip(): i for i, name in enumerate(row)}
+            width = len(row)
             continue
+        if names is not None and len(row) != width:  # an extra separator would shift every column after it
+            raise DataError(f"row has {len(row)} column(s) but the header has {width}", path=p, line=n,
+                            hint="check for a stray separator (tab or comma) in the text, and the quoting "
+                                 "(--quote-none)")
         text = _text(_pick(row, spec.text, names, p, n, "text"), p, n, "text")
         pair = None if spec.pair is None else _text(_pick(row, spec.pair, names, p, n, "pair"), p, n, "pair")
         label = None if spec.label is None else _label(_pick(row, spec.label, names, p, n, "label"),
@@ -196,7 +297,7 @@ def read_conll(path: str | os.PathLike[str], spec: ConllSpec | None = None) -> l
     tokens: list[str] = []
     tags: list[str] = []
     with _open(p) as fh:
-        for n, raw in enumerate(fh, start=1):
+        for n, raw in _lines(fh, p, "utf-8"):
             line = raw.rstrip("\r\n")
             if not line.strip():
                 if tokens:
@@ -230,7 +331,12 @@ def read_seq_files(seq_in: str | os.PathLike[str], seq_out: str | os.PathLike[st
     """Aligned token/tag line files (SNIPS/ATIS layout): line i of seq.in and seq.out is one utterance."""
     pin, pout = Path(seq_in), Path(seq_out)
     with _open(pin) as fi, _open(pout) as fo:
-        lines_in, lines_out = fi.read().splitlines(), fo.read().splitlines()
+        # split on "\n" only: U+2028, U+0085, form feeds... inside a line are not line breaks
+        lines_in, lines_out = ([_check_line(line.removesuffix("\r"), f, n, "utf-8")
+                                for n, line in enumerate(fh.read().removesuffix("\n").split("\n"), start=1)]
+                               for f, fh in ((pin, fi), (pout, fo)))
+        lines_in = [] if lines_in == [""] else lines_in
+        lines_out = [] if lines_out == [""] else lines_out
     if len(lines_in) != len(lines_out):
         raise DataError(f"{len(lines_in)} lines in {pin.name} but {len(lines_out)} in {pout.name}", path=pout,
                         line=min(len(lines_in), len(lines_out)) + 1)

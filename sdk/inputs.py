@@ -8,7 +8,6 @@ the file and its 1-based line.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from mtbranch.sdk.data import Column, DataError
+from mtbranch.sdk.data import Column, DataError, json_row
 
 InputFormat = Literal["auto", "lines", "tsv", "csv", "jsonl"]
 INPUT_FORMATS: tuple[str, ...] = ("auto", "lines", "tsv", "csv", "jsonl")
@@ -92,14 +91,8 @@ class InputReader:
             for n, text in lines:
                 if not text.strip():
                     continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"invalid JSON: {exc.msg}", path=self.path, line=n) from None
-                if not isinstance(obj, dict):
-                    raise DataError("JSONL row is not an object", path=self.path, line=n,
-                                    hint='one object per line, e.g. {"text": "..."}')
-                yield self._row(obj, None, n)
+                # deep nesting, huge integers, NaN literals: DataError; lone surrogates: U+FFFD (as over HTTP)
+                yield self._row(json_row(text, self.path, n, surrogates="replace"), None, n)
             return
         yield from self._table(lines)
 
@@ -113,6 +106,7 @@ class InputReader:
 
         reader = csv.reader(feed(), delimiter="\t" if self.fmt == "tsv" else ",")
         names: dict[str, int] | None = None
+        width = 0
         start = 1
         try:
             for row in reader:
@@ -121,7 +115,11 @@ class InputReader:
                     continue
                 if self.header and names is None:
                     names = {name.strip(): i for i, name in enumerate(row)}
+                    width = len(row)
                     continue
+                if names is not None and len(row) != width:  # a stray separator shifts the columns after it
+                    raise DataError(f"row has {len(row)} column(s) but the header has {width}", path=self.path,
+                                    line=line, hint="check for a stray separator (tab or comma) in the text")
                 yield self._row(row, names, line)
         except csv.Error as exc:
             raise DataError(f"unreadable row: {exc}", path=self.path, line=current[0]) from None

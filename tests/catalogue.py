@@ -430,6 +430,7 @@ def non_finite(ctx: Ctx, tmp: Path) -> Outcome:
     code, out = cli_run("predict", tmp / "c", "the film", "--json")
     return Outcome([got if "NaN" not in out.replace("NaN/Inf", "") else "?"], code, out)
 
+
 # -- plugins ------------------------------------------------------------------------------------------------
 class _RaisingBranches:
     @hookimpl
@@ -582,6 +583,224 @@ def ten_thousand(ctx: Ctx, _tmp: Path) -> Outcome:
     ok = len(res) == 10_000 and max(batch_dims) == 32 and sum(batch_dims) == 10_000
     return Outcome(["micro-batches of <= 32" if ok else "?"], None, "",
                    [f"{len(batch_dims)} forward calls, largest batch {max(batch_dims)}"])
+
+
+# -- hostile text, data files, plugins and API calls (issue 14) -----------------------------------------------
+def strict_json(out: str) -> Any:
+    """The whole of stdout must be the JSON document: nothing printed before or after it."""
+    return json.loads(out)
+
+
+def echo_literally(*texts: str, shown: tuple[str, ...] | None = None) -> Callable[[Ctx, Path], Outcome]:
+    """CLI: ``predict c TEXT...`` prints each text as given (``shown``: the expected echo), exit 0."""
+    def run(ctx: Ctx, _tmp: Path) -> Outcome:
+        code, out = cli_run("predict", ctx.composed, *texts, "--task", "sentiment")
+        lines = out.splitlines()
+        ok = code == 0 and all(s in lines for s in (shown or texts))
+        return Outcome(["ok: printed as given" if ok else "?"], code, out)
+    return run
+
+
+def markup_in_path(ctx: Ctx, tmp: Path) -> Outcome:
+    missing = tmp / "art[/x] [red]y[/red]"
+    code, out = cli_run("predict", missing, "the film")
+    got = api_error(lambda: ctx.model.predict(["x"], tasks=["nope[/]"]))
+    ok = str(missing) in out
+    return Outcome([f"{got}: path shown as given" if ok else got], code, out)
+
+
+def argv_not_utf8(ctx: Ctx, _tmp: Path) -> Outcome:
+    # what Python makes of the argv bytes b"caf\xe9" (latin-1) on a UTF-8 system: "caf\udce9" (surrogateescape)
+    code, out = cli_run("predict", ctx.composed, "caf\udce9", "--task", "sentiment")
+    ok = "byte 0xe9" in out and "TEXT #1" in out
+    return Outcome(["MtbranchError" if ok else "?"], code, out)
+
+
+def lone_surrogates_api(ctx: Ctx, _tmp: Path) -> Outcome:
+    res = ctx.model.predict(["\ud800 john", "the film"], text_pairs=["x\udfff", "y"])
+    ok = len(res) == 2 and all(set(r) == set(ctx.model.task_names) for r in res)
+    return Outcome(["ok: a result per text" if ok else "?"])
+
+
+def lone_surrogates_http(ctx: Ctx, _tmp: Path) -> Outcome:
+    from fastapi.testclient import TestClient
+
+    from mtbranch.serve.app import create_app
+
+    bodies = ['{"texts": ["\\ud800", "the film"]}', '{"texts": ["a", "b"], "text_pairs": ["\\udfff", "ok"]}']
+    got = []
+    with TestClient(create_app(ctx.model)) as client:
+        wait_ready(client)
+        for body in bodies:
+            r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+            got.append(f"{r.status_code} {r.text[:300]}")
+    ok = all(g.startswith("200") for g in got)
+    return Outcome(["200: a result per text" if ok else "?"], None, "", got)
+
+
+def wait_ready(client: Any) -> None:
+    import time
+
+    for _ in range(600):
+        if client.get("/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError("server not ready")
+
+
+def data_case(name: str, content: bytes, spec: dict[str, Any] | None = None, *, line: int | None = None,
+              task: str = "classification", cli: bool = False) -> Callable[[Ctx, Path], Outcome]:
+    """API: ``read_table(file, TableSpec(**spec))`` -> DataError naming the file and line; CLI: ``train``."""
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        from mtbranch.sdk.data import DataError, TableSpec, read_table
+
+        p = tmp / name
+        p.write_bytes(content)
+        try:
+            read_table(p, TableSpec(**{"label_kind": "score" if task == "regression" else "class", **(spec or {})}))
+            got = "ok"
+        except DataError as exc:
+            got = "DataError" if exc.path == str(p) and exc.line == line else f"DataError at line {exc.line}"
+        except Exception as exc:
+            got = type(exc).__name__
+        if not cli:
+            return Outcome([got])
+        assert spec is None, "the CLI rows read columns 0 and 1 of a TSV with a header"
+        code, out = cli_run("train", "--task", task, "--train", p, "--dev", p, "--trunk", ctx.trunk,
+                            "--name", "x", "-o", tmp / "out")
+        return Outcome([got], code, out)
+    return run
+
+
+def seq_line_separator(_ctx: Ctx, tmp: Path) -> Outcome:
+    from mtbranch.sdk.data import read_seq_files
+
+    (tmp / "seq.in").write_text("play\u2028the song\nstop it\n")
+    (tmp / "seq.out").write_text("O O O\nO O\n")
+    rows = read_seq_files(tmp / "seq.in", tmp / "seq.out")
+    ok = [r.tokens for r in rows] == [["play", "the", "song"], ["stop", "it"]]
+    return Outcome(["ok: 2 utterances" if ok else "?"], None, "", [repr(rows)])
+
+
+class _PrintingHook:
+    @hookimpl
+    def mtbranch_branches(self) -> list[BranchLocation]:
+        print("hello from a plugin hook")
+        return []
+
+
+def printing_hook(ctx: Ctx, _tmp: Path) -> Outcome:
+    pm = PluginManager(autoload=False)
+    pm.register(_PrintingHook(), "printing")
+    set_plugin_manager(pm)
+    try:
+        code, out = cli_run("validate", "--format", "json", "--branch", ctx.branches["sentiment"], "--trunk",
+                            ctx.trunk)
+        codes = [f["code"] for f in strict_json(out)["findings"]]
+        pm2 = PluginManager(autoload=False)
+        pm2.register(_PrintingHook(), "printing")
+        set_plugin_manager(pm2)
+        code2, out2 = cli_run("plugins", "--json")
+        listed = {i["name"]: i for i in strict_json(out2)}
+        codes += [e.split(":")[0] for e in listed["printing"]["errors"]]
+        return Outcome(codes or ["ok"], max(code, code2), out + out2)
+    finally:
+        set_plugin_manager(None)
+
+
+def printing_import(ctx: Ctx, tmp: Path) -> Outcome:
+    with installed(tmp / "site", "chatty_plugin", "print('chatty plugin imported')\n"):
+        code, out = cli_run("validate", "--format", "json", "--branch", ctx.branches["sentiment"], "--trunk",
+                            ctx.trunk)
+        report = strict_json(out)
+    return Outcome([f["code"] for f in report["findings"]] or ["ok"], code, out)
+
+
+def token_head_type() -> Any:
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict
+
+    from mtbranch.heads.postprocess import token_classification
+    from mtbranch.heads.registry import HeadType, _build_linear, _linear_shapes
+
+    class SpanTags(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        type: Literal["span_tags"] = "span_tags"
+        labels: list[str]
+        dropout: float = 0.0
+
+        @property
+        def num_outputs(self) -> int:
+            return len(self.labels)
+
+    return HeadType("span_tags", SpanTags, False, _linear_shapes, _build_linear, token_classification,
+                    "per-token tags from a plugin")
+
+
+class _TokenHeadPlugin:
+    @hookimpl
+    def mtbranch_head_types(self) -> list[Any]:
+        return [token_head_type()]
+
+
+def plugin_token_head(ctx: Ctx, tmp: Path) -> Outcome:
+    """A plugin head type with sequence_level=False: its branch has no pooler tensors, and needs none."""
+    from mtbranch.branch.factory import branch_manifest
+    from mtbranch.branch.model import BranchModule, save_branch
+    from mtbranch.trunk.source import load_trunk_source
+    from mtbranch.trunk.tokenizer import load_tokenizer
+
+    ht = token_head_type()
+    m = branch_manifest(load_trunk_source(ctx.trunk), load_tokenizer(ctx.trunk), name="spans", attach_depth=3,
+                        num_layers=1, head=ht.spec_model(labels=["O", "B-X", "I-X"]).model_dump())
+    save_branch(BranchModule(m, ht), tmp / "spans")
+    pm = PluginManager(autoload=False)
+    pm.register(_TokenHeadPlugin(), "spans")
+    set_plugin_manager(pm)
+    try:
+        return validate(tmp / "spans", trunk=ctx.trunk, plugins=True)
+    finally:
+        set_plugin_manager(None)
+
+
+class _LoopBranches:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @hookimpl
+    def mtbranch_branches(self) -> list[BranchLocation]:
+        return [BranchLocation("loop", str(self.path))]
+
+
+def symlink_loop_branch(ctx: Ctx, tmp: Path) -> Outcome:
+    (tmp / "a").symlink_to(tmp / "b")
+    (tmp / "b").symlink_to(tmp / "a")
+    pm = PluginManager(autoload=False)
+    pm.register(_LoopBranches(tmp / "a"), "loops")
+    set_plugin_manager(pm)
+    try:
+        out = validate(trunk=ctx.trunk, plugins=True)
+    finally:
+        set_plugin_manager(None)
+    says = "symlink loop" in out.output
+    return Outcome([f"{c}: says symlink loop" if says else c for c in out.got], out.exit, out.output)
+
+
+def compose_after_load(ctx: Ctx, _tmp: Path) -> Outcome:
+    import mtbranch
+    from mtbranch.trunk.source import load_trunk_source
+
+    mtbranch.load(ctx.composed)
+    model = mtbranch.compose(load_trunk_source(ctx.trunk), [(ctx.branches["sentiment"], "directory")])
+    return Outcome(["ok: composed" if model.task_names == ["sentiment"] else "?"])
+
+
+def put_branch_path(ctx: Ctx, _tmp: Path) -> Outcome:
+    import mtbranch
+
+    model = mtbranch.load(ctx.composed)
+    return Outcome([api_error(lambda: model.put_branch(str(ctx.branches["sentiment"])))])
 
 
 # -- the catalogue --------------------------------------------------------------------------------------------
@@ -793,6 +1012,66 @@ CATALOGUE: list[Case] = [
     Case("predict-too-long", "predict", "a text of ~2,400 tokens (max_length 64)", "truncated, with a warning", 0,
          too_long),
     Case("predict-10k", "predict", "10,000 texts in one call", "micro-batches of <= 32", None, ten_thousand),
+    # hostile text (issue 14): printed as given, never parsed as markup; lone surrogates; bytes that are not UTF-8
+    Case("predict-markup-text", "text", "rich markup in a text (`the movie [/] was good`, `[red]x[/red]`, `:smile:`)",
+         "ok: printed as given", 0, echo_literally("the movie [/] was good", "[red]x[/red]", ":smile: a\\")),
+    Case("predict-control-chars", "text", "control characters in a text (ESC, tab, NUL)", "ok: printed as given", 0,
+         echo_literally("a\x1b[31mb", "tab\there", "nul\x00", shown=("a\\x1b[31mb", "tab\\there", "nul\\x00"))),
+    Case("predict-markup-path", "text", "an artifact path with markup (`art[/x] [red]y[/red]`) in an error message",
+         "MtbranchError: path shown as given", 1, markup_in_path),
+    Case("predict-argv-not-utf8", "text", "a TEXT argument that is not UTF-8 (latin-1 `caf\\xe9`)", "MtbranchError",
+         1, argv_not_utf8),
+    Case("predict-lone-surrogate", "text", "lone surrogates in texts and text_pairs (`\"\\ud800\"`)",
+         "ok: a result per text", None, lone_surrogates_api),
+    Case("serve-lone-surrogate", "text", "HTTP: JSON `\"\\ud800\"` in texts / text_pairs, next to a good text",
+         "200: a result per text", None, lone_surrogates_http),
+    # data files (issue 14): train / sweep / distill readers
+    Case("data-latin1", "data", "a latin-1 TSV (`caf\\xe9`)", "DataError", 1,
+         data_case("latin1.tsv", b"text\tlabel\ncaf\xe9\tpos\n", line=2, cli=True)),
+    Case("data-utf16", "data", "a UTF-16 TSV (with byte order mark)", "DataError", None,
+         data_case("u16.tsv", "text\tlabel\na\tpos\n".encode("utf-16"), line=1)),
+    Case("data-utf16-no-bom", "data", "a UTF-16-LE TSV without byte order mark", "DataError", None,
+         data_case("u16le.tsv", "text\tlabel\na\tpos\n".encode("utf-16-le"), line=1)),
+    Case("data-extra-column", "data", "a TSV row with one more tab than the header", "DataError", 1,
+         data_case("extra.tsv", b"text\tlabel\ngood film\tpos\nbad\tfilm\tneg\n", line=3, cli=True)),
+    Case("data-label-bool", "data", "JSONL class label `true`", "DataError", None,
+         data_case("b.jsonl", b'{"t": "a", "l": "pos"}\n{"t": "b", "l": true}\n', {"text": "t", "label": "l"}, line=2)),
+    Case("data-label-list", "data", "JSONL class label `[\"pos\"]` (a list; an object too)", "DataError", None,
+         data_case("l.jsonl", b'{"t": "a", "l": ["pos"]}\n', {"text": "t", "label": "l"}, line=1)),
+    Case("data-score-nan", "data", "TSV regression score `nan`", "DataError", 1,
+         data_case("nan.tsv", b"t\ts\na\t0.5\nb\tnan\n", line=3, task="regression", cli=True)),
+    Case("data-score-overflow", "data", "JSONL score `1e999` (overflows to inf)", "DataError", None,
+         data_case("inf.jsonl", b'{"t": "a", "s": 1e999}\n', {"text": "t", "label": "s", "label_kind": "score"},
+                   line=1)),
+    Case("data-score-nan-literal", "data", "JSONL score `NaN` (not JSON)", "DataError", None,
+         data_case("nanlit.jsonl", b'{"t": "a", "s": 1}\n{"t": "b", "s": NaN}\n',
+                   {"text": "t", "label": "s", "label_kind": "score"}, line=2)),
+    Case("data-score-bool", "data", "JSONL score `true`", "DataError", None,
+         data_case("sb.jsonl", b'{"t": "a", "s": true}\n', {"text": "t", "label": "s", "label_kind": "score"}, line=1)),
+    Case("data-json-deep", "data", "a JSONL row nested 100,000 deep", "DataError", None,
+         data_case("deep.jsonl", b'{"t": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", {"text": "t", "label": "l"},
+                   line=1)),
+    Case("data-json-huge-int", "data", "a JSONL label of 5,000 digits", "DataError", None,
+         data_case("big.jsonl", b'{"t": "a", "l": ' + b"7" * 5000 + b"}\n", {"text": "t", "label": "l"}, line=1)),
+    Case("data-seq-line-separator", "data", "U+2028 inside a seq.in line", "ok: 2 utterances", None,
+         seq_line_separator),
+    # plugins (issue 14)
+    Case("plugin-prints-in-hook", "plugins", "hook printing to stdout (`validate --format json`, `plugins --json`)",
+         "P007", 0, printing_hook),
+    Case("plugin-prints-at-import", "plugins", "plugin printing to stdout at import", "P007", 0, printing_import),
+    Case("plugin-token-head", "plugins", "plugin head type with `sequence_level=False` (no pooler tensors)", "ok", 0,
+         plugin_token_head),
+    Case("plugin-symlink-loop", "plugins", "hook returning a branch path that is a symlink loop",
+         "M001: says symlink loop", 1, symlink_loop_branch),
+    # Python API (issue 14)
+    Case("api-compose-after-load", "api", "`mtbranch.compose(...)` after `mtbranch.load(...)`", "ok: composed", None,
+         compose_after_load),
+    Case("predict-tasks-empty", "predict", "`tasks=[]` (HTTP: 422)", "MtbranchError", None,
+         predict_api(texts=["a"], tasks=[])),
+    Case("predict-tasks-nested", "predict", "`tasks=[[\"sentiment\"]]`", "MtbranchError", None,
+         predict_api(texts=["a"], tasks=[["sentiment"]])),
+    Case("put-branch-path", "api", "`put_branch(\"path/to/branch\")` (a path, not a loaded branch)", "MtbranchError",
+         None, put_branch_path),
 ]
 
 

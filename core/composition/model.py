@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,10 @@ class ComposedModel(nn.Module):
 
     def put_branch(self, branch: BranchModule) -> None:
         """Add a branch, or replace the one with the same name. Other branches are untouched."""
+        if not isinstance(branch, BranchModule):
+            raise MtbranchError(f"put_branch takes a loaded branch (BranchModule), not {type(branch).__name__}",
+                                hint="load a branch directory first: "
+                                     "mtbranch.branch.model.load_branch(path, head_type)")
         self._check_fits(branch)
         ref = self.trunk.embeddings.word_embeddings.weight
         branch.to(device=ref.device, dtype=ref.dtype)  # the model's compute dtype (bf16 models take float32 files)
@@ -142,7 +147,8 @@ class ComposedModel(nn.Module):
         with self._tok_lock:
             # longest_first, as the SDK tokenizes training pairs: the ids the branch was trained on, and no error
             # when the second text alone is longer than max_length
-            enc = self.tokenizer(texts, pairs, padding="longest", truncation=True,
+            enc = self.tokenizer(_tokenizable(texts), None if pairs is None else _tokenizable(pairs),
+                                 padding="longest", truncation=True,
                                  max_length=max_length, return_tensors="pt",
                                  return_offsets_mapping=offsets)
         truncated = sum(1 for e in enc.encodings if e.overflowing)
@@ -161,13 +167,13 @@ class ComposedModel(nn.Module):
         """
         texts = _as_list(texts, "texts")
         pairs = None if text_pairs is None else _as_list(text_pairs, "text_pairs")
-        tasks = [tasks] if isinstance(tasks, str) else tasks
+        tasks = _check_tasks(tasks)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MtbranchError(f"batch_size must be a positive integer, not {batch_size!r}",
                                 hint=f"the default is {DEFAULT_BATCH_SIZE}")
-        _check_texts(texts, "texts")
+        texts = _check_texts(texts, "texts")
         if pairs is not None:
-            _check_texts(pairs, "text_pairs")
+            pairs = _check_texts(pairs, "text_pairs")
             if len(pairs) != len(texts):
                 raise MtbranchError(f"{len(texts)} texts but {len(pairs)} text_pairs",
                                     hint="give one pair text per input text")
@@ -243,8 +249,40 @@ def by_signature(branches: Sequence[BranchModule]) -> dict[str, list[BranchModul
     return groups
 
 
-def _check_texts(items: list[Any], what: str) -> None:
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _tokenizable(texts: list[str]) -> list[str]:
+    """Lone surrogates (no UTF-8 form: the tokenizer refuses them) become U+FFFD, one code point for one, so
+    offsets in the results still index the caller's own strings (which results quote unchanged)."""
+    if not any(_SURROGATES.search(t) for t in texts):
+        return texts
+    log.warning("input(s) with lone surrogates (not encodable as UTF-8): tokenized with U+FFFD in their place")
+    return [_SURROGATES.sub("\ufffd", t) for t in texts]
+
+
+def _check_texts(items: list[Any], what: str) -> list[str]:
     for i, t in enumerate(items):
         if not isinstance(t, str):
             raise MtbranchError(f"{what}[{i}] is {type(t).__name__}, not a string",
                                 hint="pass a list of strings (use '' for an empty input)")
+    return items
+
+
+def _check_tasks(tasks: Any) -> list[str] | None:
+    """``None`` (every task), one name, or a non-empty list of names, as the HTTP API accepts."""
+    if tasks is None:
+        return None
+    if isinstance(tasks, str):
+        return [tasks]
+    if isinstance(tasks, bytes | dict) or not hasattr(tasks, "__iter__"):
+        raise MtbranchError(f"tasks is {type(tasks).__name__}, not a list of task names",
+                            hint="pass tasks=['name', ...], or omit tasks to run every task")
+    names = list(tasks)
+    if not names:
+        raise MtbranchError("tasks is an empty list", hint="omit tasks to run every task, or name some")
+    for i, t in enumerate(names):
+        if not isinstance(t, str):
+            raise MtbranchError(f"tasks[{i}] is {type(t).__name__}, not a task name (a string)",
+                                hint="pass tasks=['name', ...], e.g. tasks=['sentiment']")
+    return names

@@ -8,11 +8,14 @@ batch it would have shared with good ones.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class PredictRequest(BaseModel):
@@ -26,6 +29,15 @@ class PredictRequest(BaseModel):
         "single-text tasks, plus pair tasks when text_pairs is given."))
     text_pairs: list[str] | None = Field(default=None, description="Second text per input, for pair tasks.")
     raw: bool = Field(default=False, description="Also return each head's raw outputs (logits / values).")
+
+    @field_validator("texts", "text_pairs")
+    @classmethod
+    def _no_lone_surrogates(cls, v: list[str] | None) -> list[str] | None:
+        """JSON may escape lone surrogates (``"\\ud800"``), which have no UTF-8 form: they become U+FFFD,
+        one code point for one, so offsets still index the text as sent and the response stays valid UTF-8."""
+        if v is None or not any(_SURROGATES.search(t) for t in v):
+            return v
+        return [_SURROGATES.sub("\ufffd", t) for t in v]
 
 
 class PredictResponse(BaseModel):
@@ -124,6 +136,35 @@ def check_content_type(value: str | None) -> None:
         raise RequestError(415, f"charset {charset[0]!r} is not supported", JSON_HINT)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+
+
+def lone_surrogate_escapes_replaced(body: bytes | str) -> bytes | str:
+    """JSON may spell a lone surrogate (``"\\ud800"``: valid JSON, no UTF-8 form) that pydantic's parser refuses:
+    each becomes ``\\ufffd``, so such a text gets an answer like any other (escaped pairs stay as they are)."""
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if not _SURROGATE_ESCAPE.search(raw):
+        return body
+    escapes = list(_ESCAPE.finditer(raw))  # left to right, so "\\\\ud800" (an escaped backslash) is not one
+    out, last = [], 0
+    for k, m in enumerate(escapes):
+        code = int(m.group(1), 16) if m.group(1) else -1
+        if not 0xD800 <= code <= 0xDFFF:
+            continue
+        prev = escapes[k - 1] if k else None
+        nxt = escapes[k + 1] if k + 1 < len(escapes) else None
+        paired = (code <= 0xDBFF and nxt is not None and nxt.start() == m.end() and nxt.group(1)
+                  and 0xDC00 <= int(nxt.group(1), 16) <= 0xDFFF) or (
+                  code >= 0xDC00 and prev is not None and prev.end() == m.start() and prev.group(1)
+                  and 0xD800 <= int(prev.group(1), 16) <= 0xDBFF)
+        if not paired:
+            out += [raw[last:m.start()], b"\\ufffd"]
+            last = m.end()
+    fixed = b"".join(out) + raw[last:]
+    return fixed if isinstance(body, bytes) else fixed.decode("utf-8", "surrogatepass")
+
+
 def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> PredictRequest:
     """Bytes/str (JSON) or an already-decoded dict -> a typed request; 400/413/422 as :class:`RequestError`.
 
@@ -135,7 +176,7 @@ def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> Predict
             raise RequestError(413, f"request body is {len(body)} bytes; the limit is {limits.max_body_bytes}",
                                "send fewer or shorter texts per request")
         try:
-            return PredictRequest.model_validate_json(body)
+            return PredictRequest.model_validate_json(lone_surrogate_escapes_replaced(body))
         except ValidationError as exc:
             if any(e.get("type") == "json_invalid" for e in exc.errors()):
                 raise RequestError(400, f"body is not valid JSON: {exc.errors()[0].get('msg')}", JSON_HINT) from None

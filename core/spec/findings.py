@@ -19,6 +19,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P004": ("warning", "a plugin implements a hook mtbranch does not know (typo or newer mtbranch)"),
     "P005": ("error", "two installed plugins provide a branch with the same name"),
     "P006": ("warning", "two plugins register the same check name or trunk family (the first is kept)"),
+    "P007": ("warning", "a plugin printed to stdout at import, in a hook or in a check (captured, not shown)"),
     "P008": ("error", "two plugins register the same head type or trunk name (neither is used)"),
     "M001": ("error", "manifest.json is missing"),
     "M002": ("error", "manifest.json is not valid JSON (not an object, not UTF-8, a duplicate key, over 16 MiB)"),

@@ -7,6 +7,8 @@ scan over the memory-mapped data). The result is a :class:`Report` with a per-ch
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,9 @@ from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256
 from mtbranch.io.safetensors_header import HeaderError, SafetensorsHeader, read_header
 from mtbranch.spec.dtypes import DTYPES, numpy_views, safetensors_code
 from mtbranch.spec.findings import Finding, finding
+from mtbranch.spec.heads import HEAD_SPEC_TAGS
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
 from mtbranch.spec.tensor_layout import expected_branch_tensors
-from mtbranch.spec.heads import HEAD_SPEC_TAGS
 from mtbranch.trunk.source import TrunkSource
 
 CHECKS = ("files", "manifest", "head", "requires", "weights", "trunk", "tokenizer", "policies")
@@ -157,6 +159,24 @@ def _large_weights(header: SafetensorsHeader, branch: str, location: str) -> lis
                          "refused at run time")]
 
 
+def _no_manifest(path: Path) -> str:
+    """Why a branch path has no readable manifest.json: a symlink loop, a dangling link, no such directory."""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+            return f"the branch path is a symlink loop ({path} -> {os.readlink(path)} -> ...)"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"the branch path is a symlink loop ({path} -> {os.readlink(path)} -> ...)"
+            return f"the branch path is a symlink to {os.readlink(path)}, which does not exist"
+    if not path.exists():
+        return "the branch directory does not exist"
+    if not path.is_dir():
+        return "the branch path is a file, not a directory"
+    return "no manifest.json in the branch directory"
+
+
 class Validator:
     def __init__(self, trunk: TrunkSource | None = None, *, plugin_manager: Any | None = None,
                  tokenizer: Any | None = None) -> None:
@@ -190,7 +210,7 @@ class Validator:
         res.name = res.path.name
         out += self._check_files(res)
         if not mpath.is_file():
-            out.append(finding("M001", "no manifest.json in the branch directory", branch=res.name,
+            out.append(finding("M001", _no_manifest(res.path), branch=res.name,
                                location=str(res.path),
                                hint="a branch artifact is a directory with manifest.json and its weights"))
             res.checks["manifest"] = "failed"
@@ -383,15 +403,20 @@ class Validator:
         if self.pm is None:
             return []
         found: list[Finding] = []
+        from mtbranch.plugins.manager import captured_stdout, printed_finding
+
         for check in self.pm.checks():
             try:
-                got = check.run(m, res.path)
+                with captured_stdout() as buf:
+                    got = check.run(m, res.path)
             except Exception as exc:
                 got = [finding("P002", f"check {check.name!r} raised {type(exc).__name__}: {exc}",
                                branch=m.name)]
             if not isinstance(got, list) or not all(isinstance(f, Finding) for f in got):
                 got = [finding("P003", f"check {check.name!r} returned {type(got).__name__}, not a list of "
                                        "Finding", branch=m.name)]
+            if (f := printed_finding(f"check {check.name}", buf, "while validating", branch=m.name)) is not None:
+                got = [*got, f]
             found += got
         return self._mark(res, "policies", found)
 
