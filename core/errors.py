@@ -52,7 +52,7 @@ class ValidationFailed(MtbranchError):
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("accelerate", "sklearn", "scipy", "seqeval"),
     "serve": ("fastapi", "uvicorn", "prometheus_client"),
-    "ray": ("ray", "fastapi"),
+    "ray": ("ray", "fastapi", "pandas", "pyarrow"),  # Ray Serve and Ray Data
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "bench": ("matplotlib",),
 }

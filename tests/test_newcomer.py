@@ -410,3 +410,27 @@ def test_new_plugin_hint_runs_what_the_venv_has(tiny_bert_dir: Path, tmp_path: P
     assert "mtbranch validate --trunk" in hint and "(cd" not in hint and "python -m pytest" in hint
     readme = (tmp_path / "pkg" / "README.md").read_text()
     assert "trunk `bert`" not in readme and "python -m pytest" in readme
+
+
+# -- 5b. the same job on Ray Data ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_data_map_batches_one_model_per_actor(served: Path, tmp_path: Path) -> None:
+    import mtbranch
+
+    ray = pytest.importorskip("ray")
+    from mtbranch.serve.ray_data import predict_dataset
+
+    texts = [f"john visited paris {'and london ' * (i % 4)}{i}" for i in range(40)]
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(texts) + "\n")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024, log_to_driver=False,
+             configure_logging=False)
+    try:
+        ds = predict_dataset(ray.data.read_text(str(src)), str(served), concurrency=1, batch_size=16, num_cpus=1)
+        rows = ds.take_all()
+    finally:
+        ray.shutdown()
+    got = {r["text"]: json.loads(r["results"]) for r in rows}
+    assert sorted(got) == sorted(texts)
+    expected = mtbranch.load(served).predict(texts, tasks=["entities", "sentiment"])
+    assert results_close([got[t] for t in texts], expected)
