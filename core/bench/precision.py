@@ -87,10 +87,14 @@ def matmul_peak(dtype: str, m: int, k: int, n: int, device: str = "cpu", repeats
 
     g = torch.Generator().manual_seed(0)
     if dtype == INT8:
+        import warnings
+
         from torch.ao.quantization import quantize_dynamic
 
         lin = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False))
-        lin = quantize_dynamic(lin, {torch.nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():  # torch >= 2.10 warns that torch.ao.quantization moves to torchao
+            warnings.simplefilter("ignore")
+            lin = quantize_dynamic(lin, {torch.nn.Linear}, dtype=torch.qint8)
         x = torch.randn(m, k, generator=g)
 
         def fn() -> Any:

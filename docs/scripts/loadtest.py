@@ -13,6 +13,13 @@ sentence each, STS-B dev pairs from ../shared/data) with a fixed concurrency (ht
 
 Reports throughput (sentences/s, each answered with the scenario's tasks), p50/p99 latency, errors, the
 servers' merged-batch statistics and resident memory. Every server is stopped at the end (also on errors).
+Every server runs ``--dtype`` (default float32, the figures in docs/serving.md).
+
+Compute dtypes compared (docs/benchmarks.md, "Compute dtype"): one composed server per dtype, all tasks, the same
+requests at the same concurrency, the dtypes taking turns round by round:
+
+    python docs/scripts/loadtest.py out/composed --compare-dtypes float32,bfloat16 --requests 200 \
+        --dtype-rounds 2 --concurrency 16 --threads 1
 """
 
 from __future__ import annotations
@@ -51,13 +58,14 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, artifact: str, tasks: list[str], args: argparse.Namespace) -> None:
+    def __init__(self, artifact: str, tasks: list[str], args: argparse.Namespace, dtype: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.label = ",".join(tasks) or "all"
         cmd = [sys.executable, "-m", "mtbranch.cli.main", "serve", artifact, "--port", str(self.port),
                "--threads", str(args.threads), "--max-batch-size", str(args.max_batch_size),
-               "--max-batch-wait-ms", str(args.max_batch_wait_ms), "--log-level", "warning"]
+               "--max-batch-wait-ms", str(args.max_batch_wait_ms), "--log-level", "warning",
+               "--dtype", dtype or args.dtype]
         for t in tasks:
             cmd += ["--task", t]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
@@ -96,7 +104,7 @@ class Server:
 
 
 async def run_scenario(fire: Callable[[httpx.AsyncClient, int], Awaitable[None]], n: int, concurrency: int,
-                       warmup: int) -> dict[str, Any]:
+                       warmup: int, keep: list[float] | None = None) -> dict[str, Any]:
     """``n`` calls of ``fire(client, i)`` with ``concurrency`` in flight; latency per call."""
     limits = httpx.Limits(max_connections=concurrency * 4, max_keepalive_connections=concurrency * 4)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
@@ -120,6 +128,8 @@ async def run_scenario(fire: Callable[[httpx.AsyncClient, int], Awaitable[None]]
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     latencies.sort()
+    if keep is not None:
+        keep.extend(latencies)
     return {"requests": n, "errors": errors, "seconds": round(wall, 2),
             "throughput": round(len(latencies) / wall, 1),
             "p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
@@ -132,6 +142,68 @@ async def post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Non
     assert r.status_code == 200, r.text
 
 
+def compare_dtypes(args: argparse.Namespace) -> None:
+    """One composed server per dtype (every task), the same requests at the same concurrency; the dtypes take
+    turns (``--dtype-rounds`` rounds of ``--requests`` each) so a busy machine slows them alike."""
+    from mtbranch.spec.precision import cpu_report
+
+    dtypes = [d.strip() for d in args.compare_dtypes.split(",") if d.strip()]
+    data = sentences(max(args.requests, 64))
+    servers: dict[str, Server] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {d: [] for d in dtypes}
+    latencies: dict[str, list[float]] = {d: [] for d in dtypes}
+    try:
+        for d in dtypes:
+            servers[d] = Server(args.artifact, [], args, dtype=d)
+        for s in servers.values():
+            s.wait_ready()
+        rss = {k: round(s.rss_mb()) for k, s in servers.items()}
+        for r in range(args.dtype_rounds):
+            for d in (dtypes if r % 2 == 0 else dtypes[::-1]):
+                url = servers[d].url
+
+                async def fire(c: httpx.AsyncClient, i: int, url: str = url) -> None:
+                    a, b = data[i % len(data)]
+                    await post(c, url, {"texts": [a], "text_pairs": [b]})
+
+                before = servers[d].stats()
+                res = asyncio.run(run_scenario(fire, args.requests, args.concurrency, warmup=args.concurrency,
+                                               keep=latencies[d]))
+                after = servers[d].stats()
+                calls = after["predict_calls"] - before["predict_calls"]
+                res["requests_per_model_call"] = round((after["requests"] - before["requests"]) / calls, 2) \
+                    if calls else None
+                rounds[d].append(res)
+                print(f"round {r + 1} {d}: {res}", file=sys.stderr)
+    finally:
+        for s in servers.values():
+            s.stop()
+    summary = {}
+    for d in dtypes:
+        lat = sorted(latencies[d])
+        secs = sum(x["seconds"] for x in rounds[d])
+        summary[d] = {"throughput": round(len(lat) / secs, 1) if secs else None,
+                      "p50_ms": round(1000 * statistics.median(lat), 1) if lat else None,
+                      "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1) if lat else None,
+                      "errors": sum(x["errors"] for x in rounds[d]), "rss_mb": rss[d]}
+    base = summary[dtypes[0]]["throughput"]
+    for d in dtypes:
+        summary[d]["throughput_vs_" + dtypes[0]] = round(summary[d]["throughput"] / base, 2) if base else None
+    report = {"command": "python docs/scripts/loadtest.py " + " ".join(sys.argv[1:]), "artifact": args.artifact,
+              "requests_per_round": args.requests, "rounds": args.dtype_rounds, "concurrency": args.concurrency,
+              "threads_per_server": args.threads, "max_batch_size": args.max_batch_size,
+              "max_batch_wait_ms": args.max_batch_wait_ms, "cpus": os.cpu_count(), "python": platform.python_version(),
+              "machine": cpu_report(), "loadavg_end": os.getloadavg(), "summary": summary, "rounds_detail": rounds}
+    print(json.dumps(report, indent=2))
+    print("\n| server dtype | sentences/s | p50 ms | p99 ms | errors | throughput vs " + dtypes[0] + " |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for d, x in summary.items():
+        print(f"| {d} | {x['throughput']} | {x['p50_ms']} | {x['p99_ms']} | {x['errors']} | "
+              f"{x['throughput_vs_' + dtypes[0]]}x |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("artifact", nargs="?", default="out/composed")
@@ -142,7 +214,15 @@ def main() -> None:
     ap.add_argument("--max-batch-wait-ms", type=float, default=5.0)
     ap.add_argument("--one-task", default="sentiment", help="the task of the one-task scenarios")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--dtype", default="float32", help="every server's --dtype (the figures below: float32)")
+    ap.add_argument("--compare-dtypes", default=None, metavar="LIST",
+                    help="instead: one composed server per dtype (e.g. float32,bfloat16), all tasks, same "
+                         "concurrency, the dtypes taking turns for --dtype-rounds rounds")
+    ap.add_argument("--dtype-rounds", type=int, default=2)
     args = ap.parse_args()
+    if args.compare_dtypes:
+        compare_dtypes(args)
+        return
 
     from mtbranch.composition.artifact import read_lock
 
