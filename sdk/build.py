@@ -48,7 +48,8 @@ class TaskSection(_Section):
 
 class DataSection(_Section):
     train: str
-    dev: str
+    dev: str | None = None
+    dev_split: float | None = Field(default=None, gt=0, lt=1, description="hold out this part of train as dev")
     text_col: str = "0"
     pair_col: str | None = None
     label_col: str = "1"
@@ -140,6 +141,9 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
         field = ".".join(str(x) for x in first["loc"])
         raise MtbranchError(f"recipe field {field!r}: {first['msg']}", path=str(p),
                          hint="see docs/build.md for every field and its default") from None
+    if (recipe.data.dev is None) == (recipe.data.dev_split is None):
+        raise MtbranchError("recipe section 'data' needs exactly one of 'dev' (a file) and 'dev_split' (a fraction)",
+                            path=str(p), hint="e.g. dev_split = 0.1 holds out 10% of train, stratified and seeded")
     if recipe.sweep.min_layers > recipe.sweep.max_layers:
         raise MtbranchError("recipe field 'sweep': min_layers > max_layers", path=str(p))
     return recipe, p.resolve().parent, hashlib.sha256(raw).hexdigest()
@@ -259,7 +263,12 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
         raise MtbranchError(f"recipe field 'sweep.max_layers' is {recipe.sweep.max_layers}, the trunk has {n} layers",
                          path=str(recipe_path))
     train_data = _load(task, base / recipe.data.train, recipe.data)
-    dev_data = _load(task, base / recipe.data.dev, recipe.data)
+    if recipe.data.dev is not None:
+        dev_data = _load(task, base / recipe.data.dev, recipe.data)
+    else:
+        from mtbranch.sdk.data import split_dev
+
+        train_data, dev_data = split_dev(train_data, recipe.data.dev_split or 0.0, recipe.train.seed)
     info = BranchInfo(name=recipe.branch.name, version=recipe.branch.version, owner=recipe.branch.owner,
                       description=recipe.branch.description)
     cache = out / "cache"

@@ -120,6 +120,7 @@ def test_changed_recipe_is_refused_without_restart(tmp_path: Path) -> None:
     (("[sweep]", "[sweep]\nlayers = 3"), "sweep.layers"),
     (('type = "classification"', 'type = "ranking"'), "task.type"),
     (("epochs = 3", "epochs = -1"), "train.epochs"),
+    (('dev = "data/dev.tsv"', 'dev = "data/dev.tsv"\ndev_split = 0.1'), "exactly one of 'dev'"),
 ])
 def test_bad_recipe_names_the_field(tmp_path: Path, edit: tuple[str, str], field: str) -> None:
     recipe = _recipe(tmp_path, tmp_path, RECIPE.replace(*edit))
