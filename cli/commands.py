@@ -171,6 +171,7 @@ def inspect(artifact: Path, as_json: bool) -> None:
     from rich.tree import Tree
 
     from mtbranch.composition.artifact import read_lock
+    from mtbranch.composition.report import task_rows
     from mtbranch.io.safetensors_header import read_header
 
     lock = read_lock(artifact)
@@ -184,7 +185,7 @@ def inspect(artifact: Path, as_json: bool) -> None:
             "trunk": {k: v for k, v in lock["trunk"].items() if k != "fingerprints"},
             "branches": [{**e, "parameters": params[e["name"]]} for e in lock["branches"]],
             "parameters": {"trunk": params["trunk"], "total": sum(params.values())},
-            "overhead": lock["overhead"]}
+            "overhead": lock["overhead"], "tasks": task_rows(artifact, lock)}
     if as_json:
         print_json(info)
         return
@@ -199,6 +200,28 @@ def inspect(artifact: Path, as_json: bool) -> None:
     console.print(tree)
     console.print(f"parameters: {info['parameters']['total']:,}")
     console.print(f"overhead: [bold]{lock['overhead']['text']}[/] transformer layers vs one full model per task")
+    _print_task_table(info["tasks"])
+
+
+def _print_task_table(rows: list[dict[str, Any]]) -> None:
+    """The paper's Table 2 for this artifact: dev metric, full fine-tuning reference, retention per task."""
+    from rich.table import Table
+
+    table = Table(title="tasks (dev metrics from each branch's manifest)", title_justify="left")
+    for col in ("task", "depth", "layers", "metric", "dev", "full FT", "retention"):
+        table.add_column(col, justify="right" if col not in ("task", "metric") else "left")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    for r in rows:
+        table.add_row(esc(r["task"]), str(r["attach_depth"]), str(r["num_layers"]), esc(r["metric"] or "-"),
+                      pct(r["dev"]), pct(r["reference"]), "-" if r["retention"] is None else f"{pct(r['retention'])}%")
+    console.print(table)
+    kept = [r["retention"] for r in rows if r["retention"] is not None]
+    if kept:
+        console.print(f"average retention: {100 * sum(kept) / len(kept):.2f}% over {len(kept)} of {len(rows)} tasks "
+                      "(tasks whose provenance names no full fine-tuning reference show '-')")
 
 
 def _numel(shape: tuple[int, ...]) -> int:

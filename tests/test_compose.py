@@ -259,7 +259,9 @@ def test_cli_compose_inspect_predict(tiny_bert_dir: Path, branches: dict[str, Pa
     r = CliRunner().invoke(cli, ["inspect", str(tmp_path / "c"), "--json"])
     info = json.loads(r.stdout)
     assert info["overhead"]["ratio"] == 7 / 16 and len(info["branches"]) == 4
-    assert "depth 3" in CliRunner().invoke(cli, ["inspect", str(tmp_path / "c")]).output
+    assert [t["task"] for t in info["tasks"]] == [b["name"] for b in info["branches"]]
+    human = CliRunner().invoke(cli, ["inspect", str(tmp_path / "c")]).output
+    assert "depth 3" in human and "retention" in human  # the task table (paper Table 2 view)
     r = CliRunner().invoke(cli, ["predict", str(tmp_path / "c"), "--json", "--raw", "--pair", "a film",
                                  "the movie was good", "john visited paris"])
     assert r.exit_code == 0, r.output
