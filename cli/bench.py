@@ -62,7 +62,7 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
     from mtbranch.bench.plot import plot
     from mtbranch.bench.run import run_bench
 
-    say = (lambda msg: err_console.print(f"[dim]{msg}[/]", markup=True)) if output_format == "text" else None
+    say = (lambda msg: err_console.print(msg, style="dim", markup=False)) if output_format == "text" else None
     result = run_bench(scenario, batch_size=batch_size, seq_len=seq_len, rounds=rounds, warmup=warmup,
                        threads=threads, device=device, dtype=dtype, workdir=workdir, task_curve=not no_curve,
                        load_check=not no_load_check, progress=say, compare=compare, dtypes_only=dtypes_only)

@@ -153,7 +153,8 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
     with console.status("composing..."):
         model = do_compose(trunk, branches, plugin_manager=pm)
         lock = save_composed(model, out)
-    console.print(f"[green]composed[/] {len(lock['branches'])} branch(es) on {esc(trunk.reference)} -> {esc(out)}")
+    console.print(f"[green]composed[/] {len(lock['branches'])} branch(es) on {esc(trunk.reference)} -> {esc(out)}",
+                  soft_wrap=True)  # no line breaks inside paths
     console.print(f"overhead: {lock['overhead']['text']}")
 
 
@@ -246,9 +247,9 @@ def verify(artifact: Path) -> None:
     problems = verify_artifact(artifact)
     if problems:
         for p in problems:
-            console.print(f"[red]FAIL[/] {esc(p)}")
+            console.print(f"[red]FAIL[/] {esc(p)}", soft_wrap=True)
         raise SystemExit(1)
-    console.print(f"[green]ok[/] {esc(artifact)}: every file matches mtbranch.lock.json")
+    console.print(f"[green]ok[/] {esc(artifact)}: every file matches mtbranch.lock.json", soft_wrap=True)
 
 
 # -- predict -----------------------------------------------------------------------------------------
@@ -344,7 +345,7 @@ def import_hf(model_dir: Path, trunk_ref: str | None, num_layers: int, name: str
     manifest = do_import(model_dir, resolve_trunk(trunk_ref), num_layers=num_layers, name=name, out=out,
                          version=version, max_length=max_length, input_signature="pair" if pair else "single")
     console.print(f"[green]imported[/] {manifest.name} {manifest.version}: {esc(manifest.head.type)}, depth "
-                  f"{manifest.attach_depth}, {manifest.num_layers} layer(s) -> {esc(out)}")
+                  f"{manifest.attach_depth}, {manifest.num_layers} layer(s) -> {esc(out)}", soft_wrap=True)
 
 
 # -- update ------------------------------------------------------------------------------------------
@@ -366,7 +367,8 @@ def update(artifact: Path, put: tuple[Path, ...], remove: tuple[str, ...]) -> No
     if not put and not remove:
         raise UsageError("nothing to do", hint="pass --put DIR and/or --remove NAME")
     lock = update_composed(artifact, put=put, remove=remove)
-    console.print(f"[green]updated[/] {esc(artifact)}: {', '.join(e['name'] for e in lock['branches'])}")
+    console.print(f"[green]updated[/] {esc(artifact)}: {', '.join(e['name'] for e in lock['branches'])}",
+                  soft_wrap=True)
     console.print(f"overhead: {lock['overhead']['text']}")
 
 

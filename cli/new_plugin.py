@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from mtbranch.cli.output import console
+from mtbranch.cli.output import console, esc
 
 DIST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")  # PEP 508 project names
 
@@ -150,7 +150,7 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
     values = template_values(names, manifest, version=version, description=description, requires=requires)
     with atomic_directory(out) as tmp:
         render_package(tmp, branch_dir, values)
-    console.print(f"[green]created[/] {out}: {names.dist} {values['version']} (module {names.module}, "
+    console.print(f"[green]created[/] {esc(out)}: {names.dist} {values['version']} (module {names.module}, "
                   f"entry point {names.entry_point}) shipping branch [bold]{manifest.name}[/]")
     ref = values["trunk_ref"]
     console.print(f"next: pip install {out} && mtbranch plugins && mtbranch validate --trunk {ref}", markup=False)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mtbranch.cli.output import console, err_console
+from mtbranch.cli.output import console, err_console, esc
 from mtbranch.serve.schema import ServeSettings
 from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
 
@@ -109,7 +109,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              admin_token=os.environ.get(admin_token_env) or None,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port} "
-                      f"({model.compute_dtype_reason})")
+                      f"({model.compute_dtype_reason})", markup=False)
     app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True})
     run_server(app, host, port, log_level=log_level, settings=settings)
 
@@ -154,7 +154,7 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
     with console.status("exporting..."):
         model = load(artifact, tasks=subset)
         info = do_export(model, out, opset=opset)
-    console.print(f"[green]exported[/] {', '.join(o['name'] for o in info['outputs'])} -> {out / 'model.onnx'}")
+    console.print(f"[green]exported[/] {', '.join(o['name'] for o in info['outputs'])} -> {esc(out / 'model.onnx')}")
     if not no_check:
         diffs: dict[str, Any] = check_onnx(model, out)
         worst = max(diffs.values())
@@ -167,4 +167,4 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
                                 hint="report it with the torch/onnxruntime versions; try --opset")
     if triton is not None:
         repo = write_triton_repository(out, triton, name=triton_name)
-        console.print(f"[green]triton[/] model repository -> {repo}")
+        console.print(f"[green]triton[/] model repository -> {esc(repo)}")

@@ -609,6 +609,16 @@ def markup_in_path(ctx: Ctx, tmp: Path) -> Outcome:
     return Outcome([f"{got}: path shown as given" if ok else got], code, out)
 
 
+def markup_in_output_paths(ctx: Ctx, tmp: Path) -> Outcome:
+    """``compose -o`` and ``verify`` of an artifact whose path holds markup: printed as given, exit 0."""
+    out = tmp / "out [/x] [red]y[/red]"
+    code, text = cli_run("compose", "--no-plugins", "--trunk", ctx.trunk, "--branch", ctx.branches["sentiment"],
+                         "-o", out)
+    code2, text2 = cli_run("verify", out)
+    ok = code == 0 and code2 == 0 and str(out) in text and str(out) in text2
+    return Outcome(["ok: printed as given" if ok else "?"], max(code, code2), text + text2)
+
+
 def argv_not_utf8(ctx: Ctx, _tmp: Path) -> Outcome:
     # what Python makes of the argv bytes b"caf\xe9" (latin-1) on a UTF-8 system: "caf\udce9" (surrogateescape)
     code, out = cli_run("predict", ctx.composed, "caf\udce9", "--task", "sentiment")
@@ -1019,6 +1029,8 @@ CATALOGUE: list[Case] = [
          echo_literally("a\x1b[31mb", "tab\there", "nul\x00", shown=("a\\x1b[31mb", "tab\\there", "nul\\x00"))),
     Case("predict-markup-path", "text", "an artifact path with markup (`art[/x] [red]y[/red]`) in an error message",
          "MtbranchError: path shown as given", 1, markup_in_path),
+    Case("output-markup-path", "text", "`compose -o` / `verify` of a path with markup (`out [/x] [red]y[/red]`)",
+         "ok: printed as given", 0, markup_in_output_paths),
     Case("predict-argv-not-utf8", "text", "a TEXT argument that is not UTF-8 (latin-1 `caf\\xe9`)", "MtbranchError",
          1, argv_not_utf8),
     Case("predict-lone-surrogate", "text", "lone surrogates in texts and text_pairs (`\"\\ud800\"`)",
