@@ -38,12 +38,12 @@ def modernbert_normalize(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _families() -> list[TrunkFamily]:
-    bert_like = dict(onnx=True)
+    checked = {"onnx": True}  # export-onnx checked against PyTorch for every built-in family
     return [
-        TrunkFamily("bert", ("bert",), _IMPL.format("bert"), description="BERT (incl. MiniLM)", **bert_like),
-        TrunkFamily("roberta", ("roberta",), _IMPL.format("roberta"), description="RoBERTa", **bert_like),
+        TrunkFamily("bert", ("bert",), _IMPL.format("bert"), description="BERT (incl. MiniLM)", **checked),
+        TrunkFamily("roberta", ("roberta",), _IMPL.format("roberta"), description="RoBERTa", **checked),
         TrunkFamily("xlm-roberta", ("xlm-roberta",), _IMPL.format("xlm_roberta"),
-                    description="XLM-RoBERTa (RoBERTa's layers, multilingual vocabulary)", **bert_like),
+                    description="XLM-RoBERTa (RoBERTa's layers, multilingual vocabulary)", **checked),
         TrunkFamily(
             "distilbert", ("distilbert",), _IMPL.format("distilbert"),
             tensors=(TensorRule(r"^embeddings\.(?P<rest>.+)$", "embeddings", "embeddings.{rest}"),
@@ -52,7 +52,7 @@ def _families() -> list[TrunkFamily]:
             structure_fields=("vocab_size", "max_position_embeddings", "sinusoidal_pos_embds", "hidden_dim",
                               "activation", "pad_token_id"),
             config_aliases={"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"},
-            description="DistilBERT (no token types)"),
+            description="DistilBERT (no token types)", **checked),
         TrunkFamily(
             "modernbert", ("modernbert",), _IMPL.format("modernbert"), anchor="embeddings.tok_embeddings.weight",
             tensors=(TensorRule(r"^embeddings\.(?P<rest>.+)$", "embeddings", "embeddings.{rest}"),
@@ -63,7 +63,7 @@ def _families() -> list[TrunkFamily]:
                               "local_attention", "global_attn_every_n_layers", "rope_parameters",
                               "classifier_bias", "classifier_activation"),
             normalize=modernbert_normalize,
-            description="ModernBERT (rotary, alternating global/sliding-window attention; also mmBERT)"),
+            description="ModernBERT (rotary, alternating global/sliding-window attention; also mmBERT)", **checked),
         TrunkFamily(
             "deberta-v2", ("deberta-v2",), _IMPL.format("deberta_v2"),
             tensors=(TensorRule(r"^embeddings\.(?P<rest>.+)$", "embeddings", "embeddings.{rest}"),
@@ -75,7 +75,7 @@ def _families() -> list[TrunkFamily]:
                               "max_relative_positions", "position_buckets", "norm_rel_ebd", "pos_att_type",
                               "share_att_key", "position_biased_input", "embedding_size", "conv_kernel_size",
                               "conv_groups", "conv_act", "pooler_hidden_size", "pooler_hidden_act"),
-            description="DeBERTa-v2 and v3 (disentangled relative attention)"),
+            description="DeBERTa-v2 and v3 (disentangled relative attention)", **checked),
     ]
 
 

@@ -185,15 +185,40 @@ def test_modernbert_predict_cli_equals_transformers(tmp_path: Path) -> None:
         assert raw.shape == ref.shape and max_diff(ref, raw) <= TOL, f"{name}: {max_diff(ref, raw)}"
 
 
-def test_onnx_export_refuses_other_families_clearly(tmp_path: Path) -> None:
-    d = make_family_dir(tmp_path / "trunk", "deberta-v2")
-    checkpoint("deberta-v2", d, tmp_path / "ckpt", "seq", 1)
+@pytest.mark.parametrize("family", ["modernbert", "deberta-v2"])
+def test_onnx_export_matches_pytorch(family: str, tmp_path: Path) -> None:
+    """export-onnx on the families with the most per-forward machinery (sliding-window masks and rotary;
+    relative positions and the ConvLayer): ONNX Runtime equals PyTorch on texts of several lengths."""
+    from mtbranch.export.onnx import check_onnx, export_onnx
+
+    d = make_family_dir(tmp_path / "trunk", family)
+    checkpoint(family, d, tmp_path / "ckpt-cls", "seq", 2)
+    import_cli(tmp_path / "ckpt-cls", d, 2, "cls", tmp_path / "cls")
+    checkpoint(family, d, tmp_path / "ckpt-ner", "tok", 1)
+    import_cli(tmp_path / "ckpt-ner", d, 1, "ner", tmp_path / "ner")
+    model = compose(load_trunk_source(d), [(tmp_path / "cls", "directory"), (tmp_path / "ner", "directory")])
+    export_onnx(model, tmp_path / "onnx")
+    diffs = check_onnx(model, tmp_path / "onnx")
+    assert set(diffs) == {"cls", "ner"} and max(diffs.values()) <= TOL, diffs
+
+
+def test_onnx_export_refuses_an_unchecked_family_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family whose record does not declare ``onnx=True`` (e.g. a new plugin family) gets a clear error."""
+    import dataclasses
+
+    import mtbranch.plugins.builtin as builtin
+
+    families = builtin._families()
+    monkeypatch.setattr(builtin, "_families", lambda: [dataclasses.replace(f, onnx=f.name != "distilbert")
+                                                       for f in families])
+    d = make_family_dir(tmp_path / "trunk", "distilbert")
+    checkpoint("distilbert", d, tmp_path / "ckpt", "seq", 1)
     import_cli(tmp_path / "ckpt", d, 1, "cls", tmp_path / "cls")
     r = CliRunner().invoke(cli, ["compose", "--trunk", str(d), "--branch", str(tmp_path / "cls"),
                                  "-o", str(tmp_path / "composed")])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["export-onnx", str(tmp_path / "composed"), "-o", str(tmp_path / "onnx")])
-    assert r.exit_code == 1 and "not supported for the deberta-v2 trunk family yet" in r.output
+    assert r.exit_code == 1 and "not supported for the distilbert trunk family yet" in r.output
     assert "Traceback" not in r.output
 
 

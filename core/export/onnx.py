@@ -92,8 +92,8 @@ def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = 
     family = record_for(model.trunk.config.model_type)
     if not family.onnx:
         raise MtbranchError(f"ONNX export is not supported for the {family.name} trunk family yet",
-                            hint="serve it with `mtbranch serve` or mtbranch.load (PyTorch); ONNX export covers "
-                                 "BERT-layout families (docs/families.md)")
+                            hint="serve it with `mtbranch serve` or mtbranch.load (PyTorch); a family plugin enables "
+                                 "export-onnx by declaring onnx=True once checked (docs/families.md)")
     clash = [n for n in names if n in INPUTS]
     if clash:
         raise MtbranchError(f"task name {clash[0]!r} equals an ONNX input name", hint="export without that task")
