@@ -211,6 +211,38 @@ def test_every_writer_uses_the_guard(base: dict[str, Path], tmp_path: Path) -> N
         save_branch(load_branch(base["sentiment"]), work)
 
 
+def test_guard_rules(tmp_path: Path) -> None:
+    from mtbranch.io.guard import check_output
+
+    (tmp_path / "empty").mkdir()
+    assert check_output(tmp_path / "missing", "composed") == tmp_path / "missing"
+    assert check_output(tmp_path / "empty", "branch") == tmp_path / "empty"
+    art = {"composed": ("mtbranch.lock.json", "{}"), "onnx": ("onnx.json", "{}"),
+           "branch": ("manifest.json", '{"name": "x", "trunk": {}, "weights": {}}')}
+    for kind, (marker, text) in art.items():
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / marker).write_text(text)
+        (tmp_path / kind / "other").write_text("x")
+        check_output(tmp_path / kind, kind)  # an earlier artifact of that kind may be replaced
+        for other in art:
+            if other != kind:
+                with pytest.raises(OutputError, match=r"is an? .*, not an? "):
+                    check_output(tmp_path / kind, other)
+    (tmp_path / "npm").mkdir()
+    (tmp_path / "npm" / "manifest.json").write_text('{"name": "web app"}')  # not a branch manifest
+    with pytest.raises(OutputError, match="not empty"):
+        check_output(tmp_path / "npm", "branch")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="not a directory"):
+        check_output(tmp_path / "file", "composed")
+    (tmp_path / "current").symlink_to(tmp_path / "composed")
+    with pytest.raises(OutputError, match="symbolic link") as info:
+        check_output(tmp_path / "current", "composed")
+    assert str(tmp_path / "composed") in str(info.value)
+    with pytest.raises(OutputError, match="output is also an input"):
+        check_output(tmp_path / "current", "composed", inputs=[tmp_path / "composed"])
+
+
 # -- 3. concurrent writers -------------------------------------------------------------------------------------
 WRITER = """
 import sys, time

@@ -9,12 +9,12 @@ directories, the trunk, data files) is refused as well. Everything is checked be
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from mtbranch.errors import MtbranchError
+from mtbranch.io.files import read_json_object
 
 # kind -> (marker file, what the artifact is called in messages)
 KINDS: dict[str, tuple[str, str]] = {
@@ -41,10 +41,10 @@ def _kind_of(d: Path) -> str | None:
             continue
         if kind == "branch":  # manifest.json is a common name: it must look like a branch manifest
             try:
-                data = json.loads(m.read_bytes()[: 16 * 1024 * 1024])
+                data = read_json_object(m)
             except (OSError, ValueError):
                 continue
-            if not (isinstance(data, dict) and "weights" in data and "trunk" in data):
+            if "weights" not in data or "trunk" not in data:
                 continue
         return kind
     return None
@@ -74,7 +74,11 @@ def check_output(out: str | os.PathLike[str], kind: str, *, inputs: Sequence[str
                               path=str(out), hint=fix + " outside the inputs")
     if not os.path.lexists(target):
         return target
-    if target.is_symlink() or not target.is_dir():
+    if target.is_symlink():
+        raise OutputError(f"the output is a symbolic link (to {os.readlink(target)}); writing would replace the link "
+                          "itself, not what it points to", path=str(out),
+                          hint=f"pass the real directory ({real}), or update the link yourself after writing")
+    if not target.is_dir():
         raise OutputError(f"the output exists and is not a directory; it would be replaced by a {what}",
                           path=str(out), hint=fix + ", or remove the file yourself if it is not needed")
     try:
