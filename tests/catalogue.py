@@ -814,6 +814,73 @@ def put_branch_path(ctx: Ctx, _tmp: Path) -> Outcome:
 
 
 # -- the catalogue --------------------------------------------------------------------------------------------
+# -- newcomer paths (issue 19) ------------------------------------------------------------------------------
+def missing_train_extra(_ctx: Ctx, tmp: Path) -> Outcome:
+    saved = sys.modules.get("accelerate", "absent")
+    sys.modules["accelerate"] = None  # type: ignore[assignment]  # as if installed without [train]
+    try:
+        code, out = cli_run("train", "--task", "classification", "--trunk", "minilm-l6", "--train", tmp / "t.tsv",
+                            "--dev", tmp / "d.tsv", "--name", "x", "-o", tmp / "out")
+    finally:
+        if saved == "absent":
+            del sys.modules["accelerate"]
+        else:
+            sys.modules["accelerate"] = saved  # type: ignore[assignment]
+    got = ["MissingExtra"] if "pip install 'mtbranch[train]'" in out else [out[-200:]]
+    return Outcome(got, code, out)
+
+
+def predict_input_rows(text: str) -> Callable[[Ctx, Path], Outcome]:
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        src = tmp / "in.jsonl"
+        src.write_text(text)
+        code, out = cli_run("predict", ctx.composed, "--input", src, "--output", tmp / "p.jsonl", "--no-progress")
+        ok = "line 3" in out and not (tmp / "p.jsonl").exists()
+        return Outcome(["DataError at its line, no output file"] if ok else [out[-300:]], code, out)
+    return run
+
+
+def positions_shorter_than_tokenizer(ctx: Ctx, tmp: Path) -> Outcome:
+    from mtbranch.composition.artifact import compose as do_compose
+    from mtbranch.composition.artifact import save_composed
+    from mtbranch.trunk.source import load_trunk_source
+
+    from conftest import make_bert_dir
+    from helpers import make_branch
+
+    trunk = make_bert_dir(tmp / "short", max_positions=128, tok_max_length=512)
+    b = make_branch(trunk, tmp / "b", name="sentiment", depth=2, layers=1, max_length=512)
+    save_composed(do_compose(load_trunk_source(trunk), [(b, "directory")]), tmp / "c")
+    code, out = cli_run("predict", tmp / "c", "the movie was very good and " * 100, "--json")
+    ok = code == 0 and "max_length=128" in out
+    return Outcome(["truncated to the trunk's 128 positions"] if ok else [out[-300:]], code, out)
+
+
+class _OtherTrunkBranch:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @hookimpl
+    def mtbranch_branches(self) -> list[BranchLocation]:
+        return [BranchLocation("foreign", self.path)]
+
+
+def branch_dir_with_foreign_installed(ctx: Ctx, tmp: Path) -> Outcome:
+    from helpers import make_branch
+
+    foreign = make_branch(ctx.wider, tmp / "foreign", name="foreign", depth=3, layers=1)
+    pm = PluginManager(autoload=False)
+    pm.register(_OtherTrunkBranch(foreign), "other-team")
+    set_plugin_manager(pm)
+    try:
+        code, out = cli_run("compose", "--trunk", ctx.trunk, "--branch", ctx.branches["sentiment"], "-o", tmp / "o")
+    finally:
+        set_plugin_manager(None)
+    lock = tmp / "o" / "mtbranch.lock.json"
+    names = [b["name"] for b in json.loads(lock.read_text())["branches"]] if lock.exists() else []
+    return Outcome(["ok: exactly the --branch directories"] if names == ["sentiment"] else [out[-300:]], code, out)
+
+
 CATALOGUE: list[Case] = [
     # manifest: JSON and schema
     Case("manifest-missing", "manifest", "branch directory without manifest.json", "M001", 1,
@@ -1084,6 +1151,18 @@ CATALOGUE: list[Case] = [
          predict_api(texts=["a"], tasks=[["sentiment"]])),
     Case("put-branch-path", "api", "`put_branch(\"path/to/branch\")` (a path, not a loaded branch)", "MtbranchError",
          None, put_branch_path),
+    # newcomer paths (issue 19)
+    Case("extra-missing", "newcomer", "`mtbranch train` without the `[train]` extra (accelerate missing)",
+         "MissingExtra", 1, missing_train_extra),
+    Case("predict-input-bad-json", "newcomer", "`predict --input` JSONL whose line 3 is not JSON",
+         "DataError at its line, no output file", 1, predict_input_rows('{"text": "a"}\n{"text": "b"}\n{oops\n')),
+    Case("predict-input-not-text", "newcomer", "`predict --input` JSONL whose line 3 has a number as text",
+         "DataError at its line, no output file", 1, predict_input_rows('{"text": "a"}\n\n{"text": 7}\n')),
+    Case("positions-short", "newcomer", "a long text; tokenizer says 512, trunk positions stop at 128",
+         "truncated to the trunk's 128 positions", 0, positions_shorter_than_tokenizer),
+    Case("installed-branch-other-trunk", "newcomer",
+         "`compose --trunk T --branch B` with an installed branch for another trunk",
+         "ok: exactly the --branch directories", 0, branch_dir_with_foreign_installed),
 ]
 
 
