@@ -229,3 +229,56 @@ def test_import_token_checkpoint_without_bio_labels_is_a_user_error(tmp_path: Pa
     r = CliRunner().invoke(cli, ["import-hf", str(tmp_path / "ckpt"), "--trunk", str(d), "--layers", "1",
                                  "--name", "ner", "-o", str(tmp_path / "ner")])
     assert r.exit_code == 1 and "id2label" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("family", ["distilbert", "deberta-v2"])
+def test_truncated_artifact_load_update_and_task_subsets(family: str, tmp_path: Path) -> None:
+    """A composed artifact keeps layers 1..3 of 4 (config written with the family's layer-count key); loaded
+    with hashes and fingerprints verified it predicts as the in-memory model; a task subset gives the same
+    results for its task; `update --remove` leaves the other branch bit-identical; `validate` is clean."""
+    import mtbranch
+
+    d = make_family_dir(tmp_path / "trunk", family)
+    checkpoint(family, d, tmp_path / "ckpt-cls", "seq", 2)
+    import_cli(tmp_path / "ckpt-cls", d, 2, "cls", tmp_path / "cls")
+    checkpoint(family, d, tmp_path / "ckpt-ner", "tok", 1)
+    import_cli(tmp_path / "ckpt-ner", d, 1, "ner", tmp_path / "ner")
+    branches = ["--branch", str(tmp_path / "cls"), "--branch", str(tmp_path / "ner")]
+    r = CliRunner().invoke(cli, ["validate", "--trunk", str(d), *branches])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "composed"
+    r = CliRunner().invoke(cli, ["compose", "--trunk", str(d), *branches, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "trunk" / "config.json").read_text())
+    assert cfg["n_layers" if family == "distilbert" else "num_hidden_layers"] == 3
+    memory = compose(load_trunk_source(d), [(tmp_path / "cls", "directory"), (tmp_path / "ner", "directory")])
+    loaded = mtbranch.load(out)
+    assert loaded.trunk.num_layers == 3
+    full = loaded.predict(TEXTS, raw=True)
+    assert full == memory.predict(TEXTS, raw=True)
+    assert [{"cls": r["cls"]} for r in full] == loaded.predict(TEXTS, tasks=["cls"], raw=True)
+    r = CliRunner().invoke(cli, ["update", str(out), "--remove", "ner"])
+    assert r.exit_code == 0, r.output
+    assert mtbranch.load(out).predict(TEXTS, raw=True) == [{"cls": r["cls"]} for r in full]
+
+
+def test_validation_checks_the_family_layout(tmp_path: Path) -> None:
+    """Weights are checked against the family's layout (built on the meta device): a ModernBERT branch file
+    whose prediction-head norm has the wrong shape is W006."""
+    from safetensors.torch import load_file, save_file
+
+    d = make_family_dir(tmp_path / "trunk", "modernbert")
+    checkpoint("modernbert", d, tmp_path / "ckpt", "tok", 1)
+    import_cli(tmp_path / "ckpt", d, 1, "ner", tmp_path / "ner")
+    r = CliRunner().invoke(cli, ["validate", "--trunk", str(d), "--branch", str(tmp_path / "ner")])
+    assert r.exit_code == 0, r.output
+    weights = tmp_path / "ner" / "branch.safetensors"
+    state = load_file(str(weights))
+    assert {"final.weight", "pooler.norm.weight", "layers.0.attn.Wqkv.weight"} <= set(state)
+    state["pooler.norm.weight"] = torch.zeros(7)
+    save_file(state, str(weights))
+    r = CliRunner().invoke(cli, ["validate", "--trunk", str(d), "--branch", str(tmp_path / "ner"),
+                                 "--format", "json"])
+    assert r.exit_code == 1
+    codes = {f["code"] for f in json.loads(r.output)["findings"]}
+    assert "W006" in codes
