@@ -186,8 +186,7 @@ class Validator:
         self._tok_fp: dict[str, Any] | None = None
 
     def head_types(self) -> dict[str, Any]:
-        if self.pm is None:
-            from mtbranch.plugins.manager import get_plugin_manager
+        from mtbranch.plugins.manager import get_plugin_manager
 
         self.pm = get_plugin_manager(self.pm)  # the manager this validator was given, else the default
         return self.pm.head_types()
