@@ -150,6 +150,8 @@ class Batcher:
         self._running: list[_Item] = []
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-model")
+        # tokenizing off the event loop (the fast tokenizer releases the GIL), so the loop keeps accepting
+        self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-tokenize")
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -161,6 +163,13 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._executor.shutdown(wait=True)
+        self._tokenizer.shutdown(wait=True)
+
+    async def tokenize(self, served: Served, texts: list[str], pairs: list[str] | None, tasks: list[str],
+                       raw: bool) -> Job:
+        """The request's sequences (:func:`prepare_job`), tokenized in a thread of their own."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw)
 
     def retry_after(self, waiting: int) -> int:
         """Seconds until ``waiting`` more sequences are likely done (1 to 60)."""
@@ -544,8 +553,8 @@ def create_app(model: Any = None, *, artifact: str | Path | None = None, setting
         check_content_type(request.headers.get("content-type"))
         body = parse_request(await request.body(), settings.limits)
         names = resolve_request(body, served.infos, settings.limits)
-        job = prepare_job(served.model, body.texts, body.text_pairs, names, body.raw)
         assert state.batcher is not None
+        job = await state.batcher.tokenize(served, body.texts, body.text_pairs, names, body.raw)
         results, version = await state.batcher.submit(job)
         seconds = time.perf_counter() - t0
         for name in names:
