@@ -10,9 +10,11 @@ import click
 
 from mtbranch.bench.scenarios import SCENARIOS
 from mtbranch.cli.output import console, err_console, print_json
+from mtbranch.plugins.builtin import mtbranch_trunk_families as builtin_families
 from mtbranch.spec.precision import DTYPE_SPELLINGS
 
 SCENARIO_NAMES = tuple(SCENARIOS)  # scenarios.py is plain data: --help imports no torch
+FAMILY_NAMES = tuple(f.name for f in builtin_families())  # plain records, no torch
 
 
 @click.command()
@@ -38,10 +40,12 @@ SCENARIO_NAMES = tuple(SCENARIOS)  # scenarios.py is plain data: --help imports 
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the result here.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Write a PNG of time vs number of tasks here (needs matplotlib: the bench extra).")
+@click.option("--family", type=click.Choice(FAMILY_NAMES), default="bert", show_default=True,
+              help="Trunk family of the synthetic scenarios' trunk (same dimensions; docs/families.md).")
 @click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int, threads: int | None, device: str,
           dtype: str | None, workdir: Path | None, no_curve: bool, no_load_check: bool, json_path: Path | None,
-          plot_path: Path | None, output_format: str, compare: str | None, dtypes_only: bool) -> None:
+          plot_path: Path | None, output_format: str, compare: str | None, dtypes_only: bool, family: str) -> None:
     """Time the composed model against the same tasks served unmerged and as one full model per task.
 
     All setups run interleaved, in one process, on the same token batch; the table reports throughput,
@@ -54,6 +58,7 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
       mtbranch bench --scenario real --batch-size 8 --seq-len 32 --rounds 2 --no-load-check
       mtbranch bench --scenario paper-mixed --compare-dtypes float32,bfloat16,int8 --dtypes-only --threads 1
       mtbranch bench --device cuda --compare-dtypes float32,float16,bfloat16 --dtypes-only
+      mtbranch bench --scenario xiaoai-21 --family modernbert --rounds 2 --no-load-check
     """
     from mtbranch.errors import require_extra
 
@@ -65,7 +70,8 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
     say = (lambda msg: err_console.print(msg, style="dim", markup=False)) if output_format == "text" else None
     result = run_bench(scenario, batch_size=batch_size, seq_len=seq_len, rounds=rounds, warmup=warmup,
                        threads=threads, device=device, dtype=dtype, workdir=workdir, task_curve=not no_curve,
-                       load_check=not no_load_check, progress=say, compare=compare, dtypes_only=dtypes_only)
+                       load_check=not no_load_check, progress=say, compare=compare, dtypes_only=dtypes_only,
+                       family=family)
     if json_path is not None:
         from mtbranch.io.atomic import write_bytes_atomic
 

@@ -123,3 +123,23 @@ def test_unknown_scenario_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError):
         run_bench("nope")
+
+
+@pytest.mark.parametrize("family", ["modernbert", "deberta-v2", "distilbert"])
+def test_bench_family_option(family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench --family` builds the synthetic trunk in that family (same dimensions) and runs every setup but the
+    BERT-only transformers reference."""
+    import mtbranch.bench.scenarios as bench_mod
+
+    three = replace(tiny("xiaoai-21"), branches=tiny("xiaoai-21").branches[:3], subset_task="task02")
+    monkeypatch.setitem(bench_mod.SCENARIOS, "xiaoai-21", three)
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(cli, ["bench", "--scenario", "xiaoai-21", "--family", family, "--batch-size", "2",
+                                   "--seq-len", "8", "--rounds", "1", "--warmup", "0", "--threads", "1",
+                                   "--no-load-check", "--no-curve", "--workdir", str(tmp_path / "w"),
+                                   "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["config"]["family"] == family and data["tasks"] == 3
+    assert {k: data["setups"][k]["layers"] for k in ("composed", "standalone", "full")} == expected_layers(three)
+    assert "reference" not in data

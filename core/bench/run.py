@@ -15,6 +15,7 @@ The layer counts are the paper's overhead metric; "efficiency" is the measured s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -34,12 +35,13 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
               dtype: str | None = None, workdir: str | os.PathLike[str] | None = None, seed: int = 0,
               task_curve: bool = True, load_check: bool = True,
               progress: Callable[[str], None] | None = None, compare: str | Sequence[str] | None = None,
-              dtypes_only: bool = False) -> dict[str, Any]:
+              dtypes_only: bool = False, family: str = "bert") -> dict[str, Any]:
     """Run one scenario; returns the JSON-able result (see docs/benchmarks.md).
 
     ``compare`` (e.g. ``"float32,bfloat16,int8"``): also time the composed model in each of these dtypes, with
     achieved GFLOP/s and the fraction of this machine's matmul peak (mtbranch.bench.precision); ``dtypes_only``
-    skips the other setups.
+    skips the other setups. ``family``: the trunk family of a synthetic scenario's trunk (same dimensions;
+    the transformers reference setup is BERT's, so it runs for ``bert`` only).
     """
     import torch
 
@@ -50,6 +52,10 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
     sc = SCENARIOS.get(scenario) if isinstance(scenario, str) else scenario
     if sc is None:
         raise UsageError(f"unknown scenario {scenario!r}", hint=f"choose one of {', '.join(SCENARIOS)}")
+    if family != sc.family:
+        if not sc.synthetic:
+            raise UsageError("--family applies to synthetic scenarios", hint="the 'real' scenario uses its trunk")
+        sc = dataclasses.replace(sc, family=family, reference_task=sc.reference_task if family == "bert" else None)
     say = progress or (lambda _msg: None)
     resolved = resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is built
     if compare is not None:
@@ -69,7 +75,7 @@ def run_bench(scenario: str | Scenario = "paper-mixed", *, batch_size: int = 32,
         batch = make_batch(batch_size, seq_len, int(trunk.config["vocab_size"]), device, seed)
         config = {"batch_size": batch_size, "seq_len": seq_len, "rounds": rounds, "warmup": warmup,
                   "threads": torch.get_num_threads(), "device": device, "dtype": resolved,
-                  "dtype_why": why(dtype, resolved, device), "seed": seed}
+                  "dtype_why": why(dtype, resolved, device), "seed": seed, "family": trunk.structure.model_type}
         machine = {**machine_info(device), **cpu_report()}
         if dtypes_only:
             return {"scenario": sc.name, "description": sc.description, "tasks": len(dirs), "machine": machine,

@@ -28,6 +28,7 @@ class Scenario:
     trunk: dict[str, int] = field(default_factory=dict)  # synthetic BERT config; empty = installed plugins
     subset_task: str | None = None
     reference_task: str | None = None
+    family: str = "bert"  # trunk family of the synthetic trunk (`mtbranch bench --family`), same dimensions
 
     @property
     def synthetic(self) -> bool:

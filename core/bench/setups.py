@@ -20,9 +20,32 @@ from mtbranch.errors import UsageError
 from mtbranch.spec.heads import REGRESSION, TOKEN_CLASSIFICATION
 
 
-def _synthetic_trunk(path: Path, config: dict[str, int], seed: int) -> Path:
+def synthetic_config(family: str, dims: dict[str, int]) -> Any:
+    """A transformers config of ``family`` with the scenario's dimensions (hidden size, layers, heads, FFN,
+    vocabulary, positions); family-specific settings as their base checkpoints use them."""
+    from transformers import AutoConfig
+
+    if family == "distilbert":
+        return AutoConfig.for_model("distilbert", dim=dims["hidden_size"], n_layers=dims["num_hidden_layers"],
+                                    n_heads=dims["num_attention_heads"], hidden_dim=dims["intermediate_size"],
+                                    vocab_size=dims["vocab_size"], pad_token_id=0,
+                                    max_position_embeddings=dims["max_position_embeddings"])
+    if family == "modernbert":  # ModernBERT-base: global attention every 3rd layer, 128-token local window
+        return AutoConfig.for_model("modernbert", **dims, pad_token_id=0, bos_token_id=2, cls_token_id=2,
+                                    eos_token_id=3, sep_token_id=3)
+    if family == "deberta-v2":  # DeBERTa-v3-base's attention settings
+        return AutoConfig.for_model("deberta-v2", **dims, pad_token_id=0, type_vocab_size=0, relative_attention=True,
+                                    position_buckets=256, max_relative_positions=-1, pos_att_type=["p2c", "c2p"],
+                                    norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False)
+    if family in ("roberta", "xlm-roberta"):  # positions start after the padding index
+        return AutoConfig.for_model(family, **{**dims, "max_position_embeddings": dims["max_position_embeddings"] + 2},
+                                    pad_token_id=0, type_vocab_size=1)
+    return AutoConfig.for_model(family, **dims)
+
+
+def _synthetic_trunk(path: Path, config: dict[str, int], seed: int, family: str = "bert") -> Path:
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import AutoModel, BertTokenizerFast
 
     if (path / "model.safetensors").is_file():
         return path
@@ -32,7 +55,7 @@ def _synthetic_trunk(path: Path, config: dict[str, int], seed: int) -> Path:
     vocab.write_text("\n".join(specials + [f"w{i}" for i in range(config["vocab_size"] - len(specials))]) + "\n")
     tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=config["max_position_embeddings"])
     torch.manual_seed(seed)
-    model = BertModel(BertConfig(**config))  # transformers' own init: realistic magnitudes, no denormals
+    model = AutoModel.from_config(synthetic_config(family, config))  # transformers' own init: realistic magnitudes
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -81,10 +104,10 @@ def prepare(scenario: Scenario, workdir: Path, *, seq_len: int, seed: int = 0) -
             raise UsageError("the 'real' scenario needs installed branch plugins",
                              hint="pip install the example plugins (make demo), or pick a synthetic scenario")
         return choose_trunk(None, branches, pm, required=True), branches
-    tdir = _synthetic_trunk(workdir / scenario.name / "trunk", scenario.trunk, seed)
+    root = workdir / scenario.name if scenario.family == "bert" else workdir / scenario.name / scenario.family
+    tdir = _synthetic_trunk(root / "trunk", scenario.trunk, seed, scenario.family)
     trunk = load_trunk_source(tdir)
-    return trunk, _synthetic_branches(trunk, load_tokenizer(tdir), scenario.branches,
-                                      workdir / scenario.name / "branches", seq_len)
+    return trunk, _synthetic_branches(trunk, load_tokenizer(tdir), scenario.branches, root / "branches", seq_len)
 
 
 # -- the setups -------------------------------------------------------------------------------------------
@@ -160,8 +183,11 @@ def build_setups(trunk: Any, branch_dirs: list[tuple[Path, str]], batch: dict[st
         head = b.manifest.head
         auto = AutoModelForTokenClassification if head.type == TOKEN_CLASSIFICATION \
             else AutoModelForSequenceClassification
-        hf = auto.from_pretrained(str(trunk.path), num_labels=head.num_outputs, attn_implementation="sdpa",
-                                  use_safetensors=True)
+        try:
+            hf = auto.from_pretrained(str(trunk.path), num_labels=head.num_outputs, attn_implementation="sdpa",
+                                      use_safetensors=True)
+        except ValueError:  # a family without an SDPA implementation (DeBERTa-v2: its own attention)
+            hf = auto.from_pretrained(str(trunk.path), num_labels=head.num_outputs, use_safetensors=True)
         full[b.name] = hf.to(device=device, dtype=dtype).eval()
     setups["full"] = Setup("full", n_full * len(branches), _bytes(list(full.values())),
                            per_task={k: _call(m, ids, mask, types, hf=True) for k, m in full.items()})
@@ -183,6 +209,10 @@ def build_setups(trunk: Any, branch_dirs: list[tuple[Path, str]], batch: dict[st
 
 def _call(model: Any, ids: Any, mask: Any, types: Any, *, hf: bool = False) -> Callable[[], Any]:
     if hf:
+        import inspect
+
+        if "token_type_ids" not in inspect.signature(model.forward).parameters:  # DistilBERT, ModernBERT
+            return lambda: model(input_ids=ids, attention_mask=mask).logits
         return lambda: model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
     return lambda: model(ids, mask, types)
 
