@@ -806,6 +806,22 @@ def compose_after_load(ctx: Ctx, _tmp: Path) -> Outcome:
     return Outcome(["ok: composed" if model.task_names == ["sentiment"] else "?"])
 
 
+def compose_plain_paths(ctx: Ctx, _tmp: Path) -> Outcome:
+    """``mtbranch.compose("trunk-dir", ["branch-dir"])``: references and paths, as the CLI takes them."""
+    import mtbranch
+
+    model = mtbranch.compose(str(ctx.trunk), [str(ctx.branches["sentiment"])])
+    bad = api_error(lambda: mtbranch.compose(str(ctx.trunk), [42]))
+    return Outcome(["ok: composed, [42] refused" if model.task_names == ["sentiment"] and bad == "MtbranchError"
+                    else "?"])
+
+
+def load_not_a_path(_ctx: Ctx, _tmp: Path) -> Outcome:
+    import mtbranch
+
+    return Outcome([api_error(lambda: mtbranch.load(None))])  # type: ignore[arg-type]
+
+
 def put_branch_path(ctx: Ctx, _tmp: Path) -> Outcome:
     import mtbranch
 
@@ -1145,6 +1161,13 @@ CATALOGUE: list[Case] = [
     # Python API (issue 14)
     Case("api-compose-after-load", "api", "`mtbranch.compose(...)` after `mtbranch.load(...)`", "ok: composed", None,
          compose_after_load),
+    Case("api-compose-paths", "api", "`mtbranch.compose(\"trunk-dir\", [\"branch-dir\"])` (plain paths), and `[42]`",
+         "ok: composed, [42] refused", None, compose_plain_paths),
+    Case("api-load-none", "api", "`mtbranch.load(None)`", "MtbranchError", None, load_not_a_path),
+    Case("api-branch-unknown", "api", "`model.branch(\"nope\")`", "MtbranchError", None,
+         lambda ctx, _tmp: Outcome([api_error(lambda: ctx.model.branch("nope"))])),
+    Case("predict-raw-not-bool", "predict", "`raw=\"yes\"`", "MtbranchError", None,
+         predict_api(texts=["a"], tasks=["sentiment"], raw="yes")),
     Case("predict-tasks-empty", "predict", "`tasks=[]` (HTTP: 422)", "MtbranchError", None,
          predict_api(texts=["a"], tasks=[])),
     Case("predict-tasks-nested", "predict", "`tasks=[[\"sentiment\"]]`", "MtbranchError", None,

@@ -71,7 +71,10 @@ class ComposedModel(nn.Module):
         return [b.name for b in self._plan.branches]
 
     def branch(self, name: str) -> BranchModule:
-        return self._plan.by_name[name]
+        plan = self._plan
+        if name not in plan.by_name:
+            raise MtbranchError(f"no branch named {name!r}", hint=f"tasks: {', '.join(plan.by_name) or 'none'}")
+        return plan.by_name[name]
 
     def _check_fits(self, b: BranchModule) -> None:
         if b.manifest.attach_depth > self.trunk.num_layers:
@@ -168,6 +171,8 @@ class ComposedModel(nn.Module):
         texts = _as_list(texts, "texts")
         pairs = None if text_pairs is None else _as_list(text_pairs, "text_pairs")
         tasks = _check_tasks(tasks)
+        if not isinstance(raw, bool):
+            raise MtbranchError(f"raw must be True or False, not {raw!r}", hint="raw=True adds the heads' outputs")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MtbranchError(f"batch_size must be a positive integer, not {batch_size!r}",
                                 hint=f"the default is {DEFAULT_BATCH_SIZE}")
