@@ -51,9 +51,7 @@ def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
         raise ValidationFailed(report)
     if not report.branches:
         raise MtbranchError("no branches to compose", hint="install branch plugins or pass --branch DIR")
-    pm = plugin_manager
-    if pm is None:
-        from mtbranch.plugins.manager import get_plugin_manager
+    from mtbranch.plugins.manager import get_plugin_manager
 
     pm = get_plugin_manager(plugin_manager)  # the caller's manager, else the process-wide default
     branches = []
