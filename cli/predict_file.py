@@ -61,10 +61,10 @@ def file_input_options(f: F) -> F:
         click.option("--pair-col", default=None, help="--input second-text column for pair tasks."),
         click.option("--no-header", is_flag=True, help="The --input TSV/CSV has no header row."),
         click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
-                     help="Texts per model call."),
+                     help="With --input: texts per model call."),
         click.option("--chunk-size", type=click.IntRange(1), default=1024, show_default=True,
                      help="--input rows held in memory at a time."),
-        click.option("--no-progress", is_flag=True, help="No progress bar on stderr."),
+        click.option("--no-progress", is_flag=True, help="With --input: no progress bar on stderr."),
     ]
     for o in reversed(options):
         wrapper = o(wrapper)
