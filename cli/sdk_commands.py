@@ -44,6 +44,8 @@ def _data_options(f: F) -> F:
         click.option("--label-names", default=None,
                      help="Comma-separated names for those labels in the branch, e.g. negative,positive."),
         click.option("--max-train", type=int, default=None, help="Use a seeded random subset of the training data."),
+        click.option("--encoding", default="utf-8-sig", show_default=True,
+                     help="Text encoding of the data files, e.g. latin-1 or utf-16 (default: UTF-8, BOM allowed)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -110,11 +112,12 @@ def _load_data(task: str, path: Path, o: dict[str, Any]) -> Any:
     from mtbranch.sdk.data import ConllSpec, TableSpec, load_table_data, load_token_data, parse_column
 
     if task == "token_classification":
-        return load_token_data(path, ConllSpec(tag_col=o["tag_col"]))
+        return load_token_data(path, ConllSpec(tag_col=o["tag_col"], encoding=o.get("encoding") or "utf-8-sig"))
     spec = TableSpec(text=parse_column(o["text_col"]),
                      pair=None if o["pair_col"] is None else parse_column(o["pair_col"]),
                      label=parse_column(o["label_col"]), label_kind="score" if task == "regression" else "class",
-                     header=not o["no_header"], quote_none=o["quote_none"], fmt=o["fmt"])
+                     header=not o["no_header"], quote_none=o["quote_none"], fmt=o["fmt"],
+                     encoding=o.get("encoding") or "utf-8-sig")
     return load_table_data(path, spec)
 
 

@@ -65,6 +65,7 @@ class ConllSpec:
     token_col: int = 0
     tag_col: int = -1  # CoNLL-2003: token POS chunk NER
     separator: str | None = None  # None: any whitespace
+    encoding: str = "utf-8-sig"  # also used for seq.in / seq.out
 
 
 @dataclass
@@ -91,8 +92,8 @@ def _open(path: Path, encoding: str = "utf-8-sig") -> Any:
     return open(path, encoding=encoding, errors="surrogateescape", newline="")
 
 
-ENCODING_HINT = ("convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW`), or read it with its "
-                 "encoding (TableSpec(encoding=...))")
+ENCODING_HINT = ("convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > NEW`), or give its encoding "
+                 "(--encoding latin-1; Python: TableSpec/ConllSpec(encoding=...))")
 
 
 def _check_line(line: str, path: Path, n: int, encoding: str) -> str:
@@ -126,7 +127,7 @@ def _lines(fh: Any, path: Path, encoding: str) -> Any:
         raise DataError(f"not {encoding} text: {exc.reason}", path=path, line=n + 1, hint=ENCODING_HINT) from None
 
 
-def _detect_format(path: Path, fmt: str) -> str:
+def _detect_format(path: Path, fmt: str, encoding: str = "utf-8-sig") -> str:
     if fmt != "auto":
         return fmt
     suffix = path.suffix.lower()
@@ -134,7 +135,7 @@ def _detect_format(path: Path, fmt: str) -> str:
         return "jsonl"
     if suffix == ".csv":
         # STS Benchmark's *.csv files are tab-separated; sniff the first line rather than trust the name
-        with _open(path) as fh:
+        with _open(path, encoding) as fh:
             first = fh.readline()
         return "tsv" if "\t" in first else "csv"
     return "tsv"
@@ -208,7 +209,7 @@ def _text(value: Any, path: Path, line: int, what: str) -> str:
 
 def _rows(path: Path, spec: TableSpec) -> Any:
     """Yield ``(line_number, row)``; for JSONL, rows are dicts."""
-    fmt = _detect_format(path, spec.fmt)
+    fmt = _detect_format(path, spec.fmt, spec.encoding)
     with _open(path, spec.encoding) as fh:
         if fmt == "jsonl":
             for n, raw in _lines(fh, path, spec.encoding):
@@ -296,8 +297,8 @@ def read_conll(path: str | os.PathLike[str], spec: ConllSpec | None = None) -> l
     out: list[TokenExample] = []
     tokens: list[str] = []
     tags: list[str] = []
-    with _open(p) as fh:
-        for n, raw in _lines(fh, p, "utf-8"):
+    with _open(p, spec.encoding) as fh:
+        for n, raw in _lines(fh, p, spec.encoding):
             line = raw.rstrip("\r\n")
             if not line.strip():
                 if tokens:
@@ -327,16 +328,23 @@ def _check_tag(tag: str, path: Path, line: int) -> str:
     return tag
 
 
-def read_seq_files(seq_in: str | os.PathLike[str], seq_out: str | os.PathLike[str]) -> list[TokenExample]:
+def read_seq_files(seq_in: str | os.PathLike[str], seq_out: str | os.PathLike[str],
+                   encoding: str = "utf-8-sig") -> list[TokenExample]:
     """Aligned token/tag line files (SNIPS/ATIS layout): line i of seq.in and seq.out is one utterance."""
     pin, pout = Path(seq_in), Path(seq_out)
-    with _open(pin) as fi, _open(pout) as fo:
-        # split on "\n" only: U+2028, U+0085, form feeds... inside a line are not line breaks
-        lines_in, lines_out = ([_check_line(line.removesuffix("\r"), f, n, "utf-8")
-                                for n, line in enumerate(fh.read().removesuffix("\n").split("\n"), start=1)]
-                               for f, fh in ((pin, fi), (pout, fo)))
-        lines_in = [] if lines_in == [""] else lines_in
-        lines_out = [] if lines_out == [""] else lines_out
+    texts = []
+    for f in (pin, pout):
+        with _open(f, encoding) as fh:
+            try:
+                texts.append(fh.read())
+            except UnicodeDecodeError as exc:  # codecs such as utf-16 that surrogateescape cannot cover
+                raise DataError(f"not {encoding} text: {exc.reason}", path=f, hint=ENCODING_HINT) from None
+    # split on "\n" only: U+2028, U+0085, form feeds... inside a line are not line breaks
+    lines_in, lines_out = ([_check_line(line.removesuffix("\r"), f, n, encoding)
+                            for n, line in enumerate(text.removesuffix("\n").split("\n"), start=1)]
+                           for f, text in zip((pin, pout), texts, strict=True))
+    lines_in = [] if lines_in == [""] else lines_in
+    lines_out = [] if lines_out == [""] else lines_out
     if len(lines_in) != len(lines_out):
         raise DataError(f"{len(lines_in)} lines in {pin.name} but {len(lines_out)} in {pout.name}", path=pout,
                         line=min(len(lines_in), len(lines_out)) + 1)
@@ -358,7 +366,7 @@ def load_token_data(path: str | os.PathLike[str], spec: ConllSpec | None = None)
     p = Path(path)
     if p.is_dir():
         files = [p / "seq.in", p / "seq.out"]
-        return Dataset(read_seq_files(*files), [_source(f) for f in files])
+        return Dataset(read_seq_files(*files, encoding=(spec or ConllSpec()).encoding), [_source(f) for f in files])
     return Dataset(read_conll(p, spec), [_source(p)])
 
 

@@ -682,6 +682,21 @@ def data_case(name: str, content: bytes, spec: dict[str, Any] | None = None, *, 
     return run
 
 
+def latin1_with_encoding(ctx: Ctx, tmp: Path) -> Outcome:
+    """``--encoding latin-1`` reaches the reader: line 2 decodes (API: "café"), line 3's extra tab is the error."""
+    from mtbranch.sdk.data import TableSpec, read_table
+
+    p = tmp / "latin1.tsv"
+    p.write_bytes(b"text\tlabel\ncaf\xe9\tpos\nbad\tfilm\tneg\n")
+    p2 = tmp / "ok.tsv"
+    p2.write_bytes(b"text\tlabel\ncaf\xe9\tpos\n")
+    decoded = read_table(p2, TableSpec(encoding="latin-1"))[0].text == "caf\u00e9"
+    code, out = cli_run("train", "--task", "classification", "--train", p, "--dev", p, "--trunk", ctx.trunk,
+                        "--encoding", "latin-1", "--name", "x", "-o", tmp / "out")
+    ok = decoded and "line 3: row has 3 column(s)" in out
+    return Outcome(["decoded; DataError at line 3" if ok else "?"], code, out)
+
+
 def seq_line_separator(_ctx: Ctx, tmp: Path) -> Outcome:
     from mtbranch.sdk.data import read_seq_files
 
@@ -1123,6 +1138,8 @@ CATALOGUE: list[Case] = [
     # data files (issue 14): train / sweep / distill readers
     Case("data-latin1", "data", "a latin-1 TSV (`caf\\xe9`)", "DataError", 1,
          data_case("latin1.tsv", b"text\tlabel\ncaf\xe9\tpos\n", line=2, cli=True)),
+    Case("data-latin1-encoding", "data", "the same latin-1 TSV with `--encoding latin-1` (line 3 has an extra tab)",
+         "decoded; DataError at line 3", 1, latin1_with_encoding),
     Case("data-utf16", "data", "a UTF-16 TSV (with byte order mark)", "DataError", None,
          data_case("u16.tsv", "text\tlabel\na\tpos\n".encode("utf-16"), line=1)),
     Case("data-utf16-no-bom", "data", "a UTF-16-LE TSV without byte order mark", "DataError", None,
