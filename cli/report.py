@@ -68,7 +68,8 @@ def print_plugins(infos: Sequence[Any]) -> None:
     for i in infos:
         provides = [f"{label}: {', '.join(items)}" for label, items in
                     (("branches", i.branches), ("trunks", i.trunks), ("head types", getattr(i, "head_types", [])),
-                     ("checks", getattr(i, "checks", []))) if items]
+                     ("checks", getattr(i, "checks", [])), ("trunk families", getattr(i, "families", [])))
+                    if items]
         if not provides:
             provides = ["hooks: " + (", ".join(h.removeprefix("mtbranch_") for h in i.hooks) or "none")]
         rows.append([i.name, f"{i.distribution or '-'} {i.version or ''}".rstrip(), "; ".join(provides)])
