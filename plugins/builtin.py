@@ -21,20 +21,32 @@ def mtbranch_head_types() -> list[HeadType]:
 
 
 def modernbert_normalize(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Add ``global_attn_every_n_layers`` (the period of full-attention layers) derived from ``layer_types``.
+    """ModernBERT configs in one form, whichever transformers wrote them.
 
-    transformers 5 saves only the per-layer list; mtbranch records the period so that a truncated trunk
-    (fewer layers) and the full one have the same structure. A list that is not periodic is refused.
+    - ``global_attn_every_n_layers`` (the period of full-attention layers), derived from ``layer_types`` where
+      transformers 5 saved only the per-layer list: a truncated trunk (fewer layers) and the full one then
+      have the same structure. A list that is not periodic is refused.
+    - ``rope_parameters`` per layer type, built from the legacy ``global_rope_theta`` / ``local_rope_theta``
+      where a config predates it (mmBERT uses 160000 for both), thetas as floats.
     """
-    if "global_attn_every_n_layers" in cfg or not cfg.get("layer_types"):
-        return cfg
-    types = list(cfg["layer_types"])
-    full = [i for i, t in enumerate(types) if t == "full_attention"]
-    period = full[1] if len(full) > 1 else len(types)
-    expected = ["sliding_attention" if i % period else "full_attention" for i in range(len(types))]
-    if types != expected:
-        raise ValueError(f"layer_types {types} is not every-n-th-layer global attention")
-    return {**cfg, "global_attn_every_n_layers": period}
+    out = dict(cfg)
+    types = list(out.get("layer_types") or [])
+    if "global_attn_every_n_layers" not in out and types:
+        full = [i for i, t in enumerate(types) if t == "full_attention"]
+        period = full[1] if len(full) > 1 else len(types)
+        expected = ["sliding_attention" if i % period else "full_attention" for i in range(len(types))]
+        if types != expected:
+            raise ValueError(f"layer_types {types} is not every-n-th-layer global attention")
+        out["global_attn_every_n_layers"] = period
+    rope = out.get("rope_parameters")
+    if not rope:
+        if out.get("rope_scaling"):
+            raise ValueError("rope_scaling in a legacy config is not supported; re-save it with transformers 5")
+        rope = {"full_attention": {"rope_type": "default", "rope_theta": out.get("global_rope_theta", 160000.0)},
+                "sliding_attention": {"rope_type": "default", "rope_theta": out.get("local_rope_theta", 10000.0)}}
+    out["rope_parameters"] = {k: {**v, "rope_theta": float(v["rope_theta"])} if isinstance(v, dict) else v
+                              for k, v in rope.items()}
+    return out
 
 
 def _families() -> list[TrunkFamily]:

@@ -282,3 +282,29 @@ def test_validation_checks_the_family_layout(tmp_path: Path) -> None:
     assert r.exit_code == 1
     codes = {f["code"] for f in json.loads(r.output)["findings"]}
     assert "W006" in codes
+
+
+def test_modernbert_legacy_config_and_fingerprint_stability(tmp_path: Path) -> None:
+    """A config in the pre-transformers-5 form (``global_attn_every_n_layers``, ``global_rope_theta`` /
+    ``local_rope_theta``, as ModernBERT and mmBERT ship) runs as transformers reads it (mmBERT-style local
+    theta 160000), and its structure equals that of the same config re-saved by transformers 5."""
+    d = make_family_dir(tmp_path / "new", "modernbert")
+    cfg = json.loads((d / "config.json").read_text())
+    legacy_dir = tmp_path / "legacy"
+    legacy_dir.mkdir()
+    for f in d.iterdir():
+        (legacy_dir / f.name).write_bytes(f.read_bytes())
+    legacy = {k: v for k, v in cfg.items() if k not in ("rope_parameters", "layer_types")}
+    legacy.update(global_attn_every_n_layers=3, global_rope_theta=160000.0, local_rope_theta=160000.0)
+    (legacy_dir / "config.json").write_text(json.dumps(legacy))
+    enc = load_tokenizer(legacy_dir)(TEXTS, padding=True, return_tensors="pt")
+    ref = AutoModel.from_pretrained(str(legacy_dir)).eval()
+    assert ref.config.rope_parameters["sliding_attention"]["rope_theta"] == 160000.0
+    trunk = load_trunk(load_trunk_source(legacy_dir))
+    with torch.no_grad():
+        expected = ref(**inputs(enc), output_hidden_states=True).hidden_states
+        got = trunk(enc["input_ids"], enc["attention_mask"])
+    for k in range(LAYERS):
+        assert max_diff(expected[k], got[k]) <= TOL, k
+    ref.save_pretrained(str(tmp_path / "resaved"))
+    assert load_trunk_source(tmp_path / "resaved").structure == load_trunk_source(legacy_dir).structure
