@@ -52,11 +52,20 @@ def parse_dtypes(spec: str | Sequence[str], device: str) -> list[tuple[str, str]
     return list(out.items())
 
 
+def ffn_width(config: Any) -> int:
+    """The FFN's inner width (DistilBERT calls it ``hidden_dim``)."""
+    return int(getattr(config, "intermediate_size", None) or config.hidden_dim)
+
+
 def layer_flops(config: Any, batch_size: int, seq_len: int) -> int:
-    """Multiply-add FLOPs (2 per MAC) of one encoder layer: Q, K, V, O projections, the FFN, QK^T and AV."""
-    h, i = int(config.hidden_size), int(config.intermediate_size)
+    """Multiply-add FLOPs (2 per MAC) of one encoder layer: Q, K, V, O projections, the FFN, QK^T and AV.
+
+    Per trunk family: DistilBERT's FFN width is ``hidden_dim``; ModernBERT's FFN is gated (its input projection
+    is twice as wide); DeBERTa's relative-position terms are not counted."""
+    h, i = int(config.hidden_size), ffn_width(config)
+    ffn = 3 * h * i if config.model_type == "modernbert" else 2 * h * i
     tokens = batch_size * seq_len
-    return 2 * tokens * (4 * h * h + 2 * h * i) + 2 * 2 * batch_size * seq_len * seq_len * h
+    return 2 * tokens * (4 * h * h + ffn) + 2 * 2 * batch_size * seq_len * seq_len * h
 
 
 def layers_run(branches: Sequence[Any]) -> int:
@@ -176,7 +185,7 @@ def compare_dtypes(trunk: Any, branch_dirs: list[tuple[Any, str]], batch: dict[s
                     f"{k} {1000 * times[k][-1]:.0f} ms" for k in calls))
     flops = composed_flops(ref, branches, batch_size, seq_len)
     cfg = ref.trunk.config
-    shape = (min(batch_size * seq_len, 4096), int(cfg.hidden_size), int(cfg.intermediate_size))
+    shape = (min(batch_size * seq_len, 4096), int(cfg.hidden_size), ffn_width(cfg))
     rows: dict[str, Any] = {}
     base = statistics.median(times["float32"])
     for label, resolved in pairs:
