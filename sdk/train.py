@@ -9,7 +9,6 @@ artifact whose manifest records metrics and provenance.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import platform
@@ -642,7 +641,3 @@ def train(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: D
                                                                      f"{source.num_layers}")
     prep = prepare(source, task, train_data, dev_data, cfg, [depth], labels=labels)
     return fit(prep, depth, layers, cfg, info, out_dir=out_dir)
-
-
-def copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return copy.deepcopy({k: v.detach() for k, v in module.state_dict().items()})

@@ -37,11 +37,6 @@ def trunk_prefix(names: list[str] | set[str] | dict[str, object], model_type: st
     return families.trunk_prefix(families.record_for(model_type), names)
 
 
-def is_embedding_tensor(rel: str) -> bool:
-    """A prefix-free name of a BERT embedding parameter (not the position/token-type id buffers)."""
-    return rel.startswith("embeddings.") and not rel.endswith(("position_ids", "token_type_ids"))
-
-
 Group = list[tuple[str, TensorInfo]]  # (name hashed into the chain, tensor)
 
 
