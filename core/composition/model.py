@@ -8,11 +8,12 @@ The branch set is an immutable plan swapped atomically: a request in flight keep
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,6 +204,26 @@ class ComposedModel(nn.Module):
                 for b in branches:
                     self._postprocess(b, outputs[b.name], enc, batch, idx, results, raw)
         return results
+
+    def predict_iter(self, items: Iterable[str | tuple[str, str | None]], *, tasks: Sequence[str] | None = None,
+                     raw: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+                     chunk_size: int = 1024) -> Iterator[dict[str, Any]]:
+        """Results for a stream of texts (or ``(text, pair)`` tuples), yielded in input order.
+
+        At most ``chunk_size`` inputs are held at a time (each chunk runs as :meth:`predict`, in micro-batches
+        of ``batch_size`` sorted by length), so memory stays flat however long the stream is.
+        """
+        if isinstance(items, str | bytes):
+            raise MtbranchError("predict_iter takes an iterable of texts, not one string",
+                                hint="pass a list or a generator (model.predict takes a single string)")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise MtbranchError(f"chunk_size must be a positive integer, not {chunk_size!r}")
+        it = iter(items)
+        while chunk := list(itertools.islice(it, chunk_size)):
+            texts = [c if isinstance(c, str) else c[0] for c in chunk]
+            pairs = [None if isinstance(c, str) else c[1] for c in chunk]
+            text_pairs = None if all(p is None for p in pairs) else pairs
+            yield from self.predict(texts, tasks=tasks, text_pairs=text_pairs, raw=raw, batch_size=batch_size)
 
     def _postprocess(self, b: BranchModule, out: torch.Tensor, enc: Any, batch: list[str], idx: list[int],
                      results: list[dict[str, Any]], raw: bool) -> None:
