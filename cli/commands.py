@@ -289,10 +289,16 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
         raise UsageError(f"{len(pairs)} --pair values for {len(texts)} texts", hint="give one, or one per text")
     text_pairs = None if not pairs else (list(pairs) * len(texts) if len(pairs) == 1 else list(pairs))
     resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
-    model = load(artifact, verify=not no_verify, quantize=quantize, dtype=dtype, device=device)
-    if text_pairs is None and not tasks:  # pair tasks are skipped when no pair is given
-        tasks = tuple(b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single")
-    results = model.predict(list(texts), tasks=list(tasks) or None, text_pairs=text_pairs, raw=raw)
+    from mtbranch.plugins.manager import captured_stdout
+
+    with captured_stdout() as printed:  # plugin head code (build, postprocess) must not corrupt --json
+        model = load(artifact, verify=not no_verify, quantize=quantize, dtype=dtype, device=device)
+        if text_pairs is None and not tasks:  # pair tasks are skipped when no pair is given
+            tasks = tuple(b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single")
+        results = model.predict(list(texts), tasks=list(tasks) or None, text_pairs=text_pairs, raw=raw)
+    if printed.getvalue().strip():
+        err_console.print(f"warning: plugin code printed to stdout (captured, not shown there): "
+                          f"{printed.getvalue().strip()[:200]!r}", style="yellow", markup=False, soft_wrap=True)
     if as_json:
         print_json(results)
         return

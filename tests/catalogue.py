@@ -789,6 +789,49 @@ def plugin_token_head(ctx: Ctx, tmp: Path) -> Outcome:
         set_plugin_manager(None)
 
 
+class _ChattyTokenHeadPlugin:
+    @hookimpl
+    def mtbranch_head_types(self) -> list[Any]:
+        from dataclasses import replace
+
+        ht = token_head_type()
+
+        def postprocess(spec: Any, rows: Any, ctx: Any) -> Any:
+            print("debug: postprocessing")  # a plugin's leftover print, at predict time
+            return ht.postprocess(spec, rows, ctx)
+
+        return [replace(ht, postprocess=postprocess)]
+
+
+def plugin_prints_in_predict(ctx: Ctx, tmp: Path) -> Outcome:
+    """``predict --json`` on a composed model whose plugin head prints: stdout stays one JSON document."""
+    import mtbranch
+    from mtbranch.branch.factory import branch_manifest
+    from mtbranch.branch.model import BranchModule, save_branch
+    from mtbranch.composition.artifact import save_composed
+    from mtbranch.trunk.tokenizer import load_tokenizer
+
+    pm = PluginManager(autoload=False)
+    pm.register(_ChattyTokenHeadPlugin(), "chatty")
+    ht = pm.head_type("span_tags")
+    from mtbranch.trunk.source import load_trunk_source
+
+    m = branch_manifest(load_trunk_source(ctx.trunk), load_tokenizer(ctx.trunk), name="spans", attach_depth=3,
+                        num_layers=1, head=ht.spec_model(labels=["O", "B-X", "I-X"]).model_dump())
+    save_branch(BranchModule(m, ht), tmp / "spans")
+    set_plugin_manager(pm)
+    try:
+        save_composed(mtbranch.compose(str(ctx.trunk), [tmp / "spans"], plugin_manager=pm), tmp / "c")
+        r = CliRunner().invoke(cli, ["predict", str(tmp / "c"), "john visited paris", "--json"])
+    finally:
+        set_plugin_manager(None)
+    if r.exit_code != 0:
+        return Outcome([f"exit {r.exit_code}"], r.exit_code, r.output + repr(r.exception))
+    results = strict_json(r.stdout)
+    ok = r.exit_code == 0 and list(results[0]) == ["spans"] and "printed to stdout" in r.stderr
+    return Outcome(["ok: valid JSON, warning on stderr" if ok else "?"], r.exit_code, r.output)
+
+
 class _LoopBranches:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -1171,6 +1214,8 @@ CATALOGUE: list[Case] = [
     Case("plugin-prints-in-hook", "plugins", "hook printing to stdout (`validate --format json`, `plugins --json`)",
          "P007", 0, printing_hook),
     Case("plugin-prints-at-import", "plugins", "plugin printing to stdout at import", "P007", 0, printing_import),
+    Case("plugin-prints-in-predict", "plugins", "plugin head printing to stdout during `predict --json`",
+         "ok: valid JSON, warning on stderr", 0, plugin_prints_in_predict),
     Case("plugin-token-head", "plugins", "plugin head type with `sequence_level=False` (no pooler tensors)", "ok", 0,
          plugin_token_head),
     Case("plugin-symlink-loop", "plugins", "hook returning a branch path that is a symlink loop",

@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from mtbranch.errors import IntegrityError, MtbranchError
-from mtbranch.heads.registry import HeadType
+from mtbranch.heads.registry import HeadType, typed_spec
 from mtbranch.io.atomic import atomic_directory
 from mtbranch.io.files import is_inside, sha256_file
 from mtbranch.io.safetensors_header import read_header
@@ -82,7 +82,8 @@ class BranchModule(nn.Module):
             self.pooling = AttentionPooling(s.hidden_size, s.num_attention_heads)
         if manifest.projection and (self.sequence_level or self.family.token_projection):
             self.pooler = self.family.build_projection(self.config)
-        self.head = head_type.build(manifest.head, s.hidden_size)
+        self.head_spec = typed_spec(head_type, manifest.head)  # a plugin head: its own spec model
+        self.head = head_type.build(self.head_spec, s.hidden_size)
 
     @property
     def name(self) -> str:

@@ -246,7 +246,7 @@ def row_result(b: BranchModule, row: Any, encoding: Any, n: int, text: str, raw:
         raise MtbranchError(f"task {b.name!r} produced a non-finite output (NaN/Inf) for the input {shown!r}",
                             hint="the branch's weights overflow on this input: run `mtbranch validate` on it "
                                  "(W009/W010) and report it to the branch's owner")
-    spec = b.manifest.head
+    spec = b.head_spec
     if b.sequence_level:
         res = b.head_type.postprocess(spec, row, None)
     else:

@@ -67,7 +67,7 @@ def encode(model: Any, texts: list[str], pairs: list[str] | None, max_length: in
 def _output_info(model: Any) -> list[dict[str, Any]]:
     out = []
     for b in model.branches:
-        spec = b.manifest.head
+        spec = b.head_spec
         n = getattr(b.head, "classifier", None)
         width = n.out_features if isinstance(n, nn.Linear) else None
         out.append({"name": b.name, "version": b.manifest.version, "head": spec.type,

@@ -38,6 +38,14 @@ class HeadType:
     description: str = ""
 
 
+def typed_spec(head_type: HeadType, spec: Any) -> Any:
+    """``spec`` as ``head_type``'s own spec model: a plugin head's spec is read from the manifest as a generic
+    ``CustomHead`` (its fields as extras), so its properties (e.g. ``num_outputs``) are the plugin's only here."""
+    if isinstance(spec, head_type.spec_model):
+        return spec
+    return head_type.spec_model.model_validate(spec.model_dump())
+
+
 def _linear_shapes(spec: Any, hidden: int) -> dict[str, tuple[int, ...]]:
     return linear_head_shapes(spec.num_outputs, hidden)
 

@@ -18,6 +18,7 @@ from packaging.version import Version
 from pydantic import ValidationError
 
 import mtbranch
+from mtbranch.heads.registry import typed_spec
 from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
 from mtbranch.io.safetensors_header import HeaderError, SafetensorsHeader, read_header
 from mtbranch.spec.dtypes import DTYPES, numpy_views, safetensors_code
@@ -318,7 +319,11 @@ class Validator:
                                  location=str(wpath), hint="re-export the branch with mtbranch"))
             return self._mark(res, "weights", found)
         ht = self.head_types().get(m.head.type)
-        head_shapes = ht.tensor_shapes(m.head, m.trunk.structure.hidden_size) if ht else None
+        try:  # a plugin head's shapes come from its own spec model (its spec errors are M003 above)
+            spec = typed_spec(ht, m.head) if ht else m.head
+        except ValidationError:
+            spec = m.head
+        head_shapes = ht.tensor_shapes(spec, m.trunk.structure.hidden_size) if ht else None
         expected = expected_branch_tensors(m, head_shapes, sequence_level=ht.sequence_level if ht else None,
                                            family_shapes=_family_shapes(m, ht))
         code = safetensors_code(m.weights.dtype)
