@@ -238,3 +238,21 @@ def test_parse_dtypes() -> None:
     for bad, needle in (("float16", "GPUs only"), ("int8", "CPU only"), ("", "empty"), ("nope", "unknown")):
         with pytest.raises(MtbranchError, match=needle):
             parse_dtypes(bad, "cuda" if bad == "int8" else "cpu")
+
+
+def test_run_bench_dtypes_only_reports_per_dtype_and_cpu_features(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mtbranch.bench.run import run_bench
+    from mtbranch.bench.scenarios import SCENARIOS
+
+    tiny = {"hidden_size": 32, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 64,
+            "vocab_size": 300, "max_position_embeddings": 64}
+    r = run_bench(replace(SCENARIOS["paper-mixed"], trunk=tiny), batch_size=2, seq_len=8, rounds=1, warmup=0,
+                  threads=1, workdir=tmp_path, compare="float32,bf16", dtypes_only=True)
+    assert "setups" not in r and list(r["precision"]["dtypes"]) == ["float32", "bfloat16"]
+    assert r["precision"]["layers_run"] == 33  # the paper's 7 + 26
+    assert set(r["machine"]["flags"]) >= {"avx512_bf16", "amx_bf16"} and "torch_cpu_capability" in r["machine"]
+    assert r["machine"]["auto_dtype_cpu"] in ("float32", "bfloat16")
+    with pytest.raises(UsageError, match="needs --compare-dtypes"):
+        run_bench("paper-mixed", dtypes_only=True)
