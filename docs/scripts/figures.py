@@ -14,7 +14,9 @@ Definitions (tests/test_docs_figures.py checks them on every run):
 * *Committed raw JSON*, per page: for docs/results.md ``docs/results/*.json[l]`` (the raw outputs of the
   commands the page names; gen_results.py copies them from runs/) and the shipped branches' manifests
   (``examples/branches-out/*/manifest.json``: only the values under a key naming a dev metric or the teacher,
-  which the training run wrote); for docs/benchmarks.md ``docs/benchmarks/*.json``.
+  which the training run wrote); for docs/benchmarks.md, per table, the ``docs/benchmarks/*.json`` files named
+  in its section (from the heading above the table down to the table: the command that wrote them), so that a
+  figure cannot be "found" by coincidence in another measurement's JSON.
 * A table with a figure that is not found carries a visible marker line above it (``*Raw JSON: n of m ...*``,
   then a blank line) saying how many of its figures were found; the marker is computed here, never written by
   hand, so it cannot go stale. There is no exclusion list: hardware facts on these pages are written in
@@ -27,14 +29,15 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = {  # page -> the committed raw JSON its figures may come from
+SOURCES = {  # page -> the committed raw JSON its figures may come from ("section": the files its section names)
     "docs/results.md": ("docs/results/*.json", "docs/results/*.jsonl", "examples/branches-out/*/manifest.json"),
-    "docs/benchmarks.md": ("docs/benchmarks/*.json",),
+    "docs/benchmarks.md": ("section",),
 }
+NAMED_JSON = re.compile(r"docs/(?:results|benchmarks)/[\w.-]+\.jsonl?")
 PAGES = tuple(ROOT / page for page in SOURCES)
 MANIFEST_KEYS = re.compile(r"dev|metric|teacher")  # manifest values that are results, not hyperparameters
 MARK_PREFIX = "*Raw JSON: "
@@ -68,16 +71,29 @@ def numbers(value: object, keep: re.Pattern[str] | None = None, path: str = "") 
             yield from numbers(v, keep, path)
 
 
-def committed_numbers(page: str, root: Path = ROOT) -> list[float]:
+def file_numbers(path: Path, keep: re.Pattern[str] | None = None) -> list[float]:
+    text = path.read_text()
+    docs = [text] if path.suffix == ".json" else text.splitlines()
+    return [v for doc in docs if doc.strip() for v in numbers(json.loads(doc), keep)]
+
+
+Values = list[float] | Callable[[list[str], int], list[float]]
+
+
+def committed_numbers(page: str, root: Path = ROOT) -> Values:
+    """The numbers a page's figures may be found in: one list for the page, or (section-scoped pages) a function
+    of the page's lines and a table's header index."""
+    if SOURCES[page] == ("section",):
+        def in_section(lines: list[str], header: int) -> list[float]:
+            start = max((i for i in range(header) if lines[i].startswith("#")), default=0)
+            named = sorted({m.group(0) for ln in lines[start:header] for m in NAMED_JSON.finditer(ln)})
+            return [v for name in named if (root / name).is_file() for v in file_numbers(root / name)]
+        return in_section
     found: list[float] = []
     for pattern in SOURCES[page]:
         keep = MANIFEST_KEYS if pattern.endswith("manifest.json") else None
         for path in sorted(root.glob(pattern)):
-            text = path.read_text()
-            docs = [text] if path.suffix == ".json" else text.splitlines()
-            for doc in docs:
-                if doc.strip():
-                    found.extend(numbers(json.loads(doc), keep))
+            found.extend(file_numbers(path, keep))
     return found
 
 
@@ -105,12 +121,13 @@ def tables(lines: list[str]) -> Iterator[tuple[int, list[int]]]:
             i += 1
 
 
-def table_report(lines: list[str], values: list[float]) -> list[tuple[int, int, int]]:
+def table_report(lines: list[str], values: Values) -> list[tuple[int, int, int]]:
     """(header index, figures found, figures) per table."""
     out = []
     for header, body in tables(lines):
         figs = [f for j in body for f in figures_in_row(lines[j])]
-        out.append((header, sum(is_found(f, values) for f in figs), len(figs)))
+        vals = values(lines, header) if callable(values) else values
+        out.append((header, sum(is_found(f, vals) for f in figs), len(figs)))
     return out
 
 
@@ -119,7 +136,7 @@ def marker(found: int, total: int) -> str:
             "from run outputs that were not kept.*")
 
 
-def mark(text: str, values: list[float]) -> str:
+def mark(text: str, values: Values) -> str:
     """``text`` with a fresh marker above every table that has a figure not found, and no other markers."""
     old = text.split("\n")
     lines = [ln for i, ln in enumerate(old) if not ln.startswith(MARK_PREFIX)
