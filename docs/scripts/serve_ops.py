@@ -180,6 +180,34 @@ async def _at(when: float, fn: Any) -> None:
     await fn()
 
 
+def raw_get(port: int, path: str) -> float:
+    """Milliseconds for one GET on a fresh socket (no client pool): the server's own responsiveness."""
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+        while sock.recv(65536):
+            pass
+    return 1000 * (time.perf_counter() - t0)
+
+
+def histogram_quantiles(text: str) -> dict[str, Any]:
+    """p50/p99 upper bucket bounds of the server's own latency histogram (all tasks; handler start to answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[float, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "mtbranch_task_latency_seconds":
+            for smp in fam.samples:
+                if smp.name.endswith("_bucket"):
+                    le = float(smp.labels["le"])
+                    buckets[le] = buckets.get(le, 0) + smp.value
+    total = buckets.get(float("inf"), 0)
+    out: dict[str, Any] = {"observations": int(total)}
+    for q in (0.5, 0.99):
+        out[f"p{int(q * 100)}_le_s"] = next((le for le in sorted(buckets) if buckets[le] >= q * total), None)
+    return out
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -282,6 +310,13 @@ def main() -> None:
             report["reload"] = r.json()
             swapped.set()
 
+        burst_recs: list[dict[str, Any]] = []
+
+        async def burst() -> None:  # 24 requests in flight when SIGTERM comes
+            async with httpx.AsyncClient(timeout=60) as c:
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one(c, srv.url, data[k], t0, burst_recs, k) for k in range(24)))
+
         async def term() -> None:
             await swapped.wait()  # a short --duration-s: SIGTERM waits for the swap
             marks["sigterm"] = time.perf_counter()
@@ -294,7 +329,8 @@ def main() -> None:
         total = args.duration_s + 3  # arrivals continue 3 s past SIGTERM
         started = time.perf_counter()
         recs = asyncio.run(open_loop(srv.url, data, rate, total,
-                                     {args.duration_s / 2: swap, args.duration_s: term}))
+                                     {args.duration_s / 2: swap, args.duration_s - 0.05: burst,
+                                      args.duration_s: term}))
         srv.proc.wait(60)
         report["server_exit_code"] = srv.proc.returncode
         log = (work / "server1.log").read_text()
@@ -330,6 +366,11 @@ def main() -> None:
         "in_flight_at_sigterm": len(flight),
         "in_flight_answered_200": sum(1 for r in flight if r.get("status") == 200),
         "in_flight_other": [r.get("status") for r in flight if r.get("status") != 200],
+        "burst_24_just_before_sigterm": {
+            "answered_200": sum(1 for r in burst_recs if r.get("status") == 200),
+            "answered_503_json": sum(1 for r in burst_recs
+                                     if r.get("status") == 503 and isinstance(r.get("json"), dict)),
+            "other": [r.get("status") for r in burst_recs if r.get("status") not in (200, 503)]},
         "requests_sent_after_sigterm": len(tail),
         "answered_200": sum(1 for r in tail if r.get("status") == 200),
         "answered_503_json": sum(1 for r in tail if r.get("status") == 503 and isinstance(r.get("json"), dict)
@@ -342,13 +383,17 @@ def main() -> None:
     srv = Served(art, args, work / "server2.log")
     try:
         rss: list[float] = [srv.rss_mb()]
+        health_ms: list[float] = []
 
         async def sample(start: float, seconds: float) -> None:
+            loop = asyncio.get_running_loop()
             while time.perf_counter() - start < seconds:
                 rss.append(srv.rss_mb())
+                health_ms.append(await loop.run_in_executor(None, raw_get, srv.port, "/health"))
                 await asyncio.sleep(1)
 
         over = asyncio.run(open_loop(srv.url, data, args.overload * cap, args.overload_s, sampler=sample))
+        server_side = histogram_quantiles(httpx.get(srv.url + "/metrics", timeout=30).text)
         rec = asyncio.run(open_loop(srv.url, data, rate, args.recover_s))
         log = (work / "server2.log").read_text()
     finally:
@@ -363,6 +408,8 @@ def main() -> None:
         "p50_ms_200": pct([r["latency"] for r in over if r.get("status") == 200], 0.5),
         "p99_ms_200": pct([r["latency"] for r in over if r.get("status") == 200], 0.99),
         "p99_ms_503": pct([r["latency"] for r in busy], 0.99),
+        "server_side_latency_200": server_side,
+        "health_probe_ms": {"p50": round(sorted(health_ms)[len(health_ms) // 2], 1), "max": round(max(health_ms), 1)},
         "rss_mb_start": round(rss[0]), "rss_mb_max": round(max(rss)), "rss_mb_end": round(rss[-1]),
         "recovery": {**summary(rec), "failed": sum(1 for r in rec if r.get("status") != 200)},
         "traceback_in_log": "Traceback" in log}
