@@ -96,7 +96,7 @@ def canonical(name: Any) -> str:
         name = str(name).removeprefix("torch.")
     try:
         return dtype_named(name).name
-    except Exception as exc:  # MtbranchError from the table: say which options exist, auto included
+    except MtbranchError as exc:  # the table's own error: say which options exist, auto included
         raise UsageError(f"unknown dtype {name!r}", hint=f"use one of {', '.join(DTYPE_OPTIONS)}") from exc
 
 
@@ -113,14 +113,14 @@ def resolve_dtype(requested: Any, device: Any = "cpu", hardware: Hardware | None
             return "bfloat16"
         return "float32"
     if name == "float16" and kind == "cpu":
-        raise MtbranchError("float16 runs on GPUs only: this CPU has no fast float16 matmul",
-                         hint="use --dtype bfloat16 (or auto) on the CPU, or --device cuda for float16")
+        raise MtbranchError("float16 runs on GPUs only: on the CPU it multiplies far slower than float32",
+                            hint="use --dtype bfloat16 (or auto) on the CPU, or --device cuda for float16")
     return name
 
 
 def float32_only(requested: Any, what: str, hint: str) -> str:
-    """For paths that exist in float32 only (ONNX export, int8 quantization): ``auto``/``float32`` -> float32,
-    any other dtype a user error saying so."""
+    """For paths that exist in float32 only (ONNX export): ``auto``/``float32`` -> float32, any other dtype a
+    user error saying so."""
     name = canonical(requested) if requested is not None else DEFAULT_DTYPE
     if name not in (AUTO, "float32"):
         raise MtbranchError(f"{what} supports float32 only, not {name}", hint=hint)
