@@ -308,3 +308,19 @@ def test_modernbert_legacy_config_and_fingerprint_stability(tmp_path: Path) -> N
         assert max_diff(expected[k], got[k]) <= TOL, k
     ref.save_pretrained(str(tmp_path / "resaved"))
     assert load_trunk_source(tmp_path / "resaved").structure == load_trunk_source(legacy_dir).structure
+
+
+def test_builtin_family_lookup_imports_no_plugin_and_unknown_types_are_user_errors(tmp_path: Path) -> None:
+    from mtbranch.errors import MtbranchError
+    from mtbranch.plugins.manager import PluginManager, set_plugin_manager
+
+    d = make_family_dir(tmp_path / "trunk", "deberta-v2")
+    pm = PluginManager(autoload=True)
+    set_plugin_manager(pm)
+    load_trunk(load_trunk_source(d), depth=1)
+    assert pm._pending_load  # built-in families are found without importing any entry point
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
+    with pytest.raises(MtbranchError, match=r"model_type 'gpt2' is not supported") as err:
+        load_trunk_source(d)
+    assert "deberta-v2" in (err.value.hint or "") and "config.json" in str(err.value.path)

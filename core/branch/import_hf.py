@@ -18,7 +18,7 @@ from mtbranch.io.guard import check_output
 from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
 from mtbranch.spec.manifest import BranchManifest
 from mtbranch.spec.structure import read_config
-from mtbranch.trunk.families import num_layers_of, record_for, structure_of, supported_model_types, trunk_tensors
+from mtbranch.trunk.families import num_layers_of, record_for, structure_of, trunk_tensors
 from mtbranch.trunk.families import trunk_prefix as family_prefix
 from mtbranch.trunk.fingerprint import compute_chain
 from mtbranch.trunk.source import WEIGHTS_NAME, TrunkSource
@@ -68,7 +68,7 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
 
     src = Path(model_dir)
     check_output(out, "branch", inputs=[src, trunk.path])  # before reading anything
-    cfg = read_config(src, supported_model_types())
+    cfg = read_config(src, check_model_type=False)  # structure_of below names the supported families
     weights = src / WEIGHTS_NAME
     if not weights.is_file():
         raise MtbranchError(f"no {WEIGHTS_NAME} in the checkpoint", path=str(src),

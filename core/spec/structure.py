@@ -66,8 +66,10 @@ class TrunkStructure(BaseModel):
         return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
-def read_config(model_dir: Path, supported: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """config.json of a model directory; ``supported``: the model types of the registered trunk families."""
+def read_config(model_dir: Path, supported: tuple[str, ...] | None = None, *,
+                check_model_type: bool = True) -> dict[str, Any]:
+    """config.json of a model directory; ``supported``: the model types accepted (default: BERT, RoBERTa).
+    ``check_model_type=False``: the caller checks it (the trunk layer, against the registered families)."""
     path = model_dir / "config.json"
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
@@ -79,7 +81,7 @@ def read_config(model_dir: Path, supported: tuple[str, ...] | None = None) -> di
     if not isinstance(cfg, dict):
         raise MtbranchError("config.json is not a JSON object", path=str(path))
     supported = SUPPORTED_MODEL_TYPES if supported is None else supported
-    if cfg.get("model_type") not in supported:
+    if check_model_type and cfg.get("model_type") not in supported:
         raise MtbranchError(
             f"model_type {cfg.get('model_type')!r} is not supported",
             path=str(path),

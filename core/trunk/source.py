@@ -14,7 +14,7 @@ from typing import Any
 
 from mtbranch.errors import MtbranchError
 from mtbranch.spec.structure import TrunkStructure, read_config
-from mtbranch.trunk.families import num_layers_of, structure_of, supported_model_types
+from mtbranch.trunk.families import num_layers_of, structure_of
 from mtbranch.trunk.fingerprint import fingerprint_chain
 
 WEIGHTS_NAME = "model.safetensors"
@@ -49,8 +49,9 @@ def load_trunk_source(path: str | os.PathLike[str], reference: str | None = None
     if not p.is_dir():
         raise MtbranchError("trunk directory does not exist", path=str(p),
                             hint="pass --trunk with a model directory, hf:org/name@rev, or an installed trunk name")
-    cfg = read_config(p, supported_model_types())
-    structure_of(cfg, str(p / "config.json"))  # a config its family cannot read fails here, with the path
+    cfg = read_config(p, check_model_type=False)
+    # the family (built-in ones without importing any plugin), or an error naming the supported ones
+    structure_of(cfg, str(p / "config.json"))
     if not (p / WEIGHTS_NAME).is_file():
         other = sorted(x.name for x in p.iterdir() if x.suffix in {".bin", ".pt", ".pth", ".ckpt"})
         hint = ("mtbranch never unpickles weights; convert them with "

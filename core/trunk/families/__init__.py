@@ -33,7 +33,7 @@ def record_for(model_type: str | None, path: str | None = None) -> TrunkFamily:
     """The family registered for a config ``model_type``; a clear error naming the supported ones."""
     rec = _manager().trunk_family(model_type) if isinstance(model_type, str) else None
     if rec is None:
-        raise MtbranchError(f"model_type {model_type!r} is not a supported trunk family", path=path,
+        raise MtbranchError(f"model_type {model_type!r} is not supported (no registered trunk family)", path=path,
                             hint=f"supported: {', '.join(supported_model_types())}; a plugin can add one through "
                                  "mtbranch_trunk_families (docs/families.md)")
     return rec
