@@ -16,6 +16,7 @@ local Ray instance and on a cluster unchanged (the artifact path must be readabl
 """
 
 import asyncio
+import time
 from typing import Any
 
 from mtbranch.errors import require_extra
@@ -23,18 +24,25 @@ from mtbranch.errors import require_extra
 require_extra("ray", "mtbranch.serve.ray_app")  # exit 1 with the pip line, not an ImportError
 
 from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
 from ray import serve  # noqa: E402
 
-from mtbranch.serve.app import install_error_handlers  # noqa: E402
-from mtbranch.serve.batching import Job, Outcome, Stats, run_jobs  # noqa: E402
+from mtbranch.serve.app import (  # noqa: E402
+    PREDICT_OPENAPI,
+    VERSION_HEADER,
+    error_responses,
+    install_error_handlers,
+    install_openapi,
+    lock_sha256,
+)
+from mtbranch.serve.batching import Job, Outcome, Stats, prepare_job, run_jobs  # noqa: E402
 from mtbranch.serve.schema import (  # noqa: E402
-    ErrorBody,
     Limits,
-    PredictRequest,
     PredictResponse,
-    RequestError,
     ServeSettings,
     TaskInfo,
+    check_content_type,
+    parse_request,
     resolve_request,
     task_infos,
     warm_up,
@@ -42,70 +50,111 @@ from mtbranch.serve.schema import (  # noqa: E402
 
 api = FastAPI(title="mtbranch (Ray Serve)", description="A composed multi-task model on Ray Serve.")
 install_error_handlers(api)
-_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (400, 413, 422)}
+install_openapi(api)
 _D = ServeSettings()  # the serving defaults, shared with `mtbranch serve`
 
 
-@serve.deployment(max_ongoing_requests=128)
+class _RayMetrics:
+    """The same figures as ``mtbranch serve``'s /metrics, through Ray's metrics (exported by each node's agent)."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        self.requests = metrics.Counter("mtbranch_requests", "Answered /predict requests by status code",
+                                        tag_keys=("code",))
+        self.task_latency = metrics.Histogram("mtbranch_task_latency_seconds", "Latency per task asked for",
+                                              boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+                                              tag_keys=("task",))
+        self.batch_sequences = metrics.Histogram("mtbranch_batch_sequences", "Sequences per trunk pass",
+                                                 boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256])
+        self.batch_tokens = metrics.Histogram("mtbranch_batch_tokens", "Padded tokens per trunk pass",
+                                              boundaries=[16, 64, 256, 1024, 4096, 16384, 65536])
+        self.model = metrics.Gauge("mtbranch_model_info", "The version served (lock sha256): 1",
+                                   tag_keys=("lock_sha256",))
+
+
+@serve.deployment(max_ongoing_requests=_D.max_queue)
 @serve.ingress(api)
 class ComposedDeployment:
     def __init__(self, artifact: str, *, max_batch_size: int = _D.max_batch_size,
+                 max_batch_tokens: int | None = _D.max_batch_tokens,
                  batch_wait_timeout_s: float = _D.max_batch_wait_ms / 1000,
                  limits: Limits | None = None, load_kwargs: dict[str, Any] | None = None) -> None:
         from mtbranch.composition.artifact import load
 
+        before = lock_sha256(artifact)
         self.model = load(artifact, **(load_kwargs or {}))
         warm_up(self.model)
+        if lock_sha256(artifact) != before:
+            raise RuntimeError(f"{artifact} changed while this replica loaded it; Ray will start it again")
+        self.version = before
         self.limits = limits or Limits()
         self.stats = Stats()
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.metrics = _RayMetrics()
+        self.metrics.model.set(1, tags={"lock_sha256": self.version})
 
     def check_health(self) -> None:  # Ray restarts a replica whose model is gone
         if not self.model.task_names:
             raise RuntimeError("no branches loaded")
 
     @api.get("/health")
-    async def health(self) -> dict[str, str]:
-        return {"status": "ok"}
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "version": self.version, "tasks": self.model.task_names}
 
     @api.get("/ready")
     async def ready(self) -> dict[str, Any]:  # a replica only receives traffic once __init__ (load + warm-up) ran
-        return {"status": "ready", "tasks": self.model.task_names}
+        return {"status": "ready", "tasks": self.model.task_names, "version": self.version}
 
     @api.get("/tasks", response_model=list[TaskInfo])
     async def tasks(self) -> list[TaskInfo]:
         return task_infos(self.model)
 
     @api.get("/stats")
-    async def get_stats(self) -> dict[str, int]:
+    async def get_stats(self) -> dict[str, Any]:
         return self.stats.as_dict()
 
-    @api.post("/predict", response_model=PredictResponse, responses=_ERRORS)
-    async def predict(self, body: PredictRequest, request: Request) -> PredictResponse:
-        size = len(await request.body())
-        if size > self.limits.max_body_bytes:
-            raise RequestError(413, f"request body is {size} bytes; the limit is {self.limits.max_body_bytes}",
-                               "send fewer or shorter texts per request")
-        names = resolve_request(body, task_infos(self.model), self.limits)
-        self.stats.requests += 1
-        outcome = await self._batched(Job(body.texts, body.text_pairs, tuple(names), body.raw))
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return PredictResponse(results=outcome, tasks=names)
+    @api.post("/predict", response_model=PredictResponse, responses=error_responses(400, 413, 415, 422, 500, 503),
+              openapi_extra=PREDICT_OPENAPI)
+    async def predict(self, request: Request) -> JSONResponse:
+        t0 = time.perf_counter()
+        try:
+            check_content_type(request.headers.get("content-type"))
+            body = parse_request(await request.body(), self.limits)  # the same 400/413/415/422 as `mtbranch serve`
+            names = resolve_request(body, task_infos(self.model), self.limits)
+            self.stats.requests += 1
+            job = prepare_job(self.model, body.texts, body.text_pairs, names, body.raw)
+            outcome = await self._batched(job)
+            if isinstance(outcome, BaseException):
+                raise outcome
+        except Exception as exc:
+            self.metrics.requests.inc(tags={"code": str(getattr(exc, "status", 422 if hasattr(exc, "hint") else 500))})
+            raise
+        self.metrics.requests.inc(tags={"code": "200"})
+        for name in names:
+            self.metrics.task_latency.observe(time.perf_counter() - t0, tags={"task": name})
+        return JSONResponse(PredictResponse(results=outcome, tasks=names).model_dump(),
+                            headers={VERSION_HEADER: self.version})
 
     # __init__ sets both from its arguments
     @serve.batch(max_batch_size=_D.max_batch_size, batch_wait_timeout_s=_D.max_batch_wait_ms / 1000)
     async def _batched(self, jobs: list[Job]) -> list[Outcome]:
         self.stats.batches += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, sum(len(j.texts) for j in jobs))
         # the model runs in a thread so this replica's event loop keeps collecting the next batch
-        return await asyncio.get_running_loop().run_in_executor(None, run_jobs, self.model, jobs, self.stats,
-                                                                  self.max_batch_size)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: run_jobs(self.model, jobs, self.stats, self.max_batch_size, self.max_batch_tokens,
+                                   self._observe_pass))
+
+    def _observe_pass(self, sequences: int, tokens: int) -> None:
+        self.metrics.batch_sequences.observe(sequences)
+        self.metrics.batch_tokens.observe(tokens)
 
 
 def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = _D.max_batch_size,
+              max_batch_tokens: int | None = _D.max_batch_tokens, max_queue: int = _D.max_queue,
               batch_wait_timeout_s: float = _D.max_batch_wait_ms / 1000,
               limits: Limits | None = None, ray_actor_options: dict[str, Any] | None = None,
               load_kwargs: dict[str, Any] | None = None, dtype: str | None = None) -> Any:
@@ -118,9 +167,13 @@ def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = _D.
     if dtype is not None:
         load_kwargs["dtype"] = dtype
     load_kwargs.setdefault("dtype", "auto")
-    options: dict[str, Any] = {"num_replicas": num_replicas, "max_ongoing_requests": max(2 * max_batch_size, 8)}
+    # backpressure: each replica takes max(2 x batch, 8) at once; Ray's proxy queues at most max_queue more per
+    # deployment handle and answers 503 beyond (Ray's own plain 503, not this app's JSON shape)
+    options: dict[str, Any] = {"num_replicas": num_replicas, "max_ongoing_requests": max(2 * max_batch_size, 8),
+                               "max_queued_requests": max_queue}
     if ray_actor_options is not None:
         options["ray_actor_options"] = ray_actor_options
     return ComposedDeployment.options(**options).bind(  # type: ignore[attr-defined]
-        str(artifact), max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, limits=limits,
+        str(artifact), max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
+        batch_wait_timeout_s=batch_wait_timeout_s, limits=limits,
         load_kwargs=load_kwargs)

@@ -1,7 +1,7 @@
 """Operations load test for `mtbranch serve` (loopback only, bounded): hot swap, SIGTERM drain, overload.
 
     mtbranch compose -o out/composed                      # the example branches (see `make demo`)
-    python docs/scripts/serve_ops.py out/composed --json docs/data/serve-ops.json
+    python docs/scripts/serve_ops.py out/composed --load 0.4 --max-queue 32 --json docs/benchmarks/serve-ops.json
 
 1. **Capacity**: a closed loop (16 in flight) for ``--probe-s`` seconds; capacity = answered requests/s.
 2. **Hot swap + drain**: requests at a fixed arrival rate (``--load`` x capacity, open loop) for ``--duration-s``.
