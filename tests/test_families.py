@@ -185,10 +185,11 @@ def test_modernbert_predict_cli_equals_transformers(tmp_path: Path) -> None:
         assert raw.shape == ref.shape and max_diff(ref, raw) <= TOL, f"{name}: {max_diff(ref, raw)}"
 
 
-@pytest.mark.parametrize("family", ["modernbert", "deberta-v2"])
+@pytest.mark.parametrize("family", ["modernbert"])
 def test_onnx_export_matches_pytorch(family: str, tmp_path: Path) -> None:
-    """export-onnx on the families with the most per-forward machinery (sliding-window masks and rotary;
-    relative positions and the ConvLayer): ONNX Runtime equals PyTorch on texts of several lengths."""
+    """export-onnx on the family with the most per-forward machinery (sliding-window masks, rotary per layer
+    type): ONNX Runtime equals PyTorch on texts of several lengths. (Every family's figure, DeBERTa-v2's
+    included, is measured by docs/scripts/family_diffs.py --onnx; one export here keeps the suite fast.)"""
     from mtbranch.export.onnx import check_onnx, export_onnx
 
     d = make_family_dir(tmp_path / "trunk", family)
