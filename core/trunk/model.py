@@ -18,7 +18,7 @@ from transformers.initialization import no_init_weights
 
 from mtbranch.errors import MtbranchError
 from mtbranch.spec.structure import TrunkStructure
-from mtbranch.trunk.families import impl_for, record_for, trunk_tensors
+from mtbranch.trunk.families import impl_for, record_for, trunk_prefix, trunk_tensors
 from mtbranch.trunk.families.base import FamilyImpl
 from mtbranch.trunk.source import TrunkSource
 
@@ -96,8 +96,6 @@ class Trunk(nn.Module):
 def select_trunk_tensors(names: list[str], depth: int, model_type: str = "bert") -> dict[str, str]:
     """File tensor name -> prefix-free name for the embeddings, context, final and layers < depth."""
     rec = record_for(model_type)
-    from mtbranch.trunk.families import trunk_prefix
-
     prefix = trunk_prefix(rec, names)
     return {name: name[len(prefix):] for name in trunk_tensors(rec, names, depth)}
 
