@@ -115,9 +115,9 @@ def client(composed: tuple[Path, Any]) -> Iterator[Any]:
 
     from fastapi.testclient import TestClient
 
-    from mtbranch.serve.app import create_app
+    from mtbranch.serve.app import ServeSettings, create_app
 
-    with TestClient(create_app(composed[1])) as c:
+    with TestClient(create_app(composed[1], settings=ServeSettings(max_batch_wait_ms=0.0))) as c:
         for _ in range(600):
             if c.get("/ready").status_code == 200:
                 break
