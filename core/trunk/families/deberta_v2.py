@@ -20,6 +20,7 @@ from transformers.models.deberta_v2.modeling_deberta_v2 import (
     DebertaV2Layer,
 )
 
+from mtbranch.errors import MtbranchError
 from mtbranch.trunk.families.base import FamilyImpl, Projection
 
 
@@ -39,7 +40,10 @@ class DebertaV2Family(FamilyImpl):
 
     def build_projection(self, config: PretrainedConfig) -> nn.Module:
         if config.pooler_hidden_size != config.hidden_size:
-            raise ValueError("pooler_hidden_size != hidden_size is not supported")
+            raise MtbranchError(f"DeBERTa pooler_hidden_size {config.pooler_hidden_size} != hidden_size "
+                                f"{config.hidden_size} is not supported",
+                                hint="use a branch without projection (import-hf: a token head, or --layers with "
+                                     "a checkpoint whose pooler matches the hidden size)")
         return Projection(config.hidden_size, config.pooler_hidden_act)
 
     def projection_source(self, key: str, prefix: str, sequence_level: bool) -> str | None:
