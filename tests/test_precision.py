@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from family_fixtures import FAMILIES, make_family_dir
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtbranch.bench.precision import compare_dtypes, composed_flops, parse_dtypes
@@ -256,3 +257,22 @@ def test_run_bench_dtypes_only_reports_per_dtype_and_cpu_features(tmp_path: Path
     assert r["machine"]["auto_dtype_cpu"] in ("float32", "bfloat16")
     with pytest.raises(UsageError, match="needs --compare-dtypes"):
         run_bench("paper-mixed", dtypes_only=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_guarantee_in_every_trunk_family(family: str, tmp_path: Path) -> None:
+    """Each built-in family in bf16 (eager attention on the CPU): a branch composed with another equals its own
+    standalone bf16 forward bit for bit."""
+    d = make_family_dir(tmp_path / "trunk", family)
+    a = make_branch(d, tmp_path / "a", name="a", depth=1, layers=1, seed=1)
+    b = make_branch(d, tmp_path / "b", name="b", depth=2, layers=1, head="token_classification", seed=2)
+    src = load_trunk_source(d)
+    enc = load_tokenizer(d)(["the movie was very good and the plot was great fun", "bad"], padding=True,
+                            return_tensors="pt")
+    args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    both = compose(src, [(a, "directory"), (b, "directory")], dtype="bfloat16")
+    assert both.attention == "eager"
+    out = both(*args)
+    for name, path in (("a", a), ("b", b)):
+        alone = compose(src, [(path, "directory")], dtype="bfloat16")(*args)[name]
+        assert out[name].dtype == torch.bfloat16 and torch.equal(out[name], alone), (family, name)

@@ -90,7 +90,7 @@ class ComposedModel(nn.Module):
                                 hint="load a branch directory first: "
                                      "mtbranch.branch.model.load_branch(path, head_type)")
         self._check_fits(branch)
-        ref = self.trunk.embeddings.word_embeddings.weight
+        ref = next(self.trunk.parameters())  # the embeddings: float32 also in an int8-quantized model
         branch.to(device=ref.device, dtype=ref.dtype)  # the model's compute dtype (bf16 models take float32 files)
         branch.config._attn_implementation = self.attention  # as the model's other layers (and standalone forward)
         with self._swap_lock:
