@@ -33,9 +33,9 @@ class MtbranchGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except OSError as exc:  # disk full, read-only directory, permission denied: the user's to fix, exit 1
-            from mtbranch.errors import os_error
-
             from rich.markup import escape
+
+            from mtbranch.errors import os_error
 
             err = os_error(exc, "file operation failed")
             err_console.print(f"[bold red]error:[/] {escape(err.render())}", markup=True, highlight=False,
