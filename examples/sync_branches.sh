@@ -2,7 +2,11 @@
 # Copy the trained example branches from examples/branches-out/<name>/ (where the SDK exports them) into the
 # team plugin packages as package data: examples/plugin-<name>/src/mtbranch_<name>/branch/.
 #
-#   examples/sync_branches.sh [SOURCE_DIR]       # default SOURCE_DIR: examples/branches-out
+#   examples/sync_branches.sh [SOURCE_DIR [NAME...]]   # default SOURCE_DIR: examples/branches-out
+#
+# NAME defaults to every example branch: sentiment similarity entities (exported to examples/branches-out) and
+# paraphrase intent slots banking clinc (trained to runs/branches-out/<name>, see docs/platform.md), e.g.
+#   examples/sync_branches.sh runs/branches-out paraphrase intent slots banking clinc
 #
 # Each branch is checked first (manifest name, `mtbranch validate --no-plugins --branch`), then swapped in
 # whole. Exits 1 if a branch is missing or invalid; the packages keep their previous contents then.
@@ -10,9 +14,12 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 src="${1:-$here/branches-out}"
+shift $(( $# > 0 ? 1 : 0 ))
+names=("$@")
+[[ ${#names[@]} -gt 0 ]] || names=(sentiment similarity entities paraphrase intent slots banking clinc)
 status=0
 
-for name in sentiment similarity entities; do
+for name in "${names[@]}"; do
   from="$src/$name"
   to="$here/plugin-$name/src/mtbranch_$name/branch"
   if [[ ! -f "$from/manifest.json" ]]; then
