@@ -213,7 +213,7 @@ def test_team_journey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             req = urllib.request.Request("http://" + url, data=body, headers={"content-type": "application/json"})
             with urllib.request.urlopen(req, timeout=30) as resp:
                 answer = json.loads(resp.read())
-            assert answer["results"][0]["intent"]["label"] in ("card_arrival", "declined_card_payment",
+            assert answer["results"][0]["support-intent"]["label"] in ("card_arrival", "declined_card_payment",
                                                                "exchange_rate"), answer
             continue
         assert argv[0] == "mtbranch", command
@@ -231,12 +231,12 @@ def test_team_journey(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if argv[1] == "train":
             assert re.search(r"^epoch 3/3 .*dev accuracy", r.stderr, flags=re.M), r.stderr[-2000:]
         if argv[1] == "plugins":
-            assert re.search(r"^acme-intent .*branches: intent", r.stdout, flags=re.M), r.stdout
+            assert re.search(r"^acme-support .*branches: support-intent", r.stdout, flags=re.M), r.stdout
         if argv[1] == "validate":
-            assert re.search(r"^intent .*depth 4 \+2", r.stdout, flags=re.M), r.stdout
+            assert re.search(r"^support-intent .*depth 4 \+2", r.stdout, flags=re.M), r.stdout
         if argv[1] == "compose":
             lock = json.loads((tmp_path / "composed" / "mtbranch.lock.json").read_text())
-            assert [b["name"] for b in lock["branches"]] == ["intent"]  # --branch: exactly that one
+            assert [b["name"] for b in lock["branches"]] == ["support-intent"]  # --branch: exactly it
         if argv[1] == "predict":
             rows = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
             assert [(x["line"], x["text"]) for x in rows] == [(1, "my card was declined"), (2, "where is my card"),
