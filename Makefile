@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 OUT    ?= out
 # torch first, pinned: a looser requirement resolved with no torch installed pulls GBs of CUDA wheels
 TORCH  ?= torch==2.13.0
-EXAMPLES := examples/trunk-minilm examples/plugin-sentiment examples/plugin-similarity examples/plugin-entities
+EXAMPLES := examples/trunk-minilm examples/plugin-sentiment examples/plugin-similarity examples/plugin-entities \
+            examples/plugin-paraphrase examples/plugin-intent examples/plugin-slots examples/plugin-banking \
+            examples/plugin-clinc
 
 .PHONY: demo test install install-dev lint clean
 
@@ -36,6 +38,9 @@ demo: $(VENV)/.installed
 		"Angela Merkel met Emmanuel Macron in Paris to discuss the future of the European Union ."
 	$(BIN)/mtbranch predict $(OUT)/composed --task similarity \
 		--pair "A man is playing a guitar on stage." "A man plays the guitar." "A chef is cooking pasta."
+	# one utterance, every task (the pair tasks take the --pair text as the second sentence)
+	$(BIN)/mtbranch predict $(OUT)/composed "play the new album by daft punk on spotify tonight" \
+		--pair "put on daft punk's latest record on spotify this evening"
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
