@@ -171,7 +171,7 @@ wall time, hardware) and the shipped branches' manifests. Trunk: `all-MiniLM-L6-
 threads, with up to 7 agents' jobs on the same cores (wall times are not comparable between runs). Seed 42,
 AdamW, linear schedule with 6% warm-up, batch 32, best dev epoch kept. Metrics are on dev splits, in percent.
 The five new tasks were trained with the SDK as of commit 4c9889c (a clone, `/tmp/h17`, while `core/` was being
-restructured); the commands below are as run there (`mtbranch train` options have not changed since).
+restructured); the commands below are as run there; they were not re-run with the current code.
 
 Data (`../shared/data`, never copied into the repo; [SOURCES.md](../../shared/data/SOURCES.md)): SST-2 dev,
 STS-B sts-dev, CoNLL-2003 valid, MRPC dev (408 pairs), SNIPS valid (700 utterances; intents from `label`,
