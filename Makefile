@@ -45,11 +45,17 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 	# each example package runs its own tests (same test file names: separate sessions)
-	set -e; for ex in $(EXAMPLES) examples/policy-plugin examples/family-electra; do \
+	set -e; for ex in $(EXAMPLES); do \
 		$(BIN)/pip install -q --no-deps -e ./$$ex; \
 		(cd $$ex && ../../$(BIN)/python -m pytest -q -p no:cacheprovider); \
 	done
-	$(BIN)/pip uninstall -q -y mtbranch-policy-example mtbranch-family-electra
+	# the policy and trunk-family examples are installed only for their own tests (the policy's checks would fail
+	# the other packages' unlabelled test branches)
+	set -e; for pair in policy-plugin:mtbranch-policy-example family-electra:mtbranch-family-electra; do \
+		ex=examples/$${pair%%:*}; $(BIN)/pip install -q --no-deps -e ./$$ex; \
+		(cd $$ex && ../../$(BIN)/python -m pytest -q -p no:cacheprovider) || { $(BIN)/pip uninstall -q -y $${pair#*:}; exit 1; }; \
+		$(BIN)/pip uninstall -q -y $${pair#*:}; \
+	done
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
