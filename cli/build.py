@@ -54,8 +54,7 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
             ctx.invoke(new_plugin, name=name, branch_dir=out / "branch", out=pkg, version=parsed.branch.version,
                        module=None, entry_point=None, description=parsed.branch.description or None,
                        requires=tuple(parsed.plugin.requires), force=True)
-            _record_plugin(out, pkg)
-            state["stages"]["plugin"] = {"package": str(pkg), "export_sha": _weights_sha(out / "branch")}
+            state["stages"]["plugin"] = _record_plugin(out, pkg)
     if as_json:
         print(json.dumps(state, indent=2, sort_keys=True))
 
@@ -67,11 +66,14 @@ def _weights_sha(branch_dir: Path) -> str | None:
         return None
 
 
-def _record_plugin(out: Path, pkg: Path) -> None:
+def _record_plugin(out: Path, pkg: Path) -> dict[str, str | None]:
+    """Record the packaged plugin in the build state (the weights it ships decide whether it is stale)."""
     from mtbranch.io.atomic import write_text_atomic
     from mtbranch.sdk.build import STATE_NAME
 
     path = out / STATE_NAME
     data = json.loads(path.read_text())
-    data["stages"]["plugin"] = {"package": str(pkg), "export_sha": _weights_sha(out / "branch")}
+    record = {"package": str(pkg), "export_sha": _weights_sha(out / "branch")}
+    data["stages"]["plugin"] = record
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return record

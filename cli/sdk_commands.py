@@ -109,16 +109,11 @@ def _guard_output(o: dict[str, Any], *more: Path | None) -> None:
 
 
 def _load_data(task: str, path: Path, o: dict[str, Any]) -> Any:
-    from mtbranch.sdk.data import ConllSpec, TableSpec, load_table_data, load_token_data, parse_column
+    from mtbranch.sdk.data import load_task_data
 
-    if task == "token_classification":
-        return load_token_data(path, ConllSpec(tag_col=o["tag_col"], encoding=o.get("encoding") or "utf-8-sig"))
-    spec = TableSpec(text=parse_column(o["text_col"]),
-                     pair=None if o["pair_col"] is None else parse_column(o["pair_col"]),
-                     label=parse_column(o["label_col"]), label_kind="score" if task == "regression" else "class",
-                     header=not o["no_header"], quote_none=o["quote_none"], fmt=o["fmt"],
-                     encoding=o.get("encoding") or "utf-8-sig")
-    return load_table_data(path, spec)
+    return load_task_data(task, path, text_col=o["text_col"], pair_col=o["pair_col"], label_col=o["label_col"],
+                          header=not o["no_header"], quote_none=o["quote_none"], fmt=o["fmt"],
+                          tag_col=o["tag_col"], encoding=o.get("encoding") or "utf-8-sig")
 
 
 def _rename_labels(data: Any, mapping: dict[str, str]) -> Any:

@@ -188,14 +188,10 @@ def _resolve(base: Path, value: str) -> str:
 
 
 def _load(task: str, path: Path, d: DataSection) -> Any:
-    from mtbranch.sdk.data import ConllSpec, TableSpec, load_table_data, load_token_data, parse_column
+    from mtbranch.sdk.data import load_task_data
 
-    if task == "token_classification":
-        return load_token_data(path, ConllSpec(tag_col=d.tag_col))
-    spec = TableSpec(text=parse_column(d.text_col), pair=None if d.pair_col is None else parse_column(d.pair_col),
-                     label=parse_column(d.label_col), label_kind="score" if task == "regression" else "class",
-                     header=d.header, quote_none=d.quote_none, fmt=d.format)
-    return load_table_data(path, spec)
+    return load_task_data(task, path, text_col=d.text_col, pair_col=d.pair_col, label_col=d.label_col,
+                          header=d.header, quote_none=d.quote_none, fmt=d.format, tag_col=d.tag_col)
 
 
 def _config(r: Recipe, cache_dir: Path, progress: bool, **changes: Any) -> Any:

@@ -375,6 +375,20 @@ def load_table_data(path: str | os.PathLike[str], spec: TableSpec | None = None)
     return Dataset(read_table(p, spec), [_source(p)])
 
 
+def load_task_data(task: str, path: str | os.PathLike[str], *, text_col: str = "0", pair_col: str | None = None,
+                   label_col: str = "1", header: bool = True, quote_none: bool = False,
+                   fmt: Literal["auto", "tsv", "csv", "jsonl"] = "auto", tag_col: int = -1,
+                   encoding: str = "utf-8-sig") -> Dataset:
+    """Read one split for an SDK task: CoNLL / seq files for token classification, else a table whose columns
+    are given as the CLI and build recipes give them (an index or a header name)."""
+    if task == "token_classification":
+        return load_token_data(path, ConllSpec(tag_col=tag_col, encoding=encoding))
+    spec = TableSpec(text=parse_column(text_col), pair=None if pair_col is None else parse_column(pair_col),
+                     label=parse_column(label_col), label_kind="score" if task == "regression" else "class",
+                     header=header, quote_none=quote_none, fmt=fmt, encoding=encoding)
+    return load_table_data(path, spec)
+
+
 def split_dev(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Hold out ``fraction`` of ``data`` as a dev set: seeded, stratified by class label (each label keeps its
     share, and a label with 2+ examples keeps at least one on each side); for scores and tag sequences a
