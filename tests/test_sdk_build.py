@@ -133,3 +133,21 @@ def test_recipe_that_is_not_toml(tmp_path: Path) -> None:
     path.write_text("out = [unclosed\n")
     res = _run(str(path))
     assert res.exit_code == 1 and "not a valid TOML recipe" in res.output and "Traceback" not in res.output
+
+
+def test_example_recipes_parse_and_read_the_prepared_data() -> None:
+    """The recipes under examples/recipes (named in `build --help` and docs/platform.md) stay valid, and their
+    data paths are the files docs/scripts/prepare_data.py writes (relative to the recipe, from the repo root)."""
+    from mtbranch.sdk.build import read_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    prepare = (root / "docs" / "scripts" / "prepare_data.py").read_text()
+    recipes = sorted((root / "examples" / "recipes").glob("*.toml"))
+    assert recipes, "examples/recipes is empty"
+    for path in recipes:
+        recipe, folder, _ = read_recipe(path)
+        for rel in filter(None, (recipe.data.train, recipe.data.dev)):
+            data = (folder / rel).resolve()
+            assert data.is_relative_to(root / "runs" / "data"), f"{path.name}: {rel} is not under runs/data"
+            assert f'"{data.parent.name}"' in prepare and data.name in prepare, f"{path.name}: {rel}"
+        assert (folder / recipe.out).resolve().is_relative_to(root / "runs"), f"{path.name}: out is not under runs/"
