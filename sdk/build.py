@@ -181,6 +181,11 @@ class BuildState:
         write_text_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
 
+def _under(base: Path, relative: str) -> Path:
+    """A recipe path relative to the recipe's folder, with ``..`` folded (recorded paths stay readable)."""
+    return Path(os.path.normpath(base / Path(relative).expanduser()))
+
+
 def _resolve(base: Path, value: str) -> str:
     """A trunk given as a path relative to the recipe, else as it is (an installed trunk's name, hf:...)."""
     candidate = base / Path(value).expanduser()
@@ -249,7 +254,7 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
     from mtbranch.trunk.source import resolve_trunk
 
     recipe, base, sha = read_recipe(recipe_path)
-    out = base / recipe.out
+    out = _under(base, recipe.out)
     out.mkdir(parents=True, exist_ok=True)
     state = BuildState(out, sha, restart=restart)
     task = recipe.task_name
@@ -258,9 +263,9 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
     if recipe.sweep.max_layers > n:
         raise MtbranchError(f"recipe field 'sweep.max_layers' is {recipe.sweep.max_layers}, the trunk has {n} layers",
                          path=str(recipe_path))
-    train_data = _load(task, base / recipe.data.train, recipe.data)
+    train_data = _load(task, _under(base, recipe.data.train), recipe.data)
     if recipe.data.dev is not None:
-        dev_data = _load(task, base / recipe.data.dev, recipe.data)
+        dev_data = _load(task, _under(base, recipe.data.dev), recipe.data)
     else:
         from mtbranch.sdk.data import split_dev
 
