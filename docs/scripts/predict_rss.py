@@ -28,12 +28,13 @@ def sst2_lines(n: int, source: Path) -> list[str]:
     return [rows[i % len(rows)] for i in range(n)]
 
 
-def run(mtbranch: str, artifact: str, lines: int, source: Path, threads: int) -> dict[str, object]:
+def run(mtbranch: str, artifact: str, lines: int, source: Path, threads: int,
+        malloc: dict[str, str]) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / f"{lines}-lines.txt"
         src.write_text("\n".join(sst2_lines(lines, source)) + "\n", encoding="utf-8")
         out = Path(tmp) / "preds.jsonl"
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), **malloc}
         t0 = time.time()
         r = subprocess.run(["/usr/bin/time", "-v", mtbranch, "predict", artifact, "--input", str(src), "--output",
                             str(out), "--no-progress"], capture_output=True, text=True, env=env, check=True)
@@ -53,13 +54,18 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=Path("../shared/data/SST-2/train.tsv"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--malloc-mmap-threshold", type=int, default=None,
+                    help="run with MALLOC_MMAP_THRESHOLD_=N (glibc: blocks above N bytes are mmapped and unmapped "
+                         "when freed, instead of being kept in the heap)")
     a = ap.parse_args()
+    malloc = {} if a.malloc_mmap_threshold is None else {"MALLOC_MMAP_THRESHOLD_": str(a.malloc_mmap_threshold)}
     lock = json.loads((Path(a.artifact) / "mtbranch.lock.json").read_text())
     result = {"command": f"mtbranch predict {a.artifact} --input N-lines.txt --output preds.jsonl --no-progress",
               "artifact": {"trunk": lock["trunk"]["reference"], "branches": [b["name"] for b in lock["branches"]]},
               "input": f"SST-2 train sentences ({a.source}), cycled to N lines", "threads": a.threads,
+              "environment": malloc,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
-              "runs": [run(a.mtbranch, a.artifact, n, a.source, a.threads) for n in a.lines]}
+              "runs": [run(a.mtbranch, a.artifact, n, a.source, a.threads, malloc) for n in a.lines]}
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

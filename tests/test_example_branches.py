@@ -1,0 +1,31 @@
+"""The example team branches that `make demo` installs compose without warnings and say what they measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = sorted(ROOT.glob("examples/plugin-*/src/mtbranch_*/branch/manifest.json"))
+
+
+def test_the_eight_example_branches_are_packaged() -> None:
+    names = {json.loads(p.read_text())["name"] for p in MANIFESTS}
+    assert names == {"sentiment", "similarity", "entities", "paraphrase", "intent", "slots", "banking", "clinc"}
+
+
+def test_example_branches_share_one_max_length() -> None:
+    """Mixed lengths make `mtbranch validate` warn K004 in `make demo` and truncate every task to the shortest."""
+    lengths = {p.parent.parent.name: json.loads(p.read_text())["tokenizer"]["max_length"] for p in MANIFESTS}
+    assert len(set(lengths.values())) == 1, lengths
+
+
+def test_manifest_metrics_agree_with_the_training_record() -> None:
+    for p in MANIFESTS:
+        m = json.loads(p.read_text())
+        training = m["training"]
+        key = f"dev_{training['metric']}"
+        assert abs(m["metrics"][key] - training["dev_metric"]) < 5e-7, (p, key)
+        change = training.get("max_length_change")
+        if change:  # re-measured at another length: the record says from what, and the manifest carries the new value
+            assert change["to"] == m["tokenizer"]["max_length"] and change["dev_metric_after"] == training["dev_metric"]
