@@ -1,7 +1,7 @@
 """Which figures on docs/results.md and docs/benchmarks.md are backed by committed raw JSON.
 
     python docs/scripts/figures.py            # report, per table: figures found / figures
-    python docs/scripts/figures.py --mark     # rewrite the marker comment above each table (both pages)
+    python docs/scripts/figures.py --mark     # diagnostic: a marker above each table not fully found
 
 Definitions (tests/test_docs_figures.py checks them on every run):
 
@@ -17,10 +17,10 @@ Definitions (tests/test_docs_figures.py checks them on every run):
   which the training run wrote); for docs/benchmarks.md, per table, the ``docs/benchmarks/*.json`` files named
   in its section (from the heading above the table down to the table: the command that wrote them), so that a
   figure cannot be "found" by coincidence in another measurement's JSON.
-* A table with a figure that is not found carries a visible marker line above it (``*Raw JSON: n of m ...*``,
-  then a blank line) saying how many of its figures were found; the marker is computed here, never written by
-  hand, so it cannot go stale. There is no exclusion list: hardware facts on these pages are written in
-  prose, not in tables.
+* Every table figure must be found: tests/test_docs_figures.py fails on any table with a figure that is not,
+  and on a page that still carries a marker. ``--mark`` writes a visible marker line above such a table
+  (``*Raw JSON: n of m ...*``, then a blank line), a diagnostic while JSON is being added, never a way to pass.
+  There is no exclusion list: hardware facts and limits on these pages are written in prose, not in tables.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {  # page -> the committed raw JSON its figures may come from ("section": the files its section names)
-    "docs/results.md": ("docs/results/*.json", "docs/results/*.jsonl", "examples/branches-out/*/manifest.json"),
+    "docs/results.md": ("docs/results/*.json", "docs/results/*.jsonl", "docs/results/platform/*.json",
+                        "examples/branches-out/*/manifest.json"),
     "docs/benchmarks.md": ("section",),
 }
 NAMED_JSON = re.compile(r"docs/(?:results|benchmarks)/[\w.-]+\.jsonl?")
