@@ -29,3 +29,15 @@ def test_manifest_metrics_agree_with_the_training_record() -> None:
         change = training.get("max_length_change")
         if change:  # re-measured at another length: the record says from what, and the manifest carries the new value
             assert change["to"] == m["tokenizer"]["max_length"] and change["dev_metric_after"] == training["dev_metric"]
+
+
+def test_eight_task_summary_is_current() -> None:
+    """docs/results/platform/eight-tasks.json (the table docs/results.md and docs/platform.md print) equals what
+    the committed run files and the shipped manifests give now: a re-shipped branch cannot leave it stale."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("platform_table", ROOT / "docs" / "scripts" / "platform_table.py")
+    assert spec is not None and spec.loader is not None
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert json.loads(table.SUMMARY.read_text()) == table.summary(), "run: python docs/scripts/platform_table.py"

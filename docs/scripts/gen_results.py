@@ -379,8 +379,23 @@ def notes(w: W) -> None:
     w("- One seed per row; differences under about 0.5 points are within seed noise on these dev sets.")
 
 
-SECTIONS: list[Callable[[W], None]] = [header, shipped, quantized, sweep, verify, overhead_section, removed,
-                                       commands, notes]
+def eight_tasks(w: W) -> None:
+    """The eight-task table of docs/platform.md (paper Table 2 style), from docs/results/platform/eight-tasks.json."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("platform_table", Path(__file__).with_name("platform_table.py"))
+    assert spec is not None and spec.loader is not None
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    w("## Eight tasks on one trunk (paper Table 2)\n")
+    w("Every example team's branch against full fine-tuning of the same task; the runs, the re-measurement through "
+      "`mtbranch predict` on the composed model and every command are on [eight tasks](platform.md).\n")
+    table.table_section(w, heading="###")
+    w("")
+
+
+SECTIONS: list[Callable[[W], None]] = [header, eight_tasks, shipped, quantized, sweep, verify, overhead_section,
+                                       removed, commands, notes]
 
 
 def page() -> str:
