@@ -11,8 +11,8 @@ Definitions (tests/test_docs_figures.py checks them on every run):
   counts, thread numbers) are not figures. Signs are ignored (``-0.80`` is the figure ``0.80``).
 * *Found*: some number ``v`` in the committed raw JSON, or ``100 * v`` (fractions shown as percentages or
   points), rounds to the figure at the figure's precision (within half a unit of its last digit).
-* *Committed raw JSON*, per page: for docs/results.md ``docs/results/*.json[l]`` (the raw outputs of the
-  commands the page names; gen_results.py copies them from runs/) and the shipped branches' manifests
+* *Committed raw JSON*, per page: for docs/results.md ``docs/results/*.json[l]`` and
+  ``docs/results/platform/*.json`` (the raw outputs of the commands the page names) and the shipped branches' manifests
   (``examples/branches-out/*/manifest.json``: only the values under a key naming a dev metric or the teacher,
   which the training run wrote); for docs/benchmarks.md, per table, the ``docs/benchmarks/*.json`` files named
   in its section (from the heading above the table down to the table: the command that wrote them), so that a
