@@ -31,8 +31,8 @@ TASKS: dict[str, dict[str, Any]] = {
                    "ship": None},
     "entities": {"data": "CoNLL-2003", "metric": "entity_f1", "ref": "teacher", "ref_name": "entities-full3",
                  "ship": None},
-    "paraphrase": {"data": "MRPC", "metric": "accuracy", "ref": "paraphrase-full3", "ship": "paraphrase-d4l2",
-                   "tried": ["paraphrase-d6l0"]},
+    "paraphrase": {"data": "MRPC", "metric": "accuracy", "ref": "paraphrase-full3",
+                   "ship": "paraphrase-kd-a08-d4l2", "tried": ["paraphrase-d4l2", "paraphrase-d6l0"]},
     "intent": {"data": "SNIPS intents", "metric": "accuracy", "ref": "intent-full1", "ship": "intent-build",
                "tried": ["intent-d5l1", "intent-d6l0"]},
     "slots": {"data": "SNIPS slots", "metric": "entity_f1", "ref": "slots-full3", "ship": "slots-build",
@@ -268,14 +268,16 @@ def notes_section(w: Callable[[str], None]) -> None:
     if below and rest:
         w(f"  The other {len(rest)} average {_ratio(sum(rest) / len(rest))}: the eight-task goal is missed "
           f"because of {', '.join(below)}.")
-    if "paraphrase" in below:
-        tried = _load("paraphrase-d6l0")
-        w(f"- `paraphrase` misses clearly: MRPC accuracy {pct(t['paraphrase']['shipped'])} with 2 layers at depth 4 "
-          f"against {pct(t['paraphrase']['full_ft'])} for full fine-tuning ({r('paraphrase')}); the 0-layer head "
-          f"at depth 6 scores {pct(_run_metric(tried, 'accuracy'))}, about the majority class (68.38). Distilling "
-          "the full fine-tuning run into 2 layers at depth 4 (69.61 after 1 of 10 epochs) and into 3 layers at "
-          "depth 3 (74.75, 73.53 after 2 of 8 epochs) was started this session and stopped for CPU time, so no "
-          "student result is claimed.")
+    para = t["paraphrase"]
+    tried = {n: _run_metric(_load(n), "accuracy") for n in TASKS["paraphrase"]["tried"]}
+    shown = ", ".join(f"`{n}` {pct(v)}" for n, v in tried.items())
+    w(f"- `paraphrase` (MRPC, 408 dev pairs: one pair is 0.25 points): {pct(para['shipped'])} against "
+      f"{pct(para['full_ft'])} for full fine-tuning ({r('paraphrase')}"
+      f"{', below 97%' if 'paraphrase' in below else ''}); other runs: {shown}; always answering "
+      "\"paraphrase\" scores 68.38. The margin over 97% is about one dev pair, from one seed, with the best of 10 "
+      "epochs chosen on the dev set (as every branch here is): treat it as at the bar, not above it. Two more "
+      "distillation runs were stopped for CPU time (their epoch lines are under Commands); no result is claimed "
+      "from them.")
     for task in ("banking", "clinc", "intent"):
         run = _load(TASKS[task]["ref"])
         epochs = run["command"].split("--epochs ")[1].split()[0] if run else "?"
@@ -290,7 +292,8 @@ def notes_section(w: Callable[[str], None]) -> None:
             one = pct(_run_metric(short[0], "accuracy"))
             w(f"- `{task}`: a 1-epoch full fine-tuning run scored {one}, below or at the head-only branch; the "
               f"3-epoch reference above ({pct(t[task]['full_ft'])}) is the one the ratio uses.")
-    w(f"- `slots` went from 80.86 (1 layer at depth 5, 3 epochs) to {pct(t['slots']['shipped'])} with 2 layers at "
+    before = pct(_run_metric(_load("slots-d5l1"), "entity_f1"))
+    w(f"- `slots` went from {before} (1 layer at depth 5, 3 epochs) to {pct(t['slots']['shipped'])} with 2 layers at "
       f"depth 4 and the build defaults (lr 3e-4, up to 8 epochs, patience 2; best epoch 7); "
       f"{r('slots')} of its 3-epoch full fine-tuning reference.")
     c = s["composed"]
