@@ -4,24 +4,15 @@ figure and of "found" live in docs/scripts/figures.py."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import pytest
+from doc_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-figures = _script("figures")
+figures = load_script("figures")
 
 
 def test_what_counts_as_a_figure() -> None:
@@ -60,14 +51,14 @@ def test_a_figure_missing_from_the_json_fails() -> None:
 
 
 def test_benchmarks_page_equals_its_generated_form() -> None:
-    bench_tables = _script("bench_tables")
+    bench_tables = load_script("bench_tables")
     text = (ROOT / "docs" / "benchmarks.md").read_text()
     assert text.count("<!-- generated: ") >= 8
     assert bench_tables.render(text) == text, "run: python docs/scripts/bench_tables.py"
 
 
 def test_results_page_equals_its_generated_form() -> None:
-    gen_results = _script("gen_results")
+    gen_results = load_script("gen_results")
     assert gen_results.page() == (ROOT / "docs" / "results.md").read_text(), (
         "run: python docs/scripts/gen_results.py > docs/results.md")
 

@@ -34,10 +34,7 @@ def test_manifest_metrics_agree_with_the_training_record() -> None:
 def test_eight_task_summary_is_current() -> None:
     """docs/results/platform/eight-tasks.json (the table docs/results.md and docs/platform.md print) equals what
     the committed run files and the shipped manifests give now: a re-shipped branch cannot leave it stale."""
-    import importlib.util
+    from doc_scripts import load_script
 
-    spec = importlib.util.spec_from_file_location("platform_table", ROOT / "docs" / "scripts" / "platform_table.py")
-    assert spec is not None and spec.loader is not None
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    table = load_script("platform_table")
     assert json.loads(table.SUMMARY.read_text()) == table.summary(), "run: python docs/scripts/platform_table.py"
