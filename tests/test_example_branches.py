@@ -38,3 +38,22 @@ def test_eight_task_summary_is_current() -> None:
 
     table = load_script("platform_table")
     assert json.loads(table.SUMMARY.read_text()) == table.summary(), "run: python docs/scripts/platform_table.py"
+
+
+def test_package_versions_agree() -> None:
+    """A re-shipped branch bumps its package: pyproject's version and the module's __version__ move together
+    (they drifted when only pyproject.toml was bumped)."""
+    import re
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10 (tomli is a core dependency there)
+        import tomli as tomllib
+
+    for p in MANIFESTS:
+        package = p.parents[3]
+        declared = tomllib.loads((package / "pyproject.toml").read_text())["project"]["version"]
+        init = (p.parents[1] / "__init__.py").read_text()
+        found = re.search(r'^__version__ = "([^"]+)"$', init, re.M)
+        assert found and found.group(1) == declared, (package.name, declared)

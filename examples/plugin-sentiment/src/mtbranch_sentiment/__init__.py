@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtbranch.plugins import BranchLocation, hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 BRANCH_NAME = "sentiment"
 DESCRIPTION = (
     "binary sentiment classification of a sentence (positive / negative)"

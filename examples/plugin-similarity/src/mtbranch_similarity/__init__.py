@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtbranch.plugins import BranchLocation, hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 BRANCH_NAME = "similarity"
 DESCRIPTION = (
     "semantic textual similarity of a sentence pair (a score from 0 to 5)"
