@@ -19,6 +19,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,33 +42,33 @@ DEV = {
 NAMED_LABELS = {"sentiment": ["negative", "positive"], "paraphrase": ["not_paraphrase", "paraphrase"]}
 
 
-def dev_metrics(branch_dir: Path, task_name: str, max_length: int, prepared: Path) -> tuple[str, dict[str, float], int]:
-    """(main metric, every dev metric, dev examples) of the branch at ``max_length``, as the trainer computes
-    them."""
+def dev_set(task_name: str, prepared: Path) -> tuple[str, Any]:
+    """(SDK task, dev set) of an example task, read as its training command read it."""
     from dataclasses import replace
 
-    from mtbranch.branch.model import load_branch
     from mtbranch.sdk.data import load_task_data
-    from mtbranch.sdk.distill import _metrics_of, branch_outputs
-    from mtbranch.sdk.metrics import compute_metrics
-    from mtbranch.sdk.train import TrainConfig, prepare
-    from mtbranch.trunk.source import resolve_trunk
 
     task, rel, opts = DEV[task_name]
     path = prepared / rel.removeprefix("prepared:") if rel.startswith("prepared:") else DATA / rel
-    dev = load_task_data(task, path, **opts)  # type: ignore[arg-type]
-    branch = load_branch(branch_dir)
-    m = branch.manifest
+    dev = load_task_data(task, path, **opts)
     names = NAMED_LABELS.get(task_name)
     if names is not None:  # trained with --label-names: the file's 0/1 are these names
         dev.examples = [replace(e, label=names[int(str(e.label))]) for e in dev.examples]
-    trunk = resolve_trunk(m.trunk.reference)
+    return task, dev
+
+
+def dev_metrics(branch: Any, trunk: Any, task: str, dev: Any, max_length: int) -> tuple[str, dict[str, float]]:
+    """(main metric, every dev metric) of the branch at ``max_length``, as the trainer computes them."""
+    from mtbranch.sdk.distill import _metrics_of, branch_outputs
+    from mtbranch.sdk.metrics import compute_metrics
+    from mtbranch.sdk.train import TrainConfig, prepare
+
+    m = branch.manifest
     cfg = TrainConfig(max_length=max_length, progress=False)
-    labels = getattr(m.head, "labels", None)
-    prep = prepare(trunk, task, dev, dev, cfg, [m.attach_depth], labels=labels)  # type: ignore[arg-type]
+    prep = prepare(trunk, task, dev, dev, cfg, [m.attach_depth], labels=getattr(m.head, "labels", None))
     metric = str(m.training.get("metric") or prep.metric)
     values = _metrics_of(prep, branch_outputs(branch, prep, "dev"), compute_metrics)
-    return metric, {k: float(v) for k, v in values.items()}, len(dev.examples)
+    return metric, {k: float(v) for k, v in values.items()}
 
 
 def main() -> None:
@@ -83,13 +84,20 @@ def main() -> None:
     manifest_path = args.branch / "manifest.json"
     data = json.loads(manifest_path.read_text())
     old_len = data["tokenizer"]["max_length"]
-    metric, old, n = dev_metrics(args.branch, args.task, old_len, args.prepared)
+    from mtbranch.branch.model import load_branch
+    from mtbranch.trunk.source import resolve_trunk
+
+    branch = load_branch(args.branch)  # loaded once: only the tokenization length differs between the two passes
+    trunk = resolve_trunk(branch.manifest.trunk.reference)
+    task, dev = dev_set(args.task, args.prepared)
+    n = len(dev.examples)
+    metric, old = dev_metrics(branch, trunk, task, dev, old_len)
     before = old[metric]
     recorded = data["training"]["dev_metric"]
     if abs(before - recorded) > 1e-6:
         sys.exit(f"{manifest_path}: recomputed dev {metric} at max_length {old_len} is {before}, the manifest "
                  f"says {recorded}: not the branch's own data or recipe; nothing changed")
-    metric, new, _ = dev_metrics(args.branch, args.task, args.max_length, args.prepared)
+    metric, new = dev_metrics(branch, trunk, task, dev, args.max_length)
     after = new[metric]
     major, minor, patch = (int(x) for x in data["version"].split("."))
     record = {"from": old_len, "to": args.max_length, "metric": metric, "dev_examples": n,
