@@ -378,6 +378,27 @@ def test_new_plugin_generates_a_package(branch_dirs: dict[str, Path], tmp_path: 
     assert json.loads((out / "src/acme_alpha/branch/manifest.json").read_text())["name"] == "beta"
 
 
+def test_plugin_testing_helpers(bad_and_good: Path, branch_dirs: dict[str, Path],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """mtbranch.plugins.testing (what a generated package's tests call) passes on a good plugin and fails with
+    what it found on a wrong one."""
+    from mtbranch.plugins import testing
+
+    assert testing.assert_branch_discovered("alpha", plugin="alpha") == branch_dirs["alpha"]
+    m = testing.assert_branch_validates("alpha", head="classification", signature="single")
+    assert m.name == "alpha"
+    with pytest.raises(AssertionError, match="'alpha' comes from 'alpha', not 'beta'"):
+        testing.assert_branch_discovered("alpha", plugin="beta")
+    with pytest.raises(AssertionError, match="branch 'gamma' not provided"):
+        testing.assert_branch_discovered("gamma")
+    with pytest.raises(AssertionError, match="head 'classification', expected 'regression'"):
+        testing.assert_branch_validates("alpha", head="regression")
+    monkeypatch.setenv("PYTHONPATH", str(bad_and_good))  # the import check runs in a fresh interpreter
+    testing.assert_import_is_light("alpha_plugin")
+    with pytest.raises(AssertionError, match="imported torch"):
+        testing.assert_import_is_light("mtbranch.heads.modules", hook="__name__.upper")
+
+
 def test_new_plugin_refuses_bad_input(tmp_path: Path, branch_dirs: dict[str, Path]) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

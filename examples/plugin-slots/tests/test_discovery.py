@@ -1,56 +1,23 @@
-"""The installed ``mtbranch-slots`` plugin is discovered, and its branch validates once it has been synced."""
+"""The installed ``mtbranch-slots`` plugin is discovered, imports no torch, and its branch validates."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-
-from mtbranch.plugins.manager import PluginManager
+from mtbranch.plugins import testing
 
 BRANCH = "slots"
 PLUGIN = "mtbranch-slots"
-HEAD = "token_classification"
-SIGNATURE = "single"
 
 
 def test_plugin_is_discovered() -> None:
-    pm = PluginManager(autoload=True)
-    branches = pm.branches()
-    assert BRANCH in branches, f"{BRANCH!r} not provided; plugin findings: {pm.findings}"
-    plugin, location = branches[BRANCH]
-    assert plugin == PLUGIN
-    assert Path(location.path).name == "branch"
-    info = {i.name: i for i in pm.plugin_infos()}[PLUGIN]
-    assert info.distribution == PLUGIN and info.hooks == ["mtbranch_branches"] and not info.errors
+    testing.assert_branch_discovered(BRANCH, plugin=PLUGIN)
 
 
 def test_import_does_not_import_torch() -> None:
-    code = ("import sys, mtbranch_slots; mtbranch_slots.mtbranch_branches(); "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    testing.assert_import_is_light("mtbranch_slots")
 
 
 def test_branch_validates() -> None:
-    from mtbranch.validation.validator import Validator
-
-    pm = PluginManager(autoload=True)
-    plugin, location = pm.branches()[BRANCH]
-    if not (Path(location.path) / "manifest.json").is_file():
-        pytest.skip("branch artifact not synced into the package yet: run examples/sync_branches.sh")
-    trunk_ref = os.environ.get("MTBRANCH_TEST_TRUNK") or ("minilm-l6" if "minilm-l6" in pm.trunks() else None)
-    trunk = None
-    if trunk_ref:
-        from mtbranch.trunk.source import resolve_trunk
-
-        trunk = resolve_trunk(trunk_ref)
-    result, findings = Validator(trunk, plugin_manager=pm).check_branch(Path(location.path), plugin)
-    errors = [f for f in findings if f.severity == "error"]
-    assert not errors, "\n".join(f"{f.code} {f.message}" for f in errors)
-    m = result.manifest
-    assert m is not None and m.name == BRANCH and m.head.type == HEAD
-    assert m.tokenizer.input_signature == SIGNATURE
+    # against the example trunk when it is installed (or MTBRANCH_TEST_TRUNK)
+    m = testing.assert_branch_validates(BRANCH, head="token_classification", signature="single",
+                                        fallback_trunk="minilm-l6")
     assert m.metrics, "the example branches record their evaluation metrics"
