@@ -4,7 +4,8 @@ Stages, each recorded in ``OUT/build-state.json`` and skipped when a finished ru
 did it: ``sweep`` (cached trunk features, one branch per L in a layer range, L picked by a rule; paper §3.1),
 ``teacher`` (optional full fine-tuning reference, every layer from depth 0), ``distill`` (optional: the
 smallest student, fewer layers than the selected L, whose dev metric keeps ``retention`` of the reference;
-paper §3.2, the student initialised from the trunk layers above its depth or the teacher's bottom layers),
+paper §3.2, the student initialised from the trunk layers above its depth or the teacher's bottom layers;
+with ``include_selected``, else a student of the selected L when it beats the swept branch),
 ``export`` (the chosen branch with the recipe and every stage's metric in its manifest provenance).
 The CLI command then packages the branch as a plugin (``new-plugin``).
 """
@@ -91,6 +92,9 @@ class DistillSection(_Section):
     enabled: bool = False
     retention: float = Field(default=0.97, gt=0, le=1.0)
     min_layers: int = Field(default=1, ge=0)
+    # also distill a student as large as the selected branch (needs the teacher): knowledge distillation at the
+    # same size often beats the swept branch, which learned from the labels alone
+    include_selected: bool = False
     alpha: float = Field(default=0.5, ge=0, le=1)
     temperature: float = Field(default=2.0, gt=0)
 
@@ -146,6 +150,10 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
                             path=str(p), hint="e.g. dev_split = 0.1 holds out 10% of train, stratified and seeded")
     if recipe.sweep.min_layers > recipe.sweep.max_layers:
         raise MtbranchError("recipe field 'sweep': min_layers > max_layers", path=str(p))
+    if recipe.distill.include_selected and not recipe.teacher.enabled:
+        raise MtbranchError("recipe field 'distill.include_selected' needs a teacher: the student would be as large "
+                            "as the swept branch it learns from", path=str(p),
+                            hint="set teacher.enabled = true, or remove distill.include_selected")
     return recipe, p.resolve().parent, hashlib.sha256(raw).hexdigest()
 
 
@@ -311,7 +319,8 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
         teacher = stage("teacher", run_teacher)
         reference = {"source": "teacher", "value": teacher["value"]}
     final = {"branch": swept["branch"], "layers": swept["layers"], "depth": swept["depth"], "value": swept["value"]}
-    if recipe.distill.enabled and recipe.distill.min_layers < swept["layers"]:
+    largest = swept["layers"] + (1 if recipe.distill.include_selected else 0)  # students: min_layers..largest-1
+    if recipe.distill.enabled and recipe.distill.min_layers < largest:
         def run_distill() -> dict[str, Any]:
             from mtbranch.sdk.train import DistillSpec
 
@@ -319,7 +328,7 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
                 else Path(swept["branch"])
             goal = recipe.distill.retention * reference["value"]
             tried = []
-            for layers in range(recipe.distill.min_layers, swept["layers"]):
+            for layers in range(recipe.distill.min_layers, largest):
                 depth = n - layers if recipe.teacher.enabled else swept["depth"]
                 dest = out / "students" / f"l{layers}"
                 res = distill(source, teacher_dir, train_data, dev_data, student_layers=layers,
@@ -330,10 +339,13 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
                 tried.append({"layers": layers, "depth": depth, "value": value, "branch": str(dest)})
                 on_event(f"[distill] student l={layers} at depth {depth}: dev {res.metric} {value:.4f} "
                          f"(goal {goal:.4f})")
-                if value >= goal:
-                    return {"branch": str(dest), "layers": layers, "depth": depth, "value": value,
-                            "goal": goal, "tried": tried}
-            return {"branch": None, "goal": goal, "tried": tried}  # no student kept the target
+                kept = {"branch": str(dest), "layers": layers, "depth": depth, "value": value, "goal": goal,
+                        "tried": tried}
+                if layers < swept["layers"] and value >= goal:
+                    return kept  # fewer layers, and the retention goal holds
+                if layers == swept["layers"] and value > swept["value"]:
+                    return kept  # as large as the swept branch, and better than it
+            return {"branch": None, "goal": goal, "tried": tried}  # no student beat the swept branch
 
         dist = stage("distill", run_distill)
         if dist.get("branch"):
@@ -366,5 +378,5 @@ def _summary(rec: dict[str, Any]) -> str:
     if rec.get("retention") is not None:
         parts.append(f"retention {100 * rec['retention']:.2f}%")
     if "branch" in rec and rec["branch"] is None:
-        parts.append("no student met the retention goal; the sweep's branch is kept")
+        parts.append("no student met the retention goal or beat the swept branch; the sweep's branch is kept")
     return ", ".join(parts) or "ok"

@@ -107,6 +107,23 @@ def test_build_runs_every_stage_then_resumes(sdk_trunk_dir: Path, tmp_path: Path
     assert again.output.count("done in an earlier run") == 5  # sweep, teacher, distill, export, plugin
 
 
+@pytest.mark.slow
+def test_distill_include_selected_keeps_the_better_of_student_and_swept(sdk_trunk_dir: Path, tmp_path: Path) -> None:
+    """With include_selected, a student as large as the selected branch is distilled too; it is exported only
+    when it beats the swept branch (no smaller student is tried here: min_layers = the selected L)."""
+    text = (RECIPE.replace("min_layers = 1\nmax_layers = 2", "min_layers = 1\nmax_layers = 1")
+            .replace("retention = 0.5\nmin_layers = 0", "retention = 0.5\nmin_layers = 1\ninclude_selected = true"))
+    res = _run(str(_recipe(tmp_path, sdk_trunk_dir, text)))
+    assert res.exit_code == 0, res.output
+    stages = json.loads((tmp_path / "build-out" / "build-state.json").read_text())["stages"]
+    swept, tried = stages["sweep"], stages["distill"]["tried"]
+    assert [(t["layers"], t["depth"]) for t in tried] == [(1, 3)]  # the selected size, at the swept depth
+    student = tried[0]["value"]
+    assert (stages["distill"]["branch"] is not None) == (student > swept["value"])
+    assert stages["export"]["value"] == pytest.approx(max(student, swept["value"]))
+    assert stages["export"]["layers"] == 1
+
+
 def test_changed_recipe_is_refused_without_restart(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, tmp_path / "no-trunk")
     out = tmp_path / "build-out"
@@ -155,3 +172,11 @@ def test_example_recipes_parse_and_read_the_prepared_data() -> None:
             else:
                 assert data.is_relative_to(root.parent / "shared" / "data"), f"{path.name}: {rel}"
         assert Path(os.path.normpath(folder / recipe.out)).is_relative_to(root / "runs"), path.name
+
+
+def test_include_selected_needs_a_teacher(tmp_path: Path) -> None:
+    text = RECIPE.replace("[teacher]\nenabled = true", "[teacher]\nenabled = false").replace(
+        "min_layers = 0\n", "min_layers = 0\ninclude_selected = true\n")
+    res = _run(str(_recipe(tmp_path, tmp_path, text)))
+    assert res.exit_code == 1 and "distill.include_selected" in res.output and "teacher.enabled" in res.output
+    assert "Traceback" not in res.output
