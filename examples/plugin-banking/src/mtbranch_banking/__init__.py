@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtbranch.plugins import BranchLocation, hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 BRANCH_NAME = "banking"
 DESCRIPTION = (
     "intent of a banking customer message (the 77 Banking77 intents: card_arrival, lost_or_stolen_card, ...)"

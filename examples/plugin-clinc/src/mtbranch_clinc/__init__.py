@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtbranch.plugins import BranchLocation, hookimpl
 
-__version__ = "0.1.1"
+__version__ = "0.2.0"
 BRANCH_NAME = "clinc"
 DESCRIPTION = (
     "intent of an assistant utterance, 10 domains (150 CLINC150 intents + `oos` for out-of-scope)"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtbranch.plugins import BranchLocation, hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 BRANCH_NAME = "intent"
 DESCRIPTION = (
     "intent of an assistant utterance (the 7 SNIPS intents: PlayMusic, GetWeather, BookRestaurant, ...)"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtbranch.plugins import BranchLocation, hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 BRANCH_NAME = "paraphrase"
 DESCRIPTION = (
     "paraphrase detection of a sentence pair (paraphrase / not_paraphrase)"

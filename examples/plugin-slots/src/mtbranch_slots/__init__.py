@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtbranch.plugins import BranchLocation, hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 BRANCH_NAME = "slots"
 DESCRIPTION = (
     "slot filling of an assistant utterance (SNIPS BIO tags, 39 slot types; spans with character offsets)"
