@@ -157,6 +157,14 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
     return recipe, p.resolve().parent, hashlib.sha256(raw).hexdigest()
 
 
+def _check_data_paths(recipe: Recipe, base: Path, recipe_path: str | os.PathLike[str]) -> None:
+    for field, rel in (("data.train", recipe.data.train), ("data.dev", recipe.data.dev)):
+        if rel is not None and not _under(base, rel).exists():
+            raise MtbranchError(f"recipe field {field!r}: {_under(base, rel)} does not exist", path=str(recipe_path),
+                                hint="paths in a recipe are relative to the recipe's folder; the example recipes' "
+                                     "comments say which command writes their data")
+
+
 class BuildState:
     """``OUT/build-state.json``: which stages finished, with their outputs and metrics."""
 
@@ -262,6 +270,7 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
     from mtbranch.trunk.source import resolve_trunk
 
     recipe, base, sha = read_recipe(recipe_path)
+    _check_data_paths(recipe, base, recipe_path)
     out = _under(base, recipe.out)
     out.mkdir(parents=True, exist_ok=True)
     state = BuildState(out, sha, restart=restart)

@@ -180,3 +180,14 @@ def test_include_selected_needs_a_teacher(tmp_path: Path) -> None:
     res = _run(str(_recipe(tmp_path, tmp_path, text)))
     assert res.exit_code == 1 and "distill.include_selected" in res.output and "teacher.enabled" in res.output
     assert "Traceback" not in res.output
+
+
+def test_missing_data_names_the_recipe_field(tmp_path: Path) -> None:
+    """A newcomer who runs an example recipe before writing its data: the field, the path it resolved to and where
+    paths are relative to, exit 1, nothing built."""
+    recipe = _recipe(tmp_path, tmp_path, RECIPE.replace('dev = "data/dev.tsv"', 'dev = "prepared/dev.tsv"'))
+    res = _run(str(recipe))
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "recipe field 'data.dev'" in res.output and str(tmp_path / "prepared" / "dev.tsv") in res.output
+    assert "relative to the recipe's folder" in res.output
+    assert not (tmp_path / "build-out").exists()

@@ -69,7 +69,9 @@ keeps the trunk frozen up to layer d and trains L layers initialised from trunk 
 head on the trunk's last layer. "Distilled from full FT": `mtbranch distill --student-depth d` with the task's
 full fine-tuning run as the teacher. Every shipped branch declares max_length 128, so the composed model
 tokenizes once for all eight (no K004 warning); branches trained at 64 were re-measured at 128 with the same
-weights (`docs/scripts/relength.py`, records `relength-<task>.json`).
+weights (`docs/scripts/relength.py`, records `relength-<task>.json`). A branch made by `mtbranch distill` carries
+its teacher's version unless `--version` is given; the shipped copies carry their package's version, set in the
+manifest when the branch was copied into the package (the only field changed).
 """
 
 
