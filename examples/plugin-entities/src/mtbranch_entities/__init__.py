@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mtbranch.plugins import BranchLocation, hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 BRANCH_NAME = "entities"
 DESCRIPTION = (
     "named-entity recognition (PER, LOC, ORG, MISC; IOB2 tags, entity spans with character offsets)"
