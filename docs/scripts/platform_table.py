@@ -325,8 +325,8 @@ def notes_section(w: Callable[[str], None]) -> None:
     if ent and TASKS["entities"]["ref"] == "entities-full3":
         w(f"- `entities`: the reference was re-run with its recorded command: {run('entities-full3', 'entity_f1')} "
           f"(the earlier page had {pct(old3['value'])}). 0.2.0 (`{old3['shipped_run']}`, the same distillation "
-          f"with head lr 1e-3) scored {pct(old3['shipped_before']['dev_entity_f1'])}; 0.3.0 (head lr 3e-3) {pct(t['entities']['shipped'])}, within noise "
-          "of it.")
+          f"with head lr 1e-3) scored {pct(old3['shipped_before']['dev_entity_f1'])}; 0.3.0 (head lr 3e-3) "
+          f"{pct(t['entities']['shipped'])}, within noise of it.")
     w(f"- `slots` went from {run('slots-d5l1', 'entity_f1')} (1 layer at depth 5, 3 epochs) to "
       f"{run('slots-build', 'entity_f1')} with 2 layers at depth 4 and the build defaults (lr 3e-4, up to 8 epochs, "
       f"patience 2), and to {pct(t['slots']['shipped'])} ({r('slots')}) distilled from its 3-epoch full "
