@@ -5,6 +5,7 @@
 - :mod:`mtbranch.sdk.train`: partial fine-tuning with transformers' Trainer, export to a branch artifact
 - :mod:`mtbranch.sdk.sweep`: train every L in [N_min, N_max] from one trunk pass, select L by a rule
 - :mod:`mtbranch.sdk.distill`: teacher-initialised knowledge distillation to fewer layers
+- :mod:`mtbranch.sdk.plugin_testing`: the checks a plugin package's own tests run (discovered, light, validates)
 - :mod:`mtbranch.cli.sdk_commands`: ``mtbranch train|sweep|distill``
 
 Nothing is imported here so that ``mtbranch --help`` never pulls in torch.

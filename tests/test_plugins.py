@@ -380,9 +380,9 @@ def test_new_plugin_generates_a_package(branch_dirs: dict[str, Path], tmp_path: 
 
 def test_plugin_testing_helpers(bad_and_good: Path, branch_dirs: dict[str, Path],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """mtbranch.plugins.testing (what a generated package's tests call) passes on a good plugin and fails with
+    """mtbranch.sdk.plugin_testing (what a generated package's tests call) passes on a good plugin and fails with
     what it found on a wrong one."""
-    from mtbranch.plugins import testing
+    from mtbranch.sdk import plugin_testing as testing
 
     assert testing.assert_branch_discovered("alpha", plugin="alpha") == branch_dirs["alpha"]
     m = testing.assert_branch_validates("alpha", head="classification", signature="single")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtbranch.plugins import testing
+from mtbranch.sdk import plugin_testing as testing
 
 BRANCH = "clinc"
 PLUGIN = "mtbranch-clinc"
