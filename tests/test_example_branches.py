@@ -41,8 +41,8 @@ def test_eight_task_summary_is_current() -> None:
 
 
 def test_package_versions_agree() -> None:
-    """A re-shipped branch bumps its package: pyproject's version and the module's __version__ move together
-    (they drifted when only pyproject.toml was bumped)."""
+    """A re-shipped branch bumps its package: pyproject's version, the module's __version__ and the shipped
+    manifest's version move together (they drifted when only pyproject.toml was bumped)."""
     import re
     import sys
 
@@ -57,3 +57,5 @@ def test_package_versions_agree() -> None:
         init = (p.parents[1] / "__init__.py").read_text()
         found = re.search(r'^__version__ = "([^"]+)"$', init, re.M)
         assert found and found.group(1) == declared, (package.name, declared)
+        # and the branch it ships says the same version (a new branch synced without a bump fails here)
+        assert json.loads(p.read_text())["version"] == declared, (package.name, "manifest", declared)
