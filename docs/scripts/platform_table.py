@@ -24,22 +24,28 @@ TRUNK_LAYERS = 6
 # "ref": a run here (docs/results/platform/<run>.json), "teacher" (the shipped student's manifest records its
 # full fine-tuning teacher's dev metric) or "recorded" (references-3.json: transcribed from an earlier page, the
 # run's raw output was not kept). "ship": the run that made the shipped branch (a train/distill run or a build).
+# "partial": partial fine-tuning on the labels alone at the shipped depth and layers (the paper's "partial FT at
+# the selected L"): a run here (of a build: its sweep's selected branch), "shipped" (the shipped branch is one)
+# or None (its raw output was not kept).
 TASKS: dict[str, dict[str, Any]] = {
-    "sentiment": {"data": "SST-2", "metric": "accuracy", "ref": "sentiment-full67k-ref", "ship": None},
+    "sentiment": {"data": "SST-2", "metric": "accuracy", "ref": "sentiment-full67k-ref", "ship": None,
+                  "partial": "shipped"},
     "similarity": {"data": "STS-B", "metric": "pearson", "ref": "teacher", "ref_name": "similarity-full8",
-                   "ship": None},
-    "entities": {"data": "CoNLL-2003", "metric": "entity_f1", "ref": "entities-full3", "ship": "entities-kd-a08-d4l2"},
+                   "ship": None, "partial": None},
+    "entities": {"data": "CoNLL-2003", "metric": "entity_f1", "ref": "entities-full3", "ship": "entities-kd-a08-d4l2",
+                 "partial": None},
     "paraphrase": {"data": "MRPC", "metric": "accuracy", "ref": "paraphrase-full3",
-                   "ship": "paraphrase-kd-a08-d4l2-swap",
+                   "ship": "paraphrase-kd-a08-d4l2-swap", "partial": "paraphrase-d4l2",
                    "tried": ["paraphrase-d4l2", "paraphrase-d6l0", "paraphrase-kd-a08-d4l2"]},
     "intent": {"data": "SNIPS intents", "metric": "accuracy", "ref": "intent-full3", "ship": "intent-build",
-               "tried": ["intent-d5l1", "intent-d6l0", "intent-full1"]},
+               "partial": "intent-build", "tried": ["intent-d5l1", "intent-d6l0", "intent-full1"]},
     "slots": {"data": "SNIPS slots", "metric": "entity_f1", "ref": "slots-full3", "ship": "slots-kd-a08-d4l2",
-              "tried": ["slots-d5l1", "slots-build"]},
+              "partial": "slots-build", "tried": ["slots-d5l1", "slots-build"]},
     "banking": {"data": "Banking77", "metric": "accuracy", "ref": "banking-full3", "ship": "banking-build",
+                "partial": "shipped",
                 "tried": ["banking-full1", "banking-d6l0", "banking-d6l0-att-e15", "banking-d6l0-mean-e15"]},
     "clinc": {"data": "CLINC150 + oos", "metric": "accuracy", "ref": "clinc-full3", "ship": "clinc-kd-a08-d6l0",
-              "tried": ["clinc-full1", "clinc-d6l0", "clinc-build"]},
+              "partial": "clinc-build", "tried": ["clinc-full1", "clinc-d6l0", "clinc-build"]},
 }
 GOALS = {"average_retention": 0.985, "task_retention_floor": 0.97, "max_layers": 17, "max_layers_fraction": 0.35}
 REMEASURE = "composed-remeasure"  # docs/scripts/remeasure_composed.py on the eight shipped branches composed
@@ -163,6 +169,16 @@ def shipped(task: str, t: dict[str, Any], m: dict[str, Any]) -> tuple[float, str
     return value, recipe
 
 
+def partial(t: dict[str, Any], ship: float) -> float | None:
+    """Partial fine-tuning on labels alone at the shipped depth and layers (before any distillation)."""
+    if t["partial"] in (None, "shipped"):
+        return ship if t["partial"] == "shipped" else None
+    rec = _load(t["partial"])
+    if rec and rec.get("result") and "stages" in rec["result"]:
+        return float(rec["result"]["stages"]["sweep"]["value"])
+    return _run_metric(rec, t["metric"])
+
+
 def _remeasured() -> dict[str, Any]:
     rec = _load(REMEASURE)
     return rec or {"tasks": {}}
@@ -205,7 +221,8 @@ def summary() -> dict[str, Any]:
         tasks[task] = {"data": t["data"], "metric": t["metric"], "full_ft": ref, "full_ft_name": ref_name,
                        "shipped": ship, "version": m["version"], "recipe": recipe, "depth": m["attach_depth"],
                        "layers": m["num_layers"], "max_length": m["tokenizer"]["max_length"],
-                       "retention": None if ref is None else ship / ref}
+                       "retention": None if ref is None else ship / ref,
+                       "partial_ft": partial(t, ship)}
     measured = {k: v["retention"] for k, v in tasks.items() if v["retention"] is not None}
     depth = max(v["depth"] for v in tasks.values())
     branch_layers = sum(v["layers"] for v in tasks.values())
@@ -234,14 +251,15 @@ def table_section(w: Callable[[str], None], heading: str = "##", link: str = "re
     w(f"Raw JSON: [`eight-tasks.json`]({link}/eight-tasks.json) (this table, computed by "
       "`docs/scripts/platform_table.py` from the run files in the same folder and the shipped manifests).\n")
     w("| task | data (dev metric) | full fine-tuning (6 layers) | shipped branch (version: recipe) | depth | layers "
-      "| max_length | shipped (manifest) | shipped / full FT |")
-    w("|---|---|---|---|---|---|---|---|---|")
+      "| max_length | partial FT, labels only | shipped (manifest) | shipped / full FT |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     for task, r in s["tasks"].items():
         ratio = r["retention"]
         flag = "" if ratio is None or ratio >= 0.97 else " **(< 97%)**"
         w(f"| {task} | {r['data']} ({r['metric']}) | {r['full_ft_name']} {pct(r['full_ft'])} | "
           f"{r['version']}: {r['recipe']} | {r['depth']} | {r['layers']} | {r['max_length']} | "
-          f"{pct(r['shipped'])} | {_ratio(ratio)}{flag} |")
+          f"{'not kept' if r['partial_ft'] is None else pct(r['partial_ft'])} | {pct(r['shipped'])} | "
+          f"{_ratio(ratio)}{flag} |")
     c = s["composed"]
     w(f"\nComposed: trunk to depth {c['trunk_depth']} + {c['branch_layers']} branch layers = {c['total']} of "
       f"{c['separate_models']} layers ({100 * c['total'] / c['separate_models']:.1f}%) that eight separately "
