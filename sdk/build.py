@@ -159,8 +159,8 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
 
 def _check_data_paths(recipe: Recipe, base: Path, recipe_path: str | os.PathLike[str]) -> None:
     for field, rel in (("data.train", recipe.data.train), ("data.dev", recipe.data.dev)):
-        if rel is not None and not _under(base, rel).exists():
-            raise MtbranchError(f"recipe field {field!r}: {_under(base, rel)} does not exist", path=str(recipe_path),
+        if rel is not None and not (data := _under(base, rel)).exists():
+            raise MtbranchError(f"recipe field {field!r}: {data} does not exist", path=str(recipe_path),
                                 hint="paths in a recipe are relative to the recipe's folder; the example recipes' "
                                      "comments say which command writes their data")
 

@@ -28,19 +28,24 @@ if TYPE_CHECKING:
 TRUNK_ENV = "MTBRANCH_TEST_TRUNK"
 
 
+def _provided(pm: PluginManager, branch: str) -> tuple[str, Path]:
+    """(the plugin providing ``branch``, its directory), failing with the manager's findings when none does."""
+    branches = pm.branches()
+    assert branch in branches, f"branch {branch!r} not provided; plugin findings: {pm.findings}"
+    provider, location = branches[branch]
+    return provider, Path(location.path)
+
+
 def assert_branch_discovered(branch: str, *, plugin: str | None = None) -> Path:
     """The installed plugins provide ``branch`` (from ``plugin``, an entry point name, when given) and the
     plugin loaded without errors; returns the branch directory."""
     pm = PluginManager(autoload=True)
-    branches = pm.branches()
-    assert branch in branches, f"branch {branch!r} not provided; plugin findings: {pm.findings}"
-    provider, location = branches[branch]
+    provider, path = _provided(pm, branch)
     if plugin is not None:
         assert provider.split(":")[-1] == plugin, f"branch {branch!r} comes from {provider!r}, not {plugin!r}"
     info = {i.name: i for i in pm.plugin_infos()}[provider]
     assert not info.errors, f"plugin {provider!r} loaded with errors: {info.errors}"
     assert "mtbranch_branches" in info.hooks, f"plugin {provider!r} implements {info.hooks}"
-    path = Path(location.path)
     assert (path / "manifest.json").is_file(), f"{path}: no manifest.json (is the branch in the package data?)"
     return path
 
@@ -64,11 +69,10 @@ def assert_branch_validates(branch: str, *, head: str | None = None, signature: 
     from mtbranch.validation.validator import Validator
 
     pm = PluginManager(autoload=True)
-    assert branch in pm.branches(), f"branch {branch!r} not provided; plugin findings: {pm.findings}"
-    provider, location = pm.branches()[branch]
+    provider, path = _provided(pm, branch)
     ref = trunk or os.environ.get(TRUNK_ENV) or (fallback_trunk if fallback_trunk in pm.trunks() else None)
     source = resolve_trunk(ref) if ref else None
-    result, findings = Validator(source, plugin_manager=pm).check_branch(Path(location.path), provider)
+    result, findings = Validator(source, plugin_manager=pm).check_branch(path, provider)
     errors = [f for f in findings if f.severity == "error"]
     assert not errors, "\n".join(f"{f.code} {f.message}" for f in errors)
     m = result.manifest

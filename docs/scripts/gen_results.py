@@ -223,15 +223,13 @@ def shipped(w: W) -> None:
     for task, recipe in RECIPE.items():
         w(f"- `{SHIPPED[task]}` ({task}): {recipe}.")
     w("")
-    ref_path = ROOT / "docs" / "results" / "platform" / "sentiment-full67k-ref.json"
-    ref = json.loads(ref_path.read_text())["result"]["dev"]["accuracy"] if ref_path.is_file() else None
+    ref_run = ROOT / "docs" / "results" / "platform" / "sentiment-full67k-ref.json"
+    ref = json.loads(ref_run.read_text())["result"]["dev"]["accuracy"]
     v = manifest("sentiment")["metrics"]["dev_accuracy"]
-    tail = ("is one of the removed runs below." if ref is None else
-            f"was re-run with its recorded command ([`sentiment-full67k-ref.json`](results/platform/"
-            f"sentiment-full67k-ref.json)): {fmt(ref)}, so the branch keeps {100 * v / ref:.2f}% of it.")
     w("Distilled branches against their full fine-tuning teacher: " + "; ".join(ratios) + ". The sentiment "
       "branch was not distilled, so its manifest has no teacher; its same-recipe full fine-tuning reference "
-      f"(`sentiment-full67k-ref`) {tail}\n")
+      "(`sentiment-full67k-ref`) was re-run with its recorded command ([`sentiment-full67k-ref.json`]"
+      f"(results/platform/sentiment-full67k-ref.json)): {fmt(ref)}, so the branch keeps {100 * v / ref:.2f}% of it.\n")
 
 
 REMOVED = [  # title, what was measured, the steps (commands below) that re-run it
