@@ -261,6 +261,12 @@ def verify(artifact: Path) -> None:
 @click.option("--pair", "pairs", multiple=True, metavar="TEXT",
               help="Second text for pair tasks: once for all inputs, or once per input.")
 @click.option("--raw", is_flag=True, help="Include the head's raw outputs (logits / values).")
+@click.option("--words", "as_words", is_flag=True,
+              help="Inputs are pre-split words (each TEXT / --input text split on whitespace): token tasks "
+                   "also return 'tags', one per word.")
+@click.option("--aggregation", type=click.Choice(["first", "max", "average"]), default="first", show_default=True,
+              help="Token tasks: a word's tag from its first sub-token (as branches are trained), the "
+                   "highest-scoring one, or their averaged probabilities.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
@@ -268,7 +274,8 @@ def verify(artifact: Path) -> None:
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True, help=DTYPE_HELP)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
-            as_json: bool, no_verify: bool, quantize: str | None, dtype: str, device: str) -> None:
+            as_words: bool, aggregation: str, as_json: bool, no_verify: bool, quantize: str | None, dtype: str,
+            device: str) -> None:
     """Run a composed model on TEXTS, or on every row of --input FILE (JSONL out, streamed).
 
     \b
@@ -277,6 +284,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
       mtbranch predict composed/ --task similarity --pair "A man plays guitar" "A man plays a guitar" --json
       mtbranch predict composed/ --input reviews.txt --output predictions.jsonl
       mtbranch predict composed/ --input pairs.tsv --text-col sentence1 --pair-col sentence2 --task similarity
+      mtbranch predict composed/ --task slots --words "fly to st. louis" --json
     """
     from mtbranch.cli.output import show_warnings
     from mtbranch.composition.artifact import load
@@ -295,7 +303,14 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
         model = load(artifact, verify=not no_verify, quantize=quantize, dtype=dtype, device=device)
         if text_pairs is None and not tasks:  # pair tasks are skipped when no pair is given
             tasks = tuple(b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single")
-        results = model.predict(list(texts), tasks=list(tasks) or None, text_pairs=text_pairs, raw=raw)
+        if as_words:
+            if text_pairs is not None:
+                raise UsageError("--words and --pair together", hint="--words is for token tasks, which take one text")
+            results = model.predict(words=[t.split() for t in texts], tasks=list(tasks) or None, raw=raw,
+                                    aggregation=aggregation)
+        else:
+            results = model.predict(list(texts), tasks=list(tasks) or None, text_pairs=text_pairs, raw=raw,
+                                    aggregation=aggregation)
     if printed.getvalue().strip():
         err_console.print(f"warning: plugin code printed to stdout (captured, not shown there): "
                           f"{printed.getvalue().strip()[:200]!r}", style="yellow", markup=False, soft_wrap=True)

@@ -115,17 +115,27 @@ def predict_file(kw: dict[str, Any], *, input_path: str, output_path: Path | Non
         tasks = [b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single"]
     pending: collections.deque[Any] = collections.deque()
 
+    as_words = bool(kw.get("as_words"))
+    if as_words and reader.pair_col is not None:
+        from mtbranch.errors import UsageError
+
+        raise UsageError("--words and --pair-col together", hint="--words is for token tasks, which take one text")
+
     def feed() -> Iterator[Any]:
         for row in reader:
             pending.append(row)
-            yield row.text if reader.pair_col is None else (row.text, row.pair)
+            if as_words:
+                yield row.text.split()
+            else:
+                yield row.text if reader.pair_col is None else (row.text, row.pair)
 
     progress = None if no_progress else _progress(reader)
     n = 0
     with _sink(output_path) as out, progress or contextlib.nullcontext():
         task_id = progress.add_task("predicting", total=reader.size) if progress else None
         for res in model.predict_iter(feed(), tasks=tasks or None, raw=bool(kw.get("raw")), batch_size=batch_size,
-                                      chunk_size=chunk_size):
+                                      chunk_size=chunk_size, words=as_words,
+                                      aggregation=kw.get("aggregation") or "first"):
             row = pending.popleft()
             obj: dict[str, Any] = {"line": row.line, "text": row.text}
             if row.pair is not None:

@@ -45,15 +45,29 @@ def regression_metrics(outputs: np.ndarray, labels: np.ndarray) -> dict[str, flo
 
 
 def word_tags(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> tuple[list[list[str]], list[list[str]]]:
-    """Tags at the labelled (first sub-token) positions, per sentence: (gold, predicted)."""
+    """Per sentence: (gold, predicted) tags of the words the labels mark (a word's first sub-token).
+
+    Predicted tags come from the decoder ``predict`` and ``serve`` use (:func:`mtbranch.heads.postprocess.word_tags`),
+    so what the trainer scores is what users receive."""
+    from mtbranch.heads.postprocess import word_tags as decode
+
+    spec = _Labels(names)
     gold: list[list[str]] = []
     pred: list[list[str]] = []
-    best = logits.argmax(-1)
-    for lab_row, pred_row in zip(labels, best, strict=True):
-        keep = lab_row != IGNORE_INDEX
-        gold.append([names[int(x)] for x in lab_row[keep]])
-        pred.append([names[int(x)] for x in pred_row[keep]])
+    for lab_row, out_row in zip(labels, logits, strict=True):
+        starts = np.flatnonzero(lab_row != IGNORE_INDEX)
+        token_words: list[int | None] = [None] * len(lab_row)
+        for w, i in enumerate(starts):
+            token_words[int(i)] = w  # "first": a word's other sub-tokens carry no label and decide nothing
+        tags = decode(spec, out_row[: len(lab_row)].tolist(), token_words, len(starts))
+        gold.append([names[int(lab_row[i])] for i in starts])
+        pred.append(["O" if t is None else t[0] for t in tags])
     return gold, pred
+
+
+class _Labels:
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
 
 
 def token_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from torch import nn
 
 from mtbranch.branch.model import BranchModule
 from mtbranch.errors import MtbranchError
-from mtbranch.heads.postprocess import TokenContext
+from mtbranch.heads.postprocess import AGGREGATIONS, TokenContext, tokens_to_words, word_spans
 from mtbranch.trunk.model import Trunk
 
 log = logging.getLogger("mtbranch")
@@ -160,15 +160,31 @@ class ComposedModel(nn.Module):
             log.warning("%d input(s) longer than max_length=%d tokens were truncated", truncated, max_length)
         return enc
 
-    def predict(self, texts: str | Sequence[str], *, tasks: Sequence[str] | None = None,
+    def predict(self, texts: str | Sequence[str] | None = None, *, tasks: Sequence[str] | None = None,
                 text_pairs: str | Sequence[str] | None = None, raw: bool = False,
-                batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict[str, Any]]:
+                batch_size: int = DEFAULT_BATCH_SIZE, words: Sequence[Sequence[str]] | None = None,
+                aggregation: str = "first") -> list[dict[str, Any]]:
         """One dict per input text mapping each task name to its result.
 
         ``tasks`` picks a subset (the trunk then runs only as deep as they need); ``text_pairs`` feeds
         branches with a ``pair`` signature; ``raw`` adds the head's outputs. Inputs are processed in
         micro-batches of ``batch_size``, sorted by length so padding stays small.
+
+        ``words`` (instead of ``texts``): inputs already split into words, e.g. ``[["fly", "to", "st.",
+        "louis"]]``; token tasks then also return ``tags``, one per word. ``aggregation`` picks how a word's
+        sub-tokens give its tag: ``first`` (how the SDK trains a branch), ``max`` or ``average``.
         """
+        with_tags = words is not None
+        if with_tags:
+            if texts is not None:
+                raise MtbranchError("pass texts or words, not both",
+                                    hint="words= takes inputs already split into words: [['fly', 'to', 'paris']]")
+            texts = join_words(words)
+        elif texts is None:
+            raise MtbranchError("no input: pass texts (a string or a list of strings) or words= (lists of words)")
+        if aggregation not in AGGREGATIONS:
+            raise MtbranchError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {aggregation!r}",
+                                hint="'first' (the default) tags a word as the branch was trained")
         texts = _as_list(texts, "texts")
         pairs = None if text_pairs is None else _as_list(text_pairs, "text_pairs")
         tasks = _check_tasks(tasks)
@@ -202,16 +218,18 @@ class ComposedModel(nn.Module):
                 enc = self.tokenize(batch, batch_pairs, ml, need_offsets)
                 outputs = self(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), branches)
                 for b in branches:
-                    self._postprocess(b, outputs[b.name], enc, batch, idx, results, raw)
+                    self._postprocess(b, outputs[b.name], enc, batch, idx, results, raw, aggregation, with_tags)
         return results
 
     def predict_iter(self, items: Iterable[str | tuple[str, str | None]], *, tasks: Sequence[str] | None = None,
                      raw: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
-                     chunk_size: int = 1024) -> Iterator[dict[str, Any]]:
+                     chunk_size: int = 1024, words: bool = False,
+                     aggregation: str = "first") -> Iterator[dict[str, Any]]:
         """Results for a stream of texts (or ``(text, pair)`` tuples), yielded in input order.
 
         At most ``chunk_size`` inputs are held at a time (each chunk runs as :meth:`predict`, in micro-batches
-        of ``batch_size`` sorted by length), so memory stays flat however long the stream is.
+        of ``batch_size`` sorted by length), so memory stays flat however long the stream is. With
+        ``words=True`` each item is a list of words (see :meth:`predict`).
         """
         if isinstance(items, str | bytes):
             raise MtbranchError("predict_iter takes an iterable of texts, not one string",
@@ -220,20 +238,67 @@ class ComposedModel(nn.Module):
             raise MtbranchError(f"chunk_size must be a positive integer, not {chunk_size!r}")
         it = iter(items)
         while chunk := list(itertools.islice(it, chunk_size)):
+            if words:
+                yield from self.predict(words=chunk, tasks=tasks, raw=raw, batch_size=batch_size,
+                                        aggregation=aggregation)
+                continue
             texts = [c if isinstance(c, str) else c[0] for c in chunk]
             pairs = [None if isinstance(c, str) else c[1] for c in chunk]
             text_pairs = None if all(p is None for p in pairs) else pairs
-            yield from self.predict(texts, tasks=tasks, text_pairs=text_pairs, raw=raw, batch_size=batch_size)
+            yield from self.predict(texts, tasks=tasks, text_pairs=text_pairs, raw=raw, batch_size=batch_size,
+                                    aggregation=aggregation)
 
     def _postprocess(self, b: BranchModule, out: torch.Tensor, enc: Any, batch: list[str], idx: list[int],
-                     results: list[dict[str, Any]], raw: bool) -> None:
+                     results: list[dict[str, Any]], raw: bool, aggregation: str = "first",
+                     with_tags: bool = False) -> None:
         rows = out.float().tolist()
         for j, i in enumerate(idx):
             n = int(enc["attention_mask"][j].sum())
-            results[i][b.name] = row_result(b, rows[j], enc.encodings[j], n, batch[j], raw)
+            results[i][b.name] = row_result(b, rows[j], enc.encodings[j], n, batch[j], raw,
+                                            aggregation=aggregation, with_tags=with_tags)
 
 
-def row_result(b: BranchModule, row: Any, encoding: Any, n: int, text: str, raw: bool) -> dict[str, Any]:
+def join_words(words: Any) -> list[str]:
+    """Pre-split inputs as texts whose whitespace words are exactly ``words`` (so a branch whose word rule
+    is ``whitespace`` tags one word per given word)."""
+    if isinstance(words, str | bytes | dict) or not hasattr(words, "__iter__"):
+        raise MtbranchError(f"words is {type(words).__name__}, not a list of word lists",
+                            hint="words= takes one list of words per input: [['fly', 'to', 'paris']]")
+    texts: list[str] = []
+    for i, ws in enumerate(words):
+        if isinstance(ws, str | bytes | dict) or not hasattr(ws, "__iter__"):
+            raise MtbranchError(f"words[{i}] is {type(ws).__name__}, not a list of words",
+                                hint="give each input as a list of strings: ['fly', 'to', 'paris']")
+        ws = list(ws)
+        for k, w in enumerate(ws):
+            if not isinstance(w, str) or not w or w != w.strip() or any(c.isspace() for c in w):
+                raise MtbranchError(f"words[{i}][{k}] = {w!r} is not a word (a non-empty string without "
+                                    "whitespace)", hint="split on whitespace first, or pass the text as texts=")
+        texts.append(" ".join(ws))
+    return texts
+
+
+def token_context(spec: Any, encoding: Any, text: str, aggregation: str = "first",
+                  with_tags: bool = False) -> TokenContext:
+    """The words of ``text`` by the branch's word rule, and the word of every token of ``encoding``."""
+    in_text = [s == 0 for s in encoding.sequence_ids]
+    offsets = [(int(a), int(b)) for a, b in encoding.offsets]
+    if getattr(spec, "word_split", "whitespace") == "tokenizer":
+        spans: dict[int, tuple[int, int]] = {}
+        for wid, (a, b), inside in zip(encoding.word_ids, offsets, in_text, strict=True):
+            if wid is not None and inside:
+                s0, e0 = spans.get(wid, (a, b))
+                spans[wid] = (min(s0, a), max(e0, b))
+        order = {wid: k for k, wid in enumerate(spans)}
+        token_words = [order.get(wid) if inside and wid is not None else None
+                       for wid, inside in zip(encoding.word_ids, in_text, strict=True)]
+        return TokenContext(text, list(spans.values()), token_words, aggregation, with_tags)
+    words = word_spans(text)
+    return TokenContext(text, words, tokens_to_words(offsets, in_text, words), aggregation, with_tags)
+
+
+def row_result(b: BranchModule, row: Any, encoding: Any, n: int, text: str, raw: bool, *,
+               aggregation: str = "first", with_tags: bool = False) -> dict[str, Any]:
     """One input's result from branch ``b``'s output row (``n`` real tokens; ``encoding``: the tokenizer's).
 
     An output that is not finite (NaN/Inf, e.g. weights near float32's maximum) is refused with an
@@ -250,9 +315,7 @@ def row_result(b: BranchModule, row: Any, encoding: Any, n: int, text: str, raw:
     if b.sequence_level:
         res = b.head_type.postprocess(spec, row, None)
     else:
-        word_ids = [w if s == 0 else None for w, s in zip(encoding.word_ids, encoding.sequence_ids, strict=True)]
-        ctx = TokenContext(text, [tuple(o) for o in encoding.offsets], word_ids)
-        res = b.head_type.postprocess(spec, row[:n], ctx)
+        res = b.head_type.postprocess(spec, row[:n], token_context(spec, encoding, text, aggregation, with_tags))
     if raw:
         res["raw"] = row if b.sequence_level else row[:n]
     return res

@@ -58,6 +58,11 @@ class TokenClassificationHead(_Head):
     type: Literal["token_classification"] = "token_classification"
     labels: list[str] = Field(min_length=2, description="BIO/IOB2 tags, e.g. O, B-PER, I-PER")
     scheme: Literal["IOB2", "BIO"] = "IOB2"
+    word_split: Literal["whitespace", "tokenizer"] = Field(
+        "whitespace",
+        description="what a word is, as the training data split sentences: 'whitespace' (CoNLL / seq.in: "
+                    "\"st.\" and \"o'hare\" are one word each) or 'tokenizer' (the tokenizer's pre-tokenizer). "
+                    "Inference splits text the same way and tags each word at its first sub-token")
 
     @model_validator(mode="after")
     def _bio(self) -> TokenClassificationHead:

@@ -21,7 +21,7 @@ from mtbranch.spec.heads import HeadSpec
 from mtbranch.spec.structure import TrunkStructure
 from mtbranch.spec.tokenizer_contract import TokenizerContract
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 MANIFEST_NAME = "manifest.json"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_LAYERS = 1024  # far deeper than any transformer; bounds the work validating a hostile manifest can cause
@@ -111,8 +111,14 @@ def _from_0_9(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _from_1_0(data: dict[str, Any]) -> dict[str, Any]:
+    """1.1 added the token head's ``word_split``; its default (``whitespace``) is what every 1.0 token branch
+    was trained on (the SDK reads CoNLL and seq.in files as whitespace-separated words)."""
+    return {**data, "schema_version": "1.1"}
+
+
 # minor-version or older-major converters, applied in order until SCHEMA_VERSION is reached
-CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"0.9": _from_0_9}
+CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"0.9": _from_0_9, "1.0": _from_1_0}
 
 
 class SchemaVersionError(ValueError):
