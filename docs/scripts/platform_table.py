@@ -196,7 +196,8 @@ def remeasure_section(w: Callable[[str], None]) -> None:
       "...`), 1 thread; the metric is computed from the predictions and compared with the branch manifest's "
       "(rounded to 6 digits there). Token tasks: the trainer's scoring (first sub-token of each dataset word; "
       "words past max_length left out) and, as extra columns, every word counted and the returned entity spans "
-      "turned back into word tags (their word split is the tokenizer's, so CoNLL words such as `U.S.` split). "
+      "turned back into word tags (in this run, before issue 25, their word split was the tokenizer's, so CoNLL "
+      "words such as `U.S.` split; see the next section for the served figures now). "
       f"Raw JSON: [`{REMEASURE}.json`](results/platform/{REMEASURE}.json).\n")
     w("| task | version | metric | manifest | composed (predict) | abs diff | other figures |")
     w("|---|---|---|---|---|---|---|")
@@ -209,6 +210,35 @@ def remeasure_section(w: Callable[[str], None]) -> None:
     layers = rec["composed_layers"]
     w(f"\nArtifact: trunk to depth {layers['trunk_depth']} + {layers['branch_layers']} branch layers = "
       f"{layers['total']} of {layers['separate_models']} layers.")
+
+
+SERVED = "served-entities"  # remeasure_composed.py --task entities --task slots, after word-level decoding
+
+
+def served_section(w: Callable[[str], None]) -> None:
+    """Entity F1 of what users receive, before (the run above) and after word-level decoding (issue 25)."""
+    after = _load(SERVED)
+    before = _remeasured()["tasks"]
+    if not after:
+        return
+    w("\n## What users receive: entities decoded per word\n")
+    w("Since issue 25, token tasks are decoded per word by the branch's word rule (whitespace words, as CoNLL "
+      "and seq.in data split them), so an entity never ends inside a word. The same two branches re-measured "
+      "with `python docs/scripts/remeasure_composed.py ARTIFACT --task entities --task slots` (`mtbranch predict "
+      "--input ... --words --raw`, 1 thread, 2-core AMD EPYC): the F1 of the returned entity spans, and of the "
+      "per-word tags `--words` returns, against the trainer's figure (first sub-token of each word, words past "
+      f"max_length left out). Raw JSON: [`{SERVED}.json`](results/platform/{SERVED}.json) (after), "
+      f"[`{REMEASURE}.json`](results/platform/{REMEASURE}.json) (before).\n")
+    w("| task | version | trainer's figure (manifest) | served entities before | served entities now | "
+      "served tags now | gap now |")
+    w("|---|---|---|---|---|---|---|")
+    for task, r in after["tasks"].items():
+        c = r["composed"]
+        old = before.get(task, {}).get("composed", {}).get("entity_f1_from_entities")
+        w(f"| {task} | {r['version']} | {pct(r['manifest'])} | {pct(old)} | {pct(c['entity_f1_from_entities'])} | "
+          f"{pct(c.get('entity_f1_from_tags'))} | {100 * (r['manifest'] - c['entity_f1_from_entities']):.2f} |")
+    w("\nThe remaining entities gap is the 3 dev sentences longer than max_length (128 tokens): the trainer leaves "
+      "their cut-off words out, a user receives them untagged.")
 
 
 def summary() -> dict[str, Any]:
@@ -375,6 +405,7 @@ def main() -> None:
     table_section(w)
     notes_section(w)
     remeasure_section(w)
+    served_section(w)
     commands_section(w)
 
 

@@ -13,8 +13,10 @@ positive class for binary tasks). Regression: the predicted value -> Pearson. To
 words joined by single spaces): (a) `entity_f1`: the raw head outputs (`--raw`) at the first sub-token of
 each dev word, the words as the dataset splits them, the way the trainer scores a branch (words past
 max_length are left out, as the trainer's labels leave them out; `entity_f1_all_words` counts them as
-predicted O), and (b) `entity_f1_from_entities`: the entities `predict` returns (character spans, grouped by
-the tokenizer's own word split) turned back into word tags. (a) is the figure compared with the manifest.
+predicted O), (b) `entity_f1_from_entities`: the entities `predict` returns (character spans, grouped by
+the branch's word rule, whitespace words since issue 25) turned back into word tags, and (c)
+`entity_f1_from_tags`: the per-word tags `predict --words` returns. (a) is the figure compared with the
+manifest; (b) and (c) are what users receive.
 """
 
 from __future__ import annotations
@@ -110,12 +112,12 @@ def _word_spans(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
 
 
 def predict_file(mt: str, artifact: Path, name: str, rows: list[dict[str, str]], work: Path,
-                 pair: bool, threads: int) -> list[dict[str, Any]]:
+                 pair: bool, threads: int, extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """`mtbranch predict ARTIFACT --input rows.jsonl --task NAME --raw`: one result per row, in order."""
     src, dst = work / f"{name}.jsonl", work / f"{name}.out.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     cmd = [mt, "predict", str(artifact), "--input", str(src), "--task", name, "--raw", "--no-progress",
-           "--output", str(dst)] + (["--pair-col", "pair"] if pair else [])
+           "--output", str(dst), *extra] + (["--pair-col", "pair"] if pair else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     subprocess.run(cmd, check=True, env=env)
     out = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -131,6 +133,7 @@ def token_metrics(results: list[dict[str, Any]], sents: list[tuple[list[str], li
     gold = [tags for _, tags in sents]
     pred_raw: list[list[str]] = []
     pred_ent: list[list[str]] = []
+    pred_tags: list[list[str]] = []
     gold_kept: list[list[str]] = []
     pred_kept: list[list[str]] = []
     for (tokens, sent_tags), r in zip(sents, results, strict=True):
@@ -154,10 +157,13 @@ def token_metrics(results: list[dict[str, Any]], sents: list[tuple[list[str], li
             for j, k in enumerate(inside):
                 tags[k] = ("B-" if j == 0 else "I-") + ent["label"]
         pred_ent.append(tags)
+        if "tags" in r:
+            pred_tags.append(r["tags"])
     kw: dict[str, Any] = {"zero_division": 0}
     return {"entity_f1": float(f1_score(gold_kept, pred_kept, **kw)),
             "entity_f1_all_words": float(f1_score(gold, pred_raw, **kw)),
             "entity_f1_from_entities": float(f1_score(gold, pred_ent, **kw)),
+            **({"entity_f1_from_tags": float(f1_score(gold, pred_tags, **kw))} if pred_tags else {}),
             "truncated_sentences": sum(len(g) != len(t) for g, t in zip(gold_kept, gold, strict=True))}
 
 
@@ -193,7 +199,8 @@ def main() -> None:
             t0 = time.time()
             if d["kind"] == "tokens":
                 rows = [{"text": " ".join(t)} for t, _ in d["sents"]]
-                res = predict_file(a.mtbranch, a.artifact, name, rows, Path(tmp), False, a.threads)
+                # --words: the dataset's words, one tag per word back (the text is the same words joined)
+                res = predict_file(a.mtbranch, a.artifact, name, rows, Path(tmp), False, a.threads, ("--words",))
                 got = token_metrics(res, d["sents"], m["head"]["labels"], tokenizer, m["tokenizer"]["max_length"])
                 key = "entity_f1"
             else:
