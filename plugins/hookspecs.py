@@ -43,7 +43,8 @@ def mtbranch_head_types() -> list[HeadType]:  # type: ignore[empty-body]
     """Head types (:class:`mtbranch.heads.registry.HeadType`): spec model, tensor layout, module, post-processing.
 
     The built-in ``classification``, ``regression`` and ``token_classification`` heads are registered
-    through this hook by ``mtbranch.plugins.builtin``. Duplicate head type names are rejected (P006).
+    through this hook by ``mtbranch.plugins.builtin``. A head type name registered twice is reported and
+    neither registration is used (P008).
     """
 
 

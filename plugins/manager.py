@@ -114,7 +114,7 @@ class PluginManager:
 
     @property
     def findings(self) -> list[Finding]:
-        """Every plugin finding (P001-P006). Reading it calls each hook once, so that a hook returning
+        """Every plugin finding (P001-P008). Reading it calls each hook once, so that a hook returning
         garbage is reported even when the command at hand did not need that hook yet."""
         if not self._collecting:
             self._collecting = True

@@ -267,7 +267,7 @@ class FeatureCache:
             elif path is not None and path.is_file():
                 try:
                     out[d] = self.memory[k] = FeatureStore.load(path)
-                except Exception as exc:  # a corrupt cache entry is recomputed, never trusted
+                except Exception as exc:  # a corrupt cache entry is refused, never trusted
                     raise MtbranchError(f"cannot read cached features: {exc}", path=str(path),
                                         hint="delete the file; it will be recomputed") from None
         missing = [d for d in keys if d not in out]

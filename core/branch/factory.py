@@ -1,6 +1,7 @@
 """Make a new branch for a trunk: its manifest, and a module initialised from the trunk's own layers.
 
-This is what ``import-hf`` and the SDK's ``train`` start from; tests use it to build branches at any depth.
+This is what ``import-hf`` starts from (the SDK's ``train`` builds its branch in ``mtbranch.sdk.train.new_branch``);
+tests use it to build branches at any depth.
 """
 
 from __future__ import annotations

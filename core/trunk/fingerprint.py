@@ -1,4 +1,4 @@
-"""The trunk fingerprint chain (DESIGN.md): ``h0 = sha256(structure || embeddings)``,
+"""The trunk fingerprint chain (docs/concepts.md): ``h0 = sha256(structure || embeddings)``,
 ``h_k = sha256(h_{k-1} || layer k)``.
 
 Computed from tensor names (prefix-free), dtypes, shapes and raw bytes read straight from the safetensors

@@ -77,7 +77,7 @@ class Trunk(nn.Module):
         return self.family.prepare(self.config, getattr(self, "context", None), hidden, attention_mask)
 
     def run_layer(self, k: int, hidden: torch.Tensor, mask4d: Any) -> torch.Tensor:
-        """Layer k, 1-based as in DESIGN.md (layer 1 reads the embeddings output)."""
+        """Layer k, 1-based as in docs/concepts.md (layer 1 reads the embeddings output)."""
         return self.family.run_layer(self.layers[k - 1], k - 1, hidden, mask4d)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
