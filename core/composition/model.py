@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,7 +123,7 @@ class ComposedModel(nn.Module):
         branches = list(self._plan.branches) if branches is None else list(branches)
         if not branches:
             return {}
-        forks = trunk_pass(self.trunk, input_ids, attention_mask, token_type_ids, [branches] * len(input_ids))
+        forks = trunk_pass(self.trunk, input_ids, attention_mask, token_type_ids, branches)
         return {name: out for name, (_, out) in forks.items()}
 
     # -- texts in, results out ----------------------------------------------------------------------
@@ -246,40 +246,50 @@ def row_result(b: BranchModule, row: Any, encoding: Any, n: int, text: str, raw:
     return res
 
 
-Fork = tuple[list[int], torch.Tensor]  # the rows (of the pass) a branch read, and its output over them
+Fork = tuple[list[int] | None, torch.Tensor]  # the rows of the pass a branch read (None: all), its output over them
 
 
 @torch.inference_mode()
 def trunk_pass(trunk: Trunk, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-               token_type_ids: torch.Tensor | None, reads: Sequence[Sequence[BranchModule]]) -> dict[str, Fork]:
-    """The one trunk pass (``forward``, ``predict``, ``mtbranch serve`` and Ray all run it): row ``i`` feeds the
-    branches ``reads[i]``. The trunk runs layer by layer up to the deepest of them; each branch reads the rows that
-    asked for it at its attach depth, and a row leaves the pass once its deepest branch has read it (the padded
-    width shrinks to the longest row left). Returns, per branch, those rows (in order) and its output over them.
+               token_type_ids: torch.Tensor | None, branches: Sequence[BranchModule],
+               reads: Sequence[Collection[str]] | None = None) -> dict[str, Fork]:
+    """The one trunk pass (``forward``, ``predict``, ``mtbranch serve`` and Ray all run it) for ``branches``.
+
+    The trunk runs layer by layer up to the deepest branch; each branch reads the hidden states at its attach
+    depth. With ``reads`` (per row, the names of the branches it feeds), a branch reads only the rows that asked
+    for it, and a row leaves the pass once its deepest branch has read it (the padded width shrinks to the longest
+    row left). Without, every row feeds every branch, and nothing depends on the batch size (ONNX export).
+    Returns, per branch, the rows it read (``None``: all, in order) and its output over them.
     """
     device = next(trunk.parameters()).device
     input_ids = input_ids.to(device)
     mask = None if attention_mask is None else attention_mask.to(device)
     types = None if token_type_ids is None else token_type_ids.to(device)
-    names = [{b.name for b in bs} for bs in reads]
-    depths = [max((b.manifest.attach_depth for b in bs), default=-1) for bs in reads]
     by_depth: dict[int, list[BranchModule]] = {}
-    for b in {b.name: b for bs in reads for b in bs}.values():
+    for b in branches:
         by_depth.setdefault(b.manifest.attach_depth, []).append(b)
+    depth_of = {b.name: b.manifest.attach_depth for b in branches}
+    wants = list(reads or ())
+    depths = [max(depth_of[n] for n in names) for names in wants]  # the deepest branch each row feeds
+    active = None if reads is None else list(range(len(wants)))  # row of `hidden` -> row of the pass
     forks: dict[str, Fork] = {}
-    active = list(range(len(reads)))  # row of `hidden` -> row of the pass
     hidden = trunk.embed(input_ids, types, mask)
     mask4d = trunk.mask(hidden, mask)
-    for depth in range(max(depths, default=-1) + 1):
+    for depth in range(max(by_depth, default=-1) + 1):
         if depth:
             hidden = trunk.run_layer(depth, hidden, mask4d)
         for b in by_depth.get(depth, ()):
-            sel = [k for k, r in enumerate(active) if b.name in names[r]]
+            if active is None:
+                forks[b.name] = (None, b(hidden, mask, mask4d))
+                continue
+            sel = [k for k, r in enumerate(active) if b.name in wants[r]]
             if len(sel) == len(active):
                 forks[b.name] = (list(active), b(hidden, mask, mask4d))
             elif sel:  # only some rows asked for this branch: it reads those alone
                 h, m = hidden[sel], None if mask is None else mask[sel]
                 forks[b.name] = ([active[k] for k in sel], b(h, m, trunk.mask(h, m)))
+        if active is None:
+            continue
         keep = [k for k, r in enumerate(active) if depths[r] > depth]
         if not keep:
             break
@@ -309,10 +319,11 @@ def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Seque
         t = type_ids[r]
         if types is not None and t is not None:
             types[r, :len(t)] = torch.tensor(t, dtype=torch.long)
-    plan = model._plan
-    forks = trunk_pass(model.trunk, input_ids, mask, types, [model.select(names, plan) for names in reads])
+    branches = model.select(list(dict.fromkeys(n for names in reads for n in names)))
+    forks = trunk_pass(model.trunk, input_ids, mask, types, branches, [set(names) for names in reads])
     outs: list[dict[str, Any]] = [{} for _ in ids]
     for name, (rows, value) in forks.items():
+        assert rows is not None  # with reads, each fork names its rows
         for r, v in zip(rows, value.float().tolist(), strict=True):
             outs[r][name] = v
     return outs
