@@ -321,6 +321,26 @@ def test_task_subsets_share_one_trunk_pass_up_to_the_depth_they_need(model: Any)
         assert results_close(res, want), (job.tasks, res, want)
 
 
+def test_predict_forward_and_serving_run_the_one_trunk_pass(model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One engine: predict (through forward) and the serving batches (run_rows) both run composition's trunk_pass;
+    serving's passes name each row's branches, forward's do not (every row reads every branch)."""
+    import mtbranch.composition.model as composed
+    from mtbranch.serve.batching import prepare_job, run_jobs
+
+    real = composed.trunk_pass
+    per_row: list[bool] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        per_row.append(len(args) > 5 or kwargs.get("reads") is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(composed, "trunk_pass", counted)
+    want = model.predict(TEXTS[:2], tasks=["sentiment", "entities"])
+    got = run_jobs(model, [prepare_job(model, TEXTS[:2], None, ["sentiment", "entities"], False)])[0]
+    assert per_row == [False, True]
+    assert results_close(got, want)
+
+
 def test_token_budget_splits_passes_and_a_failing_request_is_isolated(model: Any) -> None:
     from mtbranch.serve.batching import Budget, Job, Stats, prepare_job, run_jobs
 
