@@ -29,7 +29,8 @@ VERSION_HEADER = "x-mtbranch-version"
 router = APIRouter()
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
+    """The app's state (async: FastAPI would run a plain function in its thread pool, once per request)."""
     state: ServerState = request.app.state.mtbranch
     return state
 
