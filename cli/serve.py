@@ -90,8 +90,9 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
     import torch
 
     from mtbranch.composition.artifact import load
-    from mtbranch.serve.app import ServeSettings, create_app, run_server
+    from mtbranch.serve.app import ServeSettings, create_app
     from mtbranch.serve.schema import Limits
+    from mtbranch.serve.server import run_server
 
     if threads:
         torch.set_num_threads(threads)

@@ -25,10 +25,9 @@ def test_bio_tag_check() -> None:
 
 
 def test_serving_defaults_have_one_home() -> None:
-    import inspect
 
     from mtbranch.cli.serve import serve
-    from mtbranch.serve.batching import run_jobs
+    from mtbranch.serve.batching import Budget
     from mtbranch.serve.schema import ServeSettings
 
     d = ServeSettings()
@@ -37,4 +36,4 @@ def test_serving_defaults_have_one_home() -> None:
         d.max_batch_size, d.max_batch_wait_ms, d.max_queue)
     assert (opts["max_body_bytes"], opts["max_texts"], opts["max_chars"]) == (
         d.limits.max_body_bytes, d.limits.max_texts, d.limits.max_chars)
-    assert inspect.signature(run_jobs).parameters["max_batch_size"].default == d.max_batch_size
+    assert (Budget().max_batch_size, Budget().max_batch_tokens) == (d.max_batch_size, d.max_batch_tokens)

@@ -321,19 +321,38 @@ def test_task_subsets_share_one_trunk_pass_up_to_the_depth_they_need(model: Any)
         assert results_close(res, want), (job.tasks, res, want)
 
 
-def test_token_budget_splits_passes_and_a_failing_request_is_isolated(model: Any) -> None:
-    from mtbranch.serve.batching import Job, Stats, prepare_job, run_jobs, split_passes
+def test_predict_forward_and_serving_run_the_one_trunk_pass(model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One engine: predict (through forward) and the serving batches (run_rows) both run composition's trunk_pass;
+    serving's passes name each row's branches, forward's do not (every row reads every branch)."""
+    import mtbranch.composition.model as composed
+    from mtbranch.serve.batching import prepare_job, run_jobs
 
-    assert split_passes([5, 3, 9, 4], max_batch_size=8, max_batch_tokens=None) == [[1, 3, 0, 2]]
-    assert split_passes([5, 3, 9, 4], max_batch_size=2, max_batch_tokens=None) == [[1, 3], [0, 2]]
+    real = composed.trunk_pass
+    per_row: list[bool] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        per_row.append(len(args) > 5 or kwargs.get("reads") is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(composed, "trunk_pass", counted)
+    want = model.predict(TEXTS[:2], tasks=["sentiment", "entities"])
+    got = run_jobs(model, [prepare_job(model, TEXTS[:2], None, ["sentiment", "entities"], False)])[0]
+    assert per_row == [False, True]
+    assert results_close(got, want)
+
+
+def test_token_budget_splits_passes_and_a_failing_request_is_isolated(model: Any) -> None:
+    from mtbranch.serve.batching import Budget, Job, Stats, prepare_job, run_jobs
+
+    assert Budget(8).passes([5, 3, 9, 4]) == [[1, 3, 0, 2]]
+    assert Budget(2).passes([5, 3, 9, 4]) == [[1, 3], [0, 2]]
     # rows x longest <= 12: [3, 4] (8), [5] (5 + 9 would be 18), [9]; a row over the budget is a pass alone
-    assert split_passes([5, 3, 9, 4], max_batch_size=8, max_batch_tokens=12) == [[1, 3], [0], [2]]
+    assert Budget(8, 12).passes([5, 3, 9, 4]) == [[1, 3], [0], [2]]
     seen: list[tuple[int, int]] = []
     jobs = [prepare_job(model, [t], None, ["sentiment"], False) for t in TEXTS]
     stats = Stats()
-    longest = max(len(r.ids) for j in jobs for r in j.sequences)
-    out = run_jobs(model, jobs, stats, max_batch_size=32, max_batch_tokens=2 * longest,
-                   on_pass=lambda n, tok: seen.append((n, tok)))
+    longest = max(r.longest for r in jobs)
+    out = run_jobs(model, jobs, stats, Budget(32, 2 * longest), on_pass=lambda n, tok: seen.append((n, tok)))
     assert all(tok <= 2 * longest for _, tok in seen) and sum(n for n, _ in seen) == len(TEXTS) and len(seen) > 1
     assert all(not isinstance(o, BaseException) for o in out)
     bad = Job(["x"], None, ("nope",))  # not tokenized, unknown task: fails alone

@@ -130,7 +130,7 @@ def test_slow_body_gets_408_and_silent_connection_is_closed(base: Path) -> None:
     port = free_port()
     import uvicorn
 
-    from mtbranch.serve.app import h11_with_read_timeout
+    from mtbranch.serve.server import h11_with_read_timeout
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            http=h11_with_read_timeout(0.5)))

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +116,6 @@ class ComposedModel(nn.Module):
                                 hint=f"tasks in this model: {', '.join(plan.by_name) or 'none'}")
         return [plan.by_name[t] for t in dict.fromkeys(tasks)]
 
-    @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None,
                 branches: Sequence[BranchModule] | None = None) -> dict[str, torch.Tensor]:
@@ -124,19 +123,8 @@ class ComposedModel(nn.Module):
         branches = list(self._plan.branches) if branches is None else list(branches)
         if not branches:
             return {}
-        by_depth: dict[int, list[BranchModule]] = {}
-        for b in branches:
-            by_depth.setdefault(b.manifest.attach_depth, []).append(b)
-        top = max(by_depth)
-        hidden = self.trunk.embed(input_ids, token_type_ids, attention_mask)
-        mask4d = self.trunk.mask(hidden, attention_mask)
-        out: dict[str, torch.Tensor] = {}
-        for depth in range(top + 1):
-            if depth:
-                hidden = self.trunk.run_layer(depth, hidden, mask4d)
-            for b in by_depth.get(depth, ()):
-                out[b.name] = b(hidden, attention_mask, mask4d)
-        return out
+        forks = trunk_pass(self.trunk, input_ids, attention_mask, token_type_ids, branches)
+        return {name: out for name, (_, out) in forks.items()}
 
     # -- texts in, results out ----------------------------------------------------------------------
     def max_length(self, branches: Sequence[BranchModule]) -> int:
@@ -319,6 +307,89 @@ def row_result(b: BranchModule, row: Any, encoding: Any, n: int, text: str, raw:
     if raw:
         res["raw"] = row if b.sequence_level else row[:n]
     return res
+
+
+Fork = tuple[list[int] | None, torch.Tensor]  # the rows of the pass a branch read (None: all), its output over them
+
+
+@torch.inference_mode()
+def trunk_pass(trunk: Trunk, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               token_type_ids: torch.Tensor | None, branches: Sequence[BranchModule],
+               reads: Sequence[Collection[str]] | None = None) -> dict[str, Fork]:
+    """The one trunk pass (``forward``, ``predict``, ``mtbranch serve`` and Ray all run it) for ``branches``.
+
+    The trunk runs layer by layer up to the deepest branch; each branch reads the hidden states at its attach
+    depth. With ``reads`` (per row, the names of the branches it feeds), a branch reads only the rows that asked
+    for it, and a row leaves the pass once its deepest branch has read it (the padded width shrinks to the longest
+    row left). Without, every row feeds every branch, and nothing depends on the batch size (ONNX export).
+    Returns, per branch, the rows it read (``None``: all, in order) and its output over them.
+    """
+    device = next(trunk.parameters()).device
+    input_ids = input_ids.to(device)
+    mask = None if attention_mask is None else attention_mask.to(device)
+    types = None if token_type_ids is None else token_type_ids.to(device)
+    by_depth: dict[int, list[BranchModule]] = {}
+    for b in branches:
+        by_depth.setdefault(b.manifest.attach_depth, []).append(b)
+    depth_of = {b.name: b.manifest.attach_depth for b in branches}
+    wants = list(reads or ())
+    depths = [max(depth_of[n] for n in names) for names in wants]  # the deepest branch each row feeds
+    active = None if reads is None else list(range(len(wants)))  # row of `hidden` -> row of the pass
+    forks: dict[str, Fork] = {}
+    hidden = trunk.embed(input_ids, types, mask)
+    mask4d = trunk.mask(hidden, mask)
+    for depth in range(max(by_depth, default=-1) + 1):
+        if depth:
+            hidden = trunk.run_layer(depth, hidden, mask4d)
+        for b in by_depth.get(depth, ()):
+            if active is None:
+                forks[b.name] = (None, b(hidden, mask, mask4d))
+                continue
+            sel = [k for k, r in enumerate(active) if b.name in wants[r]]
+            if len(sel) == len(active):
+                forks[b.name] = (list(active), b(hidden, mask, mask4d))
+            elif sel:  # only some rows asked for this branch: it reads those alone
+                h, m = hidden[sel], None if mask is None else mask[sel]
+                forks[b.name] = ([active[k] for k in sel], b(h, m, trunk.mask(h, m)))
+        if active is None:
+            continue
+        keep = [k for k, r in enumerate(active) if depths[r] > depth]
+        if not keep:
+            break
+        if len(keep) < len(active):  # rows done leave; the padded width shrinks to the longest row left
+            active = [active[k] for k in keep]
+            hidden = hidden[keep]
+            if mask is not None:
+                mask = mask[keep]
+                width = int(mask.any(dim=0).nonzero().max()) + 1  # the last column a row left still fills
+                hidden, mask = hidden[:, :width], mask[:, :width]
+            mask4d = trunk.mask(hidden, mask)
+    return forks
+
+
+def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int] | None],
+             reads: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+    """Per row, the outputs (as lists) of ``model``'s branches named in ``reads[row]``: token ids of any lengths and
+    task subsets in one :func:`trunk_pass` (padded on the right, as ``tokenize`` pads for ``predict``)."""
+    pad = getattr(model.tokenizer, "pad_token_id", None) or 0
+    width = max(len(r) for r in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    types = None if any(t is None for t in type_ids) else torch.zeros((len(ids), width), dtype=torch.long)
+    for r, row in enumerate(ids):
+        input_ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[r, :len(row)] = 1
+        t = type_ids[r]
+        if types is not None and t is not None:
+            types[r, :len(t)] = torch.tensor(t, dtype=torch.long)
+    branches = model.select(list(dict.fromkeys(n for names in reads for n in names)))
+    forks = trunk_pass(model.trunk, input_ids, mask, types, branches, [set(names) for names in reads])
+    outs: list[dict[str, Any]] = [{} for _ in ids]
+    for name, (rows, value) in forks.items():
+        assert rows is not None  # with reads, each fork names its rows
+        for r, v in zip(rows, value.float().tolist(), strict=True):
+            outs[r][name] = v
+    return outs
 
 
 def _as_list(value: Any, what: str) -> list[Any]:

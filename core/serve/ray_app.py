@@ -2,8 +2,9 @@
 
 Each replica loads the artifact once (hashes verified) and warms up; ``@serve.batch`` merges concurrent
 requests (Ray counts requests: up to ``max_batch_size`` of them, waiting at most ``batch_wait_timeout_s``) and
-:func:`mtbranch.serve.batching.run_jobs` runs them as few ``predict`` calls as their task sets allow, each trunk pass
-at most ``max_batch_size`` sequences: the meaning it has under ``mtbranch serve``. The defaults are
+:func:`mtbranch.serve.batching.run_jobs` runs them in as few trunk passes as the
+:class:`~mtbranch.serve.batching.Budget` (``max_batch_size`` sequences, ``max_batch_tokens`` padded tokens a pass)
+allows: the meaning it has under ``mtbranch serve``. The defaults are
 :class:`mtbranch.serve.schema.ServeSettings`'s, the same as ``mtbranch serve``'s. Works on a
 local Ray instance and on a cluster unchanged (the artifact path must be readable on every node)::
 
@@ -27,15 +28,14 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from ray import serve  # noqa: E402
 
-from mtbranch.serve.app import (  # noqa: E402
+from mtbranch.serve.batching import Budget, Job, Outcome, Stats, prepare_job, run_jobs  # noqa: E402
+from mtbranch.serve.http import (  # noqa: E402
     PREDICT_OPENAPI,
-    VERSION_HEADER,
     error_responses,
     install_error_handlers,
     install_openapi,
-    lock_sha256,
 )
-from mtbranch.serve.batching import Job, Outcome, Stats, prepare_job, run_jobs  # noqa: E402
+from mtbranch.serve.routes import VERSION_HEADER  # noqa: E402
 from mtbranch.serve.schema import (  # noqa: E402
     Limits,
     PredictResponse,
@@ -47,6 +47,7 @@ from mtbranch.serve.schema import (  # noqa: E402
     task_infos,
     warm_up,
 )
+from mtbranch.serve.state import lock_sha256  # noqa: E402
 
 api = FastAPI(title="mtbranch (Ray Serve)", description="A composed multi-task model on Ray Serve.")
 install_error_handlers(api)
@@ -90,8 +91,7 @@ class ComposedDeployment:
         self.version = before
         self.limits = limits or Limits()
         self.stats = Stats()
-        self.max_batch_size = max_batch_size
-        self.max_batch_tokens = max_batch_tokens
+        self.budget = Budget(max_batch_size, max_batch_tokens)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.metrics = _RayMetrics()
@@ -145,8 +145,7 @@ class ComposedDeployment:
         self.stats.batches += 1
         # the model runs in a thread so this replica's event loop keeps collecting the next batch
         return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: run_jobs(self.model, jobs, self.stats, self.max_batch_size, self.max_batch_tokens,
-                                   self._observe_pass))
+            None, lambda: run_jobs(self.model, jobs, self.stats, self.budget, self._observe_pass))
 
     def _observe_pass(self, sequences: int, tokens: int) -> None:
         self.metrics.batch_sequences.observe(sequences)

@@ -216,6 +216,32 @@ def serving(d: J) -> list[str]:
             f"{po['throughput']:.1f} ({co['throughput'] / po['throughput']:.2f}x)."]
 
 
+def serving_engine(d: J) -> list[str]:
+    """Two checkouts' composed servers, interleaved (loadtest.py --compare-code): throughput before vs after."""
+    first = next(iter(d["variants"]))
+    out = ["| code | scenario | sentences/s | per round | p50 ms | p99 ms | errors | throughput vs " + first + " |",
+           "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for name, per in d["summary"].items():
+        commit = d["variants"][name]["commit"][:7]
+        for scenario, x in per.items():
+            rounds = ", ".join(f"{t:.1f}" for t in x["round_throughputs"])
+            out.append(f"| {name} (`{commit}`) | {scenario} | {x['throughput']:.1f} | {rounds} | {x['p50_ms']:.1f} | "
+                       f"{x['p99_ms']:.1f} | {x['errors']} | {x['throughput_vs_' + first]:.2f}x |")
+    notes = []
+    for scenario in d["summary"][first]:
+        spread = max(100 * (max(r) - min(r)) / (sum(r) / len(r)) for r in
+                     (per[scenario]["round_throughputs"] for per in d["summary"].values()))
+        for name, per in d["summary"].items():
+            if name == first:
+                continue
+            change = 100 * (per[scenario]["throughput_vs_" + first] - 1)
+            verdict = "within" if abs(change) < spread else "**beyond**"
+            notes.append(f"{scenario}: {name} {change:+.1f}% ({verdict} the noise: one server's rounds spread "
+                         f"over {spread:.0f}% of their mean)")
+    return [*out, "", "Throughput " + "; ".join(notes) + f". Load average at the end of the run: "
+            f"{d['loadavg_end'][0]:.1f} on {d['cpus']} cores."]
+
+
 def grouped(rows: list[J]) -> list[str]:
     diff = max(r["max_abs_diff"] for r in rows)
     speed = ", ".join(f"{r['grouped_speedup']:.2f}x at batch {r['batch_size']}" for r in rows)
@@ -241,6 +267,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "ablations": (("ablations.json",), ablations),
     "fast-paths": (("quantize-eval.json", "onnx.json"), fast_paths),
     "serving": (("serve.json",), serving),
+    "serving-engine": (("serve-engine.json",), serving_engine),
     "grouped": (("grouped-ablation.jsonl",), grouped),
 }
 

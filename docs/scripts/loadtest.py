@@ -20,6 +20,13 @@ requests at the same concurrency, the dtypes taking turns round by round:
 
     python docs/scripts/loadtest.py out/composed --compare-dtypes float32,bfloat16 --requests 200 \
         --dtype-rounds 2 --concurrency 16 --threads 1
+
+Two checkouts of mtbranch compared (a change's before and after): one composed server per checkout, run from this
+venv with ``PYTHONPATH`` pointing at the checkout's own ``mtbranch`` package, the composed scenarios (all tasks,
+one task) taking turns round by round:
+
+    python docs/scripts/loadtest.py out/composed --compare-code before=../wt-base,after=. --requests 300 \
+        --dtype-rounds 3 --concurrency 16 --threads 1
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, artifact: str, tasks: list[str], args: argparse.Namespace, dtype: str | None = None) -> None:
+    def __init__(self, artifact: str, tasks: list[str], args: argparse.Namespace, dtype: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.label = ",".join(tasks) or "all"
@@ -68,7 +76,7 @@ class Server:
                "--dtype", dtype or args.dtype]
         for t in tasks:
             cmd += ["--task", t]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def wait_ready(self, timeout: float = 180) -> None:
@@ -204,6 +212,132 @@ def compare_dtypes(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def code_overlay(checkout: Path, into: Path) -> Path:
+    """A ``PYTHONPATH`` entry importing ``mtbranch`` from ``checkout``, laid out as its pyproject's ``package-dir``
+    says (core/ is the package, plugins/, sdk/, cli/ its subpackages), so one venv serves two checkouts."""
+    import tomllib
+
+    dirs = tomllib.loads((checkout / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    package = into / "mtbranch"
+    package.mkdir(parents=True)
+    for entry in (checkout / dirs["mtbranch"]).iterdir():
+        (package / entry.name).symlink_to(entry.resolve())
+    for name, folder in dirs.items():
+        if name != "mtbranch":
+            (package / name.split(".", 1)[1]).symlink_to((checkout / folder).resolve())
+    return into
+
+
+def checkout_info(checkout: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The commit of ``checkout`` and where a server started with ``env`` imports the engine from."""
+    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    where = subprocess.run([sys.executable, "-c", "import os, mtbranch.serve.batching as b; "
+                            "print(os.path.realpath(b.__file__))"], env={**os.environ, **env},
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return {"checkout": str(checkout.resolve()), "commit": commit.stdout.strip(), "dirty": bool(dirty),
+            "imports": where}
+
+
+def lscpu() -> dict[str, str]:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    keep = ("Model name", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "Hypervisor vendor")
+    rows = (ln.split(":", 1) for ln in out.splitlines() if ":" in ln)
+    return {k.strip(): v.strip() for k, v in rows if k.strip() in keep}
+
+
+def compare_code(args: argparse.Namespace) -> None:
+    """One composed server per checkout (``NAME=DIR``), every server on the same artifact, dtype and settings; per
+    round, each checkout runs the composed scenarios (all tasks; ``--one-task``) in turn, the order alternating."""
+    import tempfile
+
+    from mtbranch.composition.artifact import read_lock
+    from mtbranch.spec.precision import cpu_report
+
+    variants = dict(item.split("=", 1) for item in args.compare_code.split(",") if item.strip())
+    lock = read_lock(args.artifact)
+    pair_tasks = {e["name"] for e in lock["branches"]
+                  if json.loads((Path(args.artifact) / "branches" / e["name"] / "manifest.json").read_text())
+                  ["tokenizer"]["input_signature"] == "pair"}
+    one = args.one_task
+    bodies = {"composed, all tasks": lambda a, b: {"texts": [a], "text_pairs": [b]},
+              f"composed, one task ({one})": lambda a, b: {"texts": [a], "tasks": [one],
+                                                           **({"text_pairs": [b]} if one in pair_tasks else {})}}
+    data = sentences(max(args.requests, 64))
+    servers: dict[str, Server] = {}
+    info: dict[str, Any] = {}
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {v: {s: [] for s in bodies} for v in variants}
+    latencies: dict[str, dict[str, list[float]]] = {v: {s: [] for s in bodies} for v in variants}
+    with tempfile.TemporaryDirectory(prefix="mtbranch-code-") as tmp:
+        try:
+            for name, checkout in variants.items():
+                env = {"PYTHONPATH": str(code_overlay(Path(checkout), Path(tmp) / name))}
+                info[name] = checkout_info(Path(checkout), env)
+                servers[name] = Server(args.artifact, [], args, env=env)
+            for srv in servers.values():
+                srv.wait_ready()
+            rss = {k: round(srv.rss_mb()) for k, srv in servers.items()}
+            names = list(variants)
+            for r in range(args.dtype_rounds):
+                for name in (names if r % 2 == 0 else names[::-1]):
+                    for scenario, make in bodies.items():
+                        url = servers[name].url
+
+                        async def fire(c: httpx.AsyncClient, i: int, url: str = url, make: Any = make) -> None:
+                            await post(c, url, make(*data[i % len(data)]))
+
+                        before = servers[name].stats()
+                        res = asyncio.run(run_scenario(fire, args.requests, args.concurrency,
+                                                       warmup=args.concurrency, keep=latencies[name][scenario]))
+                        after = servers[name].stats()
+                        calls = after["predict_calls"] - before["predict_calls"]
+                        res["requests_per_model_call"] = round((after["requests"] - before["requests"]) / calls, 2) \
+                            if calls else None
+                        rounds[name][scenario].append(res)
+                        print(f"round {r + 1} {name} {scenario}: {res}", file=sys.stderr)
+        finally:
+            for srv in servers.values():
+                srv.stop()
+    summary: dict[str, dict[str, Any]] = {}
+    first = next(iter(variants))
+    for name in variants:
+        summary[name] = {}
+        for scenario in bodies:
+            lat = sorted(latencies[name][scenario])
+            secs = sum(x["seconds"] for x in rounds[name][scenario])
+            summary[name][scenario] = {
+                "throughput": round(len(lat) / secs, 1) if secs else None,
+                "p50_ms": round(1000 * statistics.median(lat), 1) if lat else None,
+                "p99_ms": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1) if lat else None,
+                "errors": sum(x["errors"] for x in rounds[name][scenario]),
+                "round_throughputs": [x["throughput"] for x in rounds[name][scenario]]}
+    for name in variants:
+        for scenario in bodies:
+            base = summary[first][scenario]["throughput"]
+            summary[name][scenario]["throughput_vs_" + first] = \
+                round(summary[name][scenario]["throughput"] / base, 3) if base else None
+    report = {"command": "python docs/scripts/loadtest.py " + " ".join(sys.argv[1:]), "artifact": args.artifact,
+              "variants": info, "requests_per_round": args.requests, "rounds": args.dtype_rounds,
+              "concurrency": args.concurrency, "threads_per_server": args.threads, "dtype": args.dtype,
+              "max_batch_size": args.max_batch_size, "max_batch_wait_ms": args.max_batch_wait_ms,
+              "cpus": os.cpu_count(), "python": platform.python_version(), "lscpu": lscpu(),
+              "machine": cpu_report(), "loadavg_end": os.getloadavg(), "rss_mb": rss, "summary": summary,
+              "rounds_detail": rounds}
+    print(json.dumps(report, indent=2))
+    print(f"\n| code | scenario | sentences/s | p50 ms | p99 ms | errors | throughput vs {first} |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, per in summary.items():
+        for scenario, x in per.items():
+            print(f"| {name} | {scenario} | {x['throughput']} | {x['p50_ms']} | {x['p99_ms']} | {x['errors']} | "
+                  f"{x['throughput_vs_' + first]}x |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("artifact", nargs="?", default="out/composed")
@@ -218,10 +352,16 @@ def main() -> None:
     ap.add_argument("--compare-dtypes", default=None, metavar="LIST",
                     help="instead: one composed server per dtype (e.g. float32,bfloat16), all tasks, same "
                          "concurrency, the dtypes taking turns for --dtype-rounds rounds")
-    ap.add_argument("--dtype-rounds", type=int, default=2)
+    ap.add_argument("--compare-code", default=None, metavar="NAME=DIR,...",
+                    help="instead: one composed server per mtbranch checkout (e.g. before=../base,after=.), the "
+                         "composed scenarios taking turns for --dtype-rounds rounds")
+    ap.add_argument("--dtype-rounds", type=int, default=2, help="rounds of --compare-dtypes / --compare-code")
     args = ap.parse_args()
     if args.compare_dtypes:
         compare_dtypes(args)
+        return
+    if args.compare_code:
+        compare_code(args)
         return
 
     from mtbranch.composition.artifact import read_lock

@@ -1,0 +1,169 @@
+"""The request queue of ``mtbranch serve`` (asyncio only): requests gathered into batches, one worker thread.
+
+One collector task takes the first request waiting and gathers those arriving within ``max_batch_wait_ms`` while
+the batch fits one trunk pass of the :class:`~mtbranch.serve.batching.Budget` (``--max-batch-size`` sequences,
+``--max-batch-tokens`` padded tokens: the budget :func:`~mtbranch.serve.batching.run_jobs` cuts passes with).
+A request alone over the budget is a batch alone. Each batch runs on one version, in one worker thread, so the
+event loop keeps accepting requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from mtbranch.serve.batching import Budget, Job, Outcome, PassHook, Results, Stats, prepare_job, run_jobs
+from mtbranch.serve.metrics import Metrics
+from mtbranch.serve.schema import RequestError, ServeSettings
+from mtbranch.serve.state import Served
+
+# run_jobs' signature: the batcher's one call into the model (a test passes its own)
+RunJobs = Callable[[Any, list[Job], Stats, Budget, PassHook], list[Outcome]]
+
+
+@dataclass
+class _Item:
+    job: Job
+    future: asyncio.Future[tuple[Results, str]]
+
+
+class Batcher:
+    """A bounded queue drained by one collector task; every batch runs on one version, in one worker thread."""
+
+    def __init__(self, served: Served, settings: ServeSettings, metrics: Metrics, run: RunJobs = run_jobs) -> None:
+        self.served = served
+        self.settings = settings
+        self.budget = Budget(settings.max_batch_size, settings.max_batch_tokens)
+        self.metrics = metrics
+        self.stats = Stats()
+        self.rate = 0.0  # sequences per second, recent passes (for Retry-After)
+        self._run_jobs = run
+        self._pending: deque[_Item] = deque()
+        self._running: list[_Item] = []
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-model")
+        # tokenizing off the event loop (the fast tokenizer releases the GIL), so the loop keeps accepting
+        self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-tokenize")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._collect())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+        self._tokenizer.shutdown(wait=True)
+
+    async def tokenize(self, served: Served, texts: list[str], pairs: list[str] | None, tasks: list[str],
+                       raw: bool) -> Job:
+        """The request's sequences (:func:`prepare_job`), tokenized in a thread of their own."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw)
+
+    def retry_after(self, waiting: int) -> int:
+        """Seconds until ``waiting`` more sequences are likely done (1 to 60)."""
+        return max(1, min(60, math.ceil(waiting / self.rate))) if self.rate > 0 else 1
+
+    def abort(self, error: RequestError) -> int:
+        """Fail every request queued or running with ``error``; returns how many."""
+        n = 0
+        for item in [*self._running, *self._pending]:
+            if not item.future.done():
+                item.future.set_exception(error)
+                n += 1
+        self._pending.clear()
+        self.metrics.queue_depth.set(0)
+        return n
+
+    async def submit(self, job: Job) -> tuple[Results, str]:
+        """The job's results and the version that computed them; 503 after ``request_timeout_s``."""
+        fut: asyncio.Future[tuple[Results, str]] = asyncio.get_running_loop().create_future()
+        self.stats.requests += 1
+        self._pending.append(_Item(job, fut))
+        self.metrics.queue_depth.set(len(self._pending))
+        self._wake.set()
+        timeout = self.settings.request_timeout_s
+        try:
+            return await asyncio.wait_for(fut, timeout)  # on timeout the future is cancelled: the batch skips it
+        except TimeoutError:
+            self.metrics.rejected.labels("timeout").inc()
+            raise RequestError(503, f"not answered within the request timeout ({timeout:g} s)",
+                               "the server is overloaded: retry later or elsewhere",
+                               retry_after=self.retry_after(sum(i.job.size for i in self._pending))) from None
+
+    def _first_pending(self) -> _Item | None:
+        while self._pending and self._pending[0].future.done():  # timed out or aborted while queued
+            self._pending.popleft()
+        return self._pending[0] if self._pending else None
+
+    async def _collect(self) -> None:
+        while True:
+            while self._first_pending() is None:
+                self._wake.clear()
+                await self._wake.wait()
+            items = await self._gather()
+            await self._run_batch(items)
+
+    async def _gather(self) -> list[_Item]:
+        """The first request waiting and those that join it within ``max_batch_wait_ms`` while all fit one pass."""
+        loop = asyncio.get_running_loop()
+        items = self._running = [self._pending.popleft()]  # abort() sees the batch while it is gathered
+        n, longest = items[0].job.size, items[0].job.longest
+        deadline = loop.time() + self.settings.max_batch_wait_ms / 1000
+        while self.budget.fits(n + 1, longest):  # room for one more sequence
+            nxt = self._first_pending()
+            if nxt is None:  # wait a little for more
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                except TimeoutError:
+                    break
+                continue
+            if not self.budget.fits(n + nxt.job.size, max(longest, nxt.job.longest)):
+                break
+            items.append(self._pending.popleft())
+            n, longest = n + nxt.job.size, max(longest, nxt.job.longest)
+        self.metrics.queue_depth.set(len(self._pending))
+        return items
+
+    async def _run_batch(self, items: list[_Item]) -> None:
+        self.stats.batches += 1
+        served = self.served  # one version per batch
+        started = time.perf_counter()
+        outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, served, items)
+        seconds = time.perf_counter() - started
+        n = sum(it.job.size for it in items)
+        if seconds > 0:
+            self.rate = 0.7 * self.rate + 0.3 * (n / seconds) if self.rate else n / seconds
+        self._running = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if item.future.done():  # timed out, aborted
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result((outcome, served.version))
+
+    def _run(self, served: Served, items: list[_Item]) -> list[Outcome]:
+        live = [it for it in items if not it.future.done()]
+        done = self._run_jobs(served.model, [it.job for it in live], self.stats, self.budget,
+                              self.metrics.observe_pass)
+        by_id = {id(it): out for it, out in zip(live, done, strict=True)}
+        return [by_id.get(id(it), []) for it in items]
