@@ -8,6 +8,7 @@ a word, and the F1 of the returned entities equals the F1 the trainer wrote into
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,25 @@ def test_words_input_checks(sdk_trunk_dir: Path, tmp_path: Path) -> None:
         model.predict(["a"], aggregation="mean")
     it = model.predict_iter(iter([["john", "visited", "paris."]]), words=True)
     assert len(next(it)["entities"]["tags"]) == 3
+
+    # over HTTP: "words" instead of "texts", the same answers as predict(words=...)
+    from fastapi.testclient import TestClient
+
+    from mtbranch.serve.app import create_app
+
+    words = [["john's", "visited", "paris."], ["st.", "london", "is", "fun"]]
+    with TestClient(create_app(model)) as client:
+        deadline = time.time() + 60
+        while client.get("/ready").status_code != 200:  # warm-up runs at start-up
+            assert time.time() < deadline, "server did not become ready"
+            time.sleep(0.05)
+        got = client.post("/predict", json={"words": words})
+        assert got.status_code == 200, got.text
+        assert got.json()["results"] == model.predict(words=words)
+        as_text = client.post("/predict", json={"texts": [" ".join(w) for w in words]}).json()["results"]
+        assert [r["entities"]["entities"] for r in as_text] == [
+            r["entities"]["entities"] for r in got.json()["results"]]
+        assert all("tags" not in r["entities"] for r in as_text), as_text
+        for body in ({"words": [["new york"]]}, {"words": [[""]]}, {"texts": ["a"], "words": [["a"]]}, {}):
+            bad = client.post("/predict", json=body)
+            assert bad.status_code == 422 and "hint" in bad.json(), (body, bad.text)

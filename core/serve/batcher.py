@@ -69,10 +69,10 @@ class Batcher:
         self._tokenizer.shutdown(wait=True)
 
     async def tokenize(self, served: Served, texts: list[str], pairs: list[str] | None, tasks: list[str],
-                       raw: bool) -> Job:
+                       raw: bool, tagged: bool = False) -> Job:
         """The request's sequences (:func:`prepare_job`), tokenized in a thread of their own."""
         return await asyncio.get_running_loop().run_in_executor(
-            self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw)
+            self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw, tagged)
 
     def retry_after(self, waiting: int) -> int:
         """Seconds until ``waiting`` more sequences are likely done (1 to 60)."""

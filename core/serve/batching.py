@@ -50,6 +50,7 @@ class Job:
     tasks: tuple[str, ...]
     raw: bool = False
     sequences: tuple[Row, ...] = ()
+    tagged: bool = False  # pre-split words: token tasks add one tag per word
     model_id: int = 0  # id() of the model that tokenized it; another model re-tokenizes
 
     @property
@@ -104,7 +105,8 @@ class Budget:
         return passes
 
 
-def prepare_job(model: Any, texts: list[str], pairs: list[str] | None, tasks: list[str], raw: bool) -> Job:
+def prepare_job(model: Any, texts: list[str], pairs: list[str] | None, tasks: list[str], raw: bool,
+                tagged: bool = False) -> Job:
     """Tokenize a request for ``model`` (one call per text, so nothing is padded): the sequences it needs."""
     from mtbranch.composition.model import by_signature
 
@@ -121,7 +123,7 @@ def prepare_job(model: Any, texts: list[str], pairs: list[str] | None, tasks: li
             tt = enc.get("token_type_ids")
             seqs.append(Row(i, enc["input_ids"][0].tolist(), None if tt is None else tt[0].tolist(),
                                  enc.encodings[0], names, depth))
-    return Job(texts, pairs, tuple(tasks), raw, tuple(seqs), id(model))
+    return Job(texts, pairs, tuple(tasks), raw, tuple(seqs), model_id=id(model), tagged=tagged)
 
 
 def run_jobs(model: Any, jobs: list[Job], stats: Stats | None = None, budget: Budget | None = None,
@@ -133,7 +135,7 @@ def run_jobs(model: Any, jobs: list[Job], stats: Stats | None = None, budget: Bu
     for i, job in enumerate(jobs):
         try:  # a job tokenized by another model (before a hot swap) is tokenized again for this one
             ready.append(job if job.model_id == id(model) and job.sequences else
-                         prepare_job(model, job.texts, job.pairs, list(job.tasks), job.raw))
+                         prepare_job(model, job.texts, job.pairs, list(job.tasks), job.raw, job.tagged))
         except Exception as exc:
             outcomes[i] = exc
             ready.append(None)
@@ -176,7 +178,8 @@ def _run(model: Any, jobs: list[Job], stats: Stats | None, budget: Budget, on_pa
             job = jobs[j]
             for name, row in per_branch.items():
                 b = model.branch(name)
-                results[j][s.text][name] = row_result(b, row, s.encoding, len(s.ids), job.texts[s.text], job.raw)
+                results[j][s.text][name] = row_result(b, row, s.encoding, len(s.ids), job.texts[s.text], job.raw,
+                                                      with_tags=job.tagged)
     for j, job in enumerate(jobs):  # the order the request named its tasks in
         results[j] = [{t: r[t] for t in job.tasks if t in r} for r in results[j]]
     return results

@@ -126,7 +126,8 @@ class ComposedDeployment:
             body = parse_request(await request.body(), self.limits)  # the same 400/413/415/422 as `mtbranch serve`
             names = resolve_request(body, task_infos(self.model), self.limits)
             self.stats.requests += 1
-            job = prepare_job(self.model, body.texts, body.text_pairs, names, body.raw)
+            assert body.texts is not None
+            job = prepare_job(self.model, body.texts, body.text_pairs, names, body.raw, body.tagged)
             outcome = await self._batched(job)
             if isinstance(outcome, BaseException):
                 raise outcome

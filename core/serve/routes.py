@@ -85,7 +85,8 @@ async def predict(request: Request, state: State) -> JSONResponse:
     body = parse_request(await request.body(), state.settings.limits)
     names = resolve_request(body, served.infos, state.settings.limits)
     assert state.batcher is not None
-    job = await state.batcher.tokenize(served, body.texts, body.text_pairs, names, body.raw)
+    assert body.texts is not None
+    job = await state.batcher.tokenize(served, body.texts, body.text_pairs, names, body.raw, body.tagged)
     results, version = await state.batcher.submit(job)
     seconds = time.perf_counter() - t0
     for name in names:

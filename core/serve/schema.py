@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -23,12 +23,33 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    texts: list[str] = Field(description="Input texts (one result per text).")
+    texts: list[str] | None = Field(default=None, description="Input texts (one result per text).")
+    words: list[list[str]] | None = Field(default=None, description=(
+        "Instead of texts: inputs already split into words (one list per input); token tasks then also return "
+        "'tags', one per word."))
     tasks: list[str] | None = Field(default=None, description=(
         "Tasks to run (the trunk runs only as deep as they need). Default: every task that fits the input: "
         "single-text tasks, plus pair tasks when text_pairs is given."))
     text_pairs: list[str] | None = Field(default=None, description="Second text per input, for pair tasks.")
     raw: bool = Field(default=False, description="Also return each head's raw outputs (logits / values).")
+
+    @model_validator(mode="after")
+    def _texts_or_words(self) -> PredictRequest:
+        """``words`` become texts whose whitespace words are exactly them (the decoder's default word rule)."""
+        if (self.texts is None) == (self.words is None):
+            raise ValueError("send texts or words (one of the two)")
+        if self.words is not None:
+            for i, ws in enumerate(self.words):
+                for k, w in enumerate(ws):
+                    if not w or any(c.isspace() for c in w):
+                        raise ValueError(f"words[{i}][{k}] = {w!r} is not a word (non-empty, no whitespace)")
+            self.texts = [" ".join(ws) for ws in self.words]
+        return self
+
+    @property
+    def tagged(self) -> bool:
+        """Pre-split input: token tasks return one tag per word."""
+        return self.words is not None
 
     @field_validator("texts", "text_pairs")
     @classmethod
@@ -187,12 +208,13 @@ def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> Predict
         raise RequestError(422, describe_validation_error(exc), REQUEST_HINT) from None
 
 
-REQUEST_HINT = ('body: {"texts": [str, ...], "tasks": [str, ...] | null, "text_pairs": [str, ...] | null, '
-                '"raw": bool}')
+REQUEST_HINT = ('body: {"texts": [str, ...] (or "words": [[str, ...], ...]), "tasks": [str, ...] | null, '
+                '"text_pairs": [str, ...] | null, "raw": bool}')
 
 
 def resolve_request(req: PredictRequest, tasks: Sequence[TaskInfo], limits: Limits) -> list[str]:
     """Check sizes, tasks and pairs; returns the task names to run."""
+    assert req.texts is not None  # words were joined into texts when the request was parsed
     if not req.texts:
         raise RequestError(422, "texts is empty", "send at least one text")
     if len(req.texts) > limits.max_texts:
