@@ -103,8 +103,8 @@ def test_health_ready_tasks_openapi(server: tuple[Server, CountingModel]) -> Non
     spec = httpx.get(s.url + "/openapi.json").json()
     assert spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PredictRequest"}
-    assert set(spec["components"]["schemas"]["PredictRequest"]["properties"]) == {"texts", "tasks", "text_pairs",
-                                                                                  "raw"}
+    assert set(spec["components"]["schemas"]["PredictRequest"]["properties"]) == {"texts", "words", "tasks",
+                                                                                  "text_pairs", "raw"}
     assert {"422", "413", "400"} <= set(spec["paths"]["/predict"]["post"]["responses"])
 
 
@@ -160,7 +160,10 @@ BAD: list[tuple[str, dict[str, Any], int, str]] = [
     ("null text", {"json": {"texts": [None]}}, 422, "texts[0]"),
     ("raw not a bool", {"json": {"texts": ["a"], "raw": "yes"}}, 422, "raw"),
     ("tasks not a list", {"json": {"texts": ["a"], "tasks": "sentiment"}}, 422, "tasks"),
-    ("missing texts", {"json": {"text": ["a"]}}, 422, "texts"),
+    ("misspelt texts", {"json": {"text": ["a"]}}, 422, "text: Extra inputs"),
+    ("neither texts nor words", {"json": {"raw": True}}, 422, "texts or words"),
+    ("texts and words", {"json": {"texts": ["a"], "words": [["a"]]}}, 422, "texts or words"),
+    ("a word with a space", {"json": {"words": [["new york"]]}}, 422, "not a word"),
     ("body is a list", {"json": ["a", "b"]}, 422, "body"),
     ("empty texts", {"json": {"texts": []}}, 422, "empty"),
     ("empty tasks", {"json": {"texts": ["a"], "tasks": []}}, 422, "tasks"),
