@@ -356,15 +356,21 @@ def trunk_pass(trunk: Trunk, input_ids: torch.Tensor, attention_mask: torch.Tens
         keep = [k for k, r in enumerate(active) if depths[r] > depth]
         if not keep:
             break
-        if len(keep) < len(active):  # rows done leave; the padded width shrinks to the longest row left
+        if len(keep) < len(active):
             active = [active[k] for k in keep]
-            hidden = hidden[keep]
-            if mask is not None:
-                mask = mask[keep]
-                width = int(mask.any(dim=0).nonzero().max()) + 1  # the last column a row left still fills
-                hidden, mask = hidden[:, :width], mask[:, :width]
-            mask4d = trunk.mask(hidden, mask)
+            hidden, mask, mask4d = _keep_rows(trunk, hidden, mask, keep)
     return forks
+
+
+def _keep_rows(trunk: Trunk, hidden: torch.Tensor, mask: torch.Tensor | None, keep: list[int]
+               ) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+    """The rows still in the pass; the padded width shrinks to the last column one of them fills."""
+    hidden = hidden[keep]
+    if mask is not None:
+        mask = mask[keep]
+        width = int(mask.any(dim=0).nonzero().max()) + 1
+        hidden, mask = hidden[:, :width], mask[:, :width]
+    return hidden, mask, trunk.mask(hidden, mask)
 
 
 def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int] | None],
