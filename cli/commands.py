@@ -284,7 +284,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
       mtbranch predict composed/ --task similarity --pair "A man plays guitar" "A man plays a guitar" --json
       mtbranch predict composed/ --input reviews.txt --output predictions.jsonl
       mtbranch predict composed/ --input pairs.tsv --text-col sentence1 --pair-col sentence2 --task similarity
-      mtbranch predict composed/ --task slots --words "fly to st. louis" --json
+      mtbranch predict composed/ --task entities --words "flights to st. louis" --json
     """
     from mtbranch.cli.output import show_warnings
     from mtbranch.composition.artifact import load
