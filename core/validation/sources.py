@@ -1,8 +1,8 @@
 """Which branches a command works on.
 
-The selection rule: ``--branch DIR`` given means exactly those directories; installed plugins' branches join
-only when no ``--branch`` is given, or with ``--with-installed``. Plugins' checks, head types and trunks
-apply either way (``--no-plugins`` turns those off too).
+The selection rule: ``--branch DIR`` (or ``hf:org/name@rev``) given means exactly those directories; installed
+plugins' branches join only when no ``--branch`` is given, or with ``--with-installed``. Plugins' checks, head
+types and trunks apply either way (``--no-plugins`` turns those off too).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mtbranch.errors import UsageError
 def collect_branches(dirs: Sequence[str | Path] = (), *, plugin_manager: Any | None = None,
                      use_plugins: bool = True, with_installed: bool = False, only: Sequence[str] = (),
                      exclude: Sequence[str] = ()) -> list[tuple[Path, str]]:
-    """``[(directory, source)]``; source is the providing plugin's name or ``"directory"``.
+    """``[(directory, source)]``; source is the providing plugin's name, the ``hf:`` reference or ``"directory"``.
 
     Installed plugins' branches are included when ``use_plugins`` and (no ``dirs`` or ``with_installed``):
     naming directories selects exactly those.
@@ -30,15 +30,28 @@ def collect_branches(dirs: Sequence[str | Path] = (), *, plugin_manager: Any | N
         for name, (plugin, loc) in plugin_manager.branches().items():
             found.append((Path(loc.path), plugin, name))
     for d in dirs:
-        p = Path(d)
+        p = resolve_branch(d)
         name = _manifest_name(p) or p.name
-        found.append((p, "directory", name))
+        found.append((p, str(d) if str(d).startswith("hf:") else "directory", name))
     names = {n for _, _, n in found}
     missing = [n for n in (*only, *exclude) if n not in names]
     if missing:
         raise UsageError(f"no branch named {', '.join(map(repr, missing))}",
                          hint=f"available: {', '.join(sorted(names)) or 'none'}")
     return [(p, src) for p, src, n in found if (not only or n in only) and n not in exclude]
+
+
+BRANCH_FILES = ["manifest.json", "*.safetensors", "README.md"]
+
+
+def resolve_branch(reference: str | Path) -> Path:
+    """A branch directory, or ``hf:org/name[@rev]``: a Hub model folder (`new-plugin --hub-layout`) resolved
+    through huggingface_hub's cache first (:func:`mtbranch.hub.hub_snapshot`), downloaded only when missing."""
+    from mtbranch.hub import hub_snapshot, is_hub_reference
+
+    if is_hub_reference(reference):
+        return hub_snapshot(str(reference), BRANCH_FILES, ["manifest.json"], "branch")
+    return Path(reference)
 
 
 def _manifest_name(path: Path) -> str | None:
