@@ -1,12 +1,13 @@
 """``mtbranch new-plugin``: turn a branch artifact directory into a pip-installable plugin package.
 
 The package is rendered from ``mtbranch/plugins/templates/plugin/*.tmpl`` with :class:`string.Template`
-and written atomically (a crash leaves either no package or the complete one)::
+and written atomically (a crash leaves either no package or the complete one); ``--hub-layout`` writes a Hugging
+Face Hub model folder instead (README.md card, manifest.json, weights)::
 
     PKG_DIR/pyproject.toml               setuptools, entry point group "mtbranch", the branch as package data
     PKG_DIR/README.md                    install / use / test, metrics and compatibility from the manifest
     PKG_DIR/src/MODULE/__init__.py       mtbranch_branches() -> [BranchLocation(branch, <package>/branch)]
-    PKG_DIR/src/MODULE/branch/           the branch artifact, copied
+    PKG_DIR/src/MODULE/branch/           the branch artifact, copied, with its model card (README.md)
     PKG_DIR/tests/test_plugin.py         the installed plugin is discovered and its branch validates
 """
 
