@@ -130,7 +130,7 @@ def render_hub_folder(out: Path, branch_dir: Path, manifest: Any) -> None:
 @click.command("new-plugin")
 @click.argument("name")
 @click.option("--branch", "branch_dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="The branch artifact directory (manifest.json + safetensors) to package.")
+              help="The branch artifact directory (manifest.json + safetensors) to package, or hf:org/name@rev.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), metavar="PKG_DIR",
               help="Directory to write the package to.")
 @click.option("--version", "version", metavar="VERSION", help="Package version (default: the branch's version).")
@@ -175,6 +175,9 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
             raise UsageError(f"--version {version!r} is not a PEP 440 version", hint="e.g. 1.0.0") from None
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UsageError(f"{out} exists and is not empty", hint="choose another -o directory or pass --force")
+    from mtbranch.validation.sources import resolve_branch
+
+    branch_dir = resolve_branch(branch_dir)  # a directory, or hf:org/name@rev from the Hub cache
     manifest = _check_branch(branch_dir)
     if hub_layout:
         with atomic_directory(out) as tmp:

@@ -92,8 +92,12 @@ def test_a_card_extended_by_its_team_still_agrees(branch: Path) -> None:
 
 
 def test_a_branch_without_a_card_is_not_warned(branch: Path, tiny_bert_dir: Path) -> None:
+    (branch / "README.md").write_text("# notes\n\nA plain README a team keeps: not a card.\n")
+    assert card_codes(branch, tiny_bert_dir) == []
     (branch / "README.md").unlink()
     assert card_codes(branch, tiny_bert_dir) == []
+    (branch / "README.md").write_text("---\nlicense: mit\n---\n")  # a card, but not this manifest's
+    assert card_codes(branch, tiny_bert_dir) == ["W011"]
 
 
 def test_example_branches_ship_cards_that_agree() -> None:
@@ -175,6 +179,11 @@ def test_hf_branch_reference_resolves_offline_from_the_cache(branch: Path, tiny_
     assert code == 0, out
     lock = json.loads((tmp_path / "composed" / "mtbranch.lock.json").read_text())
     assert lock["branches"][0]["source"] == "hf:acme/sentiment@main"
+    # and packaged from the Hub reference
+    code, out = invoke("new-plugin", "acme-sentiment", "--branch", "hf:acme/sentiment", "-o", tmp_path / "pkg")
+    assert code == 0, out
+    assert (tmp_path / "pkg" / "src" / "acme_sentiment" / "branch" / "README.md").read_text() == \
+        (snap / "README.md").read_text()
 
 
 def test_hf_reference_missing_from_the_cache_offline_is_a_clear_error(offline_cache: Path) -> None:

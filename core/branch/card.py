@@ -199,11 +199,19 @@ def composed_card(manifests: list[BranchManifest], title: str) -> str:
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
 
 
+def is_card(text: str) -> bool:
+    """Whether a README starts with a metadata header (the Hub's ``---`` YAML block): a plain README a team keeps
+    next to its branch is not a card, and is not compared."""
+    return text.lstrip().startswith("---")
+
+
 def card_disagreements(text: str, m: BranchManifest) -> list[str]:
     """The header fields of a card (README.md text) that differ from the card the manifest gives; a header a
     team extended (``language:``, ``datasets:``...) agrees as long as the generated fields are unchanged."""
     from huggingface_hub import ModelCard
 
+    if not is_card(text):
+        return ["no metadata header (the '---' YAML block the Hub reads)"]
     try:
         found = ModelCard(text, ignore_metadata_errors=True).data.to_dict()
     except Exception as exc:  # malformed YAML: the whole header disagrees

@@ -405,11 +405,12 @@ class Validator:
         return self._mark(res, "tokenizer", found)
 
     def _check_card(self, res: BranchResult, m: BranchManifest) -> list[Finding]:
-        """W011 when README.md is a model card whose header disagrees with the manifest (no card: skipped)."""
-        from mtbranch.branch.card import CARD_NAME, card_disagreements, read_card
+        """W011 when README.md is a model card whose header disagrees with the manifest (no README.md, or a plain
+        README without the Hub's metadata header: not a card, skipped)."""
+        from mtbranch.branch.card import CARD_NAME, card_disagreements, is_card, read_card
 
         text = read_card(res.path)
-        if text is None:
+        if text is None or not is_card(text):
             return []
         diffs = card_disagreements(text, m)
         found = [finding("W011", f"{CARD_NAME} disagrees with manifest.json: {', '.join(diffs[:8])}", branch=m.name,
