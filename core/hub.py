@@ -43,16 +43,19 @@ def hub_snapshot(reference: str, allow_patterns: Sequence[str], required: Sequen
     except ImportError:
         raise MtbranchError(f"cannot resolve {reference}: huggingface_hub is not installed",
                             hint=f"pip install 'mtbranch[hub]', or pass a local {what} directory") from None
+    where = "not in the hub cache"
     try:  # offline-first: the cache alone
         path = Path(snapshot_download(repo, revision=revision, allow_patterns=list(allow_patterns),
                                       local_files_only=True))
-        if all((path / name).is_file() for name in required):
+        missing = [name for name in required if not (path / name).is_file()]
+        if not missing:
             return path
-    except Exception:  # not cached (LocalEntryNotFoundError), or a partial entry: go to the hub
+        where = f"cached without {', '.join(missing)}"
+    except Exception:  # not cached (LocalEntryNotFoundError), or an incomplete entry: go to the hub
         pass
     if constants.HF_HUB_OFFLINE:
         raise MtbranchError(
-            f"cannot resolve {reference}: not in the hub cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set",
+            f"cannot resolve {reference}: {where} ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set",
             hint=f"download it where the hub is reachable (`hf download {repo}"
                  f"{f' --revision {revision}' if revision else ''}`) into that cache, or unset HF_HUB_OFFLINE")
     try:

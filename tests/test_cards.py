@@ -186,8 +186,14 @@ def test_hf_branch_reference_resolves_offline_from_the_cache(branch: Path, tiny_
         (snap / "README.md").read_text()
 
 
-def test_hf_reference_missing_from_the_cache_offline_is_a_clear_error(offline_cache: Path) -> None:
+def test_hf_reference_missing_from_the_cache_offline_is_a_clear_error(offline_cache: Path, tmp_path: Path) -> None:
     code, out = invoke("validate", "--no-plugins", "--branch", "hf:acme/nothing@v1")
     assert code == 1 and "not in the hub cache" in out and "HF_HUB_OFFLINE" in out and "Traceback" not in out
+    assert "hf download acme/nothing --revision v1" in out
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("# not a branch\n")
+    populate_hub_cache(offline_cache, "acme/notes", tmp_path / "notes", "f" * 40)
+    code, out = invoke("validate", "--no-plugins", "--branch", "hf:acme/notes")
+    assert code == 1 and "cached without manifest.json" in out
     code, out = invoke("validate", "--no-plugins", "--branch", "hf:not-a-repo")
     assert code == 1 and "hf:org/name[@revision]" in out

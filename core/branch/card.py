@@ -79,12 +79,12 @@ def mtbranch_facts(m: BranchManifest) -> dict[str, Any]:
 def card_data(m: BranchManifest) -> ModelCardData:
     from huggingface_hub import EvalResult, ModelCardData
 
-    task = PIPELINE_TAGS.get(m.head.type, "text-classification")
+    task = PIPELINE_TAGS.get(m.head.type)  # a plugin's head type: no Hub task claimed for it
     dataset = dataset_of(m.training)
     results = []
     for key, value in sorted(m.metrics.items()):
         split, metric = _split(key)
-        results.append(EvalResult(task_type=task, dataset_type=dataset, dataset_name=dataset,
+        results.append(EvalResult(task_type=task or m.head.type, dataset_type=dataset, dataset_name=dataset,
                                   dataset_split=split, metric_type=metric, metric_name=key,
                                   metric_value=value))
     return ModelCardData(
@@ -124,8 +124,8 @@ def _provenance(m: BranchManifest) -> str:
             lines.append(f"- {key.replace('_', ' ')}: {t[key]}")
     hp = t.get("hyperparameters")
     if isinstance(hp, dict):
-        shown = ", ".join(f"{k}={hp[k]}" for k in ("epochs", "batch_size", "lr", "head_lr", "max_length")
-                          if hp.get(k) is not None)
+        shown = ", ".join(f"{k}={hp[k]:g}" if isinstance(hp[k], float) else f"{k}={hp[k]}"
+                          for k in ("epochs", "batch_size", "lr", "head_lr", "max_length") if hp.get(k) is not None)
         lines.append(f"- hyperparameters: {shown}" if shown else "- hyperparameters: recorded in manifest.json")
     teacher = (t.get("distillation") or {}).get("teacher") if isinstance(t.get("distillation"), dict) else None
     if isinstance(teacher, dict):
@@ -164,7 +164,8 @@ def card_body(m: BranchManifest, heading: str = "#") -> str:
         "```bash",
         f"mtbranch validate --trunk {ref if m.trunk.reference else 'TRUNK'} --branch .",
         f"mtbranch compose --trunk {ref if m.trunk.reference else 'TRUNK'} --branch . -o composed/",
-        f"mtbranch predict composed/ --task {m.name} \"some text\"",
+        f"mtbranch predict composed/ --task {m.name} \"some text\""
+        + (' --pair "its pair text"' if m.tokenizer.input_signature == "pair" else ""),
         "```", "",
         f"{sub} Evaluation", "", _metrics_table(m), "",
         f"{sub} Training provenance", "", _provenance(m), "",
