@@ -137,6 +137,17 @@ def _provenance(m: BranchManifest) -> str:
     return "\n".join(lines) + "\n\nThe full record is the manifest's `training` field."
 
 
+def _usage(m: BranchManifest, composed: bool) -> list[str]:
+    """The commands that use the branch: from its directory, or as a task of the composed model."""
+    trunk = m.trunk.reference or "TRUNK"
+    predict = (f"mtbranch predict composed/ --task {m.name} \"some text\""
+               + (' --pair "its pair text"' if m.tokenizer.input_signature == "pair" else ""))
+    if composed:
+        return ["```bash", predict, "```"]
+    return ["```bash", f"mtbranch validate --trunk {trunk} --branch .",
+            f"mtbranch compose --trunk {trunk} --branch . -o composed/", predict, "```"]
+
+
 def card_body(m: BranchManifest, heading: str = "#") -> str:
     """The card's Markdown under the header; ``heading`` is the level of its title (``##`` in a composed card)."""
     sub = heading + "#"
@@ -160,13 +171,7 @@ def card_body(m: BranchManifest, heading: str = "#") -> str:
         f"a trunk whose fingerprint at depth {m.attach_depth} equals the one above (`mtbranch validate` checks "
         "it). Not for other languages or domains than the data below without re-measuring; not a standalone "
         "model: it needs the trunk's hidden states.", "",
-        f"{sub} How to use", "",
-        "```bash",
-        f"mtbranch validate --trunk {ref if m.trunk.reference else 'TRUNK'} --branch .",
-        f"mtbranch compose --trunk {ref if m.trunk.reference else 'TRUNK'} --branch . -o composed/",
-        f"mtbranch predict composed/ --task {m.name} \"some text\""
-        + (' --pair "its pair text"' if m.tokenizer.input_signature == "pair" else ""),
-        "```", "",
+        f"{sub} How to use", "", *_usage(m, composed=heading != "#"), "",
         f"{sub} Evaluation", "", _metrics_table(m), "",
         f"{sub} Training provenance", "", _provenance(m), "",
     ])
