@@ -24,6 +24,16 @@ def serve_params(args: list[str]) -> dict[str, Any]:
     return serve.make_context("serve", list(args)).params
 
 
+def serve_settings(params: dict[str, Any]) -> Any:
+    """The server's settings for those options, built as `mtbranch serve` builds them (defaults: ServeSettings)."""
+    from mtbranch.serve.schema import ServeSettings
+
+    return ServeSettings(max_batch_size=params["max_batch_size"], max_batch_wait_ms=params["max_batch_wait_ms"],
+                         max_queue=params["max_queue"], request_timeout_s=params["request_timeout"],
+                         read_timeout_s=params["read_timeout"], keep_alive_s=params["keep_alive"],
+                         grace_s=params["grace"], drain_delay_s=params["drain_delay"])
+
+
 def dockerfile() -> dict[str, Any]:
     text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
@@ -41,6 +51,7 @@ def k8s_docs(name: str) -> dict[str, dict[str, Any]]:
 def drain_checks(container: dict[str, Any], grace_period: int) -> dict[str, Any]:
     """The probe and shutdown rules every container here follows; returns the parsed serve options."""
     params = serve_params(container["args"])
+    settings = serve_settings(params)
     port = container["ports"][0]["containerPort"]
     assert params["port"] == port and params["host"] == "0.0.0.0"  # reachable from outside the pod
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -48,14 +59,14 @@ def drain_checks(container: dict[str, Any], grace_period: int) -> dict[str, Any]
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["port"] in (port, container["ports"][0].get("name"))
         # a probe never waits longer than the server gives a request's head to arrive
-        assert container[probe]["timeoutSeconds"] <= params["read_timeout"]
+        assert container[probe]["timeoutSeconds"] <= settings.read_timeout_s
     ready = container["readinessProbe"]
     # SIGTERM turns /ready 503: the pod must leave the endpoints before the listener closes
-    assert ready["periodSeconds"] * ready["failureThreshold"] <= params["drain_delay"]
+    assert ready["periodSeconds"] * ready["failureThreshold"] <= settings.drain_delay_s
     sleep = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert sleep[0] == "sleep" and float(sleep[1]) == params["drain_delay"]  # the preStop drain is --drain-delay
+    assert sleep[0] == "sleep" and float(sleep[1]) == settings.drain_delay_s  # the preStop drain is --drain-delay
     # kubelet's SIGKILL comes after preStop + the server's drain + the grace for requests in flight
-    assert grace_period > float(sleep[1]) + params["drain_delay"] + params["grace"]
+    assert grace_period > float(sleep[1]) + settings.drain_delay_s + settings.grace_s
     return params
 
 
