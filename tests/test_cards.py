@@ -9,7 +9,6 @@ a card that disagrees with the manifest; `new-plugin` ships a card and `--hub-la
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -136,12 +135,22 @@ def test_new_plugin_ships_the_card_and_hub_layout_writes_a_hub_folder(branch: Pa
 
 
 def populate_hub_cache(cache: Path, repo: str, folder: Path, commit: str, ref: str = "main") -> Path:
-    """huggingface_hub's cache layout: models--org--name/{refs/REF, snapshots/COMMIT/<files>}."""
+    """huggingface_hub's cache layout: models--org--name/{blobs/<sha256>, refs/REF, snapshots/COMMIT/<name>
+    -> ../../blobs/<sha256>} (each snapshot file a relative link to its blob, as the hub client writes them)."""
+    import hashlib
+
     entry = cache / f"models--{repo.replace('/', '--')}"
     (entry / "refs").mkdir(parents=True)
+    (entry / "blobs").mkdir()
     (entry / "refs" / ref).write_text(commit)
-    shutil.copytree(folder, entry / "snapshots" / commit)
-    return entry / "snapshots" / commit
+    snap = entry / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+        data = f.read_bytes()
+        blob = hashlib.sha256(data).hexdigest()
+        (entry / "blobs" / blob).write_bytes(data)
+        (snap / f.name).symlink_to(Path("..") / ".." / "blobs" / blob)
+    return snap
 
 
 @pytest.fixture()
@@ -167,8 +176,12 @@ def test_hf_branch_reference_resolves_offline_from_the_cache(branch: Path, tiny_
 
     from mtbranch.validation.sources import collect_branches
 
-    assert collect_branches(["hf:acme/sentiment@main"]) == [(snap, "hf:acme/sentiment@main")]
-    assert collect_branches([f"hf:acme/sentiment@{commit}"])[0][0] == snap  # a pinned commit, no ref needed
+    [(local, source)] = collect_branches(["hf:acme/sentiment@main"])
+    assert source == "hf:acme/sentiment@main" and (snap / "manifest.json").is_symlink()
+    # the cache's links into blobs/ would be F001: the branch is used from a plain copy of that commit's files
+    assert not (local / "manifest.json").is_symlink() and local.name == commit
+    assert (local / "branch.safetensors").read_bytes() == (snap / "branch.safetensors").read_bytes()
+    assert collect_branches([f"hf:acme/sentiment@{commit}"])[0][0] == local  # a pinned commit, no ref needed
     code, out = invoke("validate", "--no-plugins", "--trunk", "hf:acme/trunk", "--branch", "hf:acme/sentiment",
                        "--format", "json")
     report = json.loads(out)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtbranch.errors import UsageError
+from mtbranch.hub import is_hub_reference
 
 
 def collect_branches(dirs: Sequence[str | Path] = (), *, plugin_manager: Any | None = None,
@@ -32,7 +33,7 @@ def collect_branches(dirs: Sequence[str | Path] = (), *, plugin_manager: Any | N
     for d in dirs:
         p = resolve_branch(d)
         name = _manifest_name(p) or p.name
-        found.append((p, str(d) if str(d).startswith("hf:") else "directory", name))
+        found.append((p, str(d) if is_hub_reference(d) else "directory", name))
     names = {n for _, _, n in found}
     missing = [n for n in (*only, *exclude) if n not in names]
     if missing:
@@ -47,11 +48,33 @@ BRANCH_FILES = ["manifest.json", "*.safetensors", "README.md"]
 def resolve_branch(reference: str | Path) -> Path:
     """A branch directory, or ``hf:org/name[@rev]``: a Hub model folder (`new-plugin --hub-layout`) resolved
     through huggingface_hub's cache first (:func:`mtbranch.hub.hub_snapshot`), downloaded only when missing."""
-    from mtbranch.hub import hub_snapshot, is_hub_reference
+    from mtbranch.hub import hub_snapshot
 
     if is_hub_reference(reference):
-        return hub_snapshot(str(reference), BRANCH_FILES, ["manifest.json"], "branch")
+        return _plain_copy(hub_snapshot(str(reference), BRANCH_FILES, ["manifest.json"], "branch"))
     return Path(reference)
+
+
+def _plain_copy(snapshot: Path) -> Path:
+    """The Hub cache keeps a snapshot's files as links into the repository's ``blobs/`` folder, which branch
+    validation refuses (F001: a link out of the branch directory). A branch from the Hub is used from a plain
+    copy of its files instead: one per repository commit (a snapshot never changes), under mtbranch's cache."""
+    import shutil
+
+    from mtbranch.io.atomic import atomic_directory
+    from mtbranch.trunk.fingerprint import cache_dir
+
+    files = [p for p in sorted(snapshot.rglob("*")) if not p.is_dir()]
+    if not any(p.is_symlink() for p in files):
+        return snapshot
+    copy = cache_dir() / "hub-branches" / snapshot.parent.parent.name / snapshot.name
+    if not (copy / "manifest.json").is_file():
+        with atomic_directory(copy) as tmp:
+            for p in files:
+                rel = p.relative_to(snapshot)
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(p, tmp / rel)  # follows the link: the blob's bytes
+    return copy
 
 
 def _manifest_name(path: Path) -> str | None:
