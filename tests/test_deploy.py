@@ -100,6 +100,10 @@ def test_kubernetes_deployment_and_service_match_the_server() -> None:
     drain_checks(container, pod["terminationGracePeriodSeconds"])
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
     assert pod["securityContext"]["runAsNonRoot"] is True
+    if container["securityContext"].get("readOnlyRootFilesystem"):  # caches must go to a writable volume
+        env = {e["name"]: e["value"] for e in container["env"]}
+        mounts = [m["mountPath"] for m in container["volumeMounts"]]
+        assert all(any(env[k].startswith(m + "/") for m in mounts) for k in ("MTBRANCH_CACHE", "HF_HOME"))
     uid = re.search(r"--uid (\d+)", (DEPLOY / "Dockerfile").read_text()).group(1)
     assert pod["securityContext"]["runAsUser"] == int(uid)
     service = docs["Service"]["spec"]
@@ -112,6 +116,8 @@ def test_kserve_inference_service_uses_the_runtime_with_v2() -> None:
     runtime, isvc = docs["ServingRuntime"], docs["InferenceService"]
     predictor = isvc["spec"]["predictor"]
     drain_checks(runtime["spec"]["containers"][0], predictor["terminationGracePeriodSeconds"])
+    # the preStop drain needs a plain Deployment: Knative (serverless mode) refuses lifecycle hooks
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     model = predictor["model"]
     assert model["runtime"] == runtime["metadata"]["name"] and model["protocolVersion"] == "v2"
     assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
