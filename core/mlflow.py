@@ -56,8 +56,9 @@ def _signature() -> Any:
 
 
 def save_model(artifact: str | os.PathLike[str], path: str | os.PathLike[str], mlflow_model: Any = None,
-               **_: Any) -> None:
-    """Write the MLflow model directory ``path`` (MLmodel, requirements.txt, ``composed/``) for ``artifact``."""
+               signature: Any = None) -> None:
+    """Write the MLflow model directory ``path`` (MLmodel, requirements.txt, ``composed/``) for ``artifact``;
+    ``signature`` defaults to a ``text`` (+ optional ``text_pair``) column and a ``tasks`` parameter."""
     require_extra("mlflow", "mtbranch.mlflow")
     from mlflow.models import Model
     from mlflow.pyfunc import add_to_model
@@ -73,8 +74,7 @@ def save_model(artifact: str | os.PathLike[str], path: str | os.PathLike[str], m
         shutil.rmtree(out, ignore_errors=True)  # nothing half-written
         raise
     mlflow_model = mlflow_model if mlflow_model is not None else Model()
-    if mlflow_model.signature is None:
-        mlflow_model.signature = _signature()
+    mlflow_model.signature = signature or mlflow_model.signature or _signature()
     tasks = [e["name"] for e in lock["branches"]]
     (out / "requirements.txt").write_text(f"mtbranch=={mtbranch.__version__}\n", encoding="utf-8")
     add_to_model(mlflow_model, loader_module="mtbranch.mlflow", data=DATA_DIR)
@@ -86,15 +86,17 @@ def save_model(artifact: str | os.PathLike[str], path: str | os.PathLike[str], m
 def log_model(artifact: str | os.PathLike[str], name: str = "model", *,
               registered_model_name: str | None = None, **kwargs: Any) -> Any:
     """Log ``artifact`` to the active run (one is started if none is); register it as a new version of
-    ``registered_model_name`` when given, tagged ``mtbranch.lock_sha256``. Returns MLflow's ``ModelInfo``."""
+    ``registered_model_name`` when given, tagged ``mtbranch.lock_sha256``. ``kwargs`` go to MLflow's
+    ``Model.log`` (``metadata``, ``tags``, ``signature``...). Returns MLflow's ``ModelInfo``."""
     require_extra("mlflow", "mtbranch.mlflow")
     from mlflow import MlflowClient
     from mlflow.models import Model
 
     flavor = sys.modules[__name__]  # this module is the flavor: Model.log calls its save_model
     sha = _lock_sha256(Path(artifact))
+    tags = {**(kwargs.pop("tags", None) or {}), TAG: sha}
     info = Model.log(artifact_path=None, name=name, flavor=flavor, artifact=artifact,
-                     registered_model_name=registered_model_name, tags={TAG: sha}, **kwargs)
+                     registered_model_name=registered_model_name, tags=tags, **kwargs)
     if registered_model_name is not None and info.registered_model_version is not None:
         MlflowClient().set_model_version_tag(registered_model_name, str(info.registered_model_version), TAG, sha)
     return info

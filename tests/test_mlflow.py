@@ -38,6 +38,8 @@ def test_mlflow_round_trip_registers_the_lock_sha256(tiny_bert_dir: Path, tmp_pa
     assert str(info.registered_model_version) == "1"
     version = mlflow.MlflowClient().get_model_version("acme-tasks", "1")
     assert version.tags[TAG] == sha
+    assert mlflow.get_logged_model(info.model_id).tags[TAG] == sha  # the logged model carries it too
+    assert info.flavors["mtbranch"]["lock_sha256"] == sha and "python_function" in info.flavors
 
     texts = ["a gripping film", "Angela Merkel met Emmanuel Macron in Paris ."]
     pairs = ["a good movie", "leaders met in France"]
