@@ -22,10 +22,11 @@ def is_hub_reference(reference: str | Path) -> bool:
 
 
 def split_reference(reference: str) -> tuple[str, str | None]:
-    """``hf:org/name@rev`` -> ("org/name", "rev"); no ``@rev`` -> revision None (the hub's default branch)."""
+    """``hf:org/name@rev`` -> ("org/name", "rev"); no ``@rev`` -> revision None (the hub's default branch).
+    A repo id without an org (``hf:bert-base-uncased``, the hub's legacy canonical models) is accepted too."""
     spec = reference[len(PREFIX):] if reference.startswith(PREFIX) else reference
     repo, _, revision = spec.partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")):
+    if repo.count("/") > 1 or not all(repo.split("/")):  # "name" alone: a legacy canonical repo
         raise MtbranchError(f"{reference!r} is not a hub reference of the form hf:org/name[@revision]",
                             hint="e.g. hf:sentence-transformers/all-MiniLM-L6-v2@main")
     return repo, revision or None

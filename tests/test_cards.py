@@ -208,5 +208,17 @@ def test_hf_reference_missing_from_the_cache_offline_is_a_clear_error(offline_ca
     populate_hub_cache(offline_cache, "acme/notes", tmp_path / "notes", "f" * 40)
     code, out = invoke("validate", "--no-plugins", "--branch", "hf:acme/notes")
     assert code == 1 and "cached without manifest.json" in out
-    code, out = invoke("validate", "--no-plugins", "--branch", "hf:not-a-repo")
+    code, out = invoke("validate", "--no-plugins", "--branch", "hf:a/b/c")
     assert code == 1 and "hf:org/name[@revision]" in out
+
+
+def test_hub_reference_forms() -> None:
+    from mtbranch.errors import MtbranchError
+    from mtbranch.hub import split_reference
+
+    assert split_reference("hf:acme/sentiment@v1") == ("acme/sentiment", "v1")
+    assert split_reference("hf:acme/sentiment") == ("acme/sentiment", None)
+    assert split_reference("hf:bert-base-uncased") == ("bert-base-uncased", None)  # a legacy canonical repo
+    for bad in ("hf:", "hf:a/b/c", "hf:/name", "hf:org/@v1"):
+        with pytest.raises(MtbranchError, match=r"hf:org/name\[@revision\]"):
+            split_reference(bad)
