@@ -28,7 +28,8 @@ trunk_option = click.option("--trunk", "trunk_ref", metavar="REF",
                                  "Default: the installed trunk whose fingerprint fits the branches.")
 branch_option = click.option("--branch", "branch_dirs", multiple=True, metavar="DIR",
                              type=click.Path(path_type=Path),
-                             help="A branch artifact directory (repeatable). " + SELECTION_RULE)
+                             help="A branch artifact directory, or hf:org/name@rev (the Hub cache first; "
+                                  "repeatable). " + SELECTION_RULE)
 with_installed_option = click.option("--with-installed", is_flag=True,
                                      help="Add the installed plugins' branches to the --branch directories.")
 no_plugins_option = click.option("--no-plugins", is_flag=True,
@@ -162,12 +163,16 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(artifact: Path, as_json: bool) -> None:
+@click.option("--card", "card", is_flag=True,
+              help="Print the model card (Hub metadata header + one section per branch) instead; ARTIFACT may "
+                   "also be a branch directory.")
+def inspect(artifact: Path, as_json: bool, card: bool) -> None:
     """Show a composed artifact: depths, branches, parameters and the overhead metric.
 
     \b
     Example:
       mtbranch inspect composed/ --json
+      mtbranch inspect composed/ --card > composed/README.md
     """
     from rich.tree import Tree
 
@@ -175,6 +180,9 @@ def inspect(artifact: Path, as_json: bool) -> None:
     from mtbranch.composition.report import task_rows
     from mtbranch.io.safetensors_header import read_header
 
+    if card:
+        click.echo(_card_of(artifact), nl=False)  # plain text: redirectable into a README.md
+        return
     lock = read_lock(artifact)
     params: dict[str, int] = {}
     trunk_header = read_header(artifact / "trunk" / "model.safetensors")
@@ -202,6 +210,19 @@ def inspect(artifact: Path, as_json: bool) -> None:
     console.print(f"parameters: {info['parameters']['total']:,}")
     console.print(f"overhead: [bold]{lock['overhead']['text']}[/] transformer layers vs one full model per task")
     _print_task_table(info["tasks"])
+
+
+def _card_of(path: Path) -> str:
+    """The model card of a branch directory (its manifest), or of a composed artifact (every branch's)."""
+    from mtbranch.branch.card import card_text, composed_card, load_manifest
+    from mtbranch.composition.artifact import read_lock
+    from mtbranch.spec.manifest import MANIFEST_NAME
+
+    if (path / MANIFEST_NAME).is_file():
+        return card_text(load_manifest(path))
+    lock = read_lock(path)
+    manifests = [load_manifest(path / "branches" / e["name"]) for e in lock["branches"]]
+    return composed_card(manifests, title=f"{path.resolve().name} (mtbranch, trunk {lock['trunk']['reference']})")
 
 
 def _print_task_table(rows: list[dict[str, Any]]) -> None:

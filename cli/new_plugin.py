@@ -1,12 +1,13 @@
 """``mtbranch new-plugin``: turn a branch artifact directory into a pip-installable plugin package.
 
 The package is rendered from ``mtbranch/plugins/templates/plugin/*.tmpl`` with :class:`string.Template`
-and written atomically (a crash leaves either no package or the complete one)::
+and written atomically (a crash leaves either no package or the complete one); ``--hub-layout`` writes a Hugging
+Face Hub model folder instead (README.md card, manifest.json, weights)::
 
     PKG_DIR/pyproject.toml               setuptools, entry point group "mtbranch", the branch as package data
     PKG_DIR/README.md                    install / use / test, metrics and compatibility from the manifest
     PKG_DIR/src/MODULE/__init__.py       mtbranch_branches() -> [BranchLocation(branch, <package>/branch)]
-    PKG_DIR/src/MODULE/branch/           the branch artifact, copied
+    PKG_DIR/src/MODULE/branch/           the branch artifact, copied, with its model card (README.md)
     PKG_DIR/tests/test_plugin.py         the installed plugin is discovered and its branch validates
 """
 
@@ -107,10 +108,29 @@ def render_package(out: Path, branch_dir: Path, values: dict[str, str]) -> None:
     shutil.copytree(branch_dir, pkg / "branch", ignore=shutil.ignore_patterns(".*", "__pycache__"))
 
 
+def write_card(branch_dir: Path, manifest: Any) -> None:
+    """The branch's model card: a copied card that agrees with the manifest is kept (a team's prose stays),
+    otherwise the one generated from the manifest is written."""
+    from mtbranch.branch.card import CARD_NAME, card_disagreements, card_text, read_card
+
+    text = read_card(branch_dir)
+    if text is None or card_disagreements(text, manifest):
+        (branch_dir / CARD_NAME).unlink(missing_ok=True)  # never write through a copied link
+        (branch_dir / CARD_NAME).write_text(card_text(manifest), encoding="utf-8")
+
+
+def render_hub_folder(out: Path, branch_dir: Path, manifest: Any) -> None:
+    """A Hub-ready model folder: README.md (the card), manifest.json and the weights file, nothing else."""
+    from mtbranch.composition.artifact import copy_branch_files
+
+    copy_branch_files(branch_dir, out, manifest)
+    write_card(out, manifest)
+
+
 @click.command("new-plugin")
 @click.argument("name")
 @click.option("--branch", "branch_dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="The branch artifact directory (manifest.json + safetensors) to package.")
+              help="The branch artifact directory (manifest.json + safetensors) to package, or hf:org/name@rev.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path), metavar="PKG_DIR",
               help="Directory to write the package to.")
 @click.option("--version", "version", metavar="VERSION", help="Package version (default: the branch's version).")
@@ -120,8 +140,12 @@ def render_package(out: Path, branch_dir: Path, values: dict[str, str]) -> None:
 @click.option("--requires", multiple=True, metavar="REQ",
               help="Extra dependency, e.g. the trunk plugin the branch was trained on (repeatable).")
 @click.option("--force", is_flag=True, help="Replace PKG_DIR if it already exists.")
+@click.option("--hub-layout", "hub_layout", is_flag=True,
+              help="Write a Hugging Face Hub model folder instead of a package: README.md (the model card), "
+                   "manifest.json and the weights; upload it with `hf upload ORG/NAME PKG_DIR`.")
 def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, module: str | None,
-               entry_point: str | None, description: str | None, requires: tuple[str, ...], force: bool) -> None:
+               entry_point: str | None, description: str | None, requires: tuple[str, ...], force: bool,
+               hub_layout: bool) -> None:
     """Generate a pip-installable plugin package NAME that ships a branch.
 
     The branch is validated first (without a trunk). The package declares the `mtbranch` entry point,
@@ -129,9 +153,14 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
     discovered and its branch validates.
 
     \b
+    With --hub-layout, PKG_DIR is instead a Hub-ready folder (card + safetensors + manifest) that
+    `--branch hf:ORG/NAME@REV` resolves once uploaded.
+
+    \b
     Example:
       mtbranch new-plugin acme-intent --branch ./intent-branch -o ./acme-intent
       pip install ./acme-intent && mtbranch plugins
+      mtbranch new-plugin acme-intent --branch ./intent-branch -o ./acme-intent-hub --hub-layout
     """
     from packaging.version import InvalidVersion, Version
 
@@ -146,10 +175,22 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
             raise UsageError(f"--version {version!r} is not a PEP 440 version", hint="e.g. 1.0.0") from None
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise UsageError(f"{out} exists and is not empty", hint="choose another -o directory or pass --force")
+    from mtbranch.validation.sources import resolve_branch
+
+    branch_dir = resolve_branch(branch_dir)  # a directory, or hf:org/name@rev from the Hub cache
     manifest = _check_branch(branch_dir)
+    if hub_layout:
+        with atomic_directory(out) as tmp:
+            render_hub_folder(tmp, branch_dir, manifest)
+        console.print(f"[green]created[/] {esc(out)}: Hub model folder for branch [bold]{manifest.name}[/] "
+                      "(README.md card, manifest.json, weights)")
+        console.print(f"next: hf upload ORG/{names.dist} {out} && mtbranch validate --branch hf:ORG/{names.dist}",
+                      markup=False)
+        return
     values = template_values(names, manifest, version=version, description=description, requires=requires)
     with atomic_directory(out) as tmp:
         render_package(tmp, branch_dir, values)
+        write_card(tmp / "src" / values["module"] / "branch", manifest)
     console.print(f"[green]created[/] {esc(out)}: {names.dist} {values['version']} (module {names.module}, "
                   f"entry point {names.entry_point}) shipping branch [bold]{manifest.name}[/]")
     ref = values["trunk_ref"]

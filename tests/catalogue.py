@@ -308,6 +308,7 @@ def no_lock(c: Path) -> None:
 # -- what a branch contributes, where compose writes, what the lock proves (issue 13) -------------------------
 def link_out(d: Path, _ctx: Ctx) -> None:
     (d.parent / "secret.txt").write_text("API_KEY=hunter2\n")
+    (d / "README.md").unlink(missing_ok=True)  # the branch's model card, replaced by a link out
     (d / "README.md").symlink_to(d.parent / "secret.txt")
 
 

@@ -77,6 +77,7 @@ def test_a_symlink_out_is_a_finding_and_never_copied(base: dict[str, Path], tmp_
     secret.write_text("API_KEY=hunter2\n")
     b = tmp_path / "sentiment"
     shutil.copytree(base["sentiment"], b)
+    (b / "README.md").unlink()  # the branch's model card, replaced by a link out
     (b / "README.md").symlink_to(secret)
     assert codes(b, base["trunk"]) == ["F001"]
     code, out = run("validate", "--no-plugins", "--trunk", base["trunk"], "--branch", b)
@@ -481,6 +482,9 @@ def overflowing(base: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     m = json.loads((d / "manifest.json").read_text())
     m["weights"]["sha256"] = sha256_file(d / "branch.safetensors")
     (d / "manifest.json").write_text(json.dumps(m))
+    from mtbranch.branch.card import card_text, load_manifest
+
+    (d / "README.md").write_text(card_text(load_manifest(d)))  # the card follows the re-exported manifest
     c = d.parent / "c"
     save_composed(compose(load_trunk_source(base["trunk"]), [(d, "directory"), (base["entities"], "directory")]), c)
     return d, c

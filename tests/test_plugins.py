@@ -357,9 +357,9 @@ def test_new_plugin_generates_a_package(branch_dirs: dict[str, Path], tmp_path: 
                     "--requires", "mtbranch-trunk-tiny>=1", "--description", 'Alpha "quoted"')
     assert result.exit_code == 0, result.output
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["README.md", "pyproject.toml", "src/acme_alpha/__init__.py", "src/acme_alpha/branch/"
-                     "branch.safetensors", "src/acme_alpha/branch/manifest.json", "src/acme_alpha/py.typed",
-                     "tests/test_plugin.py"]
+    assert files == ["README.md", "pyproject.toml", "src/acme_alpha/__init__.py", "src/acme_alpha/branch/README.md",
+                     "src/acme_alpha/branch/branch.safetensors", "src/acme_alpha/branch/manifest.json",
+                     "src/acme_alpha/py.typed", "tests/test_plugin.py"]
     import tomllib
 
     meta = tomllib.loads((out / "pyproject.toml").read_text())

@@ -64,6 +64,10 @@ def test_train_exports_branch_whose_outputs_equal_evaluation(sdk_trunk_dir: Path
     assert t["data"]["train"][0]["sha256"] == tr.sources[0]["sha256"] and t["seed"] == 42
     assert t["hyperparameters"]["lr"] == FAST.lr and t["versions"]["mtbranch"]
     assert t["dev_metric"] == pytest.approx(res.metrics["accuracy"])
+    from mtbranch.branch.card import card_disagreements
+
+    card = (out / "README.md").read_text()  # the model card, generated from this very manifest
+    assert card_disagreements(card, m) == [] and tr.sources[0]["path"] in card and "team-sentiment" in card
 
     loaded = load_branch(out)
     prep = prepare(str(sdk_trunk_dir), "classification", tr, dev, FAST, [2])

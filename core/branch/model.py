@@ -118,8 +118,12 @@ class BranchModule(nn.Module):
 
 
 def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,
-                dtype: str | None = None, extra_files: dict[str, bytes] | None = None) -> BranchManifest:
-    """Write the artifact atomically; returns the manifest with weights sha256/params filled in."""
+                dtype: str | None = None, extra_files: dict[str, bytes] | None = None,
+                card: bool = True) -> BranchManifest:
+    """Write the artifact atomically; returns the manifest with weights sha256/params filled in.
+
+    ``card``: also write the model card (README.md) generated from the final manifest: every branch that train,
+    build, distill and import-hf export carries one (a composed artifact's copies do not: ``card=False``)."""
     manifest = module.manifest
     dtype = dtype or manifest.weights.dtype
     state = {k: v.detach().to(torch_dtype(dtype)).contiguous().cpu() for k, v in module.state_dict().items()}
@@ -132,6 +136,10 @@ def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,
     with atomic_directory(out_dir, kind="branch") as tmp:
         (tmp / weights.path).write_bytes(data)
         (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        if card:
+            from mtbranch.branch.card import CARD_NAME, card_text
+
+            (tmp / CARD_NAME).write_text(card_text(manifest), encoding="utf-8")
         for name, blob in (extra_files or {}).items():
             (tmp / name).write_bytes(blob)
     module.manifest = manifest

@@ -170,7 +170,7 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
             if src is not None and Path(src).is_dir():
                 copy_branch_files(Path(src), bdir, b.manifest)
             else:
-                save_branch(b, bdir)
+                save_branch(b, bdir, card=False)  # like a copied branch: manifest and weights only
             entries.append({"name": b.name, "version": b.manifest.version,
                             "source": getattr(b, "source", None) or "directory",
                             "attach_depth": b.manifest.attach_depth, "num_layers": b.manifest.num_layers,

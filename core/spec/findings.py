@@ -44,6 +44,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W008": ("error", "a path in the manifest escapes the artifact directory"),
     "W009": ("error", "weights contain NaN or Inf values"),
     "W010": ("warning", "weights large enough to overflow to Inf/NaN at run time (absolute values over 1e4)"),
+    "W011": ("warning", "the model card (README.md) disagrees with the manifest (regenerate it from the manifest)"),
     "V001": ("error", "the manifest's `requires` range excludes the running mtbranch version"),
     "C001": ("error", "two branches have the same name"),
     "F001": ("error", "a symlink in the branch directory points outside it"),

@@ -1,7 +1,7 @@
 """Resolve a trunk reference to a local model directory (no torch).
 
-A reference is a local Hugging Face model directory, ``hf:org/name[@revision]`` (downloaded through
-huggingface_hub where the hub is reachable), or the name of a trunk provided by an installed plugin.
+A reference is a local Hugging Face model directory, ``hf:org/name[@revision]`` (from huggingface_hub's cache,
+else downloaded: :mod:`mtbranch.hub`), or the name of a trunk provided by an installed plugin.
 """
 
 from __future__ import annotations
@@ -61,29 +61,15 @@ def load_trunk_source(path: str | os.PathLike[str], reference: str | None = None
     return TrunkSource(reference or str(p), p, cfg)
 
 
-def _download_hf(spec: str) -> Path:
-    repo, _, revision = spec.partition("@")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise MtbranchError(f"cannot resolve hf:{spec}: huggingface_hub is not installed",
-                            hint="pip install 'mtbranch[hub]', or pass a local model directory") from None
-    try:
-        return Path(snapshot_download(
-            repo, revision=revision or None,
-            allow_patterns=["config.json", "model.safetensors", "tokenizer*", "vocab*", "merges.txt",
-                            "special_tokens_map.json"],
-        ))
-    except Exception as exc:  # network, auth, missing repo: all user-fixable
-        raise MtbranchError(
-            f"cannot download hf:{spec} from the Hugging Face hub: {type(exc).__name__}: {exc}",
-            hint="the hub may be unreachable here; download the model elsewhere and pass its directory",
-        ) from None
+TRUNK_FILES = ["config.json", WEIGHTS_NAME, "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json"]
 
 
 def resolve_trunk(reference: str) -> TrunkSource:
     if reference.startswith("hf:"):
-        return load_trunk_source(_download_hf(reference[3:]), reference)
+        from mtbranch.hub import hub_snapshot
+
+        path = hub_snapshot(reference, TRUNK_FILES, ["config.json", WEIGHTS_NAME], "trunk")
+        return load_trunk_source(path, reference)
     if os.sep in reference or reference.startswith(".") or Path(reference).is_dir():
         return load_trunk_source(reference)
     from mtbranch.plugins.manager import get_plugin_manager

@@ -28,7 +28,7 @@ from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionE
 from mtbranch.spec.tensor_layout import expected_branch_tensors
 from mtbranch.trunk.source import TrunkSource
 
-CHECKS = ("files", "manifest", "head", "requires", "weights", "trunk", "tokenizer", "policies")
+CHECKS = ("files", "manifest", "head", "requires", "weights", "trunk", "tokenizer", "card", "policies")
 LARGE_WEIGHT = 1e4  # |w| above this: outputs can overflow to Inf/NaN (float16 first: max 65504), W010
 
 
@@ -248,6 +248,7 @@ class Validator:
         out += self._check_weights(res, m, mpath)
         out += self._check_trunk(res, m, mpath)
         out += self._check_tokenizer(res, m, mpath)
+        out += self._check_card(res, m)
         out += self._check_policies(res, m)
         return res, out
 
@@ -402,6 +403,21 @@ class Validator:
                                  branch=m.name, location=_loc(mpath, "tokenizer.definition_sha256"),
                                  hint="usually a re-serialised tokenizer; check it if results look off"))
         return self._mark(res, "tokenizer", found)
+
+    def _check_card(self, res: BranchResult, m: BranchManifest) -> list[Finding]:
+        """W011 when README.md is a model card whose header disagrees with the manifest (no README.md, or a plain
+        README without the Hub's metadata header: not a card, skipped)."""
+        from mtbranch.branch.card import CARD_NAME, card_disagreements, is_card, read_card
+
+        text = read_card(res.path)
+        if text is None or not is_card(text):
+            return []
+        diffs = card_disagreements(text, m)
+        found = [finding("W011", f"{CARD_NAME} disagrees with manifest.json: {', '.join(diffs[:8])}", branch=m.name,
+                         location=str(res.path / CARD_NAME),
+                         hint=f"regenerate it from the manifest: mtbranch inspect {res.path} --card > "
+                              f"{res.path / CARD_NAME}")] if diffs else []
+        return self._mark(res, "card", found)
 
     def _check_policies(self, res: BranchResult, m: BranchManifest) -> list[Finding]:
         if self.pm is None:
