@@ -81,15 +81,54 @@ class Served:
 def lock_sha256(artifact: str | Path | None, model: Any = None) -> str:
     """sha256 of ``mtbranch.lock.json`` (of the file; or, for a model given without a path, of its lock as saved)."""
     if artifact is not None:
-        return hashlib.sha256((Path(artifact) / "mtbranch.lock.json").read_bytes()).hexdigest()
+        from mtbranch.io.files import read_bytes
+
+        return hashlib.sha256(read_bytes(Path(artifact) / "mtbranch.lock.json")).hexdigest()
     lock = getattr(model, "lock", None) or {}
     return hashlib.sha256((json.dumps(lock, indent=2) + "\n").encode()).hexdigest()
 
 
+def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Run ``fn`` in a daemon thread: a reload stuck past its deadline never keeps the process from exiting
+    (the default executor's threads are joined at exit, so SIGTERM would wait for it forever)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # timed out meanwhile: nobody waits for it any more
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): the result is not wanted
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="mtbranch-reload", daemon=True).start()
+    return future
+
+
+def _reload_reason(exc: BaseException, deadline: float) -> str:
+    """Why a reload failed, in the words the CLI uses for the same problem."""
+    from mtbranch.errors import user_error
+
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return f"loading did not finish within {deadline:g} s (reload_timeout_s)"
+    err = user_error(exc, "reading the artifact")
+    return err.render() if err is not None else f"{type(exc).__name__}: {exc}"
+
+
 def load_served(artifact: str | Path, load_kwargs: dict[str, Any] | None = None) -> Served:
     """Load (hashes and lock verified by ``load``), warm up; the lock file must not change meanwhile."""
-    from mtbranch.composition.artifact import load
+    from mtbranch.composition.artifact import load, read_lock
 
+    read_lock(artifact)  # a missing or unreadable lock: the CLI's message
     before = lock_sha256(artifact)
     model = load(artifact, **{"verify": True, **(load_kwargs or {})})
     warm_up(model)
@@ -575,9 +614,10 @@ def create_app(model: Any = None, *, artifact: str | Path | None = None, setting
         async with state.reloading:
             t0 = time.perf_counter()
             try:
-                new = await asyncio.get_running_loop().run_in_executor(None, load_served, artifact, load_kwargs)
+                new = await asyncio.wait_for(_in_daemon_thread(load_served, artifact, load_kwargs),
+                                             settings.reload_timeout_s)
             except Exception as exc:
-                reason = exc.message if isinstance(exc, MtbranchError) else f"{type(exc).__name__}: {exc}"
+                reason = _reload_reason(exc, settings.reload_timeout_s)
                 state.last_reload = {"ok": False, "at": time.time(), "error": reason, "serving": old.version}
                 state.metrics.reloads.labels("failed").inc()
                 log.warning("reload failed, still serving %s: %s", old.version[:12], reason)
