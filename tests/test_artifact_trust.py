@@ -228,7 +228,7 @@ def test_guard_rules(tmp_path: Path) -> None:
                 with pytest.raises(OutputError, match=r"is an? .*, not an? "):
                     check_output(tmp_path / kind, other)
         (tmp_path / kind / "NOTES.md").write_text("x")  # ... but not with the user's files in it
-        with pytest.raises(OutputError, match="also holds NOTES.md"):
+        with pytest.raises(OutputError, match=r"also holds NOTES\.md"):
             check_output(tmp_path / kind, kind)
     (tmp_path / "npm").mkdir()
     (tmp_path / "npm" / "manifest.json").write_text('{"name": "web app"}')  # not a branch manifest

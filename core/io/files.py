@@ -12,14 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from mtbranch.errors import FileAccessError
 
-class NotRegularFileError(OSError):
-    """A path mtbranch reads is a FIFO, device, socket or directory: reading it could block forever."""
 
-    hint = "put the regular file there (a named pipe, device or directory is never read)"
+class NotRegularFileError(FileAccessError):
+    """A path mtbranch reads is a FIFO, device, socket or directory: reading it could block forever.
 
-    def __str__(self) -> str:  # messages name the path themselves: no "[Errno None] ...: 'path'"
-        return str(self.strerror)
+    A :class:`~mtbranch.errors.FileAccessError` (the CLI prints it, exit 1) and so an :class:`OSError` too."""
+
+    def __init__(self, path: str | os.PathLike[str], mode: int) -> None:
+        what = _kind(mode)
+        message = f"is {what}, not a regular file" if what != "not a regular file" else what
+        super().__init__(message, path=str(path), errno=errno.EISDIR if stat.S_ISDIR(mode) else None,
+                         hint="put the regular file there (a named pipe, device or directory is never read)")
+        self.strerror, self.filename = message, str(path)
+
+    def __str__(self) -> str:  # as an OSError reads: the path and the reason (the hint is in render())
+        return f"{self.path}: {self.message}"
 
 
 def _kind(mode: int) -> str:
@@ -34,12 +43,6 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _refuse(path: str | os.PathLike[str], mode: int) -> NotRegularFileError:
-    what = _kind(mode)
-    return NotRegularFileError(errno.EISDIR if stat.S_ISDIR(mode) else None,
-                               f"is {what}, not a regular file" if what != "not a regular file" else what, str(path))
-
-
 @contextlib.contextmanager
 def open_regular(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """Open a file for reading in binary mode, refusing anything but a regular file (symlinks are followed).
@@ -52,7 +55,7 @@ def open_regular(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise _refuse(path, mode)
+            raise NotRegularFileError(path, mode)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         fh = os.fdopen(fd, "rb")
