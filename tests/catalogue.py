@@ -376,10 +376,11 @@ def no_hang(run: Callable[[Ctx, Path], Outcome]) -> Callable[[Ctx, Path], Outcom
             if done.wait(HANG_SECONDS):
                 return
             fired.set()
-            for p in tmp.rglob("*"):
-                with contextlib.suppress(OSError):
-                    if p.is_fifo():
-                        os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+            while not done.wait(0.2):  # each blocked read (there may be several in turn) sees an empty file
+                for p in tmp.rglob("*"):
+                    with contextlib.suppress(OSError):
+                        if p.is_fifo():
+                            os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
 
         watchdog = threading.Thread(target=release, daemon=True)
         watchdog.start()
