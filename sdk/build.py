@@ -181,13 +181,14 @@ def recipe_out(recipe: Recipe, base: Path) -> Path:
 
 def guard_out(recipe: Recipe, base: Path, recipe_path: str | os.PathLike[str]) -> Path:
     """``out`` may hold only an earlier build's outputs, and must not overlap the recipe, its data or its trunk
-    (nor lie inside a composed artifact or a model directory); checked before any work."""
+    (nor lie inside a composed artifact or a model directory); checked (after the data paths) before any work."""
     from mtbranch.io.guard import check_output
 
+    _check_data_paths(recipe, base, recipe_path)
     trunk = base / Path(recipe.task.trunk).expanduser()
     inputs = [recipe_path, _under(base, recipe.data.train),
               None if recipe.data.dev is None else _under(base, recipe.data.dev),
-              trunk if trunk.exists() else None]
+              trunk if (trunk / "config.json").exists() else None]  # a model directory, not an installed name
     return check_output(recipe_out(recipe, base), "build", inputs=inputs)
 
 
@@ -328,7 +329,6 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
               on_event: Event = print) -> dict[str, Any]:
     """Run (or resume) every stage of the recipe; returns the build state (stage records)."""
     recipe, base, sha = read_recipe(recipe_path)
-    _check_data_paths(recipe, base, recipe_path)
     out = guard_out(recipe, base, recipe_path)
     with build_lock(out):
         return _run_stages(recipe, base, sha, out, recipe_path, restart=restart, progress=progress,

@@ -110,3 +110,52 @@ def test_reload_past_its_deadline_answers_409_and_keeps_serving(served: Path,
         health = client.get("/health").json()
         assert health["version"] == version and health["last_reload"]["ok"] is False
         assert client.post("/predict", json={"texts": ["good"], "tasks": ["sentiment"]}).status_code == 200
+
+
+STUCK_SERVE = """
+import sys, threading
+import mtbranch.serve.app as app
+app.load_served = lambda *a, **k: threading.Event().wait()  # a reload whose load never comes back
+from mtbranch.cli.main import main
+sys.argv = ["mtbranch", "serve", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_server_while_a_reload_is_stuck(served: Path) -> None:
+    """A load that never returns (a hung file system) must not keep the process alive after SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from helpers import free_port
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RELOAD_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_SERVE, str(served), "--port", str(port), "--threads", "1",
+                             "--grace", "1", "--admin-token-env", "RELOAD_TOKEN"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.1)
+        with contextlib.suppress(httpx.TimeoutException):  # the reload does not answer: its load is stuck
+            httpx.post(url + "/admin/reload", headers=AUTH, timeout=2)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not exit within 30 s of SIGTERM while a reload was stuck")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -440,7 +440,7 @@ def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.Path
     from mtbranch.plugins.manager import get_plugin_manager
 
     # the artifact must be one already (read_lock in load), and no --put directory may lie inside it
-    check_output(path, "composed", inputs=list(put))
+    path = check_output(path, "composed", inputs=list(put))  # ~ expanded, as for every output
     # read, modify and write under one lock: a concurrent update waits, then reads this one's result
     with exclusive_update(path):
         model = load(path)
