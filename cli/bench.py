@@ -61,8 +61,13 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
       mtbranch bench --scenario xiaoai-21 --family modernbert --rounds 2 --no-load-check
     """
     from mtbranch.errors import require_extra
+    from mtbranch.io.guard import check_output
 
+    # the outputs are checked before the benchmark runs (minutes): never a FIFO, a device or another file
+    if json_path is not None:
+        json_path = check_output(json_path, "json", inputs=[workdir])
     if plot_path is not None:
+        plot_path = check_output(plot_path, "png", inputs=[workdir, json_path])
         require_extra("bench", "mtbranch bench --plot")
     from mtbranch.bench.plot import plot
     from mtbranch.bench.run import run_bench

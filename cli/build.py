@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from mtbranch.cli.output import console, esc
+from mtbranch.io.files import read_json_object
 
 
 @click.command("build")
@@ -34,15 +37,24 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
     require_extra("train", "mtbranch build")
     import torch
 
-    from mtbranch.cli.new_plugin import new_plugin
-    from mtbranch.sdk.build import read_recipe, run_build
+    from mtbranch.sdk.build import build_lock, guard_out, read_recipe, run_build
 
     if threads:
         torch.set_num_threads(threads)
     parsed, base, _ = read_recipe(recipe)  # checked before any expensive work
+    out = guard_out(parsed, base, recipe)  # the same path run_build writes (~ expanded once, in one place)
     say = (lambda _msg: None) if as_json else (lambda msg: console.print(esc(msg)))
-    state = run_build(recipe, restart=restart, progress=not no_progress and not as_json, on_event=say)
-    out = base / parsed.out
+    with build_lock(out):  # the plugin stage updates build-state.json too: one build at a time
+        state = run_build(recipe, restart=restart, progress=not no_progress and not as_json, on_event=say)
+        _plugin_stage(ctx, parsed, out, state, restart, say)
+    if as_json:
+        print(json.dumps(state, indent=2, sort_keys=True))
+
+
+def _plugin_stage(ctx: click.Context, parsed: Any, out: Path, state: dict[str, Any], restart: bool,
+                  say: Callable[[str], None]) -> None:
+    from mtbranch.cli.new_plugin import new_plugin
+
     if parsed.plugin.enabled:
         pkg = out / "plugin"
         name = parsed.plugin.name or f"mtbranch-{parsed.branch.name}"
@@ -55,13 +67,11 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
                        module=None, entry_point=None, description=parsed.branch.description or None,
                        requires=tuple(parsed.plugin.requires), force=True)
             state["stages"]["plugin"] = _record_plugin(out, pkg)
-    if as_json:
-        print(json.dumps(state, indent=2, sort_keys=True))
 
 
 def _weights_sha(branch_dir: Path) -> str | None:
     try:
-        return str(json.loads((branch_dir / "manifest.json").read_text())["weights"]["sha256"])
+        return str(read_json_object(branch_dir / "manifest.json")["weights"]["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -72,7 +82,7 @@ def _record_plugin(out: Path, pkg: Path) -> dict[str, str | None]:
     from mtbranch.sdk.build import STATE_NAME
 
     path = out / STATE_NAME
-    data = json.loads(path.read_text())
+    data = read_json_object(path)
     record = {"package": str(pkg), "export_sha": _weights_sha(out / "branch")}
     data["stages"]["plugin"] = record
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

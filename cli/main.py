@@ -35,9 +35,10 @@ class MtbranchGroup(click.Group):
         except OSError as exc:  # disk full, read-only directory, permission denied: the user's to fix, exit 1
             from rich.markup import escape
 
-            from mtbranch.errors import os_error
+            from mtbranch.errors import user_error
 
-            err = os_error(exc, "file operation failed")
+            err = user_error(exc)
+            assert err is not None
             err_console.print(f"[bold red]error:[/] {escape(err.render())}", markup=True, highlight=False,
                               soft_wrap=True)
             sys.exit(err.exit_code)

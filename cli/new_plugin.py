@@ -173,7 +173,11 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
             Version(version)
         except InvalidVersion:
             raise UsageError(f"--version {version!r} is not a PEP 440 version", hint="e.g. 1.0.0") from None
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+    from mtbranch.io.guard import check_output
+
+    # --force replaces only an earlier generated package (nothing else in it), never the branch it ships
+    out = check_output(out, "plugin", inputs=[branch_dir])
+    if out.is_dir() and any(out.iterdir()) and not force:
         raise UsageError(f"{out} exists and is not empty", hint="choose another -o directory or pass --force")
     from mtbranch.validation.sources import resolve_branch
 
@@ -188,7 +192,7 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
                       markup=False)
         return
     values = template_values(names, manifest, version=version, description=description, requires=requires)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, kind="plugin", inputs=[branch_dir]) as tmp:
         render_package(tmp, branch_dir, values)
         write_card(tmp / "src" / values["module"] / "branch", manifest)
     console.print(f"[green]created[/] {esc(out)}: {names.dist} {values['version']} (module {names.module}, "

@@ -102,10 +102,13 @@ def predict_file(kw: dict[str, Any], *, input_path: str, output_path: Path | Non
                  no_progress: bool) -> None:
     from mtbranch.cli.output import show_warnings
     from mtbranch.composition.artifact import load
+    from mtbranch.io.guard import check_output
     from mtbranch.sdk.data import parse_column
     from mtbranch.sdk.inputs import InputReader
 
     show_warnings()
+    if output_path is not None:  # before reading or loading anything: never a FIFO, a device or an input
+        output_path = check_output(output_path, "predictions", inputs=[kw["artifact"], input_path])
     reader = InputReader(input_path, fmt=input_format, text=None if text_col is None else parse_column(text_col),
                          pair=None if pair_col is None else parse_column(pair_col), header=not no_header)
     load_kw = {k: kw[k] for k in ("dtype", "device") if kw.get(k) is not None}

@@ -97,15 +97,17 @@ def _branch_options(f: F) -> F:
 
 
 def _guard_output(o: dict[str, Any], *more: Path | None) -> None:
-    """``-o`` may replace only an earlier branch artifact or an empty directory, never overlap an input."""
-    if o.get("out") is None:
-        return
+    """``-o`` may replace only an earlier branch artifact or an empty directory, never overlap an input; the
+    same for ``--table`` (an earlier Markdown table). Checked before any data or model is read."""
     from mtbranch.io.guard import check_output
 
     ref = o.get("trunk_ref")
     trunk = Path(ref) if ref and Path(ref).exists() else None  # an installed trunk lives in site-packages
-    check_output(o["out"], "branch", inputs=[trunk, o.get("train_path"), o.get("dev_path"), o.get("cache_dir"),
-                                             *more])
+    inputs = [trunk, o.get("train_path"), o.get("dev_path"), o.get("cache_dir"), *more]
+    if o.get("out") is not None:
+        o["out"] = check_output(o["out"], "branch", inputs=inputs)
+    if o.get("table_out") is not None:
+        o["table_out"] = check_output(o["table_out"], "table", inputs=[*inputs, o.get("out")])
 
 
 def _load_data(task: str, path: Path, o: dict[str, Any]) -> Any:

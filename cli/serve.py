@@ -148,9 +148,11 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
     from mtbranch.composition.artifact import load
     from mtbranch.export.onnx import check_onnx, write_triton_repository
     from mtbranch.export.onnx import export_onnx as do_export
-    from mtbranch.io.guard import check_output
+    from mtbranch.io.guard import check_output, output_path
 
-    check_output(out, "onnx", inputs=[artifact])  # before loading or exporting anything
+    out = check_output(out, "onnx", inputs=[artifact])  # before loading or exporting anything
+    if triton is not None:  # the Triton model directory too: never inside the artifact or the ONNX output
+        check_output(output_path(triton) / triton_name, "triton", inputs=[artifact, out])
     subset = _check_tasks(artifact, tasks)
     with console.status("exporting..."):
         model = load(artifact, tasks=subset)
@@ -167,5 +169,5 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
             raise MtbranchError(f"ONNX Runtime output differs from PyTorch by {worst:.2e} (> 1e-4)", path=str(out),
                                 hint="report it with the torch/onnxruntime versions; try --opset")
     if triton is not None:
-        repo = write_triton_repository(out, triton, name=triton_name)
+        repo = write_triton_repository(out, triton, name=triton_name, inputs=[artifact])
         console.print(f"[green]triton[/] model repository -> {esc(repo)}")

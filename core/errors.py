@@ -121,5 +121,16 @@ def os_error(exc: OSError, action: str, path: str | None = None) -> MtbranchErro
     name = errno_mod.errorcode.get(exc.errno or -1, "")
     cause = exc.strerror or str(exc) or type(exc).__name__
     where = exc.filename if exc.filename is not None else path
+    hint = getattr(exc, "hint", None) or _OS_HINTS.get(name)  # an OSError of mtbranch's own may carry one
     return FileAccessError(f"{action}: {cause}" + (f" ({name})" if name else ""),
-                           path=None if where is None else str(where), hint=_OS_HINTS.get(name), errno=exc.errno)
+                           path=None if where is None else str(where), hint=hint, errno=exc.errno)
+
+
+def user_error(exc: BaseException, action: str = "file operation failed") -> MtbranchError | None:
+    """The user-facing error the CLI prints for ``exc`` (the server's reload answers with the same), or None
+    for a bug (anything that is neither an :class:`MtbranchError` nor an :class:`OSError`)."""
+    if isinstance(exc, MtbranchError):
+        return exc
+    if isinstance(exc, OSError):
+        return os_error(exc, action)
+    return None

@@ -12,11 +12,14 @@ The CLI command then packages the branch as a plugin (``new-plugin``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import write_text_atomic
+from mtbranch.io.files import read_bytes, read_text
 
 STATE_NAME = "build-state.json"
 STAGES = ("sweep", "teacher", "distill", "export")
@@ -130,7 +134,7 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
 
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_bytes(p)
     except OSError as exc:
         raise MtbranchError(f"cannot read the recipe: {exc.strerror or exc}", path=str(p),
                          hint="pass the path of a TOML recipe (see docs/build.md)") from None
@@ -165,6 +169,67 @@ def _check_data_paths(recipe: Recipe, base: Path, recipe_path: str | os.PathLike
                                      "comments say which command writes their data")
 
 
+LOCK_NAME = ".build.lock"
+_building: dict[str, int] = {}  # output (real path) -> the thread running its build
+_building_guard = threading.Lock()
+
+
+def recipe_out(recipe: Recipe, base: Path) -> Path:
+    """The recipe's ``out``: relative to the recipe's folder, ``~`` expanded (the one place it is resolved)."""
+    return _under(base, recipe.out)
+
+
+def guard_out(recipe: Recipe, base: Path, recipe_path: str | os.PathLike[str]) -> Path:
+    """``out`` may hold only an earlier build's outputs, and must not overlap the recipe, its data or its trunk
+    (nor lie inside a composed artifact or a model directory); checked (after the data paths) before any work."""
+    from mtbranch.io.guard import check_output
+
+    _check_data_paths(recipe, base, recipe_path)
+    trunk = base / Path(recipe.task.trunk).expanduser()
+    inputs = [recipe_path, _under(base, recipe.data.train),
+              None if recipe.data.dev is None else _under(base, recipe.data.dev),
+              trunk if (trunk / "config.json").exists() else None]  # a model directory, not an installed name
+    return check_output(recipe_out(recipe, base), "build", inputs=inputs)
+
+
+@contextlib.contextmanager
+def build_lock(out: Path) -> Iterator[None]:
+    """One build at a time per output: build-state.json is read, updated and written by a single process.
+
+    A second ``mtbranch build`` of the same output fails at once (it would overwrite the first one's stages and
+    records); the thread already holding the lock may take it again (the CLI holds it around the plugin stage).
+    """
+    import fcntl
+
+    key, me = os.path.realpath(out), threading.get_ident()
+    with _building_guard:
+        reentered = _building.get(key) == me
+    if reentered:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MtbranchError("the build lock is not a regular file", path=str(path),
+                                hint="remove it; mtbranch creates it")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MtbranchError("another `mtbranch build` is writing this output (changed since read)",
+                                path=str(out), hint="wait for it to finish, then run the build again") from None
+        with _building_guard:
+            _building[key] = me
+        try:
+            yield
+        finally:
+            with _building_guard:
+                _building.pop(key, None)
+    finally:
+        os.close(fd)
+
+
 class BuildState:
     """``OUT/build-state.json``: which stages finished, with their outputs and metrics."""
 
@@ -173,7 +238,7 @@ class BuildState:
         self.data: dict[str, Any] = {"recipe_sha256": recipe_sha256, "stages": {}}
         if self.path.exists() and not restart:
             try:
-                old = json.loads(self.path.read_text(encoding="utf-8"))
+                old = json.loads(read_text(self.path))
             except (OSError, ValueError) as exc:
                 raise MtbranchError(f"the build state is unreadable: {exc}", path=str(self.path),
                                     hint="pass --restart to run every stage again") from None
@@ -263,16 +328,21 @@ def _plot_sweep(table: dict[str, Any], path: Path, title: str) -> bool:
 def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, progress: bool = True,
               on_event: Event = print) -> dict[str, Any]:
     """Run (or resume) every stage of the recipe; returns the build state (stage records)."""
+    recipe, base, sha = read_recipe(recipe_path)
+    out = guard_out(recipe, base, recipe_path)
+    with build_lock(out):
+        return _run_stages(recipe, base, sha, out, recipe_path, restart=restart, progress=progress,
+                           on_event=on_event)
+
+
+def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: str | os.PathLike[str], *,
+                restart: bool, progress: bool, on_event: Event) -> dict[str, Any]:
     from mtbranch.branch.model import load_branch, save_branch
     from mtbranch.sdk.distill import distill
     from mtbranch.sdk.sweep import sweep
     from mtbranch.sdk.train import BranchInfo, train
     from mtbranch.trunk.source import resolve_trunk
 
-    recipe, base, sha = read_recipe(recipe_path)
-    _check_data_paths(recipe, base, recipe_path)
-    out = _under(base, recipe.out)
-    out.mkdir(parents=True, exist_ok=True)
     state = BuildState(out, sha, restart=restart)
     task = recipe.task_name
     source = resolve_trunk(_resolve(base, recipe.task.trunk))

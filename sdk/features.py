@@ -179,6 +179,9 @@ class FeatureStore:
     def load(cls, path: Path) -> FeatureStore:
         from safetensors import safe_open
 
+        from mtbranch.io.files import check_regular
+
+        check_regular(path)
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         t = load_file(str(path))

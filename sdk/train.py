@@ -28,6 +28,7 @@ import mtbranch
 from mtbranch.branch.model import BranchModule, save_branch
 from mtbranch.errors import MtbranchError, require_extra
 from mtbranch.heads.registry import HeadType
+from mtbranch.io.files import check_regular
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
 from mtbranch.sdk.features import (
     IGNORE_INDEX,
@@ -284,6 +285,7 @@ def trunk_init_state(source: TrunkSource, depth: int, layers: int) -> dict[str, 
     trunk's pooler where the checkpoint has one."""
     state: dict[str, torch.Tensor] = {}
     keys = trunk_state_keys(source, depth + layers)
+    check_regular(source.weights)
     with safe_open(str(source.weights), framework="pt") as f:
         for name, key in keys.items():
             if key.startswith("layers."):

@@ -248,8 +248,8 @@ def artifact_case(mutate: Callable[[Path], None], *, verify: bool = True,
         shutil.copytree(ctx.composed, c, symlinks=True)
         mutate(c)
         got = api_error(lambda: mtbranch.load(c, verify=verify))
-        if command == "verify":
-            code, out = cli_run("verify", c)
+        if command in ("verify", "inspect"):
+            code, out = cli_run(command, c)
         else:
             code, out = cli_run("predict", c, "the film", "--task", "sentiment", *([] if verify else ["--no-verify"]))
         return Outcome([got], code, out)
@@ -342,6 +342,72 @@ def output_case(where: str) -> Callable[[Ctx, Path], Outcome]:
         code, text = cli_run("compose", "--no-plugins", "--trunk", trunk, "--branch", b, "-o", out)
         return Outcome([got], code, text)
     return run
+
+
+# -- reads that must not hang (issue 30, item 3) ---------------------------------------------------------------
+HANG_SECONDS = 20.0  # a read still blocked by then is reported as "hung" (and released, so the suite goes on)
+
+
+def not_a_file(what: str) -> Callable[[Path], None]:
+    """Put a FIFO, a device (a link to /dev/null) or a directory where the file was."""
+    def mutate(p: Path) -> None:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        if what == "fifo":
+            os.mkfifo(p)
+        elif what == "device":
+            p.symlink_to("/dev/null")
+        else:
+            p.mkdir()
+    return mutate
+
+
+def no_hang(run: Callable[[Ctx, Path], Outcome]) -> Callable[[Ctx, Path], Outcome]:
+    """Run a case; a FIFO still being waited for after HANG_SECONDS is opened for writing (which releases the
+    reader with an empty file) and the outcome becomes "hung": the test then fails instead of blocking."""
+    def guarded(ctx: Ctx, tmp: Path) -> Outcome:
+        import threading
+
+        fired = threading.Event()
+        done = threading.Event()
+
+        def release() -> None:
+            if done.wait(HANG_SECONDS):
+                return
+            fired.set()
+            while not done.wait(0.2):  # each blocked read (there may be several in turn) sees an empty file
+                for p in tmp.rglob("*"):
+                    with contextlib.suppress(OSError):
+                        if p.is_fifo():
+                            os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+
+        watchdog = threading.Thread(target=release, daemon=True)
+        watchdog.start()
+        try:
+            outcome = run(ctx, tmp)
+        finally:
+            done.set()
+        return Outcome(["hung"], outcome.exit, outcome.output) if fired.is_set() else outcome
+    return guarded
+
+
+def artifact_file(rel: str, what: str, **kw: Any) -> Callable[[Ctx, Path], Outcome]:
+    return no_hang(artifact_case(lambda c: not_a_file(what)(c / rel), **kw))
+
+
+def branch_file(rel: str, what: str) -> Callable[[Ctx, Path], Outcome]:
+    return no_hang(branch_case(lambda d, _ctx: not_a_file(what)(d / rel)))
+
+
+def trunk_file(rel: str, what: str) -> Callable[[Ctx, Path], Outcome]:
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        t = tmp / "trunk"
+        shutil.copytree(ctx.trunk, t)
+        not_a_file(what)(t / rel)
+        return trunk_error(t, ctx.branches["sentiment"])
+    return no_hang(run)
 
 
 def put_inside(ctx: Ctx, tmp: Path) -> Outcome:
@@ -1111,6 +1177,40 @@ CATALOGUE: list[Case] = [
          output_case("other-kind")),
     Case("update-put-inside", "output", "`update C --put C/branches/sentiment` (an input inside the output)",
          "OutputError", 1, put_inside),
+    Case("read-fifo-lock-verify", "reads", "a FIFO in place of mtbranch.lock.json (`verify`)", "NotRegularFileError", 1,
+         artifact_file("mtbranch.lock.json", "fifo", command="verify")),
+    Case("read-fifo-lock-inspect", "reads", "a FIFO in place of mtbranch.lock.json (`inspect`)", "NotRegularFileError",
+         1, artifact_file("mtbranch.lock.json", "fifo", command="inspect")),
+    Case("read-device-lock", "reads", "mtbranch.lock.json a link to a device (/dev/null), `predict`",
+         "NotRegularFileError", 1, artifact_file("mtbranch.lock.json", "device")),
+    Case("read-dir-lock", "reads", "a directory in place of mtbranch.lock.json (`verify`)", "NotRegularFileError", 1,
+         artifact_file("mtbranch.lock.json", "dir", command="verify")),
+    Case("read-fifo-config", "reads", "a FIFO in place of the artifact's trunk/config.json (`predict --no-verify`)",
+         "NotRegularFileError", 1, artifact_file("trunk/config.json", "fifo", verify=False)),
+    Case("read-fifo-config-verify", "reads", "a FIFO in place of the artifact's trunk/config.json (hashes checked)",
+         "IntegrityError", 1, artifact_file("trunk/config.json", "fifo")),
+    Case("read-fifo-tokenizer", "reads", "a FIFO in place of trunk/tokenizer.json (`predict --no-verify`)",
+         "NotRegularFileError", 1, artifact_file("trunk/tokenizer.json", "fifo", verify=False)),
+    Case("read-fifo-trunk-weights", "reads", "a FIFO in place of trunk/model.safetensors (`predict --no-verify`)",
+         "NotRegularFileError", 1, artifact_file("trunk/model.safetensors", "fifo", verify=False)),
+    Case("read-fifo-branch-manifest", "reads", "a FIFO in place of a composed branch's manifest.json "
+         "(`predict --no-verify`)", "MtbranchError", 1,
+         artifact_file("branches/sentiment/manifest.json", "fifo", verify=False)),
+    Case("read-fifo-branch-weights", "reads", "a FIFO in place of a composed branch's weights "
+         "(`predict --no-verify`)", "NotRegularFileError", 1,
+         artifact_file("branches/sentiment/branch.safetensors", "fifo", verify=False)),
+    Case("read-fifo-manifest-validate", "reads", "a FIFO in place of a branch's manifest.json (`validate`)", "M002",
+         1, branch_file("manifest.json", "fifo")),
+    Case("read-device-manifest-validate", "reads", "a branch's manifest.json a link to /dev/null (`validate`)",
+         "M002", 1, branch_file("manifest.json", "device")),
+    Case("read-fifo-weights-validate", "reads", "a FIFO in place of a branch's weights file (`validate`)", "F004", 1,
+         branch_file("branch.safetensors", "fifo")),
+    Case("read-fifo-trunk-config", "reads", "a FIFO in place of the trunk's config.json (`validate --trunk`)",
+         "NotRegularFileError", 1, trunk_file("config.json", "fifo")),
+    Case("read-dir-trunk-config", "reads", "a directory in place of the trunk's config.json (`validate --trunk`)",
+         "NotRegularFileError", 1, trunk_file("config.json", "dir")),
+    Case("read-fifo-trunk-weights-validate", "reads", "a FIFO in place of the trunk's model.safetensors "
+         "(`validate --trunk`)", "NotRegularFileError", 1, trunk_file("model.safetensors", "fifo")),
     Case("composed-lock-version", "composed", "lock branch version that disagrees with the branch's manifest",
          "IntegrityError", 1, artifact_case(lock_edit(lock_version))),
     Case("composed-lock-duplicate", "composed", "one branch listed twice in the lock", "IntegrityError", 1,

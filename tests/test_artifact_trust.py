@@ -223,12 +223,14 @@ def test_guard_rules(tmp_path: Path) -> None:
     for kind, (marker, text) in art.items():
         (tmp_path / kind).mkdir()
         (tmp_path / kind / marker).write_text(text)
-        (tmp_path / kind / "other").write_text("x")
         check_output(tmp_path / kind, kind)  # an earlier artifact of that kind may be replaced
         for other in art:
             if other != kind:
                 with pytest.raises(OutputError, match=r"is an? .*, not an? "):
                     check_output(tmp_path / kind, other)
+        (tmp_path / kind / "NOTES.md").write_text("x")  # ... but not with the user's files in it
+        with pytest.raises(OutputError, match=r"also holds NOTES\.md"):
+            check_output(tmp_path / kind, kind)
     (tmp_path / "npm").mkdir()
     (tmp_path / "npm" / "manifest.json").write_text('{"name": "web app"}')  # not a branch manifest
     with pytest.raises(OutputError, match="not empty"):

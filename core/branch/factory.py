@@ -41,6 +41,9 @@ def init_from_trunk(module: Any, trunk: TrunkSource) -> list[str]:
 
     d = module.manifest.attach_depth
     state = {}
+    from mtbranch.io.files import check_regular
+
+    check_regular(trunk.weights)
     with safe_open(str(trunk.weights), framework="pt") as f:
         names = set(f.keys())
         for name, key in trunk_state_keys(trunk, d + len(module.layers)).items():

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from mtbranch.errors import MtbranchError
+from mtbranch.io.files import check_regular
 from mtbranch.io.guard import check_output
 from mtbranch.spec.heads import ClassificationHead, RegressionHead, TokenClassificationHead
 from mtbranch.spec.manifest import BranchManifest
@@ -67,7 +68,7 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
     from mtbranch.trunk.tokenizer import load_tokenizer
 
     src = Path(model_dir)
-    check_output(out, "branch", inputs=[src, trunk.path])  # before reading anything
+    out = check_output(out, "branch", inputs=[src, trunk.path])  # before reading anything
     cfg = read_config(src, check_model_type=False)  # structure_of below names the supported families
     weights = src / WEIGHTS_NAME
     if not weights.is_file():
@@ -101,6 +102,7 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
     from mtbranch.trunk.model import family_of
 
     impl = family_of(structure)
+    check_regular(weights)
     with safe_open(str(weights), framework="pt") as f:
         names = set(f.keys())
         prefix = family_prefix(rec, names)

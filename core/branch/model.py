@@ -21,7 +21,7 @@ from torch import nn
 from mtbranch.errors import IntegrityError, MtbranchError
 from mtbranch.heads.registry import HeadType, typed_spec
 from mtbranch.io.atomic import atomic_directory
-from mtbranch.io.files import is_inside, sha256_file
+from mtbranch.io.files import check_regular, is_inside, sha256_file
 from mtbranch.io.safetensors_header import read_header
 from mtbranch.spec.dtypes import torch_dtype
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, read_manifest
@@ -182,6 +182,7 @@ def load_branch(path: str | os.PathLike[str], head_type: HeadType | None = None,
         module = BranchModule(manifest, head_type)
     read_header(weights)  # a clear HeaderError for truncated/corrupt files, also when verify=False
     try:
+        check_regular(weights)
         with safe_open(str(weights), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
         # assign: float32 tensors stay the file's memory-mapped pages (copy-on-write), not a second copy

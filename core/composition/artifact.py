@@ -23,8 +23,15 @@ from typing import Any
 
 import mtbranch
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed, os_error
-from mtbranch.io.atomic import atomic_directory
-from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
+from mtbranch.io.atomic import atomic_directory, exclusive_update
+from mtbranch.io.files import (
+    JsonFileError,
+    NotRegularFileError,
+    check_regular,
+    is_inside,
+    read_json_object,
+    sha256_file,
+)
 from mtbranch.io.guard import check_output
 from mtbranch.io.safetensors_header import read_header
 from mtbranch.spec.manifest import MANIFEST_NAME, NAME_RE, BranchManifest, read_manifest
@@ -154,6 +161,7 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
         tdir = tmp / "trunk"
         tdir.mkdir()
         # the trunk file keeps the original tensors byte-for-byte (so fingerprints h_0..h_D still match)
+        check_regular(source.weights)
         with safe_open(str(source.weights), framework="pt") as f:
             keep = {rel: f.get_tensor(name) for name, rel in
                     select_trunk_tensors(list(f.keys()), depth, source.structure.model_type).items()}
@@ -201,7 +209,7 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise MtbranchError("not a composed artifact: no mtbranch.lock.json", path=str(path),
                             hint="create one with `mtbranch compose -o DIR`") from None
-    except PermissionError as exc:  # the environment, not the file's content
+    except (PermissionError, NotRegularFileError) as exc:  # the environment, not the file's content
         raise os_error(exc, "reading the lock file", str(lp)) from None
     except (OSError, JsonFileError) as exc:
         raise IntegrityError(f"lock file is unusable: {exc}", path=str(lp),
@@ -432,17 +440,19 @@ def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.Path
     from mtbranch.plugins.manager import get_plugin_manager
 
     # the artifact must be one already (read_lock in load), and no --put directory may lie inside it
-    check_output(path, "composed", inputs=list(put))
-    model = load(path)
-    pm = get_plugin_manager()
-    for name in remove:
-        model.remove_branch(name)
-    if put:
-        report = Validator(model.trunk_source, plugin_manager=pm).validate([(Path(p), "directory") for p in put])
-        if report.errors:
-            raise ValidationFailed(report)
-        for res in report.branches:
-            b = load_branch(res.path, pm.head_type(res.manifest.head.type))
-            b.source, b.artifact_path = "directory", res.path  # type: ignore[attr-defined]
-            model.put_branch(b)
-    return save_composed(model, path)
+    path = check_output(path, "composed", inputs=list(put))  # ~ expanded, as for every output
+    # read, modify and write under one lock: a concurrent update waits, then reads this one's result
+    with exclusive_update(path):
+        model = load(path)
+        pm = get_plugin_manager()
+        for name in remove:
+            model.remove_branch(name)
+        if put:
+            report = Validator(model.trunk_source, plugin_manager=pm).validate([(Path(p), "directory") for p in put])
+            if report.errors:
+                raise ValidationFailed(report)
+            for res in report.branches:
+                b = load_branch(res.path, pm.head_type(res.manifest.head.type))
+                b.source, b.artifact_path = "directory", res.path  # type: ignore[attr-defined]
+                model.put_branch(b)
+        return save_composed(model, path)

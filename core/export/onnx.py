@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,15 +183,17 @@ def triton_config(name: str, sess: Any, *, max_batch_size: int = 32, queue_delay
 
 
 def write_triton_repository(onnx_dir: str | os.PathLike[str], repo: str | os.PathLike[str], *,
-                            name: str = "mtbranch", max_batch_size: int = 32) -> Path:
-    """``repo/name/config.pbtxt`` and ``repo/name/1/model.onnx``; only that model directory is replaced."""
+                            name: str = "mtbranch", max_batch_size: int = 32,
+                            inputs: Sequence[str | os.PathLike[str]] = ()) -> Path:
+    """``repo/name/config.pbtxt`` and ``repo/name/1/model.onnx``; only that model directory is replaced (never
+    the ONNX export it copies, nor ``inputs``: the artifact the export came from)."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise MtbranchError(f"Triton model name {name!r} has characters Triton does not accept",
                             hint="use letters, digits, '_', '-', '.'")
     src = Path(onnx_dir)
     sess = session(src)
     target = Path(repo) / name
-    with atomic_directory(target, kind="triton", inputs=[src]) as tmp:
+    with atomic_directory(target, kind="triton", inputs=[src, *inputs]) as tmp:
         (tmp / "1").mkdir()
         shutil.copyfile(src / "model.onnx", tmp / "1" / "model.onnx")
         (tmp / "config.pbtxt").write_text(triton_config(name, sess, max_batch_size=max_batch_size),

@@ -21,11 +21,12 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from mtbranch.errors import os_error
+from mtbranch.errors import MtbranchError, os_error
 
 STALE_SECONDS = 24 * 3600  # a temporary this old belongs to a killed writer even if its pid was reused
 LEGACY_STALE_SECONDS = 3600  # ``.NAME.tmp-*`` without an owner (older mtbranch): removed after an hour
@@ -102,9 +103,29 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+_held: dict[str, list[int]] = {}  # directory (real path) -> [thread holding its flock, depth]
+_held_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def _parent_lock(parent: Path) -> Iterator[None]:
-    """An exclusive flock on the directory: writers of siblings in it swap one at a time."""
+    """An exclusive flock on the directory: writers of siblings in it swap one at a time.
+
+    Re-entrant in the thread that holds it (a read-modify-write holding it across the whole update still
+    swaps its output); another thread or process waits for it.
+    """
+    key, me = os.path.realpath(parent), threading.get_ident()
+    with _held_guard:
+        mine = _held.get(key)
+        if mine is not None and mine[0] == me:
+            mine[1] += 1
+    if mine is not None and mine[0] == me:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                mine[1] -= 1
+        return
     try:
         import fcntl
     except ImportError:  # not POSIX: renames are still atomic, only the turn-taking is lost
@@ -114,13 +135,38 @@ def _parent_lock(parent: Path) -> Iterator[None]:
     try:
         with contextlib.suppress(OSError):  # a file system without flock (some NFS): renames stay atomic
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        with _held_guard:
+            _held[key] = [me, 1]
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held.pop(key, None)
     finally:
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def exclusive_update(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the lock that every atomic replacement of ``path`` takes, for a whole read-modify-write.
+
+    A second updater of the same path (another process or thread) waits until the first has written, then
+    reads what it wrote: no change is lost. The lock is the flock on the parent directory
+    (:func:`atomic_directory` swaps under it), so the output's own directory may be replaced meanwhile.
+    """
+    from mtbranch.io.guard import output_path
+
+    parent = output_path(path).parent
+    if not parent.is_dir():
+        raise MtbranchError("the output's directory does not exist", path=str(parent))
+    with _parent_lock(parent):
+        yield
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    target = Path(path)
+    from mtbranch.io.guard import output_path
+
+    target = output_path(path)  # ~ expanded as in every output path
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_siblings(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-{_owner_tag()}-", dir=target.parent)
@@ -152,10 +198,10 @@ def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = True, ki
     that kind, or an empty directory, and must not overlap ``inputs``). Disk full, a read-only directory
     or a permission denied is a :class:`~mtbranch.errors.FileAccessError` naming the path.
     """
-    target = Path(path).absolute()
-    if kind is not None:
-        from mtbranch.io.guard import check_output
+    from mtbranch.io.guard import check_output, output_path
 
+    target = output_path(path)  # ~ expanded as in every output path
+    if kind is not None:
         check_output(target, kind, inputs=inputs)
     if target.exists() and not overwrite:
         raise FileExistsError(target)

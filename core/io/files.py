@@ -2,16 +2,89 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from mtbranch.errors import FileAccessError
+
+
+class NotRegularFileError(FileAccessError):
+    """A path mtbranch reads is a FIFO, device, socket or directory: reading it could block forever.
+
+    A :class:`~mtbranch.errors.FileAccessError` (the CLI prints it, exit 1) and so an :class:`OSError` too."""
+
+    def __init__(self, path: str | os.PathLike[str], mode: int) -> None:
+        what = _kind(mode)
+        message = f"is {what}, not a regular file" if what != "not a regular file" else what
+        super().__init__(message, path=str(path), errno=errno.EISDIR if stat.S_ISDIR(mode) else None,
+                         hint="put the regular file there (a named pipe, device or directory is never read)")
+        self.strerror, self.filename = message, str(path)
+
+    def __str__(self) -> str:  # as an OSError reads: the path and the reason (the hint is in render())
+        return f"{self.path}: {self.message}"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+@contextlib.contextmanager
+def open_regular(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Open a file for reading in binary mode, refusing anything but a regular file (symlinks are followed).
+
+    The open itself is non-blocking (a FIFO with no writer would otherwise wait forever) and the check is
+    made on the opened descriptor (no window between checking and reading). Every file mtbranch reads goes
+    through here or :func:`check_regular`; raises :class:`NotRegularFileError` (an OSError).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(path, mode)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
+
+
+def check_regular(path: str | os.PathLike[str]) -> None:
+    """Refuse ``path`` unless it is a regular file: before handing it to a library that opens it itself
+    (safetensors' ``safe_open``, transformers' tokenizer loading)."""
+    with open_regular(path):
+        pass
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    with open_regular(path) as fh:
+        return fh.read()
+
+
+def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
+    return read_bytes(path).decode(encoding)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -66,8 +139,9 @@ def loads_json_object(raw: bytes | str) -> dict[str, Any]:
 
 def read_json_object(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """Read a small JSON object file (manifest, lock); raises OSError or :class:`JsonFileError`."""
-    p = Path(path)
-    size = p.stat().st_size
-    if size > limit:
-        raise JsonFileError(f"{size} bytes is over the {limit // (1024 * 1024)} MiB limit for this file")
-    return loads_json_object(p.read_bytes())
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise JsonFileError(f"{size} bytes is over the {limit // (1024 * 1024)} MiB limit for this file")
+        raw = fh.read(limit + 1)
+    return loads_json_object(raw)

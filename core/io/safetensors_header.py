@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtbranch.errors import MtbranchError
-from mtbranch.io.files import JsonFileError, loads_json_object
+from mtbranch.io.files import JsonFileError, loads_json_object, open_regular
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 
@@ -61,8 +61,8 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
 
 
 def _read_header(p: Path) -> SafetensorsHeader:
-    size = p.stat().st_size
-    with open(p, "rb") as fh:
+    with open_regular(p) as fh:
+        size = os.fstat(fh.fileno()).st_size
         raw_len = fh.read(8)
         if len(raw_len) < 8:
             raise HeaderError(f"file is {size} bytes, too short to hold a safetensors header")

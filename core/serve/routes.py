@@ -4,15 +4,17 @@ the :func:`server_state` dependency (``create_app`` puts it on ``app.state.mtbra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from mtbranch.errors import MtbranchError
 from mtbranch.serve.http import PREDICT_OPENAPI, error_responses
 from mtbranch.serve.schema import (
     PredictResponse,
@@ -108,9 +110,10 @@ async def reload(request: Request, state: State) -> JSONResponse:
     async with state.reloading:
         t0 = time.perf_counter()
         try:
-            new = await asyncio.get_running_loop().run_in_executor(None, load_served, artifact, state.load_kwargs)
+            new = await asyncio.wait_for(_in_daemon_thread(load_served, artifact, state.load_kwargs),
+                                         state.settings.reload_timeout_s)
         except Exception as exc:
-            reason = exc.message if isinstance(exc, MtbranchError) else f"{type(exc).__name__}: {exc}"
+            reason = _reload_reason(exc, state.settings.reload_timeout_s)
             state.last_reload = {"ok": False, "at": time.time(), "error": reason, "serving": old.version}
             state.metrics.reloads.labels("failed").inc()
             log.warning("reload failed, still serving %s: %s", old.version[:12], reason)
@@ -128,6 +131,42 @@ async def reload(request: Request, state: State) -> JSONResponse:
         log.info("swapped %s -> %s in %.2f s", old.version[:12], new.version[:12], seconds)
         return JSONResponse({"status": "swapped", "previous": old.version, "version": new.version,
                              "tasks": [t.name for t in new.infos], "load_s": seconds})
+
+
+def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Run ``fn`` in a daemon thread: a reload stuck past its deadline never keeps the process from exiting
+    (the default executor's threads are joined at exit, so SIGTERM would wait for it forever)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # timed out meanwhile: nobody waits for it any more
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): the result is not wanted
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="mtbranch-reload", daemon=True).start()
+    return future
+
+
+def _reload_reason(exc: BaseException, deadline: float) -> str:
+    """Why a reload failed, in the words the CLI uses for the same problem."""
+    from mtbranch.errors import user_error
+
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return f"loading did not finish within {deadline:g} s (reload_timeout_s)"
+    err = user_error(exc, "reading the artifact")
+    return err.render() if err is not None else f"{type(exc).__name__}: {exc}"
 
 
 def authorize(request: Request, state: ServerState) -> None:

@@ -106,6 +106,7 @@ class ServeSettings:
     grace_s: float = 10.0  # SIGTERM: requests in flight get this long, then 503
     drain_delay_s: float = 0.0  # SIGTERM: readiness is 503 this long before the listener closes
     admin_token: str | None = None  # enables POST /admin/reload (Authorization: Bearer TOKEN)
+    reload_timeout_s: float = 600.0  # POST /admin/reload answers 409 when loading takes longer (the old model serves)
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 

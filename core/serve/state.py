@@ -36,15 +36,18 @@ class Served:
 def lock_sha256(artifact: str | Path | None, model: Any = None) -> str:
     """sha256 of ``mtbranch.lock.json`` (of the file; or, for a model given without a path, of its lock as saved)."""
     if artifact is not None:
-        return hashlib.sha256((Path(artifact) / "mtbranch.lock.json").read_bytes()).hexdigest()
+        from mtbranch.io.files import read_bytes
+
+        return hashlib.sha256(read_bytes(Path(artifact) / "mtbranch.lock.json")).hexdigest()
     lock = getattr(model, "lock", None) or {}
     return hashlib.sha256((json.dumps(lock, indent=2) + "\n").encode()).hexdigest()
 
 
 def load_served(artifact: str | Path, load_kwargs: dict[str, Any] | None = None) -> Served:
     """Load (hashes and lock verified by ``load``), warm up; the lock file must not change meanwhile."""
-    from mtbranch.composition.artifact import load
+    from mtbranch.composition.artifact import load, read_lock
 
+    read_lock(artifact)  # a missing or unreadable lock: the CLI's message
     before = lock_sha256(artifact)
     model = load(artifact, **{"verify": True, **(load_kwargs or {})})
     warm_up(model)

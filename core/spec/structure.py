@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mtbranch.errors import MtbranchError
+from mtbranch.errors import MtbranchError, os_error
+from mtbranch.io.files import read_text
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")  # without plugins; trunk code passes the registered families
 
@@ -72,10 +73,12 @@ def read_config(model_dir: Path, supported: tuple[str, ...] | None = None, *,
     ``check_model_type=False``: the caller checks it (the trunk layer, against the registered families)."""
     path = model_dir / "config.json"
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg = json.loads(read_text(path))
     except FileNotFoundError:
         raise MtbranchError("no config.json here", path=str(model_dir),
                             hint="point at a Hugging Face model directory (config.json + model.safetensors)") from None
+    except OSError as exc:  # a FIFO, device or directory in its place; permission denied
+        raise os_error(exc, "reading config.json", str(path)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MtbranchError(f"config.json is not valid JSON: {exc}", path=str(path)) from None
     if not isinstance(cfg, dict):

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from mtbranch.io.atomic import write_text_atomic
+from mtbranch.io.files import open_regular, read_text
 from mtbranch.io.safetensors_header import SafetensorsHeader, TensorInfo, read_header
 from mtbranch.spec.structure import TrunkStructure
 from mtbranch.trunk import families
@@ -80,7 +81,7 @@ def compute_chain(weights: Path, structure: TrunkStructure, max_depth: int | Non
         raise ValueError(f"layer indices are not contiguous from 0: {sorted(layers)}")
     depth = n if max_depth is None else min(n, max_depth)
     chain: list[str] = []
-    with open(weights, "rb") as fh:
+    with open_regular(weights) as fh:
         h = hashlib.sha256(structure.canonical_json().encode())
         _update(h, fh, embeddings)
         chain.append(h.hexdigest())
@@ -97,7 +98,7 @@ SAMPLES, SAMPLE_BYTES = 16, 4096
 def content_probe(path: Path) -> str:
     """sha256 of the file's first 64 KiB (the safetensors header) and evenly spaced samples of the rest."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         h.update(fh.read(1 << 16))
         for i in range(SAMPLES):
@@ -120,7 +121,7 @@ def fingerprint_chain(weights: str | os.PathLike[str], structure: TrunkStructure
     key = cache_key(path, structure)
     cache_file = cache_dir() / "fingerprints" / f"{key}.json"
     try:
-        cached = json.loads(cache_file.read_text())
+        cached = json.loads(read_text(cache_file))
         if isinstance(cached, list) and all(isinstance(x, str) for x in cached):
             return cached
     except (OSError, ValueError):

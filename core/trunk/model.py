@@ -17,6 +17,7 @@ from transformers import PretrainedConfig
 from transformers.initialization import no_init_weights
 
 from mtbranch.errors import MtbranchError
+from mtbranch.io.files import check_regular
 from mtbranch.spec.structure import TrunkStructure
 from mtbranch.trunk.families import impl_for, record_for, trunk_prefix, trunk_tensors
 from mtbranch.trunk.families.base import FamilyImpl
@@ -102,6 +103,7 @@ def select_trunk_tensors(names: list[str], depth: int, model_type: str = "bert")
 
 def trunk_state_keys(source: TrunkSource, depth: int) -> dict[str, str]:
     """Map of file tensor name -> :class:`Trunk` module key for embeddings, context, final and layers 1..depth."""
+    check_regular(source.weights)
     with safe_open(str(source.weights), framework="pt") as f:
         names = list(f.keys())
     rec = record_for(source.structure.model_type)
@@ -116,6 +118,7 @@ def load_trunk(source: TrunkSource, depth: int | None = None, dtype: torch.dtype
                             path=str(source.path))
     trunk = Trunk(hf_config(source.structure, num_layers=depth))
     state: dict[str, torch.Tensor] = {}
+    check_regular(source.weights)
     with safe_open(str(source.weights), framework="pt", device=str(device)) as f:
         for name, key in trunk_state_keys(source, depth).items():
             state[key] = f.get_tensor(name)

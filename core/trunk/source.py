@@ -12,7 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from mtbranch.errors import MtbranchError
+from mtbranch.errors import MtbranchError, os_error
+from mtbranch.io.files import check_regular
 from mtbranch.spec.structure import TrunkStructure, read_config
 from mtbranch.trunk.families import num_layers_of, structure_of
 from mtbranch.trunk.fingerprint import fingerprint_chain
@@ -52,6 +53,11 @@ def load_trunk_source(path: str | os.PathLike[str], reference: str | None = None
     cfg = read_config(p, check_model_type=False)
     # the family (built-in ones without importing any plugin), or an error naming the supported ones
     structure_of(cfg, str(p / "config.json"))
+    if os.path.lexists(p / WEIGHTS_NAME):
+        try:
+            check_regular(p / WEIGHTS_NAME)
+        except OSError as exc:
+            raise os_error(exc, f"reading {WEIGHTS_NAME}", str(p / WEIGHTS_NAME)) from None
     if not (p / WEIGHTS_NAME).is_file():
         other = sorted(x.name for x in p.iterdir() if x.suffix in {".bin", ".pt", ".pth", ".ckpt"})
         hint = ("mtbranch never unpickles weights; convert them with "

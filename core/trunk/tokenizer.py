@@ -22,9 +22,21 @@ PROBE_PAIR = "A second segment, for pair inputs."
 
 
 
+TOKENIZER_FILE_PREFIXES = ("tokenizer", "vocab", "merges", "special_tokens", "added_tokens", "config.json",
+                           "spiece", "sentencepiece", "spm")
+
+
 def load_tokenizer(path: str | Path) -> Any:
+    """The trunk's fast tokenizer; the files transformers would open must be regular files (a FIFO would hang)."""
     from transformers import AutoTokenizer
 
+    from mtbranch.io.files import check_regular
+
+    p = Path(path)
+    if p.is_dir():
+        for entry in p.iterdir():
+            if entry.name.startswith(TOKENIZER_FILE_PREFIXES) or entry.suffix == ".model":
+                check_regular(entry)
     return AutoTokenizer.from_pretrained(str(path), use_fast=True)
 
 

@@ -209,7 +209,7 @@ class Validator:
         mpath = res.path / MANIFEST_NAME
         res.name = res.path.name
         out += self._check_files(res)
-        if not mpath.is_file():
+        if not mpath.exists():  # a FIFO, device or directory in its place is M002 below (read_json_object refuses it)
             out.append(finding("M001", _no_manifest(res.path), branch=res.name,
                                location=str(res.path),
                                hint="a branch artifact is a directory with manifest.json and its weights"))
@@ -218,7 +218,8 @@ class Validator:
         try:
             data = read_json_object(mpath)
         except (JsonFileError, OSError) as exc:
-            out.append(finding("M002", f"manifest.json is unusable: {exc}", branch=res.name,
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            out.append(finding("M002", f"manifest.json is unusable: {reason}", branch=res.name,
                                location=str(mpath), hint="fix the JSON: one object, UTF-8, each key once"))
             res.checks["manifest"] = "failed"
             return res, out
