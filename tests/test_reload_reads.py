@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-import mtbranch.serve.app as app_mod
+import mtbranch.serve.routes as routes_mod
 from mtbranch.cli.main import cli
 from mtbranch.composition.artifact import load
 from mtbranch.serve.app import ServeSettings, create_app
@@ -100,7 +100,7 @@ def test_reload_past_its_deadline_answers_409_and_keeps_serving(served: Path,
     with _client(served, reload_timeout_s=0.5) as client:
         _ready(client)
         version = client.get("/health").json()["version"]
-        monkeypatch.setattr(app_mod, "load_served", load_forever)
+        monkeypatch.setattr(routes_mod, "load_served", load_forever)  # what the reload route calls
         t0 = time.monotonic()
         r = client.post("/admin/reload", headers=AUTH)
         seconds = time.monotonic() - t0
@@ -114,8 +114,8 @@ def test_reload_past_its_deadline_answers_409_and_keeps_serving(served: Path,
 
 STUCK_SERVE = """
 import sys, threading
-import mtbranch.serve.app as app
-app.load_served = lambda *a, **k: threading.Event().wait()  # a reload whose load never comes back
+import mtbranch.serve.routes as routes
+routes.load_served = lambda *a, **k: threading.Event().wait()  # a reload whose load never comes back
 from mtbranch.cli.main import main
 sys.argv = ["mtbranch", "serve", *sys.argv[1:]]
 main()
