@@ -7,13 +7,14 @@ from pathlib import Path
 
 import click
 
+from mtbranch.cli import params as P
 from mtbranch.cli.output import console, esc
 
 
 @click.command("build")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--restart", is_flag=True, help="Run every stage again, discarding the finished ones.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=P.THREADS, default=None, help="torch CPU threads.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build state (every stage's record) as JSON.")
 @click.pass_context

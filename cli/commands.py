@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from mtbranch.cli import params as P
 from mtbranch.cli.output import (
     check_argv_text,
     console,
@@ -266,7 +267,7 @@ def verify(artifact: Path) -> None:
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True, help=DTYPE_HELP)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, ...")
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
             as_json: bool, no_verify: bool, quantize: str | None, dtype: str, device: str) -> None:
     """Run a composed model on TEXTS, or on every row of --input FILE (JSONL out, streamed).
@@ -322,11 +323,11 @@ def _summary(r: dict[str, Any]) -> str:
 @click.command("import-hf")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @trunk_option
-@click.option("--layers", "num_layers", type=int, required=True,
+@click.option("--layers", "num_layers", type=P.LAYERS, required=True,
               help="How many top layers of the checkpoint become the branch.")
 @click.option("--name", required=True, help="Branch (task) name.")
 @click.option("--version", "version", default="0.1.0", show_default=True, help="Branch version (PEP 440).")
-@click.option("--max-length", type=int, default=None, help="Tokenizer max_length (default: the tokenizer's).")
+@click.option("--max-length", type=P.TOKENS, default=None, help="Tokenizer max_length (default: the tokenizer's).")
 @click.option("--pair", "pair", is_flag=True, help="The task takes a text pair.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="Branch artifact directory to write.")

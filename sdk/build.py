@@ -31,7 +31,8 @@ Event = Callable[[str], None]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # every float field finite: `lr = inf` or `epochs = nan` is refused before any work starts
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class BranchSection(_Section):
@@ -65,13 +66,13 @@ class DataSection(_Section):
 class TrainSection(_Section):
     # defaults measured on the project's datasets (docs/results.md): layer lr 3e-4 beat 1e-4 on STS-B and
     # CoNLL; the best dev epoch is kept and training stops once dev has not improved for `patience` epochs
-    epochs: float = Field(default=8.0, gt=0)
+    epochs: float = Field(default=8.0, gt=0, le=10_000)
     patience: int | None = Field(default=2, ge=1)
     batch_size: int = Field(default=32, gt=0)
-    lr: float = Field(default=3e-4, gt=0)
-    head_lr: float | None = Field(default=None, gt=0)
-    max_length: int = Field(default=128, gt=0)
-    seed: int = 42
+    lr: float = Field(default=3e-4, gt=0, le=1)  # above 1 the weights overflow within steps
+    head_lr: float | None = Field(default=None, gt=0, le=1)
+    max_length: int = Field(default=128, gt=0, le=1_000_000)
+    seed: int = Field(default=42, ge=0, lt=2**32)
     pooling: Literal["cls", "mean", "attention"] = "cls"
     projection: bool = True
 
@@ -84,8 +85,8 @@ class SweepSection(_Section):
 
 class TeacherSection(_Section):
     enabled: bool = False
-    epochs: float | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=1e-4, gt=0)
+    epochs: float | None = Field(default=None, gt=0, le=10_000)
+    lr: float | None = Field(default=1e-4, gt=0, le=1)
 
 
 class DistillSection(_Section):
@@ -96,7 +97,7 @@ class DistillSection(_Section):
     # same size often beats the swept branch, which learned from the labels alone
     include_selected: bool = False
     alpha: float = Field(default=0.5, ge=0, le=1)
-    temperature: float = Field(default=2.0, gt=0)
+    temperature: float = Field(default=2.0, gt=0, le=1000)
 
 
 class PluginSection(_Section):

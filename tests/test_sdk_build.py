@@ -139,6 +139,13 @@ def test_changed_recipe_is_refused_without_restart(tmp_path: Path) -> None:
     (('type = "classification"', 'type = "ranking"'), "task.type"),
     (("epochs = 3", "epochs = -1"), "train.epochs"),
     (('dev = "data/dev.tsv"', 'dev = "data/dev.tsv"\ndev_split = 0.1'), "exactly one of 'dev'"),
+    # issue 30: nothing diverged ships; every number finite and in range before work starts
+    (("lr = 1e-3", "lr = inf"), "train.lr"),
+    (("lr = 1e-3", "lr = nan"), "train.lr"),
+    (("lr = 1e-3", "lr = 1e30"), "train.lr"),
+    (("epochs = 3", "epochs = inf"), "train.epochs"),
+    (("retention = 0.5", "retention = 0.5\ntemperature = inf"), "distill.temperature"),
+    (("[teacher]\nenabled = true\nepochs = 2", "[teacher]\nenabled = true\nepochs = nan"), "teacher.epochs"),
 ])
 def test_bad_recipe_names_the_field(tmp_path: Path, edit: tuple[str, str], field: str) -> None:
     recipe = _recipe(tmp_path, tmp_path, RECIPE.replace(*edit))
