@@ -173,11 +173,9 @@ class BuildState:
         self.path = out / STATE_NAME
         self.data: dict[str, Any] = {"recipe_sha256": recipe_sha256, "stages": {}}
         if self.path.exists() and not restart:
-            try:
-                old = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise MtbranchError(f"the build state is unreadable: {exc}", path=str(self.path),
-                                    hint="pass --restart to run every stage again") from None
+            from mtbranch.sdk.build_state import read_state
+
+            old = read_state(self.path)  # shape checked; what each stage points at is checked when it is reused
             if old.get("recipe_sha256") != recipe_sha256:
                 raise MtbranchError("the recipe changed since the finished stages in this output were built",
                                  path=str(self.path),
@@ -265,6 +263,7 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
               on_event: Event = print) -> dict[str, Any]:
     """Run (or resume) every stage of the recipe; returns the build state (stage records)."""
     from mtbranch.branch.model import load_branch, save_branch
+    from mtbranch.sdk.build_state import check_stage
     from mtbranch.sdk.distill import distill
     from mtbranch.sdk.sweep import sweep
     from mtbranch.sdk.train import BranchInfo, train
@@ -296,6 +295,7 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
     def stage(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         rec = state.done(name)
         if rec is not None:
+            check_stage(name, rec, out, recipe.branch.name, source.fingerprints, state.path)
             on_event(f"[{name}] done in an earlier run: {_summary(rec)}")
             return rec
         on_event(f"[{name}] running")
