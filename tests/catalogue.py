@@ -887,6 +887,33 @@ def put_branch_path(ctx: Ctx, _tmp: Path) -> Outcome:
     return Outcome([api_error(lambda: model.put_branch(str(ctx.branches["sentiment"])))])
 
 
+# -- issue 30: one compatibility rule, checked arguments ------------------------------------------------------
+def put_branch_of(trunk: str) -> Callable[[Ctx, Path], Outcome]:
+    """``model.put_branch(b)`` with ``b`` trained on another trunk: the validator ``update`` runs refuses it."""
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        import mtbranch
+        from helpers import make_branch
+        from mtbranch.branch.model import load_branch
+        from mtbranch.plugins.manager import get_plugin_manager
+
+        d = make_branch(getattr(ctx, trunk), tmp / "foreign", name="foreign", depth=2, layers=1)
+        model = mtbranch.load(ctx.composed)
+        branch = load_branch(d, get_plugin_manager().head_type("classification"))
+        got = api_error(lambda: model.put_branch(branch))
+        return Outcome([got] + (["still absent"] if "foreign" not in model.task_names else []))
+    return run
+
+
+def load_unknown_task(ctx: Ctx, _tmp: Path) -> Outcome:
+    import mtbranch
+
+    return Outcome([api_error(lambda: mtbranch.load(ctx.composed, tasks=["nope"]))])
+
+
+def predict_iter_of(items: Any) -> Callable[[Ctx, Path], Outcome]:
+    return lambda ctx, _tmp: Outcome([api_error(lambda: list(ctx.model.predict_iter(items)))])
+
+
 # -- the catalogue --------------------------------------------------------------------------------------------
 # -- newcomer paths (issue 19) ------------------------------------------------------------------------------
 def missing_train_extra(_ctx: Ctx, tmp: Path) -> Outcome:
@@ -1236,6 +1263,15 @@ CATALOGUE: list[Case] = [
          predict_api(texts=["a"], tasks=[["sentiment"]])),
     Case("put-branch-path", "api", "`put_branch(\"path/to/branch\")` (a path, not a loaded branch)", "MtbranchError",
          None, put_branch_path),
+    # issue 30: one compatibility rule everywhere; arguments checked
+    Case("put-branch-other-trunk", "api", "`put_branch(b)` with `b` trained on a reseeded trunk (same structure)",
+         "ValidationFailed", None, put_branch_of("reseeded")),
+    Case("put-branch-other-structure", "api", "`put_branch(b)` with `b` trained on a wider trunk (hidden 48)",
+         "ValidationFailed", None, put_branch_of("wider")),
+    Case("api-load-unknown-task", "api", "`mtbranch.load(c, tasks=[\"nope\"])`", "MtbranchError", None,
+         load_unknown_task),
+    Case("predict-iter-none", "predict", "`predict_iter(None)`", "MtbranchError", None, predict_iter_of(None)),
+    Case("predict-iter-ints", "predict", "`predict_iter([1, 2])`", "MtbranchError", None, predict_iter_of([1, 2])),
     # newcomer paths (issue 19)
     Case("extra-missing", "newcomer", "`mtbranch train` without the `[train]` extra (accelerate missing)",
          "MissingExtra", 1, missing_train_extra),

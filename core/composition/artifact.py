@@ -365,6 +365,7 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
     if not root.is_dir():
         raise MtbranchError("composed artifact directory does not exist", path=str(root))
     lock = read_lock(root)
+    tasks = _known_tasks(lock, tasks, root)
     checking = None
     if verify:
         # hash the files while the model is built from their memory-mapped pages (hashlib releases the GIL): load
@@ -386,6 +387,21 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
 
         quantize_layers(model, quantize)
     return model
+
+
+def _known_tasks(lock: dict[str, Any], tasks: Sequence[str] | None, root: Path) -> list[str] | None:
+    """``load(tasks=...)``: names the artifact has (``tasks=["nope"]`` used to load zero branches silently)."""
+    from mtbranch.composition.model import _check_tasks
+
+    names = _check_tasks(tasks)
+    if names is None:
+        return None
+    have = [str(e.get("name")) for e in lock["branches"]]
+    unknown = [t for t in names if t not in have]
+    if unknown:
+        raise MtbranchError(f"unknown task(s) {', '.join(map(repr, unknown))}", path=str(root),
+                            hint=f"tasks in this artifact: {', '.join(have) or 'none'}")
+    return names
 
 
 def _refuse_if_tampered(root: Path, problems: list[str]) -> None:

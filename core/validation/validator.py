@@ -251,6 +251,16 @@ class Validator:
         out += self._check_policies(res, m)
         return res, out
 
+    def check_loaded(self, m: BranchManifest, path: Path | None = None) -> list[Finding]:
+        """check_branch's head, trunk, tokenizer and policy checks for a branch already in memory
+        (``ComposedModel.put_branch``): one compatibility rule for every way a branch is added."""
+        res = BranchResult(Path(path) if path is not None else Path(m.name), source="memory")
+        res.name, res.manifest = m.name, m
+        mpath = res.path / MANIFEST_NAME
+        found = self._check_head(res, m, mpath) + self._check_trunk(res, m, mpath)
+        found += self._check_tokenizer(res, m, mpath)
+        return found + (self._check_policies(res, m) if path is not None else [])
+
     def _check_files(self, res: BranchResult) -> list[Finding]:
         """Links out, loops, links to ancestors and special files anywhere in the directory (never followed)."""
         from mtbranch.validation.tree import scan_tree
