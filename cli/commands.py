@@ -163,7 +163,9 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(artifact: Path, as_json: bool) -> None:
+@click.option("--no-verify", is_flag=True, help="Skip the check against the lock file (hashes, the lock's own fields); "
+                                                "what is shown is then only the lock's word.")
+def inspect(artifact: Path, as_json: bool, no_verify: bool) -> None:
     """Show a composed artifact: depths, branches, parameters and the overhead metric.
 
     \b
@@ -172,11 +174,14 @@ def inspect(artifact: Path, as_json: bool) -> None:
     """
     from rich.tree import Tree
 
-    from mtbranch.composition.artifact import read_lock
+    from mtbranch.composition.artifact import lock_overhead, read_lock, refuse_if_tampered, verify_artifact
     from mtbranch.composition.report import task_rows
     from mtbranch.io.safetensors_header import read_header
 
     lock = read_lock(artifact)
+    if not no_verify:  # what inspect prints (overhead, model type, layers...) is checked, as predict checks it
+        refuse_if_tampered(artifact, verify_artifact(artifact, lock))
+    lock["overhead"] = lock_overhead(lock["branches"], lock["trunk"]["num_layers"])  # computed, not quoted
     params: dict[str, int] = {}
     trunk_header = read_header(artifact / "trunk" / "model.safetensors")
     params["trunk"] = sum(_numel(t.shape) for t in trunk_header.tensors.values())

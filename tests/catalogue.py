@@ -904,6 +904,52 @@ def put_branch_of(trunk: str) -> Callable[[Ctx, Path], Outcome]:
     return run
 
 
+def lock_overhead_forged(lock: dict[str, Any]) -> None:
+    lock["overhead"]["text"] = "0 + 1 = 1 of 12, 8.3%"
+
+
+def lock_model_type(lock: dict[str, Any]) -> None:
+    lock["trunk"]["model_type"] = "roberta"
+
+
+def lock_format_version(lock: dict[str, Any]) -> None:
+    lock["lock_version"] = 2
+
+
+def swap_weights(c: Path) -> None:
+    """sentiment's and entities' weights files swapped, every hash (manifests, lock) fixed up to match."""
+    a, b = c / "branches" / "sentiment", c / "branches" / "entities"
+    wa, wb = (a / "branch.safetensors").read_bytes(), (b / "branch.safetensors").read_bytes()
+    (a / "branch.safetensors").write_bytes(wb)
+    (b / "branch.safetensors").write_bytes(wa)
+    lock_path = c / "mtbranch.lock.json"
+    lock = json.loads(lock_path.read_text())
+    for d in (a, b):
+        rehash(d)
+        for rel in ("branch.safetensors", "manifest.json"):
+            lock["files"][f"branches/{d.name}/{rel}"] = sha256_file(d / rel)
+        next(e for e in lock["branches"] if e["name"] == d.name)["sha256"] = sha256_file(d / "branch.safetensors")
+    lock_path.write_text(json.dumps(lock))
+
+
+def inspect_forged(ctx: Ctx, tmp: Path) -> Outcome:
+    c = tmp / "c"
+    shutil.copytree(ctx.composed, c)
+    lock_edit(lock_overhead_forged)(c)
+    code, out = cli_run("inspect", c)
+    return Outcome(["IntegrityError" if "overhead: lock says" in out else "?"], code, out)
+
+
+def overhead_after_remove(ctx: Ctx, tmp: Path) -> Outcome:
+    """sentiment (depth 2, 2 layers) left alone on a 4-layer trunk whose kept copy is 3 layers deep."""
+    c = tmp / "c"
+    shutil.copytree(ctx.composed, c)
+    code, out = cli_run("update", c, "--remove", "similarity", "--remove", "entities")
+    assert code == 0, out
+    code, out = cli_run("inspect", c)
+    return Outcome(["ok: 2 + 2 = 4 of 4" if "2 + 2 = 4 of 4, 100.0%" in out else "?"], code, out)
+
+
 def load_unknown_task(ctx: Ctx, _tmp: Path) -> Outcome:
     import mtbranch
 
@@ -1264,6 +1310,18 @@ CATALOGUE: list[Case] = [
     Case("put-branch-path", "api", "`put_branch(\"path/to/branch\")` (a path, not a loaded branch)", "MtbranchError",
          None, put_branch_path),
     # issue 30: one compatibility rule everywhere; arguments checked
+    Case("composed-lock-overhead", "composed", "lock `overhead` edited (`0 + 1 = 1 of 12`); `verify`",
+         "IntegrityError", 1, artifact_case(lock_edit(lock_overhead_forged), command="verify")),
+    Case("composed-lock-model-type", "composed", "lock `trunk.model_type` edited (`roberta` on a BERT trunk)",
+         "IntegrityError", 1, artifact_case(lock_edit(lock_model_type))),
+    Case("composed-lock-format", "composed", "lock `lock_version` 2 (a format this mtbranch does not read)",
+         "IntegrityError", 1, artifact_case(lock_edit(lock_format_version))),
+    Case("composed-weights-swapped", "composed", "two branches' weights files swapped, every hash fixed up; `verify`",
+         "IntegrityError", 1, artifact_case(swap_weights, command="verify")),
+    Case("inspect-forged-lock", "composed", "`inspect` of an artifact whose lock overhead was edited",
+         "IntegrityError", 1, inspect_forged),
+    Case("update-remove-overhead", "composed", "`update --remove` leaving a branch shallower than the kept trunk",
+         "ok: 2 + 2 = 4 of 4", 0, overhead_after_remove),
     Case("put-branch-other-trunk", "api", "`put_branch(b)` with `b` trained on a reseeded trunk (same structure)",
          "ValidationFailed", None, put_branch_of("reseeded")),
     Case("put-branch-other-structure", "api", "`put_branch(b)` with `b` trained on a wider trunk (hidden 48)",
