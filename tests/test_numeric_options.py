@@ -22,6 +22,9 @@ from mtbranch.sdk.train import BranchInfo, TrainConfig, train
 sdk_trunk_dir = sdk_fixtures.sdk_trunk_dir  # the shared tiny trunk (fixture)
 
 
+NUMBER_TYPES = (click.types.FloatParamType, click.types.IntParamType)  # the Range types subclass these
+
+
 def numeric_options() -> list[tuple[list[str], str]]:
     """(command path, option) for every option of every command whose type is a float or an int."""
     found: list[tuple[list[str], str]] = []
@@ -32,7 +35,7 @@ def numeric_options() -> list[tuple[list[str], str]]:
                 walk(sub, [*path, name])
             return
         for p in cmd.params:
-            if isinstance(p, click.Option) and isinstance(p.type, click.types.FloatParamType | click.types.IntParamType):
+            if isinstance(p, click.Option) and isinstance(p.type, NUMBER_TYPES):
                 found.append((path, max(p.opts, key=len)))
 
     walk(cli, [])

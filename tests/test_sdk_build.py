@@ -247,9 +247,8 @@ def test_hand_edited_state_naming_a_foreign_branch_is_refused(sdk_trunk_dir: Pat
 
 def test_foreign_branch_in_the_stage_folder_is_refused(sdk_trunk_dir: Path, tmp_path: Path) -> None:
     """The record names the right folder, but the branch there is another one (another name, another trunk)."""
-    from helpers import make_branch
-
     from conftest import make_bert_dir
+    from helpers import make_branch
 
     other_trunk = make_bert_dir(tmp_path / "other-trunk", seed=9)
     folder = tmp_path / "build-out" / "sweep-branch"

@@ -64,6 +64,33 @@ def loads_json_object(raw: bytes | str) -> dict[str, Any]:
     return obj
 
 
+class _Duplicate(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _raise_on_duplicate(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
+
+
+def first_duplicate_key(raw: bytes | str) -> str | None:
+    """The first key some JSON object in ``raw`` repeats; None when there is none or ``raw`` is not JSON (then
+    the caller's own parser says why). For text parsed by another parser (pydantic's, in the HTTP API), which
+    keeps the last of two values where other parsers keep the first."""
+    try:
+        json.loads(raw, object_pairs_hook=_raise_on_duplicate)
+    except _Duplicate as dup:
+        return dup.key
+    except (ValueError, RecursionError, TypeError):
+        return None
+    return None
+
+
 def read_json_object(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """Read a small JSON object file (manifest, lock); raises OSError or :class:`JsonFileError`."""
     p = Path(path)

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mtbranch.io.files import first_duplicate_key
+
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
@@ -176,11 +178,16 @@ def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> Predict
             raise RequestError(413, f"request body is {len(body)} bytes; the limit is {limits.max_body_bytes}",
                                "send fewer or shorter texts per request")
         try:
-            return PredictRequest.model_validate_json(lone_surrogate_escapes_replaced(body))
+            req = PredictRequest.model_validate_json(lone_surrogate_escapes_replaced(body))
         except ValidationError as exc:
             if any(e.get("type") == "json_invalid" for e in exc.errors()):
                 raise RequestError(400, f"body is not valid JSON: {exc.errors()[0].get('msg')}", JSON_HINT) from None
             raise RequestError(422, describe_validation_error(exc), REQUEST_HINT) from None
+        dup = first_duplicate_key(body)  # pydantic keeps the last of two values: refuse rather than pick one
+        if dup is not None:
+            raise RequestError(400, f"body is not valid JSON for this API: the key {dup!r} appears twice in one "
+                                    "object", "send each key once")
+        return req
     try:
         return PredictRequest.model_validate(body)
     except ValidationError as exc:
