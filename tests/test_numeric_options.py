@@ -113,3 +113,15 @@ def test_diverging_training_stops_naming_epoch_and_step_and_exports_nothing(sdk_
         train(str(sdk_trunk_dir), "classification", tr, dev, layers=1, cfg=cfg, info=BranchInfo("x"), out_dir=out)
     assert "nothing was exported" in str(exc.value)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("field", ["grace_s", "keep_alive_s", "drain_delay_s", "read_timeout_s", "request_timeout_s",
+                                   "max_batch_wait_ms"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_serve_settings_refuse_non_finite(field: str, value: float) -> None:
+    """Python callers of create_app / Ray's build_app get the checks the CLI's option types make."""
+    from mtbranch.errors import MtbranchError
+    from mtbranch.serve.schema import ServeSettings
+
+    with pytest.raises(MtbranchError, match=f"ServeSettings.{field}"):
+        ServeSettings(**{field: value})

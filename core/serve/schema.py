@@ -8,6 +8,7 @@ batch it would have shared with good ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +89,16 @@ class ServeSettings:
     drain_delay_s: float = 0.0  # SIGTERM: readiness is 503 this long before the listener closes
     admin_token: str | None = None  # enables POST /admin/reload (Authorization: Bearer TOKEN)
     limits: Limits = dataclasses.field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        # the CLI's option types check these too; Python callers (create_app, Ray's build_app) land here
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+                from mtbranch.errors import MtbranchError
+
+                raise MtbranchError(f"ServeSettings.{f.name} is {value}: it must be a finite number >= 0",
+                                    hint="e.g. grace_s=10.0 (mtbranch.serve.schema.ServeSettings has the defaults)")
 
 
 class RequestError(Exception):
