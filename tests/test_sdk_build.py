@@ -201,19 +201,23 @@ def test_missing_data_names_the_recipe_field(tmp_path: Path) -> None:
 
 
 # -- issue 30, item 5: build-state.json is an input too ---------------------------------------------------------
+SHA = "sha of the recipe"  # replaced by the recipe's own sha256: only the shape is wrong
+
+
 @pytest.mark.parametrize("state", [
     [],  # a list, not an object
-    {"recipe_sha256": "0" * 64, "stages": []},
+    {"recipe_sha256": SHA, "stages": []},
     {"recipe_sha256": 5, "stages": {}},
-    {"recipe_sha256": "0" * 64, "stages": {"sweep": "done"}},
-    {"recipe_sha256": "0" * 64, "stages": {"deploy": {}}},
-    {"recipe_sha256": "0" * 64, "stages": {"sweep": {"layers": "two"}}},
+    {"recipe_sha256": SHA, "stages": {"sweep": "done"}},
+    {"recipe_sha256": SHA, "stages": {"deploy": {}}},
+    {"recipe_sha256": SHA, "stages": {"sweep": {"layers": "two"}}},
 ])
 def test_build_state_of_the_wrong_shape_is_a_user_error(tmp_path: Path, state: object) -> None:
     recipe = _recipe(tmp_path, tmp_path / "no-trunk")
     out = tmp_path / "build-out"
     out.mkdir()
-    (out / "build-state.json").write_text(json.dumps(state))
+    sha = hashlib.sha256(recipe.read_bytes()).hexdigest()
+    (out / "build-state.json").write_text(json.dumps(state).replace(SHA, sha))
     res = _run(str(recipe))
     assert res.exit_code == 1, res.output
     assert "build-state.json" in res.output and "--restart" in res.output and "Traceback" not in res.output
