@@ -62,6 +62,9 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
       mtbranch bench --scenario xiaoai-21 --family modernbert --rounds 2 --no-load-check
     """
     from mtbranch.errors import require_extra
+    from mtbranch.spec.precision import check_device
+
+    check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
 
     if plot_path is not None:
         require_extra("bench", "mtbranch bench --plot")

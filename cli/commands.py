@@ -18,7 +18,7 @@ from mtbranch.cli.output import (
     print_predictions,
 )
 from mtbranch.cli.predict_file import file_input_options
-from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
+from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, check_device, resolve_dtype
 from mtbranch.trunk.choose import choose_trunk
 
 SELECTION_RULE = ("With --branch, exactly those directories are used; installed plugins' branches join only "
@@ -288,6 +288,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
     from mtbranch.composition.artifact import load
     from mtbranch.errors import UsageError
 
+    check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
     show_warnings()  # e.g. texts truncated to max_length
     check_argv_text(texts, "TEXT")
     check_argv_text(pairs, "--pair")

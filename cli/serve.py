@@ -10,7 +10,7 @@ import click
 from mtbranch.cli import params as P
 from mtbranch.cli.output import console, err_console, esc
 from mtbranch.serve.schema import ServeSettings
-from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
+from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, check_device, resolve_dtype
 
 _D = ServeSettings()  # every serving default has one home: mtbranch.serve.schema.ServeSettings
 
@@ -94,6 +94,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
     from mtbranch.serve.app import ServeSettings, create_app, run_server
     from mtbranch.serve.schema import Limits
 
+    check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
     if threads:
         torch.set_num_threads(threads)
     subset = _check_tasks(artifact, tasks)

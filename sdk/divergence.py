@@ -31,7 +31,7 @@ def where(state: Any) -> str:
 
 def check_loss(loss: torch.Tensor, state: Any) -> None:
     if not bool(torch.isfinite(loss.detach()).all()):
-        raise TrainingDiverged(f"training diverged at {where(state)}: the loss is {loss.detach().float().item()}",
+        raise TrainingDiverged(f"training diverged ({where(state)}): the loss is {loss.detach().float().item()}",
                                hint=HINT)
 
 
@@ -45,10 +45,11 @@ def non_finite(module: torch.nn.Module) -> list[str]:
 
 
 def check_weights(module: torch.nn.Module, at: str) -> None:
+    """``at``: where training stands (``epoch 1.00, step 8``), or what is being checked (``the state to export``)."""
     bad = non_finite(module)
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise TrainingDiverged(f"training diverged at {at}: weights {', '.join(bad[:3])}{more} are not finite "
+        raise TrainingDiverged(f"training diverged ({at}): weights {', '.join(bad[:3])}{more} are not finite "
                                "(NaN/Inf)", hint=HINT)
 
 

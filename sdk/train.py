@@ -601,7 +601,7 @@ def export(prep: Prepared, result: TrainResult, cfg: TrainConfig, out_dir: str |
     """Write the branch artifact with its dev metrics and provenance (main process only)."""
     if not result.is_main:
         return None
-    check_weights(result.module, "export")  # the state kept as best must be finite too
+    check_weights(result.module, "the state to export")  # the state kept as best must be finite too
     training = provenance(prep, result.depth, result.layers, cfg, result.metric, result.metrics,
                           result.best_epoch, result.seconds)
     training.update(extra_training or {})
