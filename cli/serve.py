@@ -124,7 +124,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
 @click.option("--triton", "triton", type=click.Path(path_type=Path), default=None,
               help="Also write a Triton Inference Server model repository here (config.pbtxt + 1/model.onnx).")
 @click.option("--triton-name", default="mtbranch", show_default=True, help="Model name in the Triton repository.")
-@click.option("--opset", type=click.IntRange(1), default=None, help="ONNX opset (default: the exporter's).")
+@click.option("--opset", type=click.IntRange(18), default=None, help="ONNX opset (default: the exporter's).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime vs PyTorch comparison after export.")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True,
               help="The graph's dtype: float32 only (auto means float32 here); bfloat16/float16 are refused.")

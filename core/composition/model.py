@@ -106,10 +106,15 @@ class ComposedModel(nn.Module):
         if source is None:
             return
         from mtbranch.errors import ValidationFailed
+        from mtbranch.trunk.tokenizer import tokenizer_fingerprints
         from mtbranch.validation.validator import Report, Validator
 
-        found = Validator(source, tokenizer=self.tokenizer).check_loaded(branch.manifest,
-                                                                         getattr(branch, "artifact_path", None))
+        fp = getattr(self, "_tok_fingerprints", None)
+        if fp is None:  # once per model, under the lock: predict threads share (and reconfigure) the tokenizer
+            with self._tok_lock:
+                fp = self._tok_fingerprints = tokenizer_fingerprints(self.tokenizer)
+        found = Validator(source, tokenizer_fingerprints=fp).check_loaded(branch.manifest,
+                                                                          getattr(branch, "artifact_path", None))
         if any(f.severity == "error" for f in found):
             raise ValidationFailed(Report(findings=found))
 

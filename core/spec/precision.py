@@ -196,8 +196,8 @@ def cpu_report() -> dict[str, Any]:
 
 
 __all__ = ["AUTO", "BF16_CPU_FLAGS", "DEFAULT_DTYPE", "DTYPE_HELP", "DTYPE_OPTIONS", "DTYPE_SPELLINGS", "Hardware",
-           "attention_for", "canonical", "cpu_flags", "cpu_report", "detect", "float32_only", "place_model",
-           "resolve_dtype", "set_attention", "why"]
+           "attention_for", "canonical", "check_device", "cpu_flags", "cpu_report", "detect", "float32_only",
+           "place_model", "resolve_dtype", "set_attention", "why"]
 
 
 def check_device(device: Any) -> str:

@@ -184,11 +184,11 @@ def _no_manifest(path: Path) -> str:
 
 class Validator:
     def __init__(self, trunk: TrunkSource | None = None, *, plugin_manager: Any | None = None,
-                 tokenizer: Any | None = None) -> None:
+                 tokenizer: Any | None = None, tokenizer_fingerprints: dict[str, Any] | None = None) -> None:
         self.trunk = trunk
         self.pm = plugin_manager
         self._tokenizer = tokenizer
-        self._tok_fp: dict[str, Any] | None = None
+        self._tok_fp = tokenizer_fingerprints  # already computed (put_branch: under the model's tokenizer lock)
 
     def head_types(self) -> dict[str, Any]:
         from mtbranch.plugins.manager import get_plugin_manager
