@@ -62,7 +62,9 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
 
 def _weights_sha(branch_dir: Path) -> str | None:
     try:
-        return str(json.loads((branch_dir / "manifest.json").read_text())["weights"]["sha256"])
+        from mtbranch.io.files import read_json_object
+
+        return str(read_json_object(branch_dir / "manifest.json")["weights"]["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtbranch.errors import MtbranchError
-from mtbranch.io.files import sha256_file
+from mtbranch.io.files import no_duplicate_keys, sha256_file
 from mtbranch.spec.heads import is_bio_tag
 
 Column = int | str
@@ -276,12 +276,12 @@ def json_row(raw: str, path: str | os.PathLike[str], n: int, *, surrogates: Lite
     (``"\\ud800"``, no UTF-8 form) is an error for training data, or becomes U+FFFD (``surrogates="replace"``:
     texts to predict)."""
     try:
-        obj = json.loads(raw, parse_constant=_no_constant)
+        obj = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=no_duplicate_keys)  # each key once
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc.msg}", path=path, line=n) from None
     except RecursionError:
         raise DataError("JSON nested too deeply", path=path, line=n) from None
-    except ValueError as exc:  # NaN/Infinity literals, integers over Python's digit limit
+    except ValueError as exc:  # NaN/Infinity literals, integers over Python's digit limit, a key given twice
         raise DataError(f"invalid JSON: {str(exc).split(';')[0]}", path=path, line=n) from None
     if not isinstance(obj, dict):
         raise DataError("JSONL row is not an object", path=path, line=n)
