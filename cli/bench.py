@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from mtbranch.bench.scenarios import SCENARIOS
+from mtbranch.cli import params as P
 from mtbranch.cli.output import console, err_console, print_json
 from mtbranch.plugins.builtin import mtbranch_trunk_families as builtin_families
 from mtbranch.spec.precision import DTYPE_SPELLINGS
@@ -24,8 +25,8 @@ FAMILY_NAMES = tuple(f.name for f in builtin_families())  # plain records, no to
 @click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
               help="Timed rounds; every setup runs once per round, in a shuffled order.")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: torch's choice).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--threads", type=P.THREADS, default=None, help="torch threads (default: torch's choice).")
+@click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True,
               help="Run every setup in this dtype: float32, bfloat16, float16 (GPU only) or auto.")
 @click.option("--compare-dtypes", "compare", metavar="LIST", default=None,
@@ -62,6 +63,9 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
     """
     from mtbranch.errors import require_extra
     from mtbranch.io.guard import check_output
+    from mtbranch.spec.precision import check_device
+
+    check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
 
     # the outputs are checked before the benchmark runs (minutes): never a FIFO, a device or another file
     if json_path is not None:

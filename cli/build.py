@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from mtbranch.cli import params as P
 from mtbranch.cli.output import console, esc
 from mtbranch.io.files import read_json_object
 
@@ -16,7 +17,7 @@ from mtbranch.io.files import read_json_object
 @click.command("build")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--restart", is_flag=True, help="Run every stage again, discarding the finished ones.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=P.THREADS, default=None, help="torch CPU threads.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build state (every stage's record) as JSON.")
 @click.pass_context

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from mtbranch.cli import params as P
 from mtbranch.cli.output import (
     check_argv_text,
     console,
@@ -17,7 +18,7 @@ from mtbranch.cli.output import (
     print_predictions,
 )
 from mtbranch.cli.predict_file import file_input_options
-from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
+from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, check_device, resolve_dtype
 from mtbranch.trunk.choose import choose_trunk
 
 SELECTION_RULE = ("With --branch, exactly those directories are used; installed plugins' branches join only "
@@ -166,7 +167,9 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
 @click.option("--card", "card", is_flag=True,
               help="Print the model card (Hub metadata header + one section per branch) instead; ARTIFACT may "
                    "also be a branch directory.")
-def inspect(artifact: Path, as_json: bool, card: bool) -> None:
+@click.option("--no-verify", is_flag=True, help="Skip the check against the lock file (hashes, the lock's own fields); "
+                                                "what is shown is then only the lock's word.")
+def inspect(artifact: Path, as_json: bool, card: bool, no_verify: bool) -> None:
     """Show a composed artifact: depths, branches, parameters and the overhead metric.
 
     \b
@@ -176,7 +179,7 @@ def inspect(artifact: Path, as_json: bool, card: bool) -> None:
     """
     from rich.tree import Tree
 
-    from mtbranch.composition.artifact import read_lock
+    from mtbranch.composition.artifact import lock_overhead, read_lock, refuse_if_tampered, verify_artifact
     from mtbranch.composition.report import task_rows
     from mtbranch.io.safetensors_header import read_header
 
@@ -184,6 +187,9 @@ def inspect(artifact: Path, as_json: bool, card: bool) -> None:
         click.echo(_card_of(artifact), nl=False)  # plain text: redirectable into a README.md
         return
     lock = read_lock(artifact)
+    if not no_verify:  # what inspect prints (overhead, model type, layers...) is checked, as predict checks it
+        refuse_if_tampered(artifact, verify_artifact(artifact, lock))
+    lock["overhead"] = lock_overhead(lock["branches"], lock["trunk"]["num_layers"])  # computed, not quoted
     params: dict[str, int] = {}
     trunk_header = read_header(artifact / "trunk" / "model.safetensors")
     params["trunk"] = sum(_numel(t.shape) for t in trunk_header.tensors.values())
@@ -293,7 +299,7 @@ def verify(artifact: Path) -> None:
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True, help=DTYPE_HELP)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, ...")
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
             as_words: bool, aggregation: str, as_json: bool, no_verify: bool, quantize: str | None, dtype: str,
             device: str) -> None:
@@ -311,6 +317,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
     from mtbranch.composition.artifact import load
     from mtbranch.errors import UsageError
 
+    check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
     show_warnings()  # e.g. texts truncated to max_length
     check_argv_text(texts, "TEXT")
     check_argv_text(pairs, "--pair")
@@ -358,11 +365,11 @@ def _summary(r: dict[str, Any]) -> str:
 @click.command("import-hf")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @trunk_option
-@click.option("--layers", "num_layers", type=int, required=True,
+@click.option("--layers", "num_layers", type=P.LAYERS, required=True,
               help="How many top layers of the checkpoint become the branch.")
 @click.option("--name", required=True, help="Branch (task) name.")
 @click.option("--version", "version", default="0.1.0", show_default=True, help="Branch version (PEP 440).")
-@click.option("--max-length", type=int, default=None, help="Tokenizer max_length (default: the tokenizer's).")
+@click.option("--max-length", type=P.TOKENS, default=None, help="Tokenizer max_length (default: the tokenizer's).")
 @click.option("--pair", "pair", is_flag=True, help="The task takes a text pair.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="Branch artifact directory to write.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -92,9 +93,16 @@ def _sink(path: Path | None) -> Iterator[IO[str]]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:  # write() names no file: say which
+            from mtbranch.errors import os_error
+
+            raise os_error(exc, "writing --output", str(target)) from None
         raise
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def predict_file(kw: dict[str, Any], *, input_path: str, output_path: Path | None, input_format: str,

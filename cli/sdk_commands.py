@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from mtbranch.cli import params as P
 from mtbranch.errors import MtbranchError, UsageError, require_extra
 from mtbranch.spec.heads import BUILTIN_HEAD_TYPES
 
@@ -27,7 +28,7 @@ def _data_options(f: F) -> F:
                      help="Training data: TSV/CSV/JSONL table, CoNLL file, or a directory with seq.in/seq.out."),
         click.option("--dev", "dev_path", default=None, type=click.Path(path_type=Path),
                      help="Dev data, same layout; evaluated every epoch, the best epoch is kept."),
-        click.option("--dev-split", type=float, default=None, metavar="FRACTION",
+        click.option("--dev-split", type=P.OPEN_FRACTION, default=None, metavar="FRACTION",
                      help="No dev file: hold out this fraction of --train as the dev set (seeded by --seed, "
                           "stratified by label)."),
         click.option("--text-col", default="0", show_default=True, help="Text column: index or header name."),
@@ -37,13 +38,14 @@ def _data_options(f: F) -> F:
         click.option("--quote-none", is_flag=True, help="Read with quoting disabled (csv.QUOTE_NONE)."),
         click.option("--format", "fmt", type=click.Choice(["auto", "tsv", "csv", "jsonl"]), default="auto",
                      show_default=True, help="Table format (auto: from the suffix / first line)."),
-        click.option("--tag-col", type=int, default=-1, show_default=True,
+        click.option("--tag-col", type=click.IntRange(-1000, 1000), default=-1, show_default=True,
                      help="CoNLL: column holding the BIO tag."),
         click.option("--labels", "labels_csv", default=None,
                      help="Comma-separated label values in head order (default: sorted from the data)."),
         click.option("--label-names", default=None,
                      help="Comma-separated names for those labels in the branch, e.g. negative,positive."),
-        click.option("--max-train", type=int, default=None, help="Use a seeded random subset of the training data."),
+        click.option("--max-train", type=click.IntRange(1), default=None,
+                     help="Use a seeded random subset of the training data."),
         click.option("--encoding", default="utf-8-sig", show_default=True,
                      help="Text encoding of the data files, e.g. latin-1 or utf-16 (default: UTF-8, BOM allowed)."),
     ]
@@ -56,15 +58,16 @@ def _train_options(f: F) -> F:
     opts = [
         click.option("--trunk", "trunk_ref", required=True, metavar="REF",
                      help="Trunk: model directory, hf:org/name@rev or an installed trunk's name."),
-        click.option("--epochs", type=float, default=3.0, show_default=True),
-        click.option("--batch-size", type=int, default=32, show_default=True),
-        click.option("--lr", type=float, default=1e-4, show_default=True, help="Learning rate of the layers."),
-        click.option("--head-lr", type=float, default=None, help="Learning rate of pooling/projection/head "
+        click.option("--epochs", type=P.EPOCHS, default=3.0, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=32, show_default=True),
+        click.option("--lr", type=P.LEARNING_RATE, default=1e-4, show_default=True,
+                     help="Learning rate of the layers (0 < lr <= 1)."),
+        click.option("--head-lr", type=P.LEARNING_RATE, default=None, help="Learning rate of pooling/projection/head "
                                                                  "(default 10x --lr)."),
-        click.option("--weight-decay", type=float, default=0.01, show_default=True),
-        click.option("--warmup", type=float, default=0.06, show_default=True, help="Warm-up fraction."),
-        click.option("--seed", type=int, default=42, show_default=True),
-        click.option("--max-length", type=int, default=128, show_default=True, help="Tokenizer max_length."),
+        click.option("--weight-decay", type=P.Finite(0, 10), default=0.01, show_default=True),
+        click.option("--warmup", type=P.FRACTION, default=0.06, show_default=True, help="Warm-up fraction."),
+        click.option("--seed", type=P.SEED, default=42, show_default=True),
+        click.option("--max-length", type=P.TOKENS, default=128, show_default=True, help="Tokenizer max_length."),
         click.option("--metric", default=None, help="Dev metric that picks the best epoch (default: accuracy, "
                                                     "pearson or entity_f1 by task)."),
         click.option("--quantize", type=click.Choice(["none", "float16", "int8", "1bit", "1bit-centered"]),
@@ -73,7 +76,7 @@ def _train_options(f: F) -> F:
                           "around each dimension's mean."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                      help="Keep trunk features on disk here (safetensors) and reuse them across runs."),
-        click.option("--threads", type=int, default=None, help="torch CPU threads."),
+        click.option("--threads", type=P.THREADS, default=None, help="torch CPU threads."),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
@@ -211,9 +214,9 @@ Examples:
 @_data_options
 @_train_options
 @_branch_options
-@click.option("--layers", type=int, default=2, show_default=True, help="Task layers n in the branch (0: "
+@click.option("--layers", type=P.LAYERS, default=2, show_default=True, help="Task layers n in the branch (0: "
                                                                         "feature-based head).")
-@click.option("--depth", type=int, default=None, help="Attach depth d (default: trunk layers - n).")
+@click.option("--depth", type=P.LAYERS, default=None, help="Attach depth d (default: trunk layers - n).")
 @click.option("--full", is_flag=True, help="Full fine-tuning reference: depth 0, every trunk layer trained.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="Branch artifact directory to write.")
@@ -262,8 +265,8 @@ Examples:
 @_data_options
 @_train_options
 @_branch_options
-@click.option("--min-layers", type=int, required=True, help="N_min: fewest task layers tried.")
-@click.option("--max-layers", type=int, required=True, help="N_max: most task layers tried.")
+@click.option("--min-layers", type=P.LAYERS, required=True, help="N_min: fewest task layers tried.")
+@click.option("--max-layers", type=P.LAYERS, required=True, help="N_max: most task layers tried.")
 @click.option("--rule", default="best", show_default=True,
               help="best | within:X (smallest L within X% of the best) | marginal:C (>= C points per layer).")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
@@ -324,17 +327,17 @@ Examples:
 
 @click.command("distill", epilog=DISTILL_EXAMPLES)
 @click.option("--teacher", type=click.Path(path_type=Path), required=True, help="Teacher branch directory.")
-@click.option("--student-layers", type=int, required=True,
+@click.option("--student-layers", type=P.LAYERS, required=True,
               help="Student layers l (< the teacher's when the student sits at the teacher's depth).")
-@click.option("--student-depth", type=int, default=None,
+@click.option("--student-depth", type=P.LAYERS, default=None,
               help="Attach depth of the student (default: the teacher's). Deeper than the teacher (e.g. a full "
                    "fine-tuning run at depth 0 teaching a branch at depth 4): the student starts from the trunk "
                    "layers above that depth, or from --init.")
 @click.option("--init", "init_dir", type=click.Path(path_type=Path), default=None,
               help="Start the student from this branch (same depth and layers as the student, same task) "
                    "instead of the teacher's bottom layers or the trunk layers.")
-@click.option("--alpha", type=float, default=0.5, show_default=True, help="Weight of the soft-target loss.")
-@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--alpha", type=P.FRACTION, default=0.5, show_default=True, help="Weight of the soft-target loss.")
+@click.option("--temperature", type=P.Finite(0, 1000, min_open=True), default=2.0, show_default=True)
 @click.option("--task", type=click.Choice(TASK_CHOICES), default=None,
               help="Optional: must match the teacher's head (taken from the teacher when left out).")
 @_data_options

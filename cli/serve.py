@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
+from mtbranch.cli import params as P
 from mtbranch.cli.output import console, err_console, esc
 from mtbranch.serve.schema import ServeSettings
-from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
+from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, check_device, resolve_dtype
 
 _D = ServeSettings()  # every serving default has one home: mtbranch.serve.schema.ServeSettings
 
@@ -36,20 +37,20 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
                    "the same meaning on Ray.")
 @click.option("--max-batch-tokens", default=None, type=click.IntRange(1),
               help="Most padded tokens per trunk pass (sequences x the longest), like TEI's. Default: no limit.")
-@click.option("--max-batch-wait-ms", default=_D.max_batch_wait_ms, show_default=True, type=click.FloatRange(0),
+@click.option("--max-batch-wait-ms", default=_D.max_batch_wait_ms, show_default=True, type=P.Finite(0, 60_000),
               help="How long the first request of a batch waits for others.")
 @click.option("--max-queue", default=_D.max_queue, show_default=True, type=click.IntRange(1),
               help="Most /predict requests admitted at once; the next gets 503 JSON with Retry-After.")
 @click.option("--request-timeout", default=_D.request_timeout_s, show_default=True,
-              type=click.FloatRange(0, min_open=True),
+              type=P.POSITIVE_SECONDS,
               help="Seconds a request may wait for its answer before it gets 503 (and is dropped from the queue).")
-@click.option("--read-timeout", default=_D.read_timeout_s, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--read-timeout", default=_D.read_timeout_s, show_default=True, type=P.POSITIVE_SECONDS,
               help="Seconds for a request's head and body to arrive (slow clients are cut off / get 408).")
-@click.option("--keep-alive", default=_D.keep_alive_s, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--keep-alive", default=_D.keep_alive_s, show_default=True, type=P.POSITIVE_SECONDS,
               help="Seconds an idle keep-alive connection stays open.")
-@click.option("--grace", default=_D.grace_s, show_default=True, type=click.FloatRange(0),
+@click.option("--grace", default=_D.grace_s, show_default=True, type=P.SECONDS,
               help="SIGTERM: seconds to answer requests in flight; the rest then get 503 JSON.")
-@click.option("--drain-delay", default=_D.drain_delay_s, show_default=True, type=click.FloatRange(0),
+@click.option("--drain-delay", default=_D.drain_delay_s, show_default=True, type=P.SECONDS,
               help="SIGTERM: seconds readiness reports 503 before the listener closes (load balancer catch-up).")
 @click.option("--admin-token-env", default="MTBRANCH_ADMIN_TOKEN", show_default=True, metavar="VAR",
               help="Environment variable holding the bearer token for POST /admin/reload (hot swap); unset: off.")
@@ -58,8 +59,8 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
               help="Texts per request.")
 @click.option("--max-chars", default=_D.limits.max_chars, show_default=True, type=click.IntRange(1),
               help="Characters per text.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch intra-op threads (default: torch's).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps...")
+@click.option("--threads", type=P.THREADS, default=None, help="torch intra-op threads (default: torch's).")
+@click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, mps...")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="auto", show_default=True,
               help=DTYPE_HELP + " The server defaults to auto: see docs/composition.md, Compute dtype.")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
@@ -94,6 +95,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
     from mtbranch.serve.schema import Limits
     from mtbranch.serve.server import run_server
 
+    check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
     if threads:
         torch.set_num_threads(threads)
     subset = _check_tasks(artifact, tasks)
@@ -141,10 +143,11 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
     from mtbranch.errors import require_extra
 
     require_extra("onnx", "mtbranch export-onnx")
-    from mtbranch.export.onnx import ONNX_DTYPE_HINT
+    from mtbranch.export.onnx import ONNX_DTYPE_HINT, check_opset
     from mtbranch.spec.precision import float32_only
 
     float32_only(dtype, "ONNX export", ONNX_DTYPE_HINT)  # before loading anything
+    check_opset(opset)
     from mtbranch.composition.artifact import load
     from mtbranch.export.onnx import check_onnx, write_triton_repository
     from mtbranch.export.onnx import export_onnx as do_export

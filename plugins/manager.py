@@ -20,7 +20,7 @@ import pluggy
 
 from mtbranch.errors import MtbranchError
 from mtbranch.plugins import builtin, hookspecs
-from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TrunkFamily, TrunkProvider
+from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TensorRule, TrunkFamily, TrunkProvider
 from mtbranch.spec.findings import Finding, finding
 
 ENTRY_POINT_GROUP = "mtbranch"
@@ -64,6 +64,45 @@ def _record_problem(records: Any, record_type: type) -> str | None:
             return f"returned {record_type.__name__} {name!r} whose path is a {type(path).__name__}"
         if isinstance(rec, Check) and not callable(rec.run):
             return f"returned Check {name!r} whose run is not callable"
+        if isinstance(rec, TrunkFamily) and (why := _family_problem(rec)):
+            return f"returned TrunkFamily {name!r} whose {why}"
+    return None
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(x, str) and x for x in value)
+
+
+def _family_problem(rec: TrunkFamily) -> str | None:
+    """The first field of a family record of the wrong type (a dataclass checks nothing): validate used to
+    crash on ``model_types=None`` instead of reporting the plugin."""
+    import re
+
+    if not _strings(rec.model_types) or not rec.model_types:
+        return f"model_types is {rec.model_types!r}, not a non-empty list of model_type strings"
+    if not isinstance(rec.implementation, str) or ":" not in rec.implementation:
+        return f"implementation is {rec.implementation!r}, not 'package.module:attribute'"
+    if not isinstance(rec.anchor, str) or not rec.anchor:
+        return f"anchor is {rec.anchor!r}, not a tensor name"
+    if not isinstance(rec.tensors, list | tuple) or not rec.tensors:
+        return f"tensors is {type(rec.tensors).__name__}, not a list of TensorRule"
+    for rule in rec.tensors:
+        if not isinstance(rule, TensorRule) or not isinstance(rule.pattern, str) or not isinstance(rule.key, str) \
+                or rule.group not in ("embeddings", "layer", "final"):
+            return f"tensors holds {rule!r}, not a TensorRule(pattern, group embeddings|layer|final, key)"
+        try:
+            re.compile(rule.pattern)
+        except re.error as exc:
+            return f"tensor rule pattern {rule.pattern!r} is not a regular expression ({exc})"
+    if rec.structure_fields is not None and not _strings(rec.structure_fields):
+        return f"structure_fields is {rec.structure_fields!r}, not None or a list of config keys"
+    if not isinstance(rec.config_aliases, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in rec.config_aliases.items()):
+        return f"config_aliases is {rec.config_aliases!r}, not a dict of strings"
+    if rec.normalize is not None and not callable(rec.normalize):
+        return "normalize is not callable"
+    if not isinstance(rec.onnx, bool) or not isinstance(rec.description, str):
+        return "onnx is not a bool or description not a string"
     return None
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import write_text_atomic
-from mtbranch.io.files import read_bytes, read_text
+from mtbranch.io.files import read_bytes
 
 STATE_NAME = "build-state.json"
 STAGES = ("sweep", "teacher", "distill", "export")
@@ -35,7 +35,8 @@ Event = Callable[[str], None]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # every float field finite: `lr = inf` or `epochs = nan` is refused before any work starts
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class BranchSection(_Section):
@@ -69,13 +70,13 @@ class DataSection(_Section):
 class TrainSection(_Section):
     # defaults measured on the project's datasets (docs/results.md): layer lr 3e-4 beat 1e-4 on STS-B and
     # CoNLL; the best dev epoch is kept and training stops once dev has not improved for `patience` epochs
-    epochs: float = Field(default=8.0, gt=0)
+    epochs: float = Field(default=8.0, gt=0, le=10_000)
     patience: int | None = Field(default=2, ge=1)
     batch_size: int = Field(default=32, gt=0)
-    lr: float = Field(default=3e-4, gt=0)
-    head_lr: float | None = Field(default=None, gt=0)
-    max_length: int = Field(default=128, gt=0)
-    seed: int = 42
+    lr: float = Field(default=3e-4, gt=0, le=1)  # above 1 the weights overflow within steps
+    head_lr: float | None = Field(default=None, gt=0, le=1)
+    max_length: int = Field(default=128, gt=0, le=1_000_000)
+    seed: int = Field(default=42, ge=0, lt=2**32)
     pooling: Literal["cls", "mean", "attention"] = "cls"
     projection: bool = True
 
@@ -88,8 +89,8 @@ class SweepSection(_Section):
 
 class TeacherSection(_Section):
     enabled: bool = False
-    epochs: float | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=1e-4, gt=0)
+    epochs: float | None = Field(default=None, gt=0, le=10_000)
+    lr: float | None = Field(default=1e-4, gt=0, le=1)
 
 
 class DistillSection(_Section):
@@ -100,7 +101,7 @@ class DistillSection(_Section):
     # same size often beats the swept branch, which learned from the labels alone
     include_selected: bool = False
     alpha: float = Field(default=0.5, ge=0, le=1)
-    temperature: float = Field(default=2.0, gt=0)
+    temperature: float = Field(default=2.0, gt=0, le=1000)
 
 
 class PluginSection(_Section):
@@ -237,11 +238,9 @@ class BuildState:
         self.path = out / STATE_NAME
         self.data: dict[str, Any] = {"recipe_sha256": recipe_sha256, "stages": {}}
         if self.path.exists() and not restart:
-            try:
-                old = json.loads(read_text(self.path))
-            except (OSError, ValueError) as exc:
-                raise MtbranchError(f"the build state is unreadable: {exc}", path=str(self.path),
-                                    hint="pass --restart to run every stage again") from None
+            from mtbranch.sdk.build_state import read_state
+
+            old = read_state(self.path)  # shape checked; what each stage points at is checked when it is reused
             if old.get("recipe_sha256") != recipe_sha256:
                 raise MtbranchError("the recipe changed since the finished stages in this output were built",
                                  path=str(self.path),
@@ -338,6 +337,7 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
 def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: str | os.PathLike[str], *,
                 restart: bool, progress: bool, on_event: Event) -> dict[str, Any]:
     from mtbranch.branch.model import load_branch, save_branch
+    from mtbranch.sdk.build_state import check_stage
     from mtbranch.sdk.distill import distill
     from mtbranch.sdk.sweep import sweep
     from mtbranch.sdk.train import BranchInfo, train
@@ -365,6 +365,7 @@ def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: st
     def stage(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         rec = state.done(name)
         if rec is not None:
+            check_stage(name, rec, out, recipe.branch.name, source.fingerprints, state.path)
             on_event(f"[{name}] done in an earlier run: {_summary(rec)}")
             return rec
         on_event(f"[{name}] running")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtbranch.errors import MtbranchError
-from mtbranch.io.files import sha256_file
+from mtbranch.io.files import no_duplicate_keys, sha256_file
 from mtbranch.spec.heads import is_bio_tag
 
 Column = int | str
@@ -76,6 +76,41 @@ class Dataset:
     sources: list[dict[str, str]] = field(default_factory=list)
 
 
+def not_a_file(path: str | os.PathLike[str]) -> str:
+    """Why ``path`` cannot be read as a data file, in words: a directory, a pipe or device (``<(cat f)`` is a
+    pipe), a dangling link, or missing. "does not exist" only when it does not."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a symbolic link to nothing" if os.path.islink(path) else "does not exist"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a pipe (a FIFO or a shell's <(...)), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    return "is not a regular file"
+
+
+NOT_A_FILE_HINT = "give the path of a regular file (for a pipe, write it to a file first; predict reads stdin as -)"
+
+
+def listed(names: Any, what: str = "columns") -> str:
+    """``columns: a, b, c`` for a hint, each name cut short and at most 12 of them: a table read with the wrong
+    separator has one column, its whole first line (which may be long, or not meant to be shown)."""
+    names = [str(n) for n in names]
+    shown = [n if len(n) <= 30 else n[:27] + "..." for n in names[:12]]
+    more = f" (and {len(names) - 12} more)" if len(names) > 12 else ""
+    one = " (one column: is the separator right? tab for TSV, comma for CSV)" if len(names) == 1 else ""
+    return f"{what}: {', '.join(map(repr, shown))}{more}{one}"
+
+
 def _source(path: Path) -> dict[str, str]:
     return {"path": str(path), "sha256": sha256_file(path)}
 
@@ -84,7 +119,7 @@ def _open(path: Path, encoding: str = "utf-8-sig") -> Any:
     """Text mode, bytes that do not decode kept as lone surrogates (surrogateescape) so that
     :func:`_lines` can name the line and column of the first bad byte."""
     if not path.is_file():
-        raise DataError("data file does not exist", path=path)
+        raise DataError(f"data file {not_a_file(path)}", path=path, hint=NOT_A_FILE_HINT)
     try:
         codecs.lookup(encoding)
     except LookupError:
@@ -149,7 +184,7 @@ def _pick(row: list[str] | dict[str, Any], col: Column, names: dict[str, int] | 
             raise DataError(f"{what} column must be a field name for JSONL, not index {col}", path=path)
         if key not in row:
             raise DataError(f"missing field {key!r} ({what})", path=path, line=line,
-                            hint=f"fields here: {', '.join(map(str, row))}")
+                            hint=listed(row, "fields here"))
         return row[key]
     idx = col
     if isinstance(col, str):
@@ -158,7 +193,7 @@ def _pick(row: list[str] | dict[str, Any], col: Column, names: dict[str, int] | 
                             hint="give a column index, or read the file with its header")
         if col not in names:
             raise DataError(f"no column named {col!r} ({what}) in the header", path=path, line=1,
-                            hint=f"columns: {', '.join(names)}")
+                            hint=listed(names))
         idx = names[col]
     assert isinstance(idx, int)
     if not -len(row) <= idx < len(row):
@@ -241,12 +276,12 @@ def json_row(raw: str, path: str | os.PathLike[str], n: int, *, surrogates: Lite
     (``"\\ud800"``, no UTF-8 form) is an error for training data, or becomes U+FFFD (``surrogates="replace"``:
     texts to predict)."""
     try:
-        obj = json.loads(raw, parse_constant=_no_constant)
+        obj = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=no_duplicate_keys)  # each key once
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc.msg}", path=path, line=n) from None
     except RecursionError:
         raise DataError("JSON nested too deeply", path=path, line=n) from None
-    except ValueError as exc:  # NaN/Infinity literals, integers over Python's digit limit
+    except ValueError as exc:  # NaN/Infinity literals, integers over Python's digit limit, a key given twice
         raise DataError(f"invalid JSON: {str(exc).split(';')[0]}", path=path, line=n) from None
     if not isinstance(obj, dict):
         raise DataError("JSONL row is not an object", path=path, line=n)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from mtbranch.sdk.data import Column, DataError, json_row
+from mtbranch.sdk.data import NOT_A_FILE_HINT, Column, DataError, json_row, listed, not_a_file
 
 InputFormat = Literal["auto", "lines", "tsv", "csv", "jsonl"]
 INPUT_FORMATS: tuple[str, ...] = ("auto", "lines", "tsv", "csv", "jsonl")
@@ -58,13 +58,16 @@ class InputReader:
         self.size: int | None = None
         if self.path != "-":
             if not os.path.isfile(self.path):
-                raise DataError("input file does not exist", path=self.path)
+                raise DataError(f"input file {not_a_file(self.path)}", path=self.path, hint=NOT_A_FILE_HINT)
             self.size = os.path.getsize(self.path)
 
     # -- raw lines, decoded one by one so a bad byte is reported on its own line -------------------------
     def _lines(self, fh: IO[bytes]) -> Iterator[tuple[int, str]]:
         for n, raw in enumerate(fh, start=1):
             self.position += len(raw)
+            if n == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                raise DataError("not UTF-8 text: the file starts with a UTF-16 byte order mark", path=self.path,
+                                line=1, hint="convert it to UTF-8, e.g. `iconv -f utf-16 -t utf-8 FILE > NEW`")
             try:
                 text = raw.decode("utf-8-sig" if n == 1 else self.encoding.replace("-sig", ""))
             except UnicodeDecodeError as exc:
@@ -135,7 +138,7 @@ class InputReader:
             key = str(col)
             if key not in row:
                 raise DataError(f"missing field {key!r} ({what})", path=self.path, line=line,
-                                hint=f"fields here: {', '.join(map(str, row))}; choose with --{what}-col")
+                                hint=f"{listed(row, 'fields here')}; choose with --{what}-col")
             value = row[key]
         else:
             idx = col
@@ -145,7 +148,7 @@ class InputReader:
                                     path=self.path, hint="give a column index, or read the file with its header")
                 if col not in names:
                     raise DataError(f"no column named {col!r} ({what}) in the header", path=self.path, line=1,
-                                    hint=f"columns: {', '.join(names)}")
+                                    hint=listed(names))
                 idx = names[col]
             assert isinstance(idx, int)
             if not -len(row) <= idx < len(row):

@@ -30,6 +30,7 @@ from mtbranch.errors import MtbranchError, require_extra
 from mtbranch.heads.registry import HeadType
 from mtbranch.io.files import check_regular
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
+from mtbranch.sdk.divergence import check_config, check_loss, check_weights, guard_callback
 from mtbranch.sdk.features import (
     IGNORE_INDEX,
     Encoded,
@@ -197,6 +198,7 @@ def prepare(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data:
     if task not in TASKS:
         raise MtbranchError(f"unknown task {task!r}", hint=f"tasks: {', '.join(TASKS)}")
     require_extra("train", "training")  # before the trunk feature pass, not after it
+    check_config(cfg)
     source = _source(trunk)
     for d in depths:
         if not 0 <= d <= source.num_layers:
@@ -430,6 +432,11 @@ def _trainer_class() -> type:
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                         lengths=ds.lengths())
 
+        def training_step(self, *args: Any, **kw: Any) -> torch.Tensor:
+            loss = super().training_step(*args, **kw)
+            check_loss(loss, self.state)  # Trainer would average a NaN step loss away and go on
+            return loss
+
     return FeatureTrainer
 
 
@@ -571,7 +578,7 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
         optimizer = torch.optim.AdamW(_param_groups(branch, cfg))
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
                                    data_collator=collate, compute_metrics=metrics_fn,
-                                   callbacks=[_best_keeper(metric, history, best, cfg.patience)],
+                                   callbacks=[guard_callback(), _best_keeper(metric, history, best, cfg.patience)],
                                    optimizers=(optimizer, None))
         _epoch_lines(trainer, metric, cfg.epochs)
         trainer.train()
@@ -596,6 +603,7 @@ def export(prep: Prepared, result: TrainResult, cfg: TrainConfig, out_dir: str |
     """Write the branch artifact with its dev metrics and provenance (main process only)."""
     if not result.is_main:
         return None
+    check_weights(result.module, "the state to export")  # the state kept as best must be finite too
     training = provenance(prep, result.depth, result.layers, cfg, result.metric, result.metrics,
                           result.best_epoch, result.seconds)
     training.update(extra_training or {})

@@ -525,6 +525,22 @@ class _WrongTypeCheck:
         return [Check("returns-text", lambda manifest, path: "looks fine to me")]
 
 
+class _FamilyNoModelTypes:
+    @hookimpl
+    def mtbranch_trunk_families(self) -> list[Any]:
+        from mtbranch.plugins import TrunkFamily
+
+        return [TrunkFamily("mine", None, "mine.impl:Family")]  # type: ignore[arg-type]
+
+
+class _FamilyBadRule:
+    @hookimpl
+    def mtbranch_trunk_families(self) -> list[Any]:
+        from mtbranch.plugins import TensorRule, TrunkFamily
+
+        return [TrunkFamily("mine", ("mine",), "mine.impl:Family", tensors=(TensorRule("(unclosed", "layer", "x"),))]
+
+
 class _UnknownHook:
     @hookimpl
     def mtbranch_branches(self) -> list[BranchLocation]:
@@ -954,6 +970,178 @@ def put_branch_path(ctx: Ctx, _tmp: Path) -> Outcome:
     return Outcome([api_error(lambda: model.put_branch(str(ctx.branches["sentiment"])))])
 
 
+# -- issue 30: one compatibility rule, checked arguments ------------------------------------------------------
+def put_branch_of(trunk: str) -> Callable[[Ctx, Path], Outcome]:
+    """``model.put_branch(b)`` with ``b`` trained on another trunk: the validator ``update`` runs refuses it."""
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        import mtbranch
+        from mtbranch.branch.model import load_branch
+        from mtbranch.plugins.manager import get_plugin_manager
+
+        from helpers import make_branch
+
+        d = make_branch(getattr(ctx, trunk), tmp / "foreign", name="foreign", depth=2, layers=1)
+        model = mtbranch.load(ctx.composed)
+        branch = load_branch(d, get_plugin_manager().head_type("classification"))
+        got = api_error(lambda: model.put_branch(branch))
+        return Outcome([got] + (["still absent"] if "foreign" not in model.task_names else []))
+    return run
+
+
+def lock_overhead_forged(lock: dict[str, Any]) -> None:
+    lock["overhead"]["text"] = "0 + 1 = 1 of 12, 8.3%"
+
+
+def lock_model_type(lock: dict[str, Any]) -> None:
+    lock["trunk"]["model_type"] = "roberta"
+
+
+def lock_format_version(lock: dict[str, Any]) -> None:
+    lock["lock_version"] = 2
+
+
+def swap_weights(c: Path) -> None:
+    """sentiment's and entities' weights files swapped, every hash (manifests, lock) fixed up to match."""
+    a, b = c / "branches" / "sentiment", c / "branches" / "entities"
+    wa, wb = (a / "branch.safetensors").read_bytes(), (b / "branch.safetensors").read_bytes()
+    (a / "branch.safetensors").write_bytes(wb)
+    (b / "branch.safetensors").write_bytes(wa)
+    lock_path = c / "mtbranch.lock.json"
+    lock = json.loads(lock_path.read_text())
+    for d in (a, b):
+        rehash(d)
+        for rel in ("branch.safetensors", "manifest.json"):
+            lock["files"][f"branches/{d.name}/{rel}"] = sha256_file(d / rel)
+        next(e for e in lock["branches"] if e["name"] == d.name)["sha256"] = sha256_file(d / "branch.safetensors")
+    lock_path.write_text(json.dumps(lock))
+
+
+def inspect_forged(ctx: Ctx, tmp: Path) -> Outcome:
+    c = tmp / "c"
+    shutil.copytree(ctx.composed, c)
+    lock_edit(lock_overhead_forged)(c)
+    code, out = cli_run("inspect", c)
+    return Outcome(["IntegrityError" if "overhead: lock says" in out else "?"], code, out)
+
+
+def overhead_after_remove(ctx: Ctx, tmp: Path) -> Outcome:
+    """sentiment (depth 2, 2 layers) left alone on a 4-layer trunk whose kept copy is 3 layers deep."""
+    c = tmp / "c"
+    shutil.copytree(ctx.composed, c)
+    code, out = cli_run("update", c, "--remove", "similarity", "--remove", "entities")
+    assert code == 0, out
+    code, out = cli_run("inspect", c)
+    return Outcome(["ok: 2 + 2 = 4 of 4" if "2 + 2 = 4 of 4, 100.0%" in out else "?"], code, out)
+
+
+def many_tensors(d: Path, ctx: Ctx) -> None:
+    """5,000 tensors the manifest does not declare (the probe's 21 MB header had 300,000)."""
+    header = {f"junk.{i:05d}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(5000)}
+    raw_safetensors(header, b"\0" * 4 * 5000)(d, ctx)
+
+
+def capped_findings(ctx: Ctx, tmp: Path) -> Outcome:
+    d = copy_branch(ctx, tmp)
+    many_tensors(d, ctx)
+    out = validate(d, trunk=ctx.trunk)
+    report = json.loads(out.output[out.output.index("{"):])
+    capped = len(report["findings"]) <= 21 and "more tensor findings" in report["findings"][-1]["message"]
+    return Outcome([f"W005: {len(report['findings'])} findings" + (", the rest counted" if capped else "")],
+                   out.exit, out.output[-2000:])
+
+
+def duplicate_key_http(ctx: Ctx, _tmp: Path) -> Outcome:
+    from fastapi.testclient import TestClient
+
+    from mtbranch.serve.app import create_app
+
+    bodies = ['{"texts": ["a"], "texts": ["b", "c"]}', '{"texts": ["a"], "tasks": ["sentiment"], "tasks": null}']
+    got = []
+    with TestClient(create_app(ctx.model)) as client:
+        wait_ready(client)
+        for body in bodies:
+            r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+            got.append(f"{r.status_code} {r.text[:300]}")
+    ok = all(g.startswith("400") and "appears twice" in g for g in got)
+    return Outcome(["400: key named" if ok else "?"], None, "", got)
+
+
+def config_duplicate_key(ctx: Ctx, tmp: Path) -> Outcome:
+    t = tmp / "trunk"
+    shutil.copytree(ctx.trunk, t)
+    text = (t / "config.json").read_text()
+    twice = text.replace('"model_type": "bert"', '"model_type": "bert", "model_type": "roberta"')
+    (t / "config.json").write_text(twice)
+    return trunk_error(t, ctx.branches["sentiment"])
+
+
+def data_header_one_long_column(ctx: Ctx, tmp: Path) -> Outcome:
+    """A CSV read as TSV: its header is one 'column', the whole first line (here with a secret in it)."""
+    from mtbranch.sdk.data import TableSpec, read_table
+
+    p = tmp / "t.tsv"
+    p.write_text("text,label,api_key=" + "x" * 200 + "\na,pos,1\n")
+    err = api_error(lambda: read_table(p, TableSpec(text="text", label="label")))
+    try:
+        read_table(p, TableSpec(text="text", label="label"))
+        msg = ""
+    except Exception as exc:
+        msg = str(exc)
+    short = "x" * 100 not in msg and "one column" in msg
+    return Outcome([err + (": names cut short" if short else "")], None, msg)
+
+
+def input_not_a_file(ctx: Ctx, tmp: Path) -> Outcome:
+    """`predict --input` a directory, a FIFO, a missing path: each named as what it is (never opened)."""
+    fifo_path = tmp / "pipe"
+    os.mkfifo(fifo_path)
+    said = []
+    for path, want in ((tmp, "is a directory"), (fifo_path, "is a pipe"), (tmp / "none", "does not exist")):
+        code, out = cli_run("predict", ctx.composed, "--input", path)
+        said.append(f"{code} {want in out} {out[-200:]}")
+    ok = all(s.startswith("1 True") for s in said)
+    return Outcome(["DataError: says what the path is" if ok else "?"], 1, "\n".join(said))
+
+
+def input_utf16_bom(ctx: Ctx, tmp: Path) -> Outcome:
+    p = tmp / "in.txt"
+    p.write_bytes("the film\nanother\n".encode("utf-16"))
+    code, out = cli_run("predict", ctx.composed, "--input", p)
+    return Outcome(["DataError: names the BOM" if "UTF-16 byte order mark" in out else "?"], code, out)
+
+
+def output_disk_full(ctx: Ctx, tmp: Path) -> Outcome:
+    """ENOSPC while `predict --input F --output O` writes: the message names O."""
+    import errno
+
+    import mtbranch.cli.predict_file as pf
+
+    src = tmp / "in.txt"
+    src.write_text("the film\n")
+    out_path = tmp / "preds.jsonl"
+    real = pf.os.fsync
+
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    pf.os.fsync = full  # type: ignore[assignment]
+    try:
+        code, out = cli_run("predict", ctx.composed, "--input", src, "--output", out_path)
+    finally:
+        pf.os.fsync = real  # type: ignore[assignment]
+    named = str(out_path) in out and "No space left" in out and not out_path.exists()
+    return Outcome(["FileAccessError: names the file" if named else "?"], code, out)
+
+
+def load_unknown_task(ctx: Ctx, _tmp: Path) -> Outcome:
+    import mtbranch
+
+    return Outcome([api_error(lambda: mtbranch.load(ctx.composed, tasks=["nope"]))])
+
+
+def predict_iter_of(items: Any) -> Callable[[Ctx, Path], Outcome]:
+    return lambda ctx, _tmp: Outcome([api_error(lambda: list(ctx.model.predict_iter(items)))])
+
+
 # -- the catalogue --------------------------------------------------------------------------------------------
 # -- newcomer paths (issue 19) ------------------------------------------------------------------------------
 def missing_train_extra(_ctx: Ctx, tmp: Path) -> Outcome:
@@ -1238,6 +1426,10 @@ CATALOGUE: list[Case] = [
          plugin_case(_RaisingCheck())),
     Case("plugin-check-wrong-type", "plugins", "policy check returning a string", "P003", 0,
          plugin_case(_WrongTypeCheck())),
+    Case("plugin-family-model-types-none", "plugins", "trunk family record with `model_types=None`", "P003", 0,
+         plugin_case(_FamilyNoModelTypes())),
+    Case("plugin-family-bad-rule", "plugins", "trunk family record whose tensor rule is not a regex", "P003", 0,
+         plugin_case(_FamilyBadRule())),
     Case("plugin-unknown-hook", "plugins", "plugin implementing a misspelt hook", "P004", 0,
          plugin_case(_UnknownHook())),
     # predict
@@ -1337,6 +1529,44 @@ CATALOGUE: list[Case] = [
          predict_api(texts=["a"], tasks=[["sentiment"]])),
     Case("put-branch-path", "api", "`put_branch(\"path/to/branch\")` (a path, not a loaded branch)", "MtbranchError",
          None, put_branch_path),
+    # issue 30: one compatibility rule everywhere; arguments checked
+    Case("composed-lock-overhead", "composed", "lock `overhead` edited (`0 + 1 = 1 of 12`); `verify`",
+         "IntegrityError", 1, artifact_case(lock_edit(lock_overhead_forged), command="verify")),
+    Case("composed-lock-model-type", "composed", "lock `trunk.model_type` edited (`roberta` on a BERT trunk)",
+         "IntegrityError", 1, artifact_case(lock_edit(lock_model_type))),
+    Case("composed-lock-format", "composed", "lock `lock_version` 2 (a format this mtbranch does not read)",
+         "IntegrityError", 1, artifact_case(lock_edit(lock_format_version))),
+    Case("composed-weights-swapped", "composed", "two branches' weights files swapped, every hash fixed up; `verify`",
+         "IntegrityError", 1, artifact_case(swap_weights, command="verify")),
+    Case("inspect-forged-lock", "composed", "`inspect` of an artifact whose lock overhead was edited",
+         "IntegrityError", 1, inspect_forged),
+    Case("update-remove-overhead", "composed", "`update --remove` leaving a branch shallower than the kept trunk",
+         "ok: 2 + 2 = 4 of 4", 0, overhead_after_remove),
+    Case("header-many-tensors", "weights", "a weights header of 5,000 undeclared tensors (the probe's: 300,000)",
+         "W005: 21 findings, the rest counted", 1, capped_findings),
+    Case("serve-duplicate-key", "text", "HTTP: `{\"texts\": [\"a\"], \"texts\": [\"b\", \"c\"]}` (a key twice)",
+         "400: key named", None, duplicate_key_http),
+    Case("trunk-config-duplicate-key", "trunk", "trunk config.json with `model_type` twice", "MtbranchError", 1,
+         config_duplicate_key),
+    Case("data-json-duplicate-key", "data", "a JSONL row with the label key twice (`\"l\": \"pos\", \"l\": \"neg\"`)",
+         "DataError", None, data_case("dup.jsonl", b'{"t": "a", "l": "pos"}\n{"t": "b", "l": "pos", "l": "neg"}\n',
+                                      {"text": "t", "label": "l"}, line=2)),
+    Case("data-header-one-column", "data", "a CSV read as TSV: the header is one 230-character 'column'",
+         "DataError: names cut short", None, data_header_one_long_column),
+    Case("predict-input-not-a-file", "newcomer", "`predict --input` a directory / a FIFO / a missing path",
+         "DataError: says what the path is", 1, input_not_a_file),
+    Case("predict-input-utf16", "newcomer", "`predict --input` a UTF-16 file (with byte order mark)",
+         "DataError: names the BOM", 1, input_utf16_bom),
+    Case("predict-output-disk-full", "environment", "disk full while `predict --output` writes",
+         "FileAccessError: names the file", 1, output_disk_full),
+    Case("put-branch-other-trunk", "api", "`put_branch(b)` with `b` trained on a reseeded trunk (same structure)",
+         "ValidationFailed", None, put_branch_of("reseeded")),
+    Case("put-branch-other-structure", "api", "`put_branch(b)` with `b` trained on a wider trunk (hidden 48)",
+         "ValidationFailed", None, put_branch_of("wider")),
+    Case("api-load-unknown-task", "api", "`mtbranch.load(c, tasks=[\"nope\"])`", "MtbranchError", None,
+         load_unknown_task),
+    Case("predict-iter-none", "predict", "`predict_iter(None)`", "MtbranchError", None, predict_iter_of(None)),
+    Case("predict-iter-ints", "predict", "`predict_iter([1, 2])`", "MtbranchError", None, predict_iter_of([1, 2])),
     # newcomer paths (issue 19)
     Case("extra-missing", "newcomer", "`mtbranch train` without the `[train]` extra (accelerate missing)",
          "MissingExtra", 1, missing_train_extra),

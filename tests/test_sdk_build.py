@@ -139,6 +139,13 @@ def test_changed_recipe_is_refused_without_restart(tmp_path: Path) -> None:
     (('type = "classification"', 'type = "ranking"'), "task.type"),
     (("epochs = 3", "epochs = -1"), "train.epochs"),
     (('dev = "data/dev.tsv"', 'dev = "data/dev.tsv"\ndev_split = 0.1'), "exactly one of 'dev'"),
+    # issue 30: nothing diverged ships; every number finite and in range before work starts
+    (("lr = 1e-3", "lr = inf"), "train.lr"),
+    (("lr = 1e-3", "lr = nan"), "train.lr"),
+    (("lr = 1e-3", "lr = 1e30"), "train.lr"),
+    (("epochs = 3", "epochs = inf"), "train.epochs"),
+    (("retention = 0.5", "retention = 0.5\ntemperature = inf"), "distill.temperature"),
+    (("[teacher]\nenabled = true\nepochs = 2", "[teacher]\nenabled = true\nepochs = nan"), "teacher.epochs"),
 ])
 def test_bad_recipe_names_the_field(tmp_path: Path, edit: tuple[str, str], field: str) -> None:
     recipe = _recipe(tmp_path, tmp_path, RECIPE.replace(*edit))
@@ -191,3 +198,67 @@ def test_missing_data_names_the_recipe_field(tmp_path: Path) -> None:
     assert "recipe field 'data.dev'" in res.output and str(tmp_path / "prepared" / "dev.tsv") in res.output
     assert "relative to the recipe's folder" in res.output
     assert not (tmp_path / "build-out").exists()
+
+
+# -- issue 30, item 5: build-state.json is an input too ---------------------------------------------------------
+SHA = "sha of the recipe"  # replaced by the recipe's own sha256: only the shape is wrong
+
+
+@pytest.mark.parametrize("state", [
+    [],  # a list, not an object
+    {"recipe_sha256": SHA, "stages": []},
+    {"recipe_sha256": 5, "stages": {}},
+    {"recipe_sha256": SHA, "stages": {"sweep": "done"}},
+    {"recipe_sha256": SHA, "stages": {"deploy": {}}},
+    {"recipe_sha256": SHA, "stages": {"sweep": {"layers": "two"}}},
+])
+def test_build_state_of_the_wrong_shape_is_a_user_error(tmp_path: Path, state: object) -> None:
+    recipe = _recipe(tmp_path, tmp_path / "no-trunk")
+    out = tmp_path / "build-out"
+    out.mkdir()
+    sha = hashlib.sha256(recipe.read_bytes()).hexdigest()
+    (out / "build-state.json").write_text(json.dumps(state).replace(SHA, sha))
+    res = _run(str(recipe))
+    assert res.exit_code == 1, res.output
+    assert "build-state.json" in res.output and "--restart" in res.output and "Traceback" not in res.output
+
+
+def _finished_sweep(tmp_path: Path, trunk: Path, branch_dir: Path, name: str, layers: int) -> Path:
+    """A recipe whose state says the sweep finished with ``branch_dir`` (depth trunk layers - layers)."""
+    text = RECIPE.replace("[teacher]\nenabled = true", "[teacher]\nenabled = false").replace(
+        "[distill]\nenabled = true", "[distill]\nenabled = false")
+    recipe = _recipe(tmp_path, trunk, text)
+    out = tmp_path / "build-out"
+    out.mkdir(exist_ok=True)
+    sha = hashlib.sha256(recipe.read_bytes()).hexdigest()
+    rec = {"branch": str(branch_dir), "metric": "accuracy", "layers": layers, "depth": 4 - layers, "value": 0.9,
+           "rows": [], "plot": None}
+    (out / "build-state.json").write_text(json.dumps({"recipe_sha256": sha, "stages": {"sweep": rec}}))
+    return recipe
+
+
+def test_hand_edited_state_naming_a_foreign_branch_is_refused(sdk_trunk_dir: Path, tmp_path: Path) -> None:
+    """The record points outside the build: export would have shipped that branch under the recipe's name."""
+    from helpers import make_branch
+
+    foreign = make_branch(sdk_trunk_dir, tmp_path / "elsewhere" / "someone", name="someone", depth=3, layers=1)
+    recipe = _finished_sweep(tmp_path, sdk_trunk_dir, foreign, "someone", 1)
+    res = _run(str(recipe))
+    assert res.exit_code == 1, res.output
+    assert "stage 'sweep' names the branch" in res.output and "--restart" in res.output
+    assert not (tmp_path / "build-out" / "branch").exists()  # nothing exported
+
+
+def test_foreign_branch_in_the_stage_folder_is_refused(sdk_trunk_dir: Path, tmp_path: Path) -> None:
+    """The record names the right folder, but the branch there is another one (another name, another trunk)."""
+    from conftest import make_bert_dir
+    from helpers import make_branch
+
+    other_trunk = make_bert_dir(tmp_path / "other-trunk", seed=9)
+    folder = tmp_path / "build-out" / "sweep-branch"
+    make_branch(other_trunk, folder, name="tiny-sentiment", depth=3, layers=1)
+    recipe = _finished_sweep(tmp_path, sdk_trunk_dir, folder, "tiny-sentiment", 1)
+    res = _run(str(recipe))
+    assert res.exit_code == 1, res.output
+    assert "not the one this build made" in res.output and "another trunk" in res.output
+    assert not (tmp_path / "build-out" / "branch").exists()

@@ -86,6 +86,13 @@ def overhead(depth: int, branch_layers: Sequence[int], full_layers: int) -> dict
             "text": f"{depth} + {task} = {total} of {single}, {100 * total / single:.1f}%" if single else "-"}
 
 
+def lock_overhead(entries: Sequence[dict[str, Any]], full_layers: int) -> dict[str, Any]:
+    """The overhead of a lock's branches: shared layers are the deepest attach depth (the trunk layers that run),
+    not the kept layers (``update --remove`` may leave more kept than any branch reads)."""
+    depth = max((int(e["attach_depth"]) for e in entries), default=0)
+    return overhead(depth, [int(e["num_layers"]) for e in entries], full_layers)
+
+
 def _same_place(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
@@ -194,7 +201,7 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
                       "model_type": source.structure.model_type,
                       "fingerprints": source.fingerprints[: depth + 1]},
             "branches": entries,
-            "overhead": overhead(depth, [e["num_layers"] for e in entries], full_layers),
+            "overhead": lock_overhead(entries, full_layers),
             "files": files,
         }
         (tmp / LOCK_NAME).write_text(json.dumps(lock, indent=2) + "\n")
@@ -227,6 +234,9 @@ _LOCK_BRANCH_FIELDS = {"head": str, "version": str, "attach_depth": int, "num_la
 
 def _lock_problem(lock: dict[str, Any]) -> str | None:
     files, branches, trunk = lock.get("files"), lock.get("branches"), lock.get("trunk")
+    version = lock.get("lock_version")
+    if isinstance(version, bool) or version != LOCK_VERSION:
+        return f"lock_version {version!r}: this mtbranch reads version {LOCK_VERSION} (a newer one may read others)"
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         return "'files' is not an object mapping paths to sha256 strings"
     if not isinstance(trunk, dict):
@@ -299,6 +309,7 @@ def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = 
 def _lock_disagreements(root: Path, lock: dict[str, Any], unsound: set[str]) -> list[str]:
     """Lock entries that disagree with the files they describe (files already found broken are skipped)."""
     problems = []
+    checker = Validator()
     files = lock["files"]
     fps = lock["trunk"]["fingerprints"]
     kept = lock["trunk"]["kept_layers"]
@@ -309,6 +320,9 @@ def _lock_disagreements(root: Path, lock: dict[str, Any], unsound: set[str]) -> 
         problems.append(f"trunk: {len(fps)} fingerprints recorded for {kept} kept layers (want {kept + 1})")
     if kept > lock["trunk"]["num_layers"]:
         problems.append(f"trunk: kept_layers {kept} exceeds the trunk's num_layers {lock['trunk']['num_layers']}")
+    want = lock_overhead(lock["branches"], lock["trunk"]["num_layers"])
+    if lock["overhead"] != want:
+        problems.append(f"overhead: lock says {lock['overhead'].get('text')!r}, its branches make {want['text']!r}")
     for rel in sorted(files):
         parts = Path(rel).parts
         if not (parts[:1] == ("trunk",) or (parts[:1] == ("branches",) and len(parts) > 2 and parts[1] in names)):
@@ -341,6 +355,9 @@ def _lock_disagreements(root: Path, lock: dict[str, Any], unsound: set[str]) -> 
         for key, value in want.items():
             if e.get(key) != value:
                 problems.append(f"branches[{name}].{key}: lock says {e.get(key)!r}, the manifest {value!r}")
+        if wrel in files and wrel not in unsound:  # the header check validate runs: names and shapes
+            problems += [f"{wrel}: {f.code} {f.message}" for f in checker.header_findings(m, root / wrel, root / mrel)
+                         if f.severity == "error"]
         if m.attach_depth > kept:
             problems.append(f"branches[{name}]: attach_depth {m.attach_depth} is above the {kept} kept layers")
         elif m.attach_depth < len(fps) and fps[m.attach_depth] != m.trunk.fingerprint:
@@ -353,6 +370,9 @@ def _lock_disagreements(root: Path, lock: dict[str, Any], unsound: set[str]) -> 
         except (MtbranchError, OSError, ValueError) as exc:
             problems.append(f"trunk: cannot compute its fingerprints ({exc})")
         else:
+            if source.structure.model_type != lock["trunk"]["model_type"]:
+                problems.append(f"trunk.model_type: lock says {lock['trunk']['model_type']!r}, trunk/config.json "
+                                f"{source.structure.model_type!r}")
             if source.num_layers != kept:
                 problems.append(f"trunk/config.json: {source.num_layers} layers, the lock says {kept} kept")
             elif chain[: kept + 1] != fps:
@@ -373,6 +393,7 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
     if not root.is_dir():
         raise MtbranchError("composed artifact directory does not exist", path=str(root))
     lock = read_lock(root)
+    tasks = _known_tasks(lock, tasks, root)
     checking = None
     if verify:
         # hash the files while the model is built from their memory-mapped pages (hashlib releases the GIL): load
@@ -384,10 +405,10 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
         model = _build(root, lock, tasks)
     except Exception:
         if checking is not None:  # a tampered file is reported as such, not as whatever it broke while building
-            _refuse_if_tampered(root, checking.result())
+            refuse_if_tampered(root, checking.result())
         raise
     if checking is not None:
-        _refuse_if_tampered(root, checking.result())
+        refuse_if_tampered(root, checking.result())
     model = place_model(model, device, dtype, quantize=quantize)
     if quantize is not None:
         from mtbranch.export.quantize import quantize_layers
@@ -396,7 +417,22 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
     return model
 
 
-def _refuse_if_tampered(root: Path, problems: list[str]) -> None:
+def _known_tasks(lock: dict[str, Any], tasks: Sequence[str] | None, root: Path) -> list[str] | None:
+    """``load(tasks=...)``: names the artifact has (``tasks=["nope"]`` used to load zero branches silently)."""
+    from mtbranch.composition.model import _check_tasks
+
+    names = _check_tasks(tasks)
+    if names is None:
+        return None
+    have = [str(e.get("name")) for e in lock["branches"]]
+    unknown = [t for t in names if t not in have]
+    if unknown:
+        raise MtbranchError(f"unknown task(s) {', '.join(map(repr, unknown))}", path=str(root),
+                            hint=f"tasks in this artifact: {', '.join(have) or 'none'}")
+    return names
+
+
+def refuse_if_tampered(root: Path, problems: list[str]) -> None:
     if problems:
         raise IntegrityError("composed artifact does not match its lock file:\n  " + "\n  ".join(problems),
                              path=str(root), hint="compose it again, or restore the original files")

@@ -90,6 +90,7 @@ class ComposedModel(nn.Module):
                                 hint="load a branch directory first: "
                                      "mtbranch.branch.model.load_branch(path, head_type)")
         self._check_fits(branch)
+        self._check_compatible(branch)
         ref = next(self.trunk.parameters())  # the embeddings: float32 also in an int8-quantized model
         branch.to(device=ref.device, dtype=ref.dtype)  # the model's compute dtype (bf16 models take float32 files)
         branch.config._attn_implementation = self.attention  # as the model's other layers (and standalone forward)
@@ -97,6 +98,25 @@ class ComposedModel(nn.Module):
             others = [b for b in self._plan.branches if b.name != branch.name]
             self.branch_modules[branch.name] = branch
             self._plan = Plan.of([*others, branch])
+
+    def _check_compatible(self, branch: BranchModule) -> None:
+        """The validator `compose` and `update` run (T001 fingerprint, T003 structure, K001 tokenizer...), on the
+        manifest of a branch added in Python: a branch of another trunk would give wrong answers silently."""
+        source = getattr(self, "trunk_source", None)  # set by compose() and load(); absent on a hand-built model
+        if source is None:
+            return
+        from mtbranch.errors import ValidationFailed
+        from mtbranch.trunk.tokenizer import tokenizer_fingerprints
+        from mtbranch.validation.validator import Report, Validator
+
+        fp = getattr(self, "_tok_fingerprints", None)
+        if fp is None:  # once per model, under the lock: predict threads share (and reconfigure) the tokenizer
+            with self._tok_lock:
+                fp = self._tok_fingerprints = tokenizer_fingerprints(self.tokenizer)
+        found = Validator(source, tokenizer_fingerprints=fp).check_loaded(branch.manifest,
+                                                                          getattr(branch, "artifact_path", None))
+        if any(f.severity == "error" for f in found):
+            raise ValidationFailed(Report(findings=found))
 
     def remove_branch(self, name: str) -> None:
         with self._swap_lock:
@@ -224,12 +244,18 @@ class ComposedModel(nn.Module):
                                 hint="pass a list or a generator (model.predict takes a single string)")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise MtbranchError(f"chunk_size must be a positive integer, not {chunk_size!r}")
+        if items is None or isinstance(items, dict) or not hasattr(items, "__iter__"):
+            raise MtbranchError(f"predict_iter takes an iterable of texts, not {type(items).__name__}",
+                                hint="pass a list or a generator of strings (or (text, pair) tuples)")
         it = iter(items)
+        seen = 0
         while chunk := list(itertools.islice(it, chunk_size)):
             if words:
                 yield from self.predict(words=chunk, tasks=tasks, raw=raw, batch_size=batch_size,
                                         aggregation=aggregation)
                 continue
+            _check_items(chunk, seen)
+            seen += len(chunk)
             texts = [c if isinstance(c, str) else c[0] for c in chunk]
             pairs = [None if isinstance(c, str) else c[1] for c in chunk]
             text_pairs = None if all(p is None for p in pairs) else pairs
@@ -405,6 +431,17 @@ def _as_list(value: Any, what: str) -> list[Any]:
         raise MtbranchError(f"{what} is {type(value).__name__}, not a string or a list of strings",
                             hint="pass a list of strings (use '' for an empty input)")
     return list(value)
+
+
+def _check_items(chunk: list[Any], offset: int) -> None:
+    """Each item of predict_iter a text or a ``(text, pair)`` tuple: ``predict_iter([1, 2])`` is a user error."""
+    for i, c in enumerate(chunk, offset):
+        if isinstance(c, str):
+            continue
+        if isinstance(c, tuple | list) and len(c) == 2 and isinstance(c[0], str) and isinstance(c[1], str | None):
+            continue
+        raise MtbranchError(f"items[{i}] is {type(c).__name__}, not a text or a (text, pair) tuple of strings",
+                            hint="pass strings, or (text, pair) tuples for pair tasks")
 
 
 def by_signature(branches: Sequence[BranchModule]) -> dict[str, list[BranchModule]]:

@@ -79,6 +79,22 @@ def _output_info(model: Any) -> list[dict[str, Any]]:
     return out
 
 
+MIN_OPSET = 18  # the dynamo exporter's torchlib opset
+
+
+def check_opset(opset: int | None) -> None:
+    """An opset the exporter can write and the installed onnx knows (``--opset 999`` is refused up front)."""
+    if opset is None:
+        return
+    import onnx
+
+    top = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= top:
+        raise MtbranchError(f"--opset {opset} is outside {MIN_OPSET}..{top} (the exporter's first opset .. the "
+                            f"newest the installed onnx {onnx.__version__} knows)",
+                            hint="leave --opset out for the exporter's default")
+
+
 def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = None,
                 dtype: str = "float32") -> dict[str, Any]:
     """Write ``out/model.onnx``, ``out/onnx.json`` (outputs, labels, signatures) and the tokenizer files.
@@ -87,6 +103,7 @@ def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = 
     float32 / auto is refused (:data:`ONNX_DTYPE_HINT`).
     """
     float32_only(dtype, "ONNX export", ONNX_DTYPE_HINT)
+    check_opset(opset)
     names = model.task_names
     if not names:
         raise MtbranchError("the model has no branches to export")

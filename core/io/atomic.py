@@ -178,8 +178,10 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a failed write() names no file: say which (disk full, quota...)
+            raise os_error(exc, f"writing {target}", str(target)) from None
         raise
 
 

@@ -105,12 +105,19 @@ class JsonFileError(ValueError):
     """A JSON file mtbranch reads is unusable; the message says why (syntax, duplicate key, size...)."""
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class DuplicateKeyError(JsonFileError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: a key given twice is a :class:`DuplicateKeyError` (a ValueError)."""
     # two values for one key are read differently by different parsers: refuse instead of picking one
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise JsonFileError(f"duplicate key {k!r}")
+            raise DuplicateKeyError(k)
         out[k] = v
     return out
 
@@ -123,7 +130,7 @@ def loads_json_object(raw: bytes | str) -> dict[str, Any]:
     """Parse a JSON object strictly: UTF-8, no duplicate keys, no runaway nesting, an object at the top."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        obj = json.loads(text, object_pairs_hook=no_duplicate_keys, parse_constant=_no_constant)
     except JsonFileError:
         raise
     except UnicodeDecodeError as exc:
@@ -135,6 +142,19 @@ def loads_json_object(raw: bytes | str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise JsonFileError(f"the top level is a JSON {type(obj).__name__}, not an object")
     return obj
+
+
+def first_duplicate_key(raw: bytes | str) -> str | None:
+    """The first key some JSON object in ``raw`` repeats; None when there is none or ``raw`` is not JSON (then
+    the caller's own parser says why). For text parsed by another parser (pydantic's, in the HTTP API), which
+    keeps the last of two values where other parsers keep the first."""
+    try:
+        json.loads(raw, object_pairs_hook=no_duplicate_keys)
+    except DuplicateKeyError as dup:
+        return dup.key
+    except (ValueError, RecursionError, TypeError):
+        return None
+    return None
 
 
 def read_json_object(path: str | os.PathLike[str], limit: int = MAX_JSON_BYTES) -> dict[str, Any]:

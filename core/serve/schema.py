@@ -8,12 +8,15 @@ batch it would have shared with good ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mtbranch.io.files import first_duplicate_key
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -109,6 +112,16 @@ class ServeSettings:
     reload_timeout_s: float = 600.0  # POST /admin/reload answers 409 when loading takes longer (the old model serves)
     limits: Limits = dataclasses.field(default_factory=Limits)
 
+    def __post_init__(self) -> None:
+        # the CLI's option types check these too; Python callers (create_app, Ray's build_app) land here
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+                from mtbranch.errors import MtbranchError
+
+                raise MtbranchError(f"ServeSettings.{f.name} is {value}: it must be a finite number >= 0",
+                                    hint="e.g. grace_s=10.0 (mtbranch.serve.schema.ServeSettings has the defaults)")
+
 
 class RequestError(Exception):
     """A request the client must fix: carries the HTTP status and a message naming the field."""
@@ -198,11 +211,16 @@ def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> Predict
             raise RequestError(413, f"request body is {len(body)} bytes; the limit is {limits.max_body_bytes}",
                                "send fewer or shorter texts per request")
         try:
-            return PredictRequest.model_validate_json(lone_surrogate_escapes_replaced(body))
+            req = PredictRequest.model_validate_json(lone_surrogate_escapes_replaced(body))
         except ValidationError as exc:
             if any(e.get("type") == "json_invalid" for e in exc.errors()):
                 raise RequestError(400, f"body is not valid JSON: {exc.errors()[0].get('msg')}", JSON_HINT) from None
             raise RequestError(422, describe_validation_error(exc), REQUEST_HINT) from None
+        dup = first_duplicate_key(body)  # pydantic keeps the last of two values: refuse rather than pick one
+        if dup is not None:
+            raise RequestError(400, f"body is not valid JSON for this API: the key {dup!r} appears twice in one "
+                                    "object", "send each key once")
+        return req
     try:
         return PredictRequest.model_validate(body)
     except ValidationError as exc:

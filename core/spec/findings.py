@@ -15,7 +15,8 @@ Severity = Literal["error", "warning", "info"]
 CODES: dict[str, tuple[Severity, str]] = {
     "P001": ("warning", "a plugin failed to load (import error)"),
     "P002": ("warning", "a plugin hook raised an exception"),
-    "P003": ("warning", "a plugin hook returned something other than a list of the expected records"),
+    "P003": ("warning", "a plugin hook returned something other than a list of the expected records, or a record "
+                        "with a field of the wrong type"),
     "P004": ("warning", "a plugin implements a hook mtbranch does not know (typo or newer mtbranch)"),
     "P005": ("error", "two installed plugins provide a branch with the same name"),
     "P006": ("warning", "two plugins register the same check name or trunk family (the first is kept)"),

@@ -196,5 +196,29 @@ def cpu_report() -> dict[str, Any]:
 
 
 __all__ = ["AUTO", "BF16_CPU_FLAGS", "DEFAULT_DTYPE", "DTYPE_HELP", "DTYPE_OPTIONS", "DTYPE_SPELLINGS", "Hardware",
-           "attention_for", "canonical", "cpu_flags", "cpu_report", "detect", "float32_only", "place_model",
-           "resolve_dtype", "set_attention", "why"]
+           "attention_for", "canonical", "check_device", "cpu_flags", "cpu_report", "detect", "float32_only",
+           "place_model", "resolve_dtype", "set_attention", "why"]
+
+
+def check_device(device: Any) -> str:
+    """``device`` as torch spells it, if this machine has it: ``--device cuda`` on a CPU-only torch (or an index
+    past the GPUs there are) is a user error here, not a RuntimeError deep inside loading."""
+    import torch
+
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError) as exc:
+        raise MtbranchError(f"unknown device {str(device)!r}: {exc}", hint="e.g. cpu, cuda, cuda:1, mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise MtbranchError(f"device {str(device)!r}: {why}", hint="use --device cpu, or a CUDA build of torch "
+                                                                        "on a machine with a GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MtbranchError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)",
+                                hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise MtbranchError(f"device {str(device)!r}: MPS is not available here", hint="use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise MtbranchError(f"device {str(device)!r} is not supported", hint="use cpu, cuda[:N] or mps")
+    return str(device)

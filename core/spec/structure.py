@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from mtbranch.errors import MtbranchError, os_error
-from mtbranch.io.files import read_text
+from mtbranch.io.files import JsonFileError, read_json_object
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")  # without plugins; trunk code passes the registered families
 
@@ -73,13 +73,15 @@ def read_config(model_dir: Path, supported: tuple[str, ...] | None = None, *,
     ``check_model_type=False``: the caller checks it (the trunk layer, against the registered families)."""
     path = model_dir / "config.json"
     try:
-        cfg = json.loads(read_text(path))
+        cfg = read_json_object(path)  # strict: each key once (two values for one key are read differently)
     except FileNotFoundError:
         raise MtbranchError("no config.json here", path=str(model_dir),
                             hint="point at a Hugging Face model directory (config.json + model.safetensors)") from None
+    except JsonFileError as exc:
+        raise MtbranchError(f"config.json is not valid JSON: {exc}", path=str(path)) from None
     except OSError as exc:  # a FIFO, device or directory in its place; permission denied
         raise os_error(exc, "reading config.json", str(path)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise MtbranchError(f"config.json is not valid JSON: {exc}", path=str(path)) from None
     if not isinstance(cfg, dict):
         raise MtbranchError("config.json is not a JSON object", path=str(path))

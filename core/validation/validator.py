@@ -18,6 +18,7 @@ from packaging.version import Version
 from pydantic import ValidationError
 
 import mtbranch
+from mtbranch.errors import MtbranchError
 from mtbranch.heads.registry import typed_spec
 from mtbranch.io.files import JsonFileError, is_inside, read_json_object, sha256_file
 from mtbranch.io.safetensors_header import HeaderError, SafetensorsHeader, read_header
@@ -91,6 +92,9 @@ def _loc(path: Path, fieldpath: tuple[Any, ...] | str | None = None) -> str:
     if isinstance(fieldpath, str):
         return f"{path}#{fieldpath}"
     return f"{path}#" + ".".join(str(p) for p in fieldpath)
+
+
+MAX_TENSOR_FINDINGS = 20  # per weights file; the rest are counted in one more finding
 
 
 def _family_shapes(m: BranchManifest, ht: Any) -> dict[str, tuple[int, ...]] | None:
@@ -180,17 +184,27 @@ def _no_manifest(path: Path) -> str:
 
 class Validator:
     def __init__(self, trunk: TrunkSource | None = None, *, plugin_manager: Any | None = None,
-                 tokenizer: Any | None = None) -> None:
+                 tokenizer: Any | None = None, tokenizer_fingerprints: dict[str, Any] | None = None) -> None:
         self.trunk = trunk
         self.pm = plugin_manager
         self._tokenizer = tokenizer
-        self._tok_fp: dict[str, Any] | None = None
+        self._tok_fp = tokenizer_fingerprints  # already computed (put_branch: under the model's tokenizer lock)
 
     def head_types(self) -> dict[str, Any]:
         from mtbranch.plugins.manager import get_plugin_manager
 
         self.pm = get_plugin_manager(self.pm)  # the manager this validator was given, else the default
         return self.pm.head_types()
+
+    def _head_type(self, name: str) -> Any:
+        """One head type, without importing plugins for a built-in one (verify reads artifacts plugin-free)."""
+        from mtbranch.plugins.manager import get_plugin_manager
+
+        self.pm = get_plugin_manager(self.pm)
+        try:
+            return self.pm.head_type(name)
+        except MtbranchError:  # unknown or ambiguous: reported by the head check (M005, P008)
+            return None
 
     def tokenizer_fingerprints(self) -> dict[str, Any] | None:
         if self.trunk is None:
@@ -253,6 +267,16 @@ class Validator:
         out += self._check_policies(res, m)
         return res, out
 
+    def check_loaded(self, m: BranchManifest, path: Path | None = None) -> list[Finding]:
+        """check_branch's head, trunk, tokenizer and policy checks for a branch already in memory
+        (``ComposedModel.put_branch``): one compatibility rule for every way a branch is added."""
+        res = BranchResult(Path(path) if path is not None else Path(m.name), source="memory")
+        res.name, res.manifest = m.name, m
+        mpath = res.path / MANIFEST_NAME
+        found = self._check_head(res, m, mpath) + self._check_trunk(res, m, mpath)
+        found += self._check_tokenizer(res, m, mpath)
+        return found + (self._check_policies(res, m) if path is not None else [])
+
     def _check_files(self, res: BranchResult) -> list[Finding]:
         """Links out, loops, links to ancestors and special files anywhere in the directory (never followed)."""
         from mtbranch.validation.tree import scan_tree
@@ -313,14 +337,20 @@ class Validator:
                                          f"{m.weights.sha256[:12]}...", branch=m.name,
                                  location=_loc(mpath, "weights.sha256"),
                                  hint="the file changed after export: re-export, or restore the original"))
+        found += self.header_findings(m, wpath, mpath)
+        return self._mark(res, "weights", found)
+
+    def header_findings(self, m: BranchManifest, wpath: Path, mpath: Path) -> list[Finding]:
+        """The weights file's tensors against the manifest (names, shapes, dtypes; then NaN/Inf and size): what
+        validate and verify both check. At most :data:`MAX_TENSOR_FINDINGS` per file, then one with the count."""
+        found: list[Finding] = []
         try:
             header = read_header(wpath)
         except (HeaderError, OSError) as exc:
             why = exc.message if isinstance(exc, HeaderError) else str(exc)
-            found.append(finding("W003", f"cannot read the safetensors header: {why}", branch=m.name,
-                                 location=str(wpath), hint="re-export the branch with mtbranch"))
-            return self._mark(res, "weights", found)
-        ht = self.head_types().get(m.head.type)
+            return [finding("W003", f"cannot read the safetensors header: {why}", branch=m.name,
+                            location=str(wpath), hint="re-export the branch with mtbranch")]
+        ht = self._head_type(m.head.type)
         try:  # a plugin head's shapes come from its own spec model (its spec errors are M003 above)
             spec = typed_spec(ht, m.head) if ht else m.head
         except ValidationError:
@@ -344,17 +374,25 @@ class Validator:
                 found.append(finding("W007", f"tensor {name!r} is {info.dtype}, manifest weights.dtype is "
                                              f"{m.weights.dtype} ({code})", branch=m.name,
                                      location=_loc(mpath, "weights.dtype")))
-        for name in sorted(set(header.tensors) - set(expected)):
+        unexpected = sorted(set(header.tensors) - set(expected))
+        total = len(found) + len(unexpected)
+        for name in unexpected[:max(0, MAX_TENSOR_FINDINGS - len(found))]:
             found.append(finding("W005", f"unexpected tensor {name!r}", branch=m.name, location=str(wpath),
                                  hint="the file holds more than the manifest declares"))
-        if not found:
-            bad = _non_finite(header)
-            if bad:
-                found.append(finding("W009", f"NaN/Inf values in {', '.join(bad[:5])}", branch=m.name,
-                                     location=str(wpath), hint="training diverged; retrain the branch"))
-            else:
-                found += _large_weights(header, m.name, str(wpath))
-        return self._mark(res, "weights", found)
+        found = found[:MAX_TENSOR_FINDINGS]
+        if total > len(found):  # a hostile header of 300,000 names: counted, not listed
+            rest = finding("W005" if unexpected else found[-1].code,
+                           f"{total - len(found)} more tensor findings in this file are not listed ({total} in "
+                           f"all; {len(unexpected)} unexpected tensors)", branch=m.name, location=str(wpath),
+                           hint="the file does not belong to this manifest: re-export the branch")
+            found.append(rest)
+        if found:
+            return found
+        bad = _non_finite(header)
+        if bad:
+            return [finding("W009", f"NaN/Inf values in {', '.join(bad[:5])}", branch=m.name,
+                            location=str(wpath), hint="training diverged; retrain the branch")]
+        return _large_weights(header, m.name, str(wpath))
 
     def _check_trunk(self, res: BranchResult, m: BranchManifest, mpath: Path) -> list[Finding]:
         if self.trunk is None:

@@ -1,0 +1,58 @@
+"""Option types every numeric CLI option uses: finite numbers in a stated range, and a device this torch has.
+
+click's ``float`` and ``FloatRange`` accept ``nan`` and ``inf`` (every comparison with NaN is false), so a
+learning rate of ``nan`` or a ``--grace inf`` used to start work. A value outside the range is a usage error
+(exit 2, as click's own), raised while the options are parsed: before anything is read or written.
+tests/test_numeric_options.py enumerates every numeric option of every command and feeds it ``nan`` and ``inf``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import click
+
+
+class Finite(click.FloatRange):
+    """A finite float, optionally bounded: ``Finite(0, min_open=True)`` is a positive finite number."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+# a learning rate above 1 is a typo for AdamW (and makes the weights overflow within a few steps)
+LEARNING_RATE = Finite(0, 1, min_open=True)
+FRACTION = Finite(0, 1)  # inclusive: warm-up 0 .. 1
+OPEN_FRACTION = Finite(0, 1, min_open=True, max_open=True)  # a dev split: neither nothing nor everything
+EPOCHS = Finite(0, 10_000, min_open=True)
+SECONDS = Finite(0, 86_400)  # a day at most: a longer wait is a typo, not a plan
+POSITIVE_SECONDS = Finite(0, 86_400, min_open=True)
+# integers: click's IntRange already refuses ``nan``/``inf`` (not integers); these add the bounds
+THREADS = click.IntRange(1, 4096)
+SEED = click.IntRange(0, 2**32 - 1)  # numpy's seed range
+LAYERS = click.IntRange(0, 1024)
+TOKENS = click.IntRange(1, 1_000_000)  # a tokenizer max_length
+
+
+class Device(click.ParamType):
+    """``cpu``, ``cuda``, ``cuda:1``, ``mps``...: the spelling is checked here; whether this machine has the device
+    is checked at the start of the command (:func:`mtbranch.spec.precision.check_device`), so documented
+    commands still parse on a machine without it."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str) or not _DEVICE.match(value):
+            self.fail(f"{value!r} is not a device: cpu, cuda, cuda:N or mps", param, ctx)
+        return value
+
+
+_DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d{1,3})?$")
+DEVICE = Device()
