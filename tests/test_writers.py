@@ -148,3 +148,19 @@ def test_writers_table_in_docs() -> None:
     assert START in text and END in text
     shown = text[text.index(START) + len(START):text.index(END)].strip()
     assert shown == table(), "docs/reliability.md is stale: run `python tests/writers.py`"
+
+
+def test_a_branch_with_its_generated_card_is_replaceable_a_team_readme_is_not(tmp_path: Path) -> None:
+    """save_branch writes the model card (README.md) beside the manifest: an earlier branch with its card is an
+    earlier output; a README a team wrote there is theirs and is refused by name."""
+    import shutil
+
+    shipped = Path(__file__).parent.parent / "examples/plugin-sentiment/src/mtbranch_sentiment/branch"
+    art = tmp_path / "b"
+    art.mkdir()
+    for name in ("manifest.json", "README.md"):  # the weights need not be there for the guard
+        shutil.copy(shipped / name, art / name)
+    assert check_output(art, "branch") == art.absolute()
+    (art / "README.md").write_text("# our notes\n", encoding="utf-8")
+    with pytest.raises(OutputError, match="README.md"):
+        check_output(art, "branch")

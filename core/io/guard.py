@@ -152,7 +152,20 @@ def _foreign(d: Path, kind: str, entries: list[str]) -> list[str]:
     allowed = set(spec.entries)
     if kind == "branch":
         allowed.add(_branch_weights(d) or "branch.safetensors")
+        if _is_generated_card(d / "README.md"):
+            allowed.add("README.md")  # the model card save_branch writes; a team's own README stays refused
     return [e for e in entries if e not in allowed and not e.endswith(spec.suffixes or ("\0",))]
+
+
+def _is_generated_card(path: Path) -> bool:
+    """A README.md that is mtbranch's model card of a branch (its Hub header names the library)."""
+    try:
+        with open_regular(path) as fh:
+            head = fh.read(4096)
+    except (OSError, MtbranchError):
+        return False
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    return text.startswith("---") and "library_name: mtbranch" in text.split("\n---", 1)[0]
 
 
 def _check_inputs(out: str | os.PathLike[str], real: Path, inputs: Sequence[str | os.PathLike[str] | None],
