@@ -162,5 +162,5 @@ def test_a_branch_with_its_generated_card_is_replaceable_a_team_readme_is_not(tm
         shutil.copy(shipped / name, art / name)
     assert check_output(art, "branch") == art.absolute()
     (art / "README.md").write_text("# our notes\n", encoding="utf-8")
-    with pytest.raises(OutputError, match="README.md"):
+    with pytest.raises(OutputError, match=r"README\.md"):
         check_output(art, "branch")
