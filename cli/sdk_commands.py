@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from mtbranch.errors import MtbranchError, UsageError, require_extra
+from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
 from mtbranch.spec.heads import BUILTIN_HEAD_TYPES
 
 TASK_CHOICES = [t.replace("_", "-") for t in BUILTIN_HEAD_TYPES]
@@ -56,9 +57,14 @@ def _train_options(f: F) -> F:
     opts = [
         click.option("--trunk", "trunk_ref", required=True, metavar="REF",
                      help="Trunk: model directory, hf:org/name@rev or an installed trunk's name."),
-        click.option("--epochs", type=float, default=3.0, show_default=True),
+        click.option("--epochs", type=float, default=DEFAULT_EPOCHS, show_default=True,
+                     help="At most this many epochs; the best dev epoch is kept (a warning says when it was the "
+                          "last: raise --epochs)."),
+        click.option("--patience", type=int, default=DEFAULT_PATIENCE, show_default=True,
+                     help="Stop after this many epochs without a better dev metric (0: run every epoch)."),
         click.option("--batch-size", type=int, default=32, show_default=True),
-        click.option("--lr", type=float, default=1e-4, show_default=True, help="Learning rate of the layers."),
+        click.option("--lr", type=float, default=None,
+                     help=f"Learning rate of the layers [default: {DEFAULT_LR:g}; {DEFAULT_FULL_LR:g} with --full]."),
         click.option("--head-lr", type=float, default=None, help="Learning rate of pooling/projection/head "
                                                                  "(default 10x --lr)."),
         click.option("--weight-decay", type=float, default=0.01, show_default=True),
@@ -125,6 +131,9 @@ def _rename_labels(data: Any, mapping: dict[str, str]) -> Any:
 
 
 def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
+    from mtbranch.cli.output import show_warnings
+
+    show_warnings()  # the readers' warnings too (e.g. labels joined by '#')
     task = o["task"].replace("-", "_")
     train = _load_data(task, o["train_path"], o)
     if o.get("dev_path") is None:
@@ -160,12 +169,16 @@ def _config(o: dict[str, Any]) -> Any:
     show_warnings()  # e.g. dev labels training never saw, --max-length capped by the trunk
     if o.get("threads"):
         torch.set_num_threads(o["threads"])
-    return TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], head_lr=o["head_lr"],
+    if o.get("patience") is not None and o["patience"] < 0:
+        raise UsageError(f"--patience {o['patience']}: give 0 (no early stopping) or more")
+    lr = o["lr"] if o["lr"] is not None else DEFAULT_FULL_LR if o.get("full") else DEFAULT_LR
+    return TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=lr, head_lr=o["head_lr"],
                        weight_decay=o["weight_decay"], warmup_ratio=o["warmup"], seed=o["seed"],
                        max_length=o["max_length"], metric=o["metric"], quantize=o["quantize"],
                        cache_dir=str(o["cache_dir"]) if o["cache_dir"] else None,
                        progress=not o["no_progress"], max_train_examples=o["max_train"],
-                       pooling=o.get("pooling", "cls"), projection=not o.get("no_projection", False))
+                       pooling=o.get("pooling", "cls"), projection=not o.get("no_projection", False),
+                       patience=o["patience"] or None)
 
 
 def _info(o: dict[str, Any]) -> Any:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import write_text_atomic
+from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
 
 STATE_NAME = "build-state.json"
 STAGES = ("sweep", "teacher", "distill", "export")
@@ -63,12 +64,12 @@ class DataSection(_Section):
 
 
 class TrainSection(_Section):
-    # defaults measured on the project's datasets (docs/results.md): layer lr 3e-4 beat 1e-4 on STS-B and
-    # CoNLL; the best dev epoch is kept and training stops once dev has not improved for `patience` epochs
-    epochs: float = Field(default=8.0, gt=0)
-    patience: int | None = Field(default=2, ge=1)
+    # the defaults `mtbranch train` shares (sdk/defaults.py, measured in docs/build.md); the best dev epoch is
+    # kept and training stops once dev has not improved for `patience` epochs
+    epochs: float = Field(default=DEFAULT_EPOCHS, gt=0)
+    patience: int | None = Field(default=DEFAULT_PATIENCE, ge=1)
     batch_size: int = Field(default=32, gt=0)
-    lr: float = Field(default=3e-4, gt=0)
+    lr: float = Field(default=DEFAULT_LR, gt=0)
     head_lr: float | None = Field(default=None, gt=0)
     max_length: int = Field(default=128, gt=0)
     seed: int = 42
@@ -85,7 +86,7 @@ class SweepSection(_Section):
 class TeacherSection(_Section):
     enabled: bool = False
     epochs: float | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=1e-4, gt=0)
+    lr: float | None = Field(default=DEFAULT_FULL_LR, gt=0)
 
 
 class DistillSection(_Section):

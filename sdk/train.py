@@ -29,6 +29,7 @@ from mtbranch.branch.model import BranchModule, save_branch
 from mtbranch.errors import MtbranchError, require_extra
 from mtbranch.heads.registry import HeadType
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
+from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE, STILL_IMPROVING
 from mtbranch.sdk.features import (
     IGNORE_INDEX,
     Encoded,
@@ -50,14 +51,15 @@ Task = Literal["classification", "regression", "token_classification"]
 TASKS: tuple[str, ...] = BUILTIN_HEAD_TYPES  # each built-in head type is a task
 
 
+
 @dataclass
 class TrainConfig:
     """Hyperparameters. ``head_lr`` (pooler, pooling, classifier) defaults to 10x ``lr``: the head starts
     from scratch while the layers start from pretrained weights."""
 
-    epochs: float = 3.0
+    epochs: float = DEFAULT_EPOCHS
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = DEFAULT_LR
     head_lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
@@ -72,7 +74,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     progress: bool = True
     max_train_examples: int | None = None  # subsample (seeded) for time-bound runs
-    patience: int | None = None  # stop after this many evaluations without a better dev metric
+    patience: int | None = DEFAULT_PATIENCE  # stop after this many evaluations without a better dev metric
 
     def effective_head_lr(self) -> float:
         return self.head_lr if self.head_lr is not None else 10 * self.lr
@@ -578,6 +580,7 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
         pred = trainer.predict(dev_ds)
         is_main = trainer.is_world_process_zero()
     seconds = time.time() - started
+    _warn_if_still_improving(history, best.get("epoch"), cfg.epochs)
     outputs = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     dev_metrics = {k[5:]: float(v) for k, v in pred.metrics.items()
                    if k.startswith("test_") and k[5:] in METRICS[prep.task]}
@@ -587,6 +590,15 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
     if out_dir is not None:
         export(prep, result, cfg, out_dir, extra_training)
     return result
+
+
+def _warn_if_still_improving(history: list[dict[str, float]], best_epoch: float | None, ceiling: float) -> None:
+    """The best dev epoch was the last one allowed: the branch had not stopped learning."""
+    if best_epoch is None or len(history) < 2 or best_epoch < history[-1]["epoch"]:
+        return
+    if history[-1]["epoch"] < ceiling - 1e-6:  # stopped early for another reason (not reached the ceiling)
+        return
+    log.warning("the best dev epoch is the last one (%g of %g): %s", best_epoch, ceiling, STILL_IMPROVING)
 
 
 def export(prep: Prepared, result: TrainResult, cfg: TrainConfig, out_dir: str | os.PathLike[str],
