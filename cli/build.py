@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from mtbranch.cli.output import console, esc
+from mtbranch.cli.threads import apply_threads, threads_option
 
 
 @click.command("build")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--restart", is_flag=True, help="Run every stage again, discarding the finished ones.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build state (every stage's record) as JSON.")
 @click.pass_context
@@ -32,13 +33,10 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
     from mtbranch.errors import require_extra
 
     require_extra("train", "mtbranch build")
-    import torch
-
     from mtbranch.cli.new_plugin import new_plugin
     from mtbranch.sdk.build import read_recipe, run_build
 
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     parsed, base, _ = read_recipe(recipe)  # checked before any expensive work
     say = (lambda _msg: None) if as_json else (lambda msg: console.print(esc(msg)))
     state = run_build(recipe, restart=restart, progress=not no_progress and not as_json, on_event=say)

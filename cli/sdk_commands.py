@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from mtbranch.cli.threads import apply_threads, threads_option
 from mtbranch.errors import MtbranchError, UsageError, require_extra
 from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
 from mtbranch.spec.heads import BUILTIN_HEAD_TYPES
@@ -79,7 +80,7 @@ def _train_options(f: F) -> F:
                           "around each dimension's mean."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                      help="Keep trunk features on disk here (safetensors) and reuse them across runs."),
-        click.option("--threads", type=int, default=None, help="torch CPU threads."),
+        threads_option,
         click.option("--no-progress", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
@@ -161,14 +162,12 @@ def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
 
 
 def _config(o: dict[str, Any]) -> Any:
-    import torch
 
     from mtbranch.cli.output import show_warnings
     from mtbranch.sdk.train import TrainConfig
 
     show_warnings()  # e.g. dev labels training never saw, --max-length capped by the trunk
-    if o.get("threads"):
-        torch.set_num_threads(o["threads"])
+    apply_threads(o.get("threads"))
     if o.get("patience") is not None and o["patience"] < 0:
         raise UsageError(f"--patience {o['patience']}: give 0 (no early stopping) or more")
     lr = o["lr"] if o["lr"] is not None else DEFAULT_FULL_LR if o.get("full") else DEFAULT_LR
@@ -252,7 +251,8 @@ def train_cmd(**o: Any) -> None:
         return
     if o["as_json"]:
         click.echo(json.dumps({"branch": str(o["out"]), "depth": res.depth, "layers": res.layers,
-                               "metric": res.metric, "dev": res.metrics, "history": res.history}))
+                               "metric": res.metric, "dev": res.metrics, "best_epoch": res.best_epoch,
+                               "still_improving": res.still_improving, "history": res.history}))
     else:
         click.echo(f"branch {o['name']} (depth {res.depth}, {res.layers} layer(s)) -> {o['out']}")
         click.echo(f"dev: {_fmt(res.metrics)}  (best epoch {res.best_epoch})")

@@ -127,6 +127,7 @@ class TrainResult:
     layers: int = 0
     best_epoch: float | None = None
     is_main: bool = True
+    still_improving: bool = False  # the best dev epoch was the last one allowed
 
     @property
     def score(self) -> float:
@@ -580,25 +581,27 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
         pred = trainer.predict(dev_ds)
         is_main = trainer.is_world_process_zero()
     seconds = time.time() - started
-    _warn_if_still_improving(history, best.get("epoch"), cfg.epochs)
+    improving = _warn_if_still_improving(history, best.get("epoch"), cfg.epochs)
     outputs = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     dev_metrics = {k[5:]: float(v) for k, v in pred.metrics.items()
                    if k.startswith("test_") and k[5:] in METRICS[prep.task]}
     branch.eval()
     result = TrainResult(branch, dev_metrics, metric, history, np.asarray(outputs), seconds=seconds,
-                         depth=depth, layers=layers, best_epoch=best.get("epoch"), is_main=is_main)
+                         depth=depth, layers=layers, best_epoch=best.get("epoch"), is_main=is_main,
+                         still_improving=improving)
     if out_dir is not None:
         export(prep, result, cfg, out_dir, extra_training)
     return result
 
 
-def _warn_if_still_improving(history: list[dict[str, float]], best_epoch: float | None, ceiling: float) -> None:
-    """The best dev epoch was the last one allowed: the branch had not stopped learning."""
+def _warn_if_still_improving(history: list[dict[str, float]], best_epoch: float | None, ceiling: float) -> bool:
+    """Warns (and says) when the best dev epoch was the last one allowed: the branch had not stopped learning."""
     if best_epoch is None or len(history) < 2 or best_epoch < history[-1]["epoch"]:
-        return
-    if history[-1]["epoch"] < ceiling - 1e-6:  # stopped early for another reason (not reached the ceiling)
-        return
+        return False
+    if history[-1]["epoch"] < ceiling - 1e-6:  # stopped before the ceiling for another reason
+        return False
     log.warning("the best dev epoch is the last one (%g of %g): %s", best_epoch, ceiling, STILL_IMPROVING)
+    return True
 
 
 def export(prep: Prepared, result: TrainResult, cfg: TrainConfig, out_dir: str | os.PathLike[str],
