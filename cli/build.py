@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mtbranch.cli.output import console, esc
+from mtbranch.cli.output import console, esc, show_warnings
 from mtbranch.cli.threads import apply_threads, threads_option
 
 
@@ -37,6 +37,7 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
     from mtbranch.sdk.build import read_recipe, run_build
 
     apply_threads(threads)
+    show_warnings()  # e.g. a teacher scoring below the branch it should teach
     parsed, base, _ = read_recipe(recipe)  # checked before any expensive work
     say = (lambda _msg: None) if as_json else (lambda msg: console.print(esc(msg)))
     state = run_build(recipe, restart=restart, progress=not no_progress and not as_json, on_event=say)
@@ -45,7 +46,7 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
         pkg = out / "plugin"
         name = parsed.plugin.name or f"mtbranch-{parsed.branch.name}"
         if pkg.exists() and (pkg / "pyproject.toml").is_file() and not restart \
-                and state["stages"].get("plugin", {}).get("export_sha") == _weights_sha(out / "branch"):
+                and state["stages"].get("plugin", {}).get("export_sha") == _export_sha(out / "branch"):
             say(f"[plugin] done in an earlier run: {pkg}")
         else:
             say(f"[plugin] packaging {out / 'branch'} as {name}")
@@ -57,10 +58,14 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
         print(json.dumps(state, indent=2, sort_keys=True))
 
 
-def _weights_sha(branch_dir: Path) -> str | None:
+def _export_sha(branch_dir: Path) -> str | None:
+    """The exported manifest's sha256: it names the weights' sha256 and the version the package carries, so a
+    changed version repackages the plugin while an unchanged export reuses it."""
+    import hashlib
+
     try:
-        return str(json.loads((branch_dir / "manifest.json").read_text())["weights"]["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return hashlib.sha256((branch_dir / "manifest.json").read_bytes()).hexdigest()
+    except OSError:
         return None
 
 
@@ -71,7 +76,7 @@ def _record_plugin(out: Path, pkg: Path) -> dict[str, str | None]:
 
     path = out / STATE_NAME
     data = json.loads(path.read_text())
-    record = {"package": str(pkg), "export_sha": _weights_sha(out / "branch")}
+    record = {"package": str(pkg), "export_sha": _export_sha(out / "branch")}
     data["stages"]["plugin"] = record
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return record

@@ -298,10 +298,14 @@ def sweep_cmd(**o: Any) -> None:
         if _is_main() and not o["as_json"]:
             click.echo(f"L={row.layers} depth={row.depth}: {_fmt(row.metrics)} ({row.seconds:.0f} s)", err=True)
 
+    def on_start(layers: int, depth: int) -> None:
+        if _is_main() and not o["as_json"]:
+            click.echo(f"L={layers} depth={depth}: training", err=True)
+
     with _quiet_stdout(o["as_json"]):
         res = sweep(o["trunk_ref"], task, train_data, dev_data, min_layers=o["min_layers"],
                     max_layers=o["max_layers"], rule=o["rule"], cfg=cfg, info=_info(o), out_dir=o["out"],
-                    on_row=on_row, labels=labels)
+                    on_row=on_row, labels=labels, on_start=on_start)
     if not _is_main():
         return
     table = format_table(res, o["name"])
