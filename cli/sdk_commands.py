@@ -26,7 +26,8 @@ F = Callable[..., Any]
 def _data_options(f: F) -> F:
     opts = [
         click.option("--train", "train_path", required=True, type=click.Path(path_type=Path),
-                     help="Training data: TSV/CSV/JSONL table, CoNLL file, or a directory with seq.in/seq.out."),
+                     help="Training data: TSV/CSV/JSONL table, CoNLL file, or a folder with seq.in + seq.out "
+                          "(token classification) or seq.in + label (classification)."),
         click.option("--dev", "dev_path", default=None, type=click.Path(path_type=Path),
                      help="Dev data, same layout; evaluated every epoch, the best epoch is kept."),
         click.option("--dev-split", type=float, default=None, metavar="FRACTION",

@@ -212,13 +212,14 @@ class BuildState:
 
 def stage_inputs(recipe: Recipe, recipe_sha256: str, trunk: str, data: list[dict[str, str]]) -> dict[str, str]:
     """Each stage's input fingerprint: what it reads from the recipe, the trunk and the data files' sha256, and
-    the fingerprints of the stages it builds on. The branch's name and version reach only the export."""
+    the fingerprints of the stages it builds on. The [branch] section (name, version, owner, description)
+    reaches only the export, which writes it into the manifest."""
     def digest(*parts: Any) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     r = recipe.model_dump(mode="json")
     common = (r["task"], trunk, r["data"], [d.get("sha256") for d in data], r["train"])
-    sweep = digest("sweep", *common, r["sweep"], r["branch"]["owner"], r["branch"]["description"])
+    sweep = digest("sweep", *common, r["sweep"])
     teacher = digest("teacher", *common, r["teacher"]) if recipe.teacher.enabled else None
     distill = digest("distill", sweep, teacher, r["distill"])
     return {"sweep": sweep, "teacher": teacher or "", "distill": distill,
@@ -407,7 +408,9 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
         build = {"recipe": recipe.model_dump(mode="json"), "recipe_sha256": sha, "stages": stages,
                  "reference": reference, "retention": final["value"] / reference["value"]
                  if reference["value"] and reference["source"] == "teacher" else None}
-        branch.manifest = m.model_copy(update={"name": recipe.branch.name, "version": recipe.branch.version,
+        b = recipe.branch
+        branch.manifest = m.model_copy(update={"name": b.name, "version": b.version, "owner": b.owner,
+                                               "description": b.description,
                                                "training": {**m.training, "build": build}})
         save_branch(branch, out / "branch")
         return {"branch": str(out / "branch"), **{k: final[k] for k in ("layers", "depth", "value")},

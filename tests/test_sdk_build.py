@@ -163,11 +163,13 @@ def test_adding_stages_reuses_the_finished_sweep(sdk_trunk_dir: Path, tmp_path: 
     # the branch's version reaches the export only: nothing is trained again
     for target in ("mtbranch.sdk.train.train", "mtbranch.sdk.distill.distill"):
         monkeypatch.setattr(target, boom)
-    recipe.write_text(recipe.read_text().replace('version = "0.2.0"', 'version = "0.2.1"'))
+    recipe.write_text(recipe.read_text().replace('version = "0.2.0"', 'version = "0.2.1"')
+                      .replace('owner = "team-tiny"', 'owner = "team-other"'))
     third = _run(str(recipe))
     assert third.exit_code == 0, third.output
     assert third.output.count("done in an earlier run") == 3 and "[export] finished" in third.output
-    assert json.loads((out / "branch" / "manifest.json").read_text())["version"] == "0.2.1"
+    manifest = json.loads((out / "branch" / "manifest.json").read_text())
+    assert (manifest["version"], manifest["owner"]) == ("0.2.1", "team-other")
 
 
 def test_stage_inputs_follow_what_each_stage_reads(tmp_path: Path) -> None:
@@ -180,7 +182,7 @@ def test_stage_inputs_follow_what_each_stage_reads(tmp_path: Path) -> None:
         return stage_inputs(recipe, sha, "trunk-fp", [{"sha256": "a"}])
 
     base = inputs(RECIPE)
-    version = inputs(RECIPE.replace('version = "0.2.0"', 'version = "0.3.0"'))
+    version = inputs(RECIPE.replace('version = "0.2.0"', 'version = "0.3.0"').replace("team-tiny", "team-b"))
     assert {k for k in base if base[k] != version[k]} == {"export"}
     retention = inputs(RECIPE.replace("retention = 0.5", "retention = 0.6"))
     assert {k for k in base if base[k] != retention[k]} == {"distill", "export"}
