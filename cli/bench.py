@@ -11,6 +11,7 @@ import click
 from mtbranch.bench.scenarios import SCENARIOS
 from mtbranch.cli import params as P
 from mtbranch.cli.output import console, err_console, print_json
+from mtbranch.cli.threads import default_threads, threads_option
 from mtbranch.plugins.builtin import mtbranch_trunk_families as builtin_families
 from mtbranch.spec.precision import DTYPE_SPELLINGS
 
@@ -25,7 +26,7 @@ FAMILY_NAMES = tuple(f.name for f in builtin_families())  # plain records, no to
 @click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
               help="Timed rounds; every setup runs once per round, in a shuffled order.")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)
-@click.option("--threads", type=P.THREADS, default=None, help="torch threads (default: torch's choice).")
+@threads_option
 @click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True,
               help="Run every setup in this dtype: float32, bfloat16, float16 (GPU only) or auto.")
@@ -78,7 +79,8 @@ def bench(scenario: str, batch_size: int, seq_len: int, rounds: int, warmup: int
 
     say = (lambda msg: err_console.print(msg, style="dim", markup=False)) if output_format == "text" else None
     result = run_bench(scenario, batch_size=batch_size, seq_len=seq_len, rounds=rounds, warmup=warmup,
-                       threads=threads, device=device, dtype=dtype, workdir=workdir, task_curve=not no_curve,
+                       threads=threads or default_threads(), device=device, dtype=dtype, workdir=workdir,
+                       task_curve=not no_curve,
                        load_check=not no_load_check, progress=say, compare=compare, dtypes_only=dtypes_only,
                        family=family)
     if json_path is not None:

@@ -9,15 +9,15 @@ from typing import Any
 
 import click
 
-from mtbranch.cli import params as P
-from mtbranch.cli.output import console, esc
+from mtbranch.cli.output import console, esc, show_warnings
+from mtbranch.cli.threads import apply_threads, threads_option
 from mtbranch.io.files import read_json_object
 
 
 @click.command("build")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--restart", is_flag=True, help="Run every stage again, discarding the finished ones.")
-@click.option("--threads", type=P.THREADS, default=None, help="torch CPU threads.")
+@threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build state (every stage's record) as JSON.")
 @click.pass_context
@@ -36,12 +36,10 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
     from mtbranch.errors import require_extra
 
     require_extra("train", "mtbranch build")
-    import torch
-
     from mtbranch.sdk.build import build_lock, guard_out, read_recipe, run_build
 
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
+    show_warnings()  # e.g. a teacher scoring below the branch it should teach
     parsed, base, _ = read_recipe(recipe)  # checked before any expensive work
     out = guard_out(parsed, base, recipe)  # the same path run_build writes (~ expanded once, in one place)
     say = (lambda _msg: None) if as_json else (lambda msg: console.print(esc(msg)))
@@ -60,7 +58,7 @@ def _plugin_stage(ctx: click.Context, parsed: Any, out: Path, state: dict[str, A
         pkg = out / "plugin"
         name = parsed.plugin.name or f"mtbranch-{parsed.branch.name}"
         if pkg.exists() and (pkg / "pyproject.toml").is_file() and not restart \
-                and state["stages"].get("plugin", {}).get("export_sha") == _weights_sha(out / "branch"):
+                and state["stages"].get("plugin", {}).get("export_sha") == _export_sha(out / "branch"):
             say(f"[plugin] done in an earlier run: {pkg}")
         else:
             say(f"[plugin] packaging {out / 'branch'} as {name}")
@@ -70,10 +68,16 @@ def _plugin_stage(ctx: click.Context, parsed: Any, out: Path, state: dict[str, A
             state["stages"]["plugin"] = _record_plugin(out, pkg)
 
 
-def _weights_sha(branch_dir: Path) -> str | None:
+def _export_sha(branch_dir: Path) -> str | None:
+    """The exported manifest's sha256: it names the weights' sha256 and the version the package carries, so a
+    changed version repackages the plugin while an unchanged export reuses it."""
+    import hashlib
+
+    from mtbranch.io.files import read_bytes
+
     try:
-        return str(read_json_object(branch_dir / "manifest.json")["weights"]["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return hashlib.sha256(read_bytes(branch_dir / "manifest.json")).hexdigest()
+    except OSError:
         return None
 
 
@@ -84,7 +88,7 @@ def _record_plugin(out: Path, pkg: Path) -> dict[str, str | None]:
 
     path = out / STATE_NAME
     data = read_json_object(path)
-    record = {"package": str(pkg), "export_sha": _weights_sha(out / "branch")}
+    record = {"package": str(pkg), "export_sha": _export_sha(out / "branch")}
     data["stages"]["plugin"] = record
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return record

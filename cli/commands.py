@@ -18,7 +18,8 @@ from mtbranch.cli.output import (
     print_predictions,
 )
 from mtbranch.cli.predict_file import file_input_options
-from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, check_device, resolve_dtype
+from mtbranch.cli.threads import apply_threads, threads_option
+from mtbranch.spec.precision import DEFAULT_DTYPE, DTYPE_HELP, DTYPE_SPELLINGS, check_device, resolve_dtype
 from mtbranch.trunk.choose import choose_trunk
 
 SELECTION_RULE = ("With --branch, exactly those directories are used; installed plugins' branches join only "
@@ -298,11 +299,12 @@ def verify(artifact: Path) -> None:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
-@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="float32", show_default=True, help=DTYPE_HELP)
+@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default=DEFAULT_DTYPE, show_default=True, help=DTYPE_HELP)
 @click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, ...")
+@threads_option
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
             as_words: bool, aggregation: str, as_json: bool, no_verify: bool, quantize: str | None, dtype: str,
-            device: str) -> None:
+            device: str, threads: int | None) -> None:
     """Run a composed model on TEXTS, or on every row of --input FILE (JSONL out, streamed).
 
     \b
@@ -325,6 +327,7 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
         raise UsageError(f"{len(pairs)} --pair values for {len(texts)} texts", hint="give one, or one per text")
     text_pairs = None if not pairs else (list(pairs) * len(texts) if len(pairs) == 1 else list(pairs))
     resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
+    apply_threads(threads)
     from mtbranch.plugins.manager import captured_stdout
 
     with captured_stdout() as printed:  # plugin head code (build, postprocess) must not corrupt --json

@@ -199,4 +199,15 @@ def new_plugin(name: str, branch_dir: Path, out: Path, version: str | None, modu
                   f"entry point {names.entry_point}) shipping branch [bold]{manifest.name}[/]")
     ref = values["trunk_ref"]
     console.print(f"next: pip install {out} && mtbranch plugins && mtbranch validate --trunk {ref}", markup=False)
-    console.print(f"      its tests: pip install '{out}[test]' && python -m pytest {out}/tests", markup=False)
+    console.print(f"      its tests: {plugin_test_command(out)}", markup=False)
+
+
+def plugin_test_command(out: Path) -> str:
+    """The package's test run, in the environment mtbranch runs in, from any folder: the venv's ``pytest``
+    script, not ``python -m pytest``, which puts the current folder first on sys.path, where a checkout named
+    ``mtbranch`` would shadow an editable install as a namespace package."""
+    import shlex
+    import sys
+
+    python, pytest = shlex.quote(sys.executable), shlex.quote(str(Path(sys.executable).parent / "pytest"))
+    return f"{python} -m pip install {shlex.quote(f'{out}[test]')} && {pytest} {shlex.quote(str(out / 'tests'))}"

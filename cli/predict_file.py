@@ -109,6 +109,7 @@ def predict_file(kw: dict[str, Any], *, input_path: str, output_path: Path | Non
                  text_col: str | None, pair_col: str | None, no_header: bool, batch_size: int, chunk_size: int,
                  no_progress: bool) -> None:
     from mtbranch.cli.output import show_warnings
+    from mtbranch.cli.threads import apply_threads
     from mtbranch.composition.artifact import load
     from mtbranch.io.guard import check_output
     from mtbranch.sdk.data import parse_column
@@ -119,6 +120,7 @@ def predict_file(kw: dict[str, Any], *, input_path: str, output_path: Path | Non
         output_path = check_output(output_path, "predictions", inputs=[kw["artifact"], input_path])
     reader = InputReader(input_path, fmt=input_format, text=None if text_col is None else parse_column(text_col),
                          pair=None if pair_col is None else parse_column(pair_col), header=not no_header)
+    apply_threads(kw.get("threads"))
     load_kw = {k: kw[k] for k in ("dtype", "device") if kw.get(k) is not None}
     model = load(kw["artifact"], verify=not kw.get("no_verify"), quantize=kw.get("quantize"), **load_kw)
     tasks = list(kw.get("tasks") or ())

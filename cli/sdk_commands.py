@@ -15,7 +15,9 @@ from typing import Any
 import click
 
 from mtbranch.cli import params as P
+from mtbranch.cli.threads import apply_threads, threads_option
 from mtbranch.errors import MtbranchError, UsageError, require_extra
+from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
 from mtbranch.spec.heads import BUILTIN_HEAD_TYPES
 
 TASK_CHOICES = [t.replace("_", "-") for t in BUILTIN_HEAD_TYPES]
@@ -25,7 +27,8 @@ F = Callable[..., Any]
 def _data_options(f: F) -> F:
     opts = [
         click.option("--train", "train_path", required=True, type=click.Path(path_type=Path),
-                     help="Training data: TSV/CSV/JSONL table, CoNLL file, or a directory with seq.in/seq.out."),
+                     help="Training data: TSV/CSV/JSONL table, CoNLL file, or a folder with seq.in + seq.out "
+                          "(token classification) or seq.in + label (classification)."),
         click.option("--dev", "dev_path", default=None, type=click.Path(path_type=Path),
                      help="Dev data, same layout; evaluated every epoch, the best epoch is kept."),
         click.option("--dev-split", type=P.OPEN_FRACTION, default=None, metavar="FRACTION",
@@ -58,10 +61,15 @@ def _train_options(f: F) -> F:
     opts = [
         click.option("--trunk", "trunk_ref", required=True, metavar="REF",
                      help="Trunk: model directory, hf:org/name@rev or an installed trunk's name."),
-        click.option("--epochs", type=P.EPOCHS, default=3.0, show_default=True),
+        click.option("--epochs", type=P.EPOCHS, default=DEFAULT_EPOCHS, show_default=True,
+                     help="At most this many epochs; the best dev epoch is kept (a warning says when it was the "
+                          "last: raise --epochs)."),
+        click.option("--patience", type=click.IntRange(0, 10_000), default=DEFAULT_PATIENCE, show_default=True,
+                     help="Stop after this many epochs without a better dev metric (0: run every epoch)."),
         click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=32, show_default=True),
-        click.option("--lr", type=P.LEARNING_RATE, default=1e-4, show_default=True,
-                     help="Learning rate of the layers (0 < lr <= 1)."),
+        click.option("--lr", type=P.LEARNING_RATE, default=None,
+                     help=f"Learning rate of the layers, 0 < lr <= 1 [default: {DEFAULT_LR:g}; {DEFAULT_FULL_LR:g} "
+                          "with --full]."),
         click.option("--head-lr", type=P.LEARNING_RATE, default=None, help="Learning rate of pooling/projection/head "
                                                                  "(default 10x --lr)."),
         click.option("--weight-decay", type=P.Finite(0, 10), default=0.01, show_default=True),
@@ -76,7 +84,7 @@ def _train_options(f: F) -> F:
                           "around each dimension's mean."),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                      help="Keep trunk features on disk here (safetensors) and reuse them across runs."),
-        click.option("--threads", type=P.THREADS, default=None, help="torch CPU threads."),
+        threads_option,
         click.option("--no-progress", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
@@ -130,6 +138,9 @@ def _rename_labels(data: Any, mapping: dict[str, str]) -> Any:
 
 
 def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
+    from mtbranch.cli.output import show_warnings
+
+    show_warnings()  # the readers' warnings too (e.g. labels joined by '#')
     task = o["task"].replace("-", "_")
     train = _load_data(task, o["train_path"], o)
     if o.get("dev_path") is None:
@@ -157,20 +168,22 @@ def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
 
 
 def _config(o: dict[str, Any]) -> Any:
-    import torch
 
     from mtbranch.cli.output import show_warnings
     from mtbranch.sdk.train import TrainConfig
 
     show_warnings()  # e.g. dev labels training never saw, --max-length capped by the trunk
-    if o.get("threads"):
-        torch.set_num_threads(o["threads"])
-    return TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=o["lr"], head_lr=o["head_lr"],
+    apply_threads(o.get("threads"))
+    if o.get("patience") is not None and o["patience"] < 0:
+        raise UsageError(f"--patience {o['patience']}: give 0 (no early stopping) or more")
+    lr = o["lr"] if o["lr"] is not None else DEFAULT_FULL_LR if o.get("full") else DEFAULT_LR
+    return TrainConfig(epochs=o["epochs"], batch_size=o["batch_size"], lr=lr, head_lr=o["head_lr"],
                        weight_decay=o["weight_decay"], warmup_ratio=o["warmup"], seed=o["seed"],
                        max_length=o["max_length"], metric=o["metric"], quantize=o["quantize"],
                        cache_dir=str(o["cache_dir"]) if o["cache_dir"] else None,
                        progress=not o["no_progress"], max_train_examples=o["max_train"],
-                       pooling=o.get("pooling", "cls"), projection=not o.get("no_projection", False))
+                       pooling=o.get("pooling", "cls"), projection=not o.get("no_projection", False),
+                       patience=o["patience"] or None)
 
 
 def _info(o: dict[str, Any]) -> Any:
@@ -244,7 +257,8 @@ def train_cmd(**o: Any) -> None:
         return
     if o["as_json"]:
         click.echo(json.dumps({"branch": str(o["out"]), "depth": res.depth, "layers": res.layers,
-                               "metric": res.metric, "dev": res.metrics, "history": res.history}))
+                               "metric": res.metric, "dev": res.metrics, "best_epoch": res.best_epoch,
+                               "still_improving": res.still_improving, "history": res.history}))
     else:
         click.echo(f"branch {o['name']} (depth {res.depth}, {res.layers} layer(s)) -> {o['out']}")
         click.echo(f"dev: {_fmt(res.metrics)}  (best epoch {res.best_epoch})")
@@ -290,10 +304,14 @@ def sweep_cmd(**o: Any) -> None:
         if _is_main() and not o["as_json"]:
             click.echo(f"L={row.layers} depth={row.depth}: {_fmt(row.metrics)} ({row.seconds:.0f} s)", err=True)
 
+    def on_start(layers: int, depth: int) -> None:
+        if _is_main() and not o["as_json"]:
+            click.echo(f"L={layers} depth={depth}: training", err=True)
+
     with _quiet_stdout(o["as_json"]):
         res = sweep(o["trunk_ref"], task, train_data, dev_data, min_layers=o["min_layers"],
                     max_layers=o["max_layers"], rule=o["rule"], cfg=cfg, info=_info(o), out_dir=o["out"],
-                    on_row=on_row, labels=labels)
+                    on_row=on_row, labels=labels, on_start=on_start)
     if not _is_main():
         return
     table = format_table(res, o["name"])

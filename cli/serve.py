@@ -9,8 +9,16 @@ import click
 
 from mtbranch.cli import params as P
 from mtbranch.cli.output import console, err_console, esc
+from mtbranch.cli.threads import apply_threads, threads_option
 from mtbranch.serve.schema import ServeSettings
-from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, check_device, resolve_dtype
+from mtbranch.spec.precision import (
+    DEFAULT_DTYPE,
+    DTYPE_HELP,
+    DTYPE_SPELLINGS,
+    check_device,
+    metrics_note,
+    resolve_dtype,
+)
 
 _D = ServeSettings()  # every serving default has one home: mtbranch.serve.schema.ServeSettings
 
@@ -59,10 +67,11 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
               help="Texts per request.")
 @click.option("--max-chars", default=_D.limits.max_chars, show_default=True, type=click.IntRange(1),
               help="Characters per text.")
-@click.option("--threads", type=P.THREADS, default=None, help="torch intra-op threads (default: torch's).")
+@threads_option
 @click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, mps...")
-@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="auto", show_default=True,
-              help=DTYPE_HELP + " The server defaults to auto: see docs/composition.md, Compute dtype.")
+@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default=DEFAULT_DTYPE, show_default=True,
+              help=DTYPE_HELP + " The default is predict's and load's: the dtype branches are measured in "
+                                "(docs/composition.md, Compute dtype).")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
@@ -88,16 +97,13 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
     import logging
     import os
 
-    import torch
-
     from mtbranch.composition.artifact import load
     from mtbranch.serve.app import ServeSettings, create_app
     from mtbranch.serve.schema import Limits
     from mtbranch.serve.server import run_server
 
     check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     subset = _check_tasks(artifact, tasks)
     resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
     with console.status("loading..."):
@@ -112,7 +118,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              admin_token=os.environ.get(admin_token_env) or None,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port} "
-                      f"({model.compute_dtype_reason})", markup=False)
+                      f"({model.compute_dtype_reason}{metrics_note(model.compute_dtype)})", markup=False)
     app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True})
     run_server(app, host, port, log_level=log_level, settings=settings)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import stat
 import sys
@@ -28,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import write_text_atomic
 from mtbranch.io.files import read_bytes
+from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
 
+log = logging.getLogger("mtbranch.sdk")
 STATE_NAME = "build-state.json"
 STAGES = ("sweep", "teacher", "distill", "export")
 Event = Callable[[str], None]
@@ -68,12 +71,12 @@ class DataSection(_Section):
 
 
 class TrainSection(_Section):
-    # defaults measured on the project's datasets (docs/results.md): layer lr 3e-4 beat 1e-4 on STS-B and
-    # CoNLL; the best dev epoch is kept and training stops once dev has not improved for `patience` epochs
-    epochs: float = Field(default=8.0, gt=0, le=10_000)
-    patience: int | None = Field(default=2, ge=1)
+    # the defaults `mtbranch train` shares (sdk/defaults.py, measured in docs/build.md); the best dev epoch is
+    # kept and training stops once dev has not improved for `patience` epochs
+    epochs: float = Field(default=DEFAULT_EPOCHS, gt=0, le=10_000)
+    patience: int | None = Field(default=DEFAULT_PATIENCE, ge=1)
     batch_size: int = Field(default=32, gt=0)
-    lr: float = Field(default=3e-4, gt=0, le=1)  # above 1 the weights overflow within steps
+    lr: float = Field(default=DEFAULT_LR, gt=0, le=1)  # above 1 the weights overflow within steps
     head_lr: float | None = Field(default=None, gt=0, le=1)
     max_length: int = Field(default=128, gt=0, le=1_000_000)
     seed: int = Field(default=42, ge=0, lt=2**32)
@@ -90,7 +93,7 @@ class SweepSection(_Section):
 class TeacherSection(_Section):
     enabled: bool = False
     epochs: float | None = Field(default=None, gt=0, le=10_000)
-    lr: float | None = Field(default=1e-4, gt=0, le=1)
+    lr: float | None = Field(default=DEFAULT_FULL_LR, gt=0, le=1)
 
 
 class DistillSection(_Section):
@@ -232,33 +235,59 @@ def build_lock(out: Path) -> Iterator[None]:
 
 
 class BuildState:
-    """``OUT/build-state.json``: which stages finished, with their outputs and metrics."""
+    """``OUT/build-state.json``: which stages finished, with their outputs, metrics and the fingerprint of their
+    inputs (``inputs``); a finished stage is reused while its inputs are unchanged, whatever else the recipe
+    changed."""
 
     def __init__(self, out: Path, recipe_sha256: str, *, restart: bool) -> None:
         self.path = out / STATE_NAME
         self.data: dict[str, Any] = {"recipe_sha256": recipe_sha256, "stages": {}}
+        self.earlier_recipe: str | None = None
         if self.path.exists() and not restart:
             from mtbranch.sdk.build_state import read_state
 
             old = read_state(self.path)  # shape checked; what each stage points at is checked when it is reused
-            if old.get("recipe_sha256") != recipe_sha256:
-                raise MtbranchError("the recipe changed since the finished stages in this output were built",
-                                 path=str(self.path),
-                                 hint="pass --restart to run every stage again, or choose another `out`")
-            self.data = old
+            self.earlier_recipe = old.get("recipe_sha256")
+            self.data = {**old, "recipe_sha256": recipe_sha256}
 
-    def done(self, stage: str) -> dict[str, Any] | None:
+    def done(self, stage: str, inputs: str) -> dict[str, Any] | None:
+        """The stage's record when it finished on these inputs (and its output is still there), else None."""
         rec = self.data["stages"].get(stage)
         if rec is None:
             return None
+        if "inputs" in rec:
+            if rec["inputs"] != inputs:
+                return None  # built from other inputs
+        elif self.earlier_recipe != self.data["recipe_sha256"]:
+            return None  # a state written before fingerprints: reused for the same recipe only
         out = rec.get("branch")
         if out is not None and not (Path(out) / "manifest.json").is_file():
             return None  # the stage's output went missing: run it again
         return dict(rec)
 
+    def drop(self, stage: str) -> None:
+        """Forget a stage the recipe no longer enables (its record must not reach the manifest)."""
+        self.data["stages"].pop(stage, None)
+
     def finish(self, stage: str, record: dict[str, Any]) -> None:
         self.data["stages"][stage] = record
         write_text_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+
+
+def stage_inputs(recipe: Recipe, recipe_sha256: str, trunk: str, data: list[dict[str, str]]) -> dict[str, str]:
+    """Each stage's input fingerprint: what it reads from the recipe, the trunk and the data files' sha256, and
+    the fingerprints of the stages it builds on. The [branch] section (name, version, owner, description)
+    reaches only the export, which writes it into the manifest."""
+    def digest(*parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    r = recipe.model_dump(mode="json")
+    common = (r["task"], trunk, r["data"], [d.get("sha256") for d in data], r["train"])
+    sweep = digest("sweep", *common, r["sweep"])
+    teacher = digest("teacher", *common, r["teacher"]) if recipe.teacher.enabled else None
+    distill = digest("distill", sweep, teacher, r["distill"])
+    return {"sweep": sweep, "teacher": teacher or "", "distill": distill,
+            "export": digest("export", recipe_sha256, sweep, teacher, distill if recipe.distill.enabled else None)}
 
 
 def _under(base: Path, relative: str) -> Path:
@@ -361,15 +390,20 @@ def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: st
                       description=recipe.branch.description)
     cache = out / "cache"
     labels = recipe.data.labels
+    inputs = stage_inputs(recipe, sha, source.fingerprints[-1], train_data.sources + dev_data.sources)
+    for name, enabled in (("teacher", recipe.teacher.enabled), ("distill", recipe.distill.enabled)):
+        if not enabled:
+            state.drop(name)
 
     def stage(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        rec = state.done(name)
+        rec = state.done(name, inputs[name])
         if rec is not None:
             check_stage(name, rec, out, recipe.branch.name, source.fingerprints, state.path)
             on_event(f"[{name}] done in an earlier run: {_summary(rec)}")
             return rec
-        on_event(f"[{name}] running")
-        rec = run()
+        earlier = name in state.data["stages"]
+        on_event(f"[{name}] running" + (" (its inputs changed since the earlier run)" if earlier else ""))
+        rec = {**run(), "inputs": inputs[name]}
         state.finish(name, rec)
         on_event(f"[{name}] finished: {_summary(rec)}")
         return rec
@@ -377,7 +411,10 @@ def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: st
     def run_sweep() -> dict[str, Any]:
         res = sweep(source, task, train_data, dev_data, min_layers=recipe.sweep.min_layers,
                     max_layers=recipe.sweep.max_layers, rule=recipe.sweep.rule, cfg=_config(recipe, cache, progress),
-                    info=info, out_dir=out / "sweep-branch", labels=labels)
+                    info=info, out_dir=out / "sweep-branch", labels=labels,
+                    on_start=lambda L, depth: on_event(f"[sweep] L={L} at depth {depth}: training"),
+                    on_row=lambda row: on_event(f"[sweep] L={row.layers}: dev "
+                                                f"{', '.join(f'{k} {v:.4f}' for k, v in row.metrics.items())}"))
         table = res.to_json()
         write_text_atomic(out / "sweep.json", json.dumps(table, indent=2) + "\n")
         plotted = _plot_sweep(table, out / "sweep.png", f"{recipe.branch.name}: dev {res.metric} vs layers")
@@ -398,6 +435,8 @@ def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: st
 
         teacher = stage("teacher", run_teacher)
         reference = {"source": "teacher", "value": teacher["value"]}
+        if recipe.distill.enabled:
+            _warn_weak_teacher(teacher, swept)
     final = {"branch": swept["branch"], "layers": swept["layers"], "depth": swept["depth"], "value": swept["value"]}
     largest = swept["layers"] + (1 if recipe.distill.include_selected else 0)  # students: min_layers..largest-1
     if recipe.distill.enabled and recipe.distill.min_layers < largest:
@@ -436,10 +475,13 @@ def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: st
         m = branch.manifest
         stages = {k: {x: v[x] for x in ("layers", "depth", "value", "metric", "goal") if x in v}
                   for k, v in state.data["stages"].items()}
+        # retention is the share of a teacher's metric kept: without a teacher there is nothing to keep a share of
         build = {"recipe": recipe.model_dump(mode="json"), "recipe_sha256": sha, "stages": stages,
                  "reference": reference, "retention": final["value"] / reference["value"]
-                 if reference["value"] else None}
-        branch.manifest = m.model_copy(update={"name": recipe.branch.name, "version": recipe.branch.version,
+                 if reference["value"] and reference["source"] == "teacher" else None}
+        b = recipe.branch
+        branch.manifest = m.model_copy(update={"name": b.name, "version": b.version, "owner": b.owner,
+                                               "description": b.description,
                                                "training": {**m.training, "build": build}})
         save_branch(branch, out / "branch")
         return {"branch": str(out / "branch"), **{k: final[k] for k in ("layers", "depth", "value")},
@@ -447,6 +489,15 @@ def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: st
 
     stage("export", run_export)
     return state.data
+
+
+def _warn_weak_teacher(teacher: dict[str, Any], swept: dict[str, Any]) -> None:
+    """A teacher scoring below the branch it should teach: distilling from it is unlikely to help."""
+    lower_is_better = teacher.get("metric") == "mse"
+    if (teacher["value"] > swept["value"]) if lower_is_better else (teacher["value"] < swept["value"]):
+        log.warning("the teacher's dev %s %.4f is below the swept branch's %.4f (L=%s): distilling from it is "
+                    "unlikely to beat the swept branch; give the teacher more epochs or another lr in [teacher]",
+                    teacher.get("metric", "metric"), teacher["value"], swept["value"], swept["layers"])
 
 
 def _summary(rec: dict[str, Any]) -> str:

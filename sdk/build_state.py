@@ -35,6 +35,7 @@ class StageRecord(BaseModel):
     retention: float | None = None
     package: str | None = None  # the plugin stage (cli/build.py)
     export_sha: str | None = None
+    inputs: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # what the stage was built from
 
 
 class StateFile(BaseModel):

@@ -118,6 +118,10 @@ def _source(path: Path) -> dict[str, str]:
 def _open(path: Path, encoding: str = "utf-8-sig") -> Any:
     """Text mode, bytes that do not decode kept as lone surrogates (surrogateescape) so that
     :func:`_lines` can name the line and column of the first bad byte."""
+    if path.is_dir():
+        raise DataError("a folder, not a data file", path=path,
+                        hint="give a TSV/CSV/JSONL or CoNLL file, or a folder of seq.in + seq.out "
+                             "(token classification) or seq.in + label (classification)")
     if not path.is_file():
         raise DataError(f"data file {not_a_file(path)}", path=path, hint=NOT_A_FILE_HINT)
     try:
@@ -367,19 +371,7 @@ def read_seq_files(seq_in: str | os.PathLike[str], seq_out: str | os.PathLike[st
                    encoding: str = "utf-8-sig") -> list[TokenExample]:
     """Aligned token/tag line files (SNIPS/ATIS layout): line i of seq.in and seq.out is one utterance."""
     pin, pout = Path(seq_in), Path(seq_out)
-    texts = []
-    for f in (pin, pout):
-        with _open(f, encoding) as fh:
-            try:
-                texts.append(fh.read())
-            except UnicodeDecodeError as exc:  # codecs such as utf-16 that surrogateescape cannot cover
-                raise DataError(f"not {encoding} text: {exc.reason}", path=f, hint=ENCODING_HINT) from None
-    # split on "\n" only: U+2028, U+0085, form feeds... inside a line are not line breaks
-    lines_in, lines_out = ([_check_line(line.removesuffix("\r"), f, n, encoding)
-                            for n, line in enumerate(text.removesuffix("\n").split("\n"), start=1)]
-                           for f, text in zip((pin, pout), texts, strict=True))
-    lines_in = [] if lines_in == [""] else lines_in
-    lines_out = [] if lines_out == [""] else lines_out
+    lines_in, lines_out = (_seq_lines(f, encoding) for f in (pin, pout))
     if len(lines_in) != len(lines_out):
         raise DataError(f"{len(lines_in)} lines in {pin.name} but {len(lines_out)} in {pout.name}", path=pout,
                         line=min(len(lines_in), len(lines_out)) + 1)
@@ -396,17 +388,85 @@ def read_seq_files(seq_in: str | os.PathLike[str], seq_out: str | os.PathLike[st
     return out
 
 
+# The folder layouts (SNIPS/ATIS): line i of each file is one utterance.
+TOKEN_FOLDER = ("seq.in", "seq.out")
+LABEL_FOLDER = ("seq.in", "label")
+MULTI_LABEL_HINT = ("labels joined by '#' name several intents of one utterance: they are trained as one class each "
+                    "(the combination), see docs/cli.md \"Labels joined by '#'\"")
+
+
+def _folder_files(folder: Path, names: tuple[str, ...], task: str) -> list[Path]:
+    """The layout's files in ``folder``; a folder without them is an error naming what was looked for."""
+    files = [folder / n for n in names]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        present = sorted(x.name for x in folder.iterdir())[:8]
+        raise DataError(f"a {task} data folder needs {' and '.join(names)}; {', '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} missing (the folder holds: "
+                        f"{', '.join(present) or 'nothing'})", path=folder,
+                        hint=f"give a folder with {' + '.join(names)} (one utterance per line), or a data file")
+    return files
+
+
 def load_token_data(path: str | os.PathLike[str], spec: ConllSpec | None = None) -> Dataset:
     """A CoNLL file, or a directory holding ``seq.in`` and ``seq.out``."""
     p = Path(path)
     if p.is_dir():
-        files = [p / "seq.in", p / "seq.out"]
+        files = _folder_files(p, TOKEN_FOLDER, "token-classification")
         return Dataset(read_seq_files(*files, encoding=(spec or ConllSpec()).encoding), [_source(f) for f in files])
     return Dataset(read_conll(p, spec), [_source(p)])
 
 
+def read_seq_labels(seq_in: str | os.PathLike[str], label: str | os.PathLike[str],
+                    encoding: str = "utf-8-sig") -> list[TextExample]:
+    """Aligned text/label line files (SNIPS/ATIS intents): line i of ``seq.in`` is the text, of ``label`` its
+    class. The text's tokens are joined by single spaces, as the branch will see a typed sentence."""
+    pin, plab = Path(seq_in), Path(label)
+    texts, labels = (_seq_lines(f, encoding) for f in (pin, plab))
+    if len(texts) != len(labels):
+        raise DataError(f"{len(texts)} lines in {pin.name} but {len(labels)} in {plab.name}", path=plab,
+                        line=min(len(texts), len(labels)) + 1)
+    out = []
+    for n, (text, lab) in enumerate(zip(texts, labels, strict=True), start=1):
+        if not text.strip() and not lab.strip():
+            continue
+        if not text.strip() or not lab.strip():
+            raise DataError(f"an empty {'text' if not text.strip() else 'label'}", path=plab if text.strip() else pin,
+                            line=n)
+        out.append(TextExample(" ".join(text.split()), None, lab.strip()))
+    if not out:
+        raise DataError("no utterances in the files", path=pin)
+    joined = sum(1 for e in out if "#" in str(e.label))
+    if joined:
+        import logging
+
+        logging.getLogger("mtbranch.sdk").warning("%s: %d label(s) join several intents with '#': %s", plab, joined,
+                                                  MULTI_LABEL_HINT)
+    return out
+
+
+def _seq_lines(path: Path, encoding: str) -> list[str]:
+    """The file's lines, split on "\n" only (U+2028, U+0085, form feeds inside a line are not line breaks)."""
+    with _open(path, encoding) as fh:
+        try:
+            text = fh.read()
+        except UnicodeDecodeError as exc:  # codecs such as utf-16 that surrogateescape cannot cover
+            raise DataError(f"not {encoding} text: {exc.reason}", path=path, hint=ENCODING_HINT) from None
+    lines = [_check_line(line.removesuffix("\r"), path, n, encoding)
+             for n, line in enumerate(text.removesuffix("\n").split("\n"), start=1)]
+    return [] if lines == [""] else lines
+
+
 def load_table_data(path: str | os.PathLike[str], spec: TableSpec | None = None) -> Dataset:
+    """A TSV/CSV/JSONL table, or a directory holding ``seq.in`` (texts) and ``label`` (one class a line)."""
     p = Path(path)
+    if p.is_dir():
+        spec = spec or TableSpec()
+        if spec.label_kind != "class" or spec.pair is not None:
+            raise DataError("a data folder (seq.in + label) holds single texts with class labels", path=p,
+                            hint="for regression or text pairs give a TSV/CSV/JSONL table")
+        files = _folder_files(p, LABEL_FOLDER, "classification")
+        return Dataset(read_seq_labels(*files, encoding=spec.encoding), [_source(f) for f in files])
     return Dataset(read_table(p, spec), [_source(p)])
 
 

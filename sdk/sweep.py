@@ -86,7 +86,9 @@ def select_layers(scores: dict[int, float], rule: str, *, lower_is_better: bool 
 def sweep(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset, *,
           min_layers: int, max_layers: int, rule: str = "best", cfg: TrainConfig | None = None,
           info: BranchInfo | None = None, out_dir: str | os.PathLike[str] | None = None,
-          on_row: Any = None, labels: list[str] | None = None) -> SweepResult:
+          on_row: Any = None, labels: list[str] | None = None, on_start: Any = None) -> SweepResult:
+    """Train one branch per L in ``[min_layers, max_layers]`` and select L by ``rule``. ``on_start(L, depth)``
+    is called before each L trains (a header for its epoch lines), ``on_row(row)`` after."""
     cfg = cfg or TrainConfig()
     info = info or BranchInfo(name="branch")
     parse_rule(rule)
@@ -99,6 +101,8 @@ def sweep(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: D
     rows: list[SweepRow] = []
     results: dict[int, TrainResult] = {}
     for L in span:
+        if on_start is not None:
+            on_start(L, n - L)
         res = fit(prep, n - L, L, cfg, info)
         results[L] = res
         params = sum(p.numel() for p in res.module.parameters())

@@ -30,6 +30,7 @@ from mtbranch.errors import MtbranchError, require_extra
 from mtbranch.heads.registry import HeadType
 from mtbranch.io.files import check_regular
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
+from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE, STILL_IMPROVING
 from mtbranch.sdk.divergence import check_config, check_loss, check_weights, guard_callback
 from mtbranch.sdk.features import (
     IGNORE_INDEX,
@@ -52,14 +53,15 @@ Task = Literal["classification", "regression", "token_classification"]
 TASKS: tuple[str, ...] = BUILTIN_HEAD_TYPES  # each built-in head type is a task
 
 
+
 @dataclass
 class TrainConfig:
     """Hyperparameters. ``head_lr`` (pooler, pooling, classifier) defaults to 10x ``lr``: the head starts
     from scratch while the layers start from pretrained weights."""
 
-    epochs: float = 3.0
+    epochs: float = DEFAULT_EPOCHS
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = DEFAULT_LR
     head_lr: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
@@ -74,7 +76,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     progress: bool = True
     max_train_examples: int | None = None  # subsample (seeded) for time-bound runs
-    patience: int | None = None  # stop after this many evaluations without a better dev metric
+    patience: int | None = DEFAULT_PATIENCE  # stop after this many evaluations without a better dev metric
 
     def effective_head_lr(self) -> float:
         return self.head_lr if self.head_lr is not None else 10 * self.lr
@@ -127,6 +129,7 @@ class TrainResult:
     layers: int = 0
     best_epoch: float | None = None
     is_main: bool = True
+    still_improving: bool = False  # the best dev epoch was the last one allowed
 
     @property
     def score(self) -> float:
@@ -587,15 +590,27 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
         pred = trainer.predict(dev_ds)
         is_main = trainer.is_world_process_zero()
     seconds = time.time() - started
+    improving = _warn_if_still_improving(history, best.get("epoch"), cfg.epochs)
     outputs = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     dev_metrics = {k[5:]: float(v) for k, v in pred.metrics.items()
                    if k.startswith("test_") and k[5:] in METRICS[prep.task]}
     branch.eval()
     result = TrainResult(branch, dev_metrics, metric, history, np.asarray(outputs), seconds=seconds,
-                         depth=depth, layers=layers, best_epoch=best.get("epoch"), is_main=is_main)
+                         depth=depth, layers=layers, best_epoch=best.get("epoch"), is_main=is_main,
+                         still_improving=improving)
     if out_dir is not None:
         export(prep, result, cfg, out_dir, extra_training)
     return result
+
+
+def _warn_if_still_improving(history: list[dict[str, float]], best_epoch: float | None, ceiling: float) -> bool:
+    """Warns (and says) when the best dev epoch was the last one allowed: the branch had not stopped learning."""
+    if best_epoch is None or len(history) < 2 or best_epoch < history[-1]["epoch"]:
+        return False
+    if history[-1]["epoch"] < ceiling - 1e-6:  # stopped before the ceiling for another reason
+        return False
+    log.warning("the best dev epoch is the last one (%g of %g): %s", best_epoch, ceiling, STILL_IMPROVING)
+    return True
 
 
 def export(prep: Prepared, result: TrainResult, cfg: TrainConfig, out_dir: str | os.PathLike[str],

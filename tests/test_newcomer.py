@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -407,9 +410,37 @@ def test_new_plugin_hint_runs_what_the_venv_has(tiny_bert_dir: Path, tmp_path: P
     code, out = run_cli("new-plugin", "acme-intent", "--branch", b, "-o", tmp_path / "pkg")
     assert code == 0, out
     hint = " ".join(out.split())
-    assert "mtbranch validate --trunk" in hint and "(cd" not in hint and "python -m pytest" in hint
+    assert "mtbranch validate --trunk" in hint and "(cd" not in hint and "-m pytest" not in hint
+    assert f"{Path(sys.executable).parent / 'pytest'} {tmp_path / 'pkg' / 'tests'}" in hint  # this venv's pytest
     readme = (tmp_path / "pkg" / "README.md").read_text()
-    assert "trunk `bert`" not in readme and "python -m pytest" in readme
+    assert "trunk `bert`" not in readme and "python -m pytest" not in readme and "\npytest " in readme
+
+
+@pytest.mark.slow
+def test_new_plugin_test_command_works_beside_a_checkout_named_mtbranch(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """Issue 25: run from a folder holding a checkout named `mtbranch`, `python -m pytest` imported that folder as
+    a namespace package ("cannot import name ... from 'mtbranch' (unknown location)"); the printed command runs
+    the package's tests. The package is installed into a --target folder, not this venv."""
+    from mtbranch.cli.new_plugin import plugin_test_command
+
+    b = make_branch(tiny_bert_dir, tmp_path / "b", name="intent", depth=2, layers=1)
+    pkg = tmp_path / "pkg"
+    code, out = run_cli("new-plugin", "acme-intent", "--branch", b, "-o", pkg)
+    assert code == 0, out
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(site), str(pkg)], check=True, capture_output=True)
+    workdir = tmp_path / "work"
+    (workdir / "mtbranch" / "core").mkdir(parents=True)  # a checkout: no __init__.py at its top
+    (workdir / "mtbranch" / "pyproject.toml").write_text("[project]\nname = 'mtbranch'\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run_tests = plugin_test_command(pkg).split(" && ")[1]
+    done = subprocess.run(run_tests, shell=True, cwd=workdir, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+    old = subprocess.run([sys.executable, "-m", "pytest", str(pkg / "tests")], cwd=workdir, env=env,
+                         capture_output=True, text=True)
+    assert old.returncode != 0 and "unknown location" in old.stdout + old.stderr  # what the old hint ran into
 
 
 # -- 5b. the same job on Ray Data ----------------------------------------------------------------------

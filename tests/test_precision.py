@@ -276,3 +276,30 @@ def test_bf16_guarantee_in_every_trunk_family(family: str, tmp_path: Path) -> No
     for name, path in (("a", a), ("b", b)):
         alone = compose(src, [(path, "directory")], dtype="bfloat16")(*args)[name]
         assert out[name].dtype == torch.bfloat16 and torch.equal(out[name], alone), (family, name)
+
+
+# -- issue 25: what a team measures is what it serves ---------------------------------------------------------
+def test_predict_load_serve_and_ray_share_one_default_dtype() -> None:
+    """float32, the dtype the SDK measures every branch's dev metrics in; bf16 only when asked for."""
+    import inspect as pyinspect
+
+    from mtbranch.serve import ray_app
+
+    defaults = {name: {p.name: p for p in cli.commands[name].params}["dtype"].default for name in ("predict", "serve")}
+    assert defaults == {"predict": "float32", "serve": "float32"} and precision.DEFAULT_DTYPE == "float32"
+    assert pyinspect.signature(load).parameters["dtype"].default is None  # None resolves to DEFAULT_DTYPE
+    assert resolve_dtype(None) == "float32"
+    assert "DEFAULT_DTYPE" in pyinspect.getsource(ray_app.build_app)
+
+
+def test_serve_start_line_says_when_it_serves_another_dtype(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fastapi")
+    import mtbranch.serve.app as app
+
+    monkeypatch.setattr(app, "run_server", lambda *a, **kw: None)
+    plain = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "1"])
+    assert plain.exit_code == 0, plain.output
+    assert "(float32)" in plain.output and "measured in" not in plain.output
+    bf16 = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "1", "--dtype", "bfloat16"])
+    assert bf16.exit_code == 0, bf16.output
+    assert "bfloat16; the branches' dev metrics were measured in float32" in bf16.output

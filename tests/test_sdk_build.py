@@ -124,14 +124,84 @@ def test_distill_include_selected_keeps_the_better_of_student_and_swept(sdk_trun
     assert stages["export"]["layers"] == 1
 
 
-def test_changed_recipe_is_refused_without_restart(tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, tmp_path / "no-trunk")
+SWEEP_ONLY = (RECIPE.replace("epochs = 3\npatience", "epochs = 1\npatience")
+              .replace("min_layers = 1\nmax_layers = 2", "min_layers = 1\nmax_layers = 1")
+              .replace("[teacher]\nenabled = true", "[teacher]\nenabled = false")
+              .replace("[distill]\nenabled = true", "[distill]\nenabled = false")
+              + "\n[plugin]\nenabled = false\n")
+
+
+@pytest.mark.slow
+def test_adding_stages_reuses_the_finished_sweep(sdk_trunk_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: a team adds a teacher and distillation to a finished build; the unchanged sweep is reused (no
+    "recipe changed ... --restart"), each L's epochs are headed in the log, and no retention is printed
+    without a teacher."""
+    recipe = _recipe(tmp_path, sdk_trunk_dir, SWEEP_ONLY)
+    first = _run(str(recipe))
+    assert first.exit_code == 0, first.output
+    assert "[sweep] L=1 at depth 3: training" in first.output and "retention" not in first.output
     out = tmp_path / "build-out"
-    out.mkdir()
-    (out / "build-state.json").write_text(json.dumps({"recipe_sha256": "0" * 64, "stages": {}}))
-    res = _run(str(recipe))
-    assert res.exit_code == 1
-    assert "recipe changed" in res.output and "--restart" in res.output and "Traceback" not in res.output
+    swept = json.loads((out / "build-state.json").read_text())["stages"]["sweep"]
+    assert len(swept["inputs"]) == 64
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("the unchanged sweep ran again")
+
+    monkeypatch.setattr("mtbranch.sdk.sweep.sweep", boom)
+    recipe.write_text(SWEEP_ONLY.format(trunk=sdk_trunk_dir)
+                      .replace("[teacher]\nenabled = false", "[teacher]\nenabled = true")
+                      .replace("[distill]\nenabled = false", "[distill]\nenabled = true"))
+    second = _run(str(recipe))
+    assert second.exit_code == 0, second.output
+    assert "[sweep] done in an earlier run" in second.output and "--restart" not in second.output
+    assert "[teacher] finished" in second.output and "[distill] finished" in second.output
+    assert "retention" in second.output  # now there is a teacher to keep a share of
+    stages = json.loads((out / "build-state.json").read_text())["stages"]
+    assert stages["sweep"] == swept and {"teacher", "distill", "export"} <= set(stages)
+
+    # the branch's version reaches the export only: nothing is trained again
+    for target in ("mtbranch.sdk.train.train", "mtbranch.sdk.distill.distill"):
+        monkeypatch.setattr(target, boom)
+    recipe.write_text(recipe.read_text().replace('version = "0.2.0"', 'version = "0.2.1"')
+                      .replace('owner = "team-tiny"', 'owner = "team-other"'))
+    third = _run(str(recipe))
+    assert third.exit_code == 0, third.output
+    assert third.output.count("done in an earlier run") == 3 and "[export] finished" in third.output
+    manifest = json.loads((out / "branch" / "manifest.json").read_text())
+    assert (manifest["version"], manifest["owner"]) == ("0.2.1", "team-other")
+
+
+def test_stage_inputs_follow_what_each_stage_reads(tmp_path: Path) -> None:
+    from mtbranch.sdk.build import read_recipe, stage_inputs
+
+    def inputs(text: str) -> dict[str, str]:
+        path = tmp_path / "r.toml"
+        path.write_text(text.format(trunk="t"))
+        recipe, _, sha = read_recipe(path)
+        return stage_inputs(recipe, sha, "trunk-fp", [{"sha256": "a"}])
+
+    base = inputs(RECIPE)
+    version = inputs(RECIPE.replace('version = "0.2.0"', 'version = "0.3.0"').replace("team-tiny", "team-b"))
+    assert {k for k in base if base[k] != version[k]} == {"export"}
+    retention = inputs(RECIPE.replace("retention = 0.5", "retention = 0.6"))
+    assert {k for k in base if base[k] != retention[k]} == {"distill", "export"}
+    lr = inputs(RECIPE.replace("lr = 1e-3", "lr = 2e-3"))
+    assert {k for k in base if base[k] != lr[k]} == {"sweep", "teacher", "distill", "export"}
+    path = tmp_path / "r.toml"
+    recipe, _, sha = read_recipe(path)
+    assert stage_inputs(recipe, sha, "trunk-fp", [{"sha256": "b"}])["sweep"] != base["sweep"]  # the data changed
+
+
+def test_a_teacher_below_the_branch_it_teaches_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from mtbranch.sdk.build import _warn_weak_teacher
+
+    swept = {"metric": "accuracy", "value": 0.90, "layers": 2}
+    with caplog.at_level("WARNING", logger="mtbranch"):
+        _warn_weak_teacher({"metric": "accuracy", "value": 0.95}, swept)
+        assert not caplog.text
+        _warn_weak_teacher({"metric": "accuracy", "value": 0.85}, swept)
+    assert "teacher's dev accuracy 0.8500 is below the swept branch's 0.9000 (L=2)" in caplog.text
 
 
 @pytest.mark.parametrize(("edit", "field"), [

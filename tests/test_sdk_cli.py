@@ -94,3 +94,62 @@ def test_torchrun_two_process_cpu_train(sdk_trunk_dir: Path, tmp_path: Path) -> 
     assert b.manifest.training["world_size"] == 2 and b.manifest.num_layers == 1
     report = validate([(out, "local")], load_trunk_source(sdk_trunk_dir))
     assert not report.errors, report.errors
+
+
+def _captured_config(monkeypatch: object, trunk: Path, tmp_path: Path, extra: list[str]) -> object:
+    """The TrainConfig `mtbranch train` passes to the SDK (training itself replaced by a stub)."""
+    import mtbranch.sdk.train as sdk_train
+
+    seen: dict[str, object] = {}
+
+    def fake_train(*a: object, cfg: object = None, **kw: object) -> object:
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(sdk_train, "train", fake_train)  # type: ignore[attr-defined]
+    res = CliRunner().invoke(train_cmd, ["--trunk", str(trunk), "--task", "classification", *_sst(tmp_path),
+                                         "--name", "s", "-o", str(tmp_path / "out"), *extra])
+    assert "cfg" in seen, res.output
+    return seen["cfg"]
+
+
+def test_train_defaults_are_the_ones_build_proved(sdk_trunk_dir: Path, tmp_path: Path, monkeypatch: object) -> None:
+    """Issue 25: lr 3e-4, up to 8 epochs with patience 2 (build's [train] defaults), 1e-4 for full fine-tuning."""
+    from mtbranch.sdk.build import TeacherSection, TrainSection
+
+    cfg = _captured_config(monkeypatch, sdk_trunk_dir, tmp_path, [])
+    build = TrainSection()
+    assert (cfg.lr, cfg.epochs, cfg.patience) == (build.lr, build.epochs, build.patience) == (3e-4, 8.0, 2)
+    full = _captured_config(monkeypatch, sdk_trunk_dir, tmp_path, ["--full"])
+    assert full.lr == TeacherSection().lr == 1e-4
+    off = _captured_config(monkeypatch, sdk_trunk_dir, tmp_path, ["--patience", "0", "--epochs", "3", "--lr", "1e-3"])
+    assert (off.lr, off.epochs, off.patience) == (1e-3, 3.0, None)
+
+
+def test_best_epoch_at_the_ceiling_warns_still_improving(caplog: object) -> None:
+    from mtbranch.sdk.train import _warn_if_still_improving
+
+    rows = [{"epoch": 1.0}, {"epoch": 2.0}, {"epoch": 3.0}]
+    with caplog.at_level("WARNING", logger="mtbranch"):  # type: ignore[attr-defined]
+        _warn_if_still_improving(rows, 2.0, 3.0)  # best before the last: nothing to say
+        _warn_if_still_improving(rows, 3.0, 8.0)  # stopped before the ceiling (interrupted): not this warning
+        assert "still improving" not in caplog.text  # type: ignore[attr-defined]
+        _warn_if_still_improving(rows, 3.0, 3.0)
+    assert "best dev epoch is the last one (3 of 3): still improving: raise --epochs" in caplog.text  # type: ignore
+
+
+def test_train_cli_prints_the_still_improving_warning(sdk_trunk_dir: Path, tmp_path: Path,
+                                                     monkeypatch: object, caplog: object) -> None:
+    """Every epoch better than the last (forced: tiny dev sets tie): the user is told to raise --epochs."""
+    import mtbranch.sdk.train as sdk_train
+    from mtbranch.cli.main import cli
+
+    monkeypatch.setattr(sdk_train, "_better", lambda metric, new, old: True)  # type: ignore[attr-defined]
+    with caplog.at_level("WARNING", logger="mtbranch"):  # type: ignore[attr-defined]
+        res = CliRunner().invoke(cli, ["train", "--trunk", str(sdk_trunk_dir), "--task", "classification",
+                                       *_sst(tmp_path), "--epochs", "2", "--batch-size", "16", "--max-length", "32",
+                                       "--no-progress", "--name", "s", "-o", str(tmp_path / "s"), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["best_epoch"] == 2.0 and info["still_improving"] is True
+    assert "the best dev epoch is the last one (2 of 2): still improving: raise --epochs" in caplog.text  # type: ignore

@@ -119,3 +119,51 @@ def test_real_sst2_stsb_conll() -> None:
     assert len(sts) == 1500 and all(0.0 <= e.label <= 5.0 for e in sts)  # type: ignore[operator]
     conll = read_conll(DATA / "conll2003" / "valid.txt")
     assert len(conll) == 3250 and sum(len(e.tokens) for e in conll) == 51362
+
+
+def test_classification_reads_the_seq_in_label_folder(tmp_path: Path) -> None:
+    """SNIPS/ATIS intents: train/seq.in + train/label, as token classification reads seq.in + seq.out."""
+    from mtbranch.sdk.data import load_task_data
+
+    (tmp_path / "seq.in").write_text("play  some jazz\nbook a table for two\n\n")
+    (tmp_path / "label").write_text("PlayMusic\nBookRestaurant\n\n")
+    (tmp_path / "seq.out").write_text("O O B-genre\nO O O O O\n\n")
+    d = load_task_data("classification", tmp_path)
+    assert [(e.text, e.label) for e in d.examples] == [("play some jazz", "PlayMusic"),
+                                                        ("book a table for two", "BookRestaurant")]
+    assert [Path(s["path"]).name for s in d.sources] == ["seq.in", "label"]
+    (tmp_path / "label").write_text("PlayMusic\n")
+    with pytest.raises(DataError, match=r"3 lines in seq\.in but 1 in label"):
+        load_task_data("classification", tmp_path)
+
+
+@pytest.mark.parametrize(("task", "names"), [("classification", "seq.in and label"),
+                                             ("token_classification", "seq.in and seq.out")])
+def test_a_folder_without_the_layout_names_the_files_it_looked_for(tmp_path: Path, task: str, names: str) -> None:
+    from mtbranch.sdk.data import load_task_data
+
+    (tmp_path / "seq.in").write_text("play some jazz\n")
+    (tmp_path / "notes.txt").write_text("x\n")
+    with pytest.raises(DataError) as ei:
+        load_task_data(task, tmp_path)
+    msg = str(ei.value)
+    assert names in msg and "missing" in msg and "notes.txt" in msg and "does not exist" not in msg
+    assert ei.value.path == str(tmp_path) and ei.value.hint
+
+
+def test_a_folder_where_a_file_is_needed_is_not_called_missing(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="a folder, not a data file"):
+        read_conll(tmp_path)
+
+
+def test_labels_joined_by_hash_are_one_class_each_with_a_warning(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Multi-intent utterances (labels joined by '#', as in MixSNIPS/MixATIS): documented, and said at read time."""
+    from mtbranch.sdk.data import load_task_data
+
+    (tmp_path / "seq.in").write_text("play jazz and book a table\nplay jazz\n")
+    (tmp_path / "label").write_text("PlayMusic#BookRestaurant\nPlayMusic\n")
+    with caplog.at_level("WARNING", logger="mtbranch"):
+        d = load_task_data("classification", tmp_path)
+    assert [e.label for e in d.examples] == ["PlayMusic#BookRestaurant", "PlayMusic"]
+    assert "1 label(s) join several intents with '#'" in caplog.text and "docs/cli.md" in caplog.text

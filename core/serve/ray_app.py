@@ -161,12 +161,15 @@ def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = _D.
     """A Ray Serve application for ``artifact`` (pass it to ``serve.run``).
 
     ``dtype`` (``float32``, ``bfloat16``, ``float16`` on GPUs, ``auto``) is resolved by each replica on its own
-    node's hardware (mtbranch.spec.precision); the default is the same as ``mtbranch serve``: auto.
+    node's hardware (mtbranch.spec.precision); the default is the one of ``load``, ``predict`` and ``mtbranch
+    serve``: float32, the dtype every branch's dev metrics were measured in.
     """
+    from mtbranch.spec.precision import DEFAULT_DTYPE
+
     load_kwargs = dict(load_kwargs or {})
     if dtype is not None:
         load_kwargs["dtype"] = dtype
-    load_kwargs.setdefault("dtype", "auto")
+    load_kwargs.setdefault("dtype", DEFAULT_DTYPE)
     # backpressure: each replica takes max(2 x batch, 8) at once; Ray's proxy queues at most max_queue more per
     # deployment handle and answers 503 beyond (Ray's own plain 503, not this app's JSON shape)
     options: dict[str, Any] = {"num_replicas": num_replicas, "max_ongoing_requests": max(2 * max_batch_size, 8),

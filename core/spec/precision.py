@@ -40,7 +40,18 @@ DTYPE_SPELLINGS: tuple[str, ...] = _spellings()  # for click.Choice: auto, float
 DTYPE_HELP = ("Compute dtype: float32 (exact: equals transformers' forward), bfloat16, float16 (GPU only), or auto "
               "(bfloat16 where the hardware multiplies it natively: AMX / avx512_bf16 CPUs, CUDA with bf16; "
               "else float32).")
-DEFAULT_DTYPE = "float32"  # load(), predict, bench; `mtbranch serve` defaults to auto (docs/composition.md)
+# load(), predict, serve, Ray and bench: one default, the dtype the SDK measures every branch's dev metrics in, so
+# what a team measured is what it serves unless it asks for another dtype (docs/composition.md)
+DEFAULT_DTYPE = "float32"
+MEASURED_IN = DEFAULT_DTYPE
+
+
+def metrics_note(compute_dtype: str) -> str:
+    """What a server's start line adds when it does not run the dtype the branches' metrics were measured in."""
+    if compute_dtype == MEASURED_IN:
+        return ""
+    return (f"; the branches' dev metrics were measured in {MEASURED_IN}, {compute_dtype} answers can differ "
+            f"(--dtype {MEASURED_IN} serves exactly what was measured)")
 # the CPU flags that make bf16 matmuls native (reported by the bench, read by `auto`), fastest first
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
