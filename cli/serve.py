@@ -117,8 +117,10 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              grace_s=grace, drain_delay_s=drain_delay,
                              admin_token=os.environ.get(admin_token_env) or None,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
+    # one line (soft_wrap): logs and scripts grep the start line
     err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port} "
-                      f"({model.compute_dtype_reason}{metrics_note(model.compute_dtype)})", markup=False)
+                      f"({model.compute_dtype_reason}{metrics_note(model.compute_dtype)})", markup=False,
+                      soft_wrap=True)
     app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True})
     run_server(app, host, port, log_level=log_level, settings=settings)
 

@@ -1045,8 +1045,10 @@ def capped_findings(ctx: Ctx, tmp: Path) -> Outcome:
     many_tensors(d, ctx)
     out = validate(d, trunk=ctx.trunk)
     report = json.loads(out.output[out.output.index("{"):])
-    capped = len(report["findings"]) <= 21 and "more tensor findings" in report["findings"][-1]["message"]
-    return Outcome([f"W005: {len(report['findings'])} findings" + (", the rest counted" if capped else "")],
+    # the weights file's findings (the card's W011, for the weights sha256 the edit changed, is not one of them)
+    found = [f for f in report["findings"] if f["code"] != "W011"]
+    capped = len(found) <= 21 and "more tensor findings" in found[-1]["message"]
+    return Outcome([f"W005: {len(found)} findings" + (", the rest counted" if capped else "")],
                    out.exit, out.output[-2000:])
 
 

@@ -187,7 +187,9 @@ def plausible(draw: st.DrawFn) -> str:
         return "\n".join(json.dumps({"t": t, "p": t, "l": draw(label) if draw(st.booleans()) else lab})
                          for t, lab in rows)
     if kind == "conll":
-        return "\n".join(f"{t.split()[0]} {draw(TAG)}" + ("\n" if draw(st.booleans()) else "") for t, _ in rows)
+        # a WORD may be all whitespace to str.split (e.g. "\x1f"): such a row is a word "x" (a generator bug, fixed)
+        return "\n".join(f"{(t.split() or ['x'])[0]} {draw(TAG)}" + ("\n" if draw(st.booleans()) else "")
+                         for t, _ in rows)
     sep = "\t" if kind == "tsv" else ","
     return "\n".join([f"text{sep}label", *(f"{t}{sep}{lab}" for t, lab in rows)]) + "\n"
 

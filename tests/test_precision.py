@@ -294,9 +294,9 @@ def test_predict_load_serve_and_ray_share_one_default_dtype() -> None:
 
 def test_serve_start_line_says_when_it_serves_another_dtype(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("fastapi")
-    import mtbranch.serve.app as app
+    import mtbranch.serve.server as server
 
-    monkeypatch.setattr(app, "run_server", lambda *a, **kw: None)
+    monkeypatch.setattr(server, "run_server", lambda *a, **kw: None)  # where `serve` imports it from
     plain = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "1"])
     assert plain.exit_code == 0, plain.output
     assert "(float32)" in plain.output and "measured in" not in plain.output
