@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from mtbranch.serve import protocols
 from mtbranch.serve.batcher import Batcher
 from mtbranch.serve.http import Guard, install_error_handlers, install_openapi
 from mtbranch.serve.routes import router
@@ -69,6 +70,8 @@ def create_app(model: Any = None, *, artifact: str | Path | None = None, setting
     app.add_middleware(Guard, state=state, settings=settings)  # type: ignore[arg-type]
     install_error_handlers(app)
     app.include_router(router)
+    for protocol_router in protocols.routers():  # v2 (KServe, Triton), TEI, vLLM: beside the native routes
+        app.include_router(protocol_router)
     install_openapi(app)
     return app
 

@@ -106,6 +106,8 @@ class ServeSettings:
     grace_s: float = 10.0  # SIGTERM: requests in flight get this long, then 503
     drain_delay_s: float = 0.0  # SIGTERM: readiness is 503 this long before the listener closes
     admin_token: str | None = None  # enables POST /admin/reload (Authorization: Bearer TOKEN)
+    model_name: str = "mtbranch"  # the model's name under the v2 protocol (/v2/models/NAME) and vLLM's `model`
+    classify_task: str | None = None  # the task TEI's /predict and vLLM's /classify answer for by default
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
