@@ -55,6 +55,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray", "fastapi", "pandas", "pyarrow"),  # Ray Serve and Ray Data
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "bench": ("matplotlib",),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http", "opentelemetry.instrumentation.fastapi"),
 }
 
 
