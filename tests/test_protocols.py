@@ -164,6 +164,20 @@ def test_tei_predict_on_the_native_route_equals_predict(server: Server, model: A
     assert native.json()["tasks"] == ["sentiment"]  # a native body mentioning "inputs" stays native
 
 
+def test_tei_with_huggingface_hubs_inference_client(server: Server, model: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub's InferenceClient (how TEI's docs call it) posts TEI's body to the URL it is given: the
+    server's root (the default classify task) or a task's prefix."""
+    from huggingface_hub import InferenceClient, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' isolation sets it; this is loopback
+
+    want = model.predict(TEXTS[:1], tasks=["sentiment"])[0]["sentiment"]
+    for url in (server.url, server.url + "/tei/sentiment"):
+        top = InferenceClient(model=url).text_classification(TEXTS[0])
+        assert top.label == want["label"] and abs(top.score - want["score"]) < 1e-5, (url, top)
+
+
 def test_tei_pair_task_under_its_prefix(server: Server, model: Any) -> None:
     want = model.predict(TEXTS[:2], text_pairs=PAIRS[:2], tasks=["similarity"])
     for path in ("/tei/similarity/predict", "/tei/similarity"):
@@ -248,7 +262,7 @@ def test_guard_errors_take_the_protocols_shape(server: Server) -> None:
     assert r.status_code == 413 and set(r.json()) == {"error"}
     assert protocols.error_body("/predict", RequestError(503, "busy", "later")) == {"error": "busy", "hint": "later"}
     assert protocols.path_label("/v2/models/mtbranch/versions/abc/infer") == "/v2/models/{name}/infer"
-    assert protocols.admitted("/tei/sentiment") and protocols.admitted("/classify")
+    assert protocols.admitted("/tei/sentiment") and protocols.admitted("/classify") and protocols.admitted("/")
     assert not protocols.admitted("/v2/health/ready")
     metrics = httpx.get(server.url + "/metrics").text
     assert 'mtbranch_requests_total{code="413",path="/classify"}' in metrics

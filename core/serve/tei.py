@@ -2,9 +2,10 @@
 
 The native ``/predict`` body has ``texts`` (or ``words``), TEI's has ``inputs``: the two never share a field, so
 both live on ``/predict`` (:func:`is_tei_body` tells them apart) and a client pointed at TEI's base URL needs no
-change. That route answers for the default classify task (``--classify-task``, or the only single-text
-classification task); ``/tei/{task}/predict`` (and ``POST /tei/{task}``, TEI's root route) for any classification
-or regression task: use ``http://HOST/tei/TASK`` as the base URL.
+change. That route and ``POST /`` (TEI's root route, where huggingface_hub's ``InferenceClient`` posts) answer for
+the default classify task (``--classify-task``, or the only single-text classification task);
+``/tei/{task}/predict`` and ``POST /tei/{task}`` for any classification or regression task: use
+``http://HOST/tei/TASK`` as the base URL.
 
 As TEI: ``inputs`` is a string, a pair ``[a, b]``, or a batch ``[[a], [a, b], ...]``; each input gets every label
 ``{"score", "label"}``, best first (a list for one input, a list of lists for a batch); ``raw_scores`` gives the
@@ -28,7 +29,8 @@ from mtbranch.serve.schema import RequestError, check_content_type
 from mtbranch.serve.state import ServerState
 
 router = APIRouter(tags=["TEI"])
-PATHS = [Path(re.compile(r"/tei/[^/]+(?:/predict)?"), "/tei/{task}/predict", runs_model=True)]
+PATHS = [Path(re.compile(r"/tei/[^/]+(?:/predict)?"), "/tei/{task}/predict", runs_model=True),
+         Path(re.compile(r"/"), "/", runs_model=True)]
 HINT = 'body: {"inputs": str | [str, str] | [[str] | [str, str], ...], "raw_scores": bool}'
 
 
@@ -59,6 +61,11 @@ def error_body(err: RequestError) -> dict[str, Any]:
     kind = ("Overloaded" if err.status == 503 else "Empty" if err.status == 400 and "empty" in err.message
             else "Backend" if err.status >= 500 else "Validation")
     return {"error": f"{err.message} ({err.hint})" if err.hint else err.message, "error_type": kind}
+
+
+@router.post("/", summary="TEI's root route: its /predict for the default classify task.")
+async def predict_root(request: Request, state: State) -> JSONResponse:
+    return await predict(request, state, await request.body())
 
 
 @router.post("/tei/{task}/predict", summary="TEI's /predict for one task (base URL http://HOST/tei/TASK).")
