@@ -13,8 +13,8 @@ default ``tracecontext,baggage``)::
 
 A trunk pass shared by several requests appears in each of their traces (same times), so every trace is whole.
 Spans go to the standard OTLP exporter, configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables
-(:func:`provider_from_env`). Without the extra, or with tracing off, nothing here is imported or run: the batcher
-checks one attribute per batch and the trunk pass one context variable per pass.
+(:func:`provider_from_env`). With tracing off (no tracer provider) no span code runs and the SDK is not imported:
+the batcher checks one attribute per batch and the trunk pass one context variable per pass.
 """
 
 from __future__ import annotations
