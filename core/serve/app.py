@@ -67,7 +67,8 @@ def create_app(model: Any = None, *, artifact: str | Path | None = None, setting
                 await state.batcher.stop()
 
     app = FastAPI(title="mtbranch", version=_version(), lifespan=lifespan,
-                  description="A composed multi-task model: one trunk pass per request batch, many task branches.")
+                  description="A composed multi-task model: one trunk pass per request batch, many task branches.",
+                  **tracing.app_kwargs(tracer_provider))
     app.state.mtbranch = state
     app.add_middleware(Guard, state=state, settings=settings)  # type: ignore[arg-type]
     install_error_handlers(app)

@@ -3,7 +3,9 @@
 One trace per request, continuing the caller's W3C ``traceparent`` (the global propagator: ``OTEL_PROPAGATORS``,
 default ``tracecontext,baggage``)::
 
-    POST /predict                      the request (opentelemetry-instrumentation-fastapi: a SERVER span)
+    POST /predict                      the request: a SERVER span (FastAPI's own where it has them, with its
+    │                                  operation spans such as fastapi.endpoint between; else those of
+    │                                  opentelemetry-instrumentation-fastapi)
     ├── tokenize
     ├── queue wait                     submitted -> its batch starts
     └── batch                          mtbranch.batch.requests: the requests merged with it
@@ -148,11 +150,29 @@ class Tracing:
         batch.end(end_time=ended)
 
 
-def setup(app: Any, provider: Any) -> Tracing:
-    """Trace ``app``'s requests (a SERVER span each, parent from ``traceparent``) and its batches with ``provider``."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+def native_fastapi() -> bool:
+    """Whether FastAPI traces requests itself (``FastAPI(telemetry=...)``, recent FastAPI releases)."""
+    import inspect
 
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])
+    from fastapi import FastAPI
+
+    return "telemetry" in inspect.signature(FastAPI.__init__).parameters
+
+
+def app_kwargs(provider: Any) -> dict[str, Any]:
+    """``FastAPI(**app_kwargs(provider))``: FastAPI's own request spans with ``provider``, where FastAPI has them."""
+    return {"telemetry": {"tracer_provider": provider}} if provider is not None and native_fastapi() else {}
+
+
+def setup(app: Any, provider: Any) -> Tracing:
+    """Trace ``app``'s requests (a SERVER span each, parent from ``traceparent``) and its batches with ``provider``.
+
+    The request spans are FastAPI's own where it has them (the app was built with :func:`app_kwargs`, or it uses
+    the global provider), else opentelemetry-instrumentation-fastapi's middleware: never both."""
+    if not native_fastapi():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])
     return Tracing(provider)
 
 
