@@ -14,14 +14,14 @@ from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS, resolve_dtype
 _D = ServeSettings()  # every serving default has one home: mtbranch.serve.schema.ServeSettings
 
 
-def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
+def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task") -> list[str] | None:
     from mtbranch.composition.artifact import read_lock
     from mtbranch.errors import UsageError
 
     names = [e.get("name") for e in read_lock(artifact)["branches"]]
     unknown = [t for t in tasks if t not in names]
     if unknown:
-        raise UsageError(f"unknown --task {', '.join(unknown)}", hint=f"tasks in {artifact}: {', '.join(names)}")
+        raise UsageError(f"unknown {option} {', '.join(unknown)}", hint=f"tasks in {artifact}: {', '.join(names)}")
     return list(tasks) or None
 
 
@@ -109,7 +109,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
         torch.set_num_threads(threads)
     subset = _check_tasks(artifact, tasks)
     if classify_task is not None:
-        _check_tasks(artifact, (classify_task,))
+        _check_tasks(artifact, (classify_task,), "--classify-task")
     tracer_provider = _tracer_provider(otel)
     resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
     with console.status("loading..."):

@@ -128,7 +128,7 @@ def test_v2_errors_in_the_protocols_shape(triton: Any, server: Server) -> None:
               "unknown output"),
              ("mtbranch", [_text_input("words", TEXTS[:1], False)], None, "400", "unknown input"),
              ("mtbranch", [_text_input("text", TEXTS[:1], False)], [tritonhttp.InferRequestedOutput("similarity")],
-              "422", "text_pairs is missing")]
+              "400", "input 'text_pair' is missing")]
     for name, inputs, outputs, status, needle in cases:
         with pytest.raises(InferenceServerException) as err:
             triton.infer(name, inputs, outputs=outputs)

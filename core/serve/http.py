@@ -42,11 +42,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class Guard:
-    """ASGI middleware: counts responses, admits at most ``max_queue`` /predict requests, bounds and times bodies.
+    """ASGI middleware: counts responses, admits at most ``max_queue`` requests that run the model (``/predict``
+    and the protocol routes of :mod:`mtbranch.serve.protocols`), bounds and times bodies.
 
     A request over the admission limit gets 503 + Retry-After before its body is read; a body over
     ``max_body_bytes`` gets 413 (by Content-Length or while streaming); a body slower than ``read_timeout_s``
-    gets 408. All in the error shape, with ``Connection: close`` when the body was not read to its end.
+    gets 408. All in the error shape (the protocol's own on its paths), with ``Connection: close`` when the body
+    was not read to its end.
     """
 
     PATHS = frozenset({"/predict", "/health", "/ready", "/tasks", "/stats", "/metrics", "/admin/reload",

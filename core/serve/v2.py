@@ -126,7 +126,7 @@ async def infer(name: str, request: Request, state: State, version: str | None =
         header, binary = _split(await request.body(), request.headers.get(HEADER_LENGTH))
         req: InferenceRequest = parse_json(InferenceRequest, header, HINT)
         texts, pairs = _inputs(req, binary)
-        tasks = _tasks(req, served)
+        tasks = _tasks(req, served, pairs is not None)
         params = req.parameters or {}
         answer = await run_texts(state, served, texts, pairs, tasks, raw=params.get("raw") is True)
     except (RequestError, MtbranchError) as exc:
@@ -235,16 +235,20 @@ def _flatten(data: Any, name: str) -> list[str]:
     return out
 
 
-def _tasks(req: InferenceRequest, served: Served) -> list[str] | None:
+def _tasks(req: InferenceRequest, served: Served, with_pairs: bool) -> list[str] | None:
     if req.outputs is None:
         return None
-    names = [t.name for t in served.infos]
-    unknown = [o.name for o in req.outputs if o.name not in names]
+    signature = {t.name: t.signature for t in served.infos}
+    unknown = [o.name for o in req.outputs if o.name not in signature]
     if unknown:
         raise RequestError(400, f"unknown output(s): {', '.join(map(repr, unknown))}",
-                           f"outputs (one per task): {', '.join(names)}")
+                           f"outputs (one per task): {', '.join(signature)}")
     if not req.outputs:
         raise RequestError(400, "outputs is an empty list", "omit outputs for every task, or name some")
+    need_pair = [o.name for o in req.outputs if signature[o.name] == "pair"]
+    if need_pair and not with_pairs:
+        raise RequestError(400, f"output(s) {', '.join(need_pair)} read a text pair, but input {PAIR!r} is missing",
+                           f"send {PAIR} (one per text), or leave those outputs out")
     return [o.name for o in req.outputs]
 
 
