@@ -160,6 +160,8 @@ def test_tei_predict_on_the_native_route_equals_predict(server: Server, model: A
     one = httpx.post(server.url + "/predict", json={"inputs": TEXTS[0], "raw_scores": True})
     raw = model.predict(TEXTS[:1], tasks=["sentiment"], raw=True)[0]["sentiment"]
     assert results_close(one.json(), _ranked(dict(zip(raw["scores"], raw["raw"], strict=True))))
+    lone = httpx.post(server.url + "/predict", content=b'{"inputs": "bad \\ud800 film"}')  # valid JSON, no UTF-8 form
+    assert lone.status_code == 200 and {p["label"] for p in lone.json()} == {"positive", "negative"}, lone.text
     native = httpx.post(server.url + "/predict", json={"texts": ["inputs"], "tasks": ["sentiment"]})
     assert native.json()["tasks"] == ["sentiment"]  # a native body mentioning "inputs" stays native
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from mtbranch.errors import MtbranchError
 from mtbranch.serve.protocols import Path, as_request_error, classify_task, parse_json, run_texts, scores
 from mtbranch.serve.routes import VERSION_HEADER, State
-from mtbranch.serve.schema import RequestError, check_content_type
+from mtbranch.serve.schema import RequestError, check_content_type, lone_surrogate_escapes_replaced
 from mtbranch.serve.state import ServerState
 
 router = APIRouter(tags=["TEI"])
@@ -51,7 +51,7 @@ def is_tei_body(body: bytes) -> bool:
     from pydantic_core import from_json
 
     try:
-        doc = from_json(body)
+        doc = from_json(lone_surrogate_escapes_replaced(body))  # as parse_json reads it
     except ValueError:
         return False
     return isinstance(doc, dict) and "inputs" in doc and "texts" not in doc and "words" not in doc
