@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as tritonhttp  # tritonclient[http], in the dev extra
 import uvicorn
 from pydantic import BaseModel, ConfigDict
 
@@ -23,8 +24,6 @@ from mtbranch.serve.app import ServeSettings, create_app
 from mtbranch.serve.schema import Limits, RequestError
 
 from helpers import free_port, make_serving_artifact, results_close
-
-tritonhttp = pytest.importorskip("tritonclient.http")  # in the dev extra; a missing install skips, visibly
 
 TEXTS = ["the movie was very good !", "bad", "john visited paris and london .", "a terrible , boring film"]
 PAIRS = ["a great film", "terrible acting", "mary works at google", "good"]

@@ -11,14 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+import ray
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # [otel]
 
 from mtbranch.composition.artifact import load
 
 from helpers import free_port, make_serving_artifact, results_close
-
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-ray = pytest.importorskip("ray")
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
