@@ -23,14 +23,14 @@ from mtbranch.spec.precision import (
 _D = ServeSettings()  # every serving default has one home: mtbranch.serve.schema.ServeSettings
 
 
-def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
+def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task") -> list[str] | None:
     from mtbranch.composition.artifact import read_lock
     from mtbranch.errors import UsageError
 
     names = [e.get("name") for e in read_lock(artifact)["branches"]]
     unknown = [t for t in tasks if t not in names]
     if unknown:
-        raise UsageError(f"unknown --task {', '.join(unknown)}", hint=f"tasks in {artifact}: {', '.join(names)}")
+        raise UsageError(f"unknown {option} {', '.join(unknown)}", hint=f"tasks in {artifact}: {', '.join(names)}")
     return list(tasks) or None
 
 
@@ -75,18 +75,29 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
+@click.option("--model-name", default=_D.model_name, show_default=True,
+              help="The model's name under the v2 inference protocol (/v2/models/NAME) and in vLLM's `model`.")
+@click.option("--classify-task", default=None, metavar="NAME",
+              help="The task TEI's /predict (a body with `inputs`) and vLLM's /classify answer for by default. "
+                   "Default: the only single-text classification task.")
+@click.option("--otel/--no-otel", default=None,
+              help="OpenTelemetry spans exported with the standard OTLP exporter (OTEL_EXPORTER_OTLP_* variables). "
+                   "Default: on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batch_size: int,
           max_batch_tokens: int | None, max_batch_wait_ms: float, max_queue: int, request_timeout: float,
           read_timeout: float, keep_alive: float, grace: float, drain_delay: float, admin_token_env: str,
           max_body_bytes: int, max_texts: int, max_chars: int, threads: int | None,
-          device: str, dtype: str, no_verify: bool, quantize: str | None, log_level: str) -> None:
+          device: str, dtype: str, no_verify: bool, quantize: str | None, model_name: str,
+          classify_task: str | None, otel: bool | None, log_level: str) -> None:
     """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
 
     \b
     Endpoints: POST /predict, GET /health, GET /ready, GET /tasks, GET /stats, GET /metrics,
     POST /admin/reload (hot swap, bearer token), GET /openapi.json. SIGTERM drains (see docs/serving.md).
+    Standard shapes beside them: the v2 inference protocol (/v2/..., KServe and Triton clients),
+    TEI's /predict (a body with `inputs`) and vLLM's /classify.
     Example:
       mtbranch serve composed/ --port 8000 --max-batch-wait-ms 5
       curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"texts": ["I loved it"]}'
@@ -105,6 +116,9 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
     check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
     apply_threads(threads)
     subset = _check_tasks(artifact, tasks)
+    if classify_task is not None:
+        _check_tasks(artifact, (classify_task,), "--classify-task")
+    tracer_provider = _tracer_provider(otel)
     resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
     with console.status("loading..."):
         load_kwargs = {"verify": not no_verify, "device": device, "dtype": dtype, "tasks": subset,
@@ -116,13 +130,33 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              request_timeout_s=request_timeout, read_timeout_s=read_timeout, keep_alive_s=keep_alive,
                              grace_s=grace, drain_delay_s=drain_delay,
                              admin_token=os.environ.get(admin_token_env) or None,
+                             model_name=model_name, classify_task=classify_task,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     # one line (soft_wrap): logs and scripts grep the start line
     err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port} "
                       f"({model.compute_dtype_reason}{metrics_note(model.compute_dtype)})", markup=False,
                       soft_wrap=True)
-    app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True})
+    app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True},
+                     tracer_provider=tracer_provider)
     run_server(app, host, port, log_level=log_level, settings=settings)
+
+
+def _tracer_provider(flag: bool | None) -> Any:
+    """The OpenTelemetry tracer provider (``--otel``, or an OTLP endpoint in the environment), else ``None``."""
+    from mtbranch.errors import MissingExtra, require_extra
+    from mtbranch.serve import tracing
+
+    if not tracing.wanted(flag):
+        return None
+    try:
+        require_extra("otel", "mtbranch serve --otel")
+    except MissingExtra as exc:
+        if flag:  # asked for: an error; only an endpoint in the environment: a warning, serving untraced
+            raise
+        err_console.print(f"warning: OTEL_EXPORTER_OTLP_ENDPOINT is set but tracing is off: {exc.message} "
+                          f"({exc.install})", markup=False)
+        return None
+    return tracing.provider_from_env()
 
 
 @click.command("export-onnx")

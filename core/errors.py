@@ -56,6 +56,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
     "bench": ("matplotlib",),
     "mlflow": ("mlflow", "pandas"),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http", "opentelemetry.instrumentation.fastapi"),
 }
 
 

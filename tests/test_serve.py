@@ -273,6 +273,7 @@ def test_cli_serve_process(artifact: Path) -> None:
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--task", "nope"], "unknown --task nope"),
+    (["--classify-task", "nope"], "unknown --classify-task nope"),
     (["--max-batch-size", "0"], "max-batch-size"),
 ])
 def test_cli_serve_bad_arguments(artifact: Path, args: list[str], needle: str) -> None:

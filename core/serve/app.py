@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from mtbranch.serve import protocols, tracing
 from mtbranch.serve.batcher import Batcher
 from mtbranch.serve.http import Guard, install_error_handlers, install_openapi
 from mtbranch.serve.routes import router
@@ -39,11 +40,13 @@ log = logging.getLogger("mtbranch.serve")
 
 
 def create_app(model: Any = None, *, artifact: str | Path | None = None, settings: ServeSettings | None = None,
-               load_kwargs: dict[str, Any] | None = None) -> FastAPI:
+               load_kwargs: dict[str, Any] | None = None, tracer_provider: Any = None) -> FastAPI:
     """The HTTP app for a loaded ``model``, or for ``artifact`` loaded in the background at start-up.
 
     With both, ``model`` serves first and ``artifact`` is what ``POST /admin/reload`` loads again (with
     ``load_kwargs``). ``/health`` answers as soon as the server runs; ``/ready`` once the model is warmed up.
+    With ``tracer_provider`` (OpenTelemetry SDK; the ``[otel]`` extra), requests and batches are traced
+    (:mod:`mtbranch.serve.tracing`).
     """
     if model is None and artifact is None:
         raise ValueError("pass model=, artifact= or both")
@@ -64,12 +67,17 @@ def create_app(model: Any = None, *, artifact: str | Path | None = None, setting
                 await state.batcher.stop()
 
     app = FastAPI(title="mtbranch", version=_version(), lifespan=lifespan,
-                  description="A composed multi-task model: one trunk pass per request batch, many task branches.")
+                  description="A composed multi-task model: one trunk pass per request batch, many task branches.",
+                  **tracing.app_kwargs(tracer_provider))
     app.state.mtbranch = state
     app.add_middleware(Guard, state=state, settings=settings)  # type: ignore[arg-type]
     install_error_handlers(app)
     app.include_router(router)
+    for protocol_router in protocols.routers():  # v2 (KServe, Triton), TEI, vLLM: beside the native routes
+        app.include_router(protocol_router)
     install_openapi(app)
+    if tracer_provider is not None:
+        state.tracing = tracing.setup(app, tracer_provider)
     return app
 
 
@@ -88,6 +96,7 @@ async def start(state: ServerState) -> None:
         log.error("model failed to load: %s", state.error)
         return
     state.batcher = Batcher(served, state.settings, state.metrics)
+    state.batcher.tracing = state.tracing
     state.serve(served)
     state.batcher.start()
     state.set_ready(True)

@@ -19,10 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from mtbranch.serve import tracing
 from mtbranch.serve.batching import Budget, Job, Outcome, PassHook, Results, Stats, prepare_job, run_jobs
 from mtbranch.serve.metrics import Metrics
 from mtbranch.serve.schema import RequestError, ServeSettings
 from mtbranch.serve.state import Served
+from mtbranch.serve.tracing import Tracing
 
 # run_jobs' signature: the batcher's one call into the model (a test passes its own)
 RunJobs = Callable[[Any, list[Job], Stats, Budget, PassHook], list[Outcome]]
@@ -32,6 +34,8 @@ RunJobs = Callable[[Any, list[Job], Stats, Budget, PassHook], list[Outcome]]
 class _Item:
     job: Job
     future: asyncio.Future[tuple[Results, str]]
+    trace: Any = None  # the request's OpenTelemetry context (tracing on)
+    queued: int = 0  # time.time_ns() at submit (tracing on)
 
 
 class Batcher:
@@ -52,6 +56,7 @@ class Batcher:
         # tokenizing off the event loop (the fast tokenizer releases the GIL), so the loop keeps accepting
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-tokenize")
         self._task: asyncio.Task[None] | None = None
+        self.tracing: Tracing | None = None  # set by the app when tracing is on
 
     @property
     def queued(self) -> int:
@@ -71,8 +76,11 @@ class Batcher:
     async def tokenize(self, served: Served, texts: list[str], pairs: list[str] | None, tasks: list[str],
                        raw: bool, tagged: bool = False) -> Job:
         """The request's sequences (:func:`prepare_job`), tokenized in a thread of their own."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw, tagged)
+        run = asyncio.get_running_loop().run_in_executor
+        if self.tracing is None:
+            return await run(self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw, tagged)
+        with self.tracing.span("tokenize", **{"mtbranch.texts": len(texts)}):
+            return await run(self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw, tagged)
 
     def retry_after(self, waiting: int) -> int:
         """Seconds until ``waiting`` more sequences are likely done (1 to 60)."""
@@ -93,7 +101,11 @@ class Batcher:
         """The job's results and the version that computed them; 503 after ``request_timeout_s``."""
         fut: asyncio.Future[tuple[Results, str]] = asyncio.get_running_loop().create_future()
         self.stats.requests += 1
-        self._pending.append(_Item(job, fut))
+        item = _Item(job, fut)
+        if self.tracing is not None:
+            self.tracing.annotate(**{"mtbranch.tasks": list(job.tasks), "mtbranch.texts": len(job.texts)})
+            item.trace, item.queued = self.tracing.current(), time.time_ns()
+        self._pending.append(item)
         self.metrics.queue_depth.set(len(self._pending))
         self._wake.set()
         timeout = self.settings.request_timeout_s
@@ -147,7 +159,11 @@ class Batcher:
         self.stats.batches += 1
         served = self.served  # one version per batch
         started = time.perf_counter()
-        outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, served, items)
+        traced = [it for it in items if it.trace is not None] if self.tracing is not None else []
+        rec, started_ns = (tracing.Recorder(), time.time_ns()) if traced else (None, 0)
+        outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, served, items, rec)
+        if rec is not None:
+            self._trace(traced, dict(zip(map(id, items), outcomes, strict=True)), rec, started_ns)
         seconds = time.perf_counter() - started
         n = sum(it.job.size for it in items)
         if seconds > 0:
@@ -161,9 +177,20 @@ class Batcher:
             else:
                 item.future.set_result((outcome, served.version))
 
-    def _run(self, served: Served, items: list[_Item]) -> list[Outcome]:
+    def _trace(self, traced: list[_Item], outcomes: dict[int, Outcome], rec: tracing.Recorder, started: int) -> None:
+        assert self.tracing is not None
+        ended = time.time_ns()
+        for it in traced:
+            out = outcomes[id(it)]
+            self.tracing.batch(it.trace, it.queued, started, ended, id(it.job.texts), len(outcomes), rec,
+                               out if isinstance(out, BaseException) else None)
+
+    def _run(self, served: Served, items: list[_Item], rec: tracing.Recorder | None = None) -> list[Outcome]:
         live = [it for it in items if not it.future.done()]
-        done = self._run_jobs(served.model, [it.job for it in live], self.stats, self.budget,
-                              self.metrics.observe_pass)
+        if rec is not None:  # the trunk passes (mtbranch.serve.batching) and branches fill it, in this thread
+            tracing.instrument(served.model)
+        with tracing.recording(rec) if rec is not None else contextlib.nullcontext():
+            done = self._run_jobs(served.model, [it.job for it in live], self.stats, self.budget,
+                                  self.metrics.observe_pass)
         by_id = {id(it): out for it, out in zip(live, done, strict=True)}
         return [by_id.get(id(it), []) for it in items]

@@ -17,10 +17,12 @@ If a pass fails, its requests are re-run one by one so one bad input cannot fail
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtbranch.serve import tracing
 from mtbranch.serve.schema import ServeSettings
 
 MAX_BATCH_SIZE = ServeSettings.max_batch_size  # the default, from the one home of serving defaults
@@ -161,12 +163,17 @@ def _run(model: Any, jobs: list[Job], stats: Stats | None, budget: Budget, on_pa
          ) -> list[Results]:
     from mtbranch.composition.model import row_result, run_rows
 
+    rec = tracing.recorder()  # None unless a traced batch runs in this thread
     rows = [(j, s) for j, job in enumerate(jobs) for s in job.sequences]
     results: list[Results] = [[{} for _ in job.texts] for job in jobs]
     for chosen in budget.passes([len(s.ids) for _, s in rows]):
         part = [rows[k] for k in chosen]
         seqs = [s for _, s in part]
+        started = time.time_ns() if rec is not None else 0
         outs = run_rows(model, [s.ids for s in seqs], [s.type_ids for s in seqs], [s.branches for s in seqs])
+        if rec is not None:
+            rec.add_pass(started, max(s.depth for s in seqs), len(part), len(part) * max(len(s.ids) for s in seqs),
+                         {id(jobs[j].texts) for j, _ in part})
         if stats is not None:
             stats.predict_calls += 1
             stats.texts += len(part)

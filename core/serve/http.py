@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtbranch.errors import MtbranchError
+from mtbranch.serve import protocols
 from mtbranch.serve.schema import (
     REQUEST_HINT,
     ErrorBody,
@@ -41,11 +42,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class Guard:
-    """ASGI middleware: counts responses, admits at most ``max_queue`` /predict requests, bounds and times bodies.
+    """ASGI middleware: counts responses, admits at most ``max_queue`` requests that run the model (``/predict``
+    and the protocol routes of :mod:`mtbranch.serve.protocols`), bounds and times bodies.
 
     A request over the admission limit gets 503 + Retry-After before its body is read; a body over
     ``max_body_bytes`` gets 413 (by Content-Length or while streaming); a body slower than ``read_timeout_s``
-    gets 408. All in the error shape, with ``Connection: close`` when the body was not read to its end.
+    gets 408. All in the error shape (the protocol's own on its paths), with ``Connection: close`` when the body
+    was not read to its end.
     """
 
     PATHS = frozenset({"/predict", "/health", "/ready", "/tasks", "/stats", "/metrics", "/admin/reload",
@@ -62,7 +65,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        label = path if path in self.PATHS else "other"
+        label = path if path in self.PATHS else protocols.path_label(path) or "other"
         code = 500
 
         async def counted_send(message: Message) -> None:
@@ -73,14 +76,15 @@ class Guard:
 
         admitted = False
         try:
-            if path == "/predict" and scope.get("method") == "POST":
+            if scope.get("method") == "POST" and (path == "/predict" or protocols.admitted(path)):
                 if self.in_flight >= self.settings.max_queue:
                     self.state.metrics.rejected.labels("queue_full").inc()
                     b = self.state.batcher
                     retry = b.retry_after(self.in_flight) if b is not None else 1
                     await _error(counted_send, RequestError(
                         503, f"server busy: {self.in_flight} requests in flight (limit {self.settings.max_queue})",
-                        "retry after the Retry-After seconds, or on another replica", retry_after=retry), close=True)
+                        "retry after the Retry-After seconds, or on another replica", retry_after=retry), close=True,
+                        path=path)
                     return
                 admitted = True
                 self.in_flight += 1
@@ -111,7 +115,7 @@ class Guard:
         limit = self.settings.limits.max_body_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _error(send, _too_large(int(declared), limit), close=True)
+            await _error(send, _too_large(int(declared), limit), close=True, path=scope.get("path", ""))
             return None
         chunks: list[bytes] = []
         size = 0
@@ -122,14 +126,15 @@ class Guard:
             except TimeoutError:
                 await _error(send, RequestError(408, f"request body not received within "
                                                      f"{self.settings.read_timeout_s:g} s",
-                                                "send the whole body at once"), close=True)
+                                                "send the whole body at once"), close=True,
+                             path=scope.get("path", ""))
                 return None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _error(send, _too_large(size, limit, more=True), close=True)
+                await _error(send, _too_large(size, limit, more=True), close=True, path=scope.get("path", ""))
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -141,9 +146,10 @@ def _too_large(size: int, limit: int, more: bool = False) -> RequestError:
                         "send fewer or shorter texts per request")
 
 
-async def _error(send: Send, err: RequestError, close: bool = False) -> None:
+async def _error(send: Send, err: RequestError, close: bool = False, path: str = "") -> None:
     headers = {**err.headers(), **({"connection": "close"} if close else {})}
-    response = JSONResponse(err.body(), status_code=err.status, headers=headers)
+    # each protocol's own error shape (v2, TEI, vLLM); {"error", "hint"} elsewhere
+    response = JSONResponse(protocols.error_body(path, err), status_code=err.status, headers=headers)
     await response({"type": "http"}, _no_receive, send)
 
 

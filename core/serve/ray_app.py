@@ -17,7 +17,10 @@ local Ray instance and on a cluster unchanged (the artifact path must be readabl
 """
 
 import asyncio
+import contextlib
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from mtbranch.errors import require_extra
@@ -28,6 +31,7 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from ray import serve  # noqa: E402
 
+from mtbranch.serve import tracing  # noqa: E402
 from mtbranch.serve.batching import Budget, Job, Outcome, Stats, prepare_job, run_jobs  # noqa: E402
 from mtbranch.serve.http import (  # noqa: E402
     PREDICT_OPENAPI,
@@ -53,6 +57,32 @@ api = FastAPI(title="mtbranch (Ray Serve)", description="A composed multi-task m
 install_error_handlers(api)
 install_openapi(api)
 _D = ServeSettings()  # the serving defaults, shared with `mtbranch serve`
+log = logging.getLogger("mtbranch.serve")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request for ``@serve.batch``: its job and, when traced, its OpenTelemetry context and submit time."""
+
+    job: Job
+    trace: Any = None
+    queued: int = 0
+
+
+def _tracing(otel: bool | None) -> tracing.Tracing | None:
+    """This replica's tracing (``otel``, or by default an OTLP endpoint in its environment), as ``mtbranch serve``."""
+    from mtbranch.errors import MissingExtra, require_extra
+
+    if not tracing.wanted(otel):
+        return None
+    try:
+        require_extra("otel", "build_app(otel=True)")
+    except MissingExtra as exc:
+        if otel:
+            raise
+        log.warning("an OTLP endpoint is set but tracing is off: %s (%s)", exc.message, exc.install)
+        return None
+    return tracing.setup(api, tracing.provider_from_env())
 
 
 class _RayMetrics:
@@ -80,7 +110,8 @@ class ComposedDeployment:
     def __init__(self, artifact: str, *, max_batch_size: int = _D.max_batch_size,
                  max_batch_tokens: int | None = _D.max_batch_tokens,
                  batch_wait_timeout_s: float = _D.max_batch_wait_ms / 1000,
-                 limits: Limits | None = None, load_kwargs: dict[str, Any] | None = None) -> None:
+                 limits: Limits | None = None, load_kwargs: dict[str, Any] | None = None,
+                 otel: bool | None = None) -> None:
         from mtbranch.composition.artifact import load
 
         before = lock_sha256(artifact)
@@ -96,6 +127,7 @@ class ComposedDeployment:
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.metrics = _RayMetrics()
         self.metrics.model.set(1, tags={"lock_sha256": self.version})
+        self.tracing = _tracing(otel)
 
     def check_health(self) -> None:  # Ray restarts a replica whose model is gone
         if not self.model.task_names:
@@ -127,8 +159,9 @@ class ComposedDeployment:
             names = resolve_request(body, task_infos(self.model), self.limits)
             self.stats.requests += 1
             assert body.texts is not None
-            job = prepare_job(self.model, body.texts, body.text_pairs, names, body.raw, body.tagged)
-            outcome = await self._batched(job)
+            with self.tracing.span("tokenize") if self.tracing else contextlib.nullcontext():
+                job = prepare_job(self.model, body.texts, body.text_pairs, names, body.raw, body.tagged)
+            outcome = await self._batched(self._call(job))
             if isinstance(outcome, BaseException):
                 raise outcome
         except Exception as exc:
@@ -142,11 +175,33 @@ class ComposedDeployment:
 
     # __init__ sets both from its arguments
     @serve.batch(max_batch_size=_D.max_batch_size, batch_wait_timeout_s=_D.max_batch_wait_ms / 1000)
-    async def _batched(self, jobs: list[Job]) -> list[Outcome]:
+    async def _batched(self, calls: list[_Call]) -> list[Outcome]:
         self.stats.batches += 1
+        traced = self.tracing is not None and any(c.trace is not None for c in calls)
+        rec, started = (tracing.Recorder(), time.time_ns()) if traced else (None, 0)
         # the model runs in a thread so this replica's event loop keeps collecting the next batch
-        return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: run_jobs(self.model, jobs, self.stats, self.budget, self._observe_pass))
+        outcomes: list[Outcome] = await asyncio.get_running_loop().run_in_executor(
+            None, self._run, [c.job for c in calls], rec)
+        if rec is not None and self.tracing is not None:
+            ended = time.time_ns()
+            for c, out in zip(calls, outcomes, strict=True):
+                if c.trace is not None:
+                    self.tracing.batch(c.trace, c.queued, started, ended, id(c.job.texts), len(calls), rec,
+                                       out if isinstance(out, BaseException) else None)
+        return outcomes
+
+    def _call(self, job: Job) -> _Call:
+        if self.tracing is None:
+            return _Call(job)
+        self.tracing.annotate(**{"mtbranch.tasks": list(job.tasks), "mtbranch.texts": len(job.texts)})
+        return _Call(job, self.tracing.current(), time.time_ns())
+
+    def _run(self, jobs: list[Job], rec: tracing.Recorder | None) -> list[Outcome]:
+        if rec is None:
+            return run_jobs(self.model, jobs, self.stats, self.budget, self._observe_pass)
+        tracing.instrument(self.model)  # the trunk passes and branches fill rec, in this thread
+        with tracing.recording(rec):
+            return run_jobs(self.model, jobs, self.stats, self.budget, self._observe_pass)
 
     def _observe_pass(self, sequences: int, tokens: int) -> None:
         self.metrics.batch_sequences.observe(sequences)
@@ -157,8 +212,11 @@ def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = _D.
               max_batch_tokens: int | None = _D.max_batch_tokens, max_queue: int = _D.max_queue,
               batch_wait_timeout_s: float = _D.max_batch_wait_ms / 1000,
               limits: Limits | None = None, ray_actor_options: dict[str, Any] | None = None,
-              load_kwargs: dict[str, Any] | None = None, dtype: str | None = None) -> Any:
+              load_kwargs: dict[str, Any] | None = None, dtype: str | None = None, otel: bool | None = None) -> Any:
     """A Ray Serve application for ``artifact`` (pass it to ``serve.run``).
+
+    ``otel``: OpenTelemetry spans from each replica, as ``mtbranch serve --otel`` (default: on where the replica's
+    environment sets an OTLP endpoint; pass the ``OTEL_*`` variables in ``ray_actor_options["runtime_env"]``).
 
     ``dtype`` (``float32``, ``bfloat16``, ``float16`` on GPUs, ``auto``) is resolved by each replica on its own
     node's hardware (mtbranch.spec.precision); the default is the one of ``load``, ``predict`` and ``mtbranch
@@ -179,4 +237,4 @@ def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = _D.
     return ComposedDeployment.options(**options).bind(  # type: ignore[attr-defined]
         str(artifact), max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
         batch_wait_timeout_s=batch_wait_timeout_s, limits=limits,
-        load_kwargs=load_kwargs)
+        load_kwargs=load_kwargs, otel=otel)

@@ -81,10 +81,15 @@ async def metrics(state: State) -> Response:
 @router.post("/predict", summary="Run tasks on texts.", response_model=PredictResponse,
              responses=error_responses(400, 408, 413, 415, 422, 500, 503), openapi_extra=PREDICT_OPENAPI)
 async def predict(request: Request, state: State) -> JSONResponse:
+    from mtbranch.serve import tei
+
     t0 = time.perf_counter()
     served = state.current()
     check_content_type(request.headers.get("content-type"))
-    body = parse_request(await request.body(), state.settings.limits)
+    raw = await request.body()
+    if tei.is_tei_body(raw):  # TEI's shape (`inputs`) on the same route: the fields never overlap
+        return await tei.predict(request, state, raw)
+    body = parse_request(raw, state.settings.limits)
     names = resolve_request(body, served.infos, state.settings.limits)
     assert state.batcher is not None
     assert body.texts is not None

@@ -110,6 +110,8 @@ class ServeSettings:
     drain_delay_s: float = 0.0  # SIGTERM: readiness is 503 this long before the listener closes
     admin_token: str | None = None  # enables POST /admin/reload (Authorization: Bearer TOKEN)
     reload_timeout_s: float = 600.0  # POST /admin/reload answers 409 when loading takes longer (the old model serves)
+    model_name: str = "mtbranch"  # the model's name under the v2 protocol (/v2/models/NAME) and vLLM's `model`
+    classify_task: str | None = None  # the task TEI's /predict and vLLM's /classify answer for by default
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:

@@ -21,6 +21,7 @@ from mtbranch.serve.schema import RequestError, ServeSettings, TaskInfo, task_in
 
 if TYPE_CHECKING:
     from mtbranch.serve.batcher import Batcher
+    from mtbranch.serve.tracing import Tracing
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class ServerState:
         self.started = time.time()
         self.last_reload: dict[str, Any] | None = None
         self.reloading = asyncio.Lock()
+        self.tracing: Tracing | None = None  # OpenTelemetry spans (mtbranch.serve.tracing), when on
 
     def set_ready(self, value: bool) -> None:
         self.ready = value
