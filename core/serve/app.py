@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from mtbranch.serve import canary_routes
 from mtbranch.serve.batcher import Batcher
 from mtbranch.serve.http import Guard, install_error_handlers, install_openapi
 from mtbranch.serve.routes import router
@@ -69,6 +70,7 @@ def create_app(model: Any = None, *, artifact: str | Path | None = None, setting
     app.add_middleware(Guard, state=state, settings=settings)  # type: ignore[arg-type]
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(canary_routes.router)
     install_openapi(app)
     return app
 

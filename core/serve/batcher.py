@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import deque
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtbranch.serve.batching import Budget, Job, Outcome, PassHook, Results, Stats, prepare_job, run_jobs
+from mtbranch.serve.cost import Clock, CostMeter
 from mtbranch.serve.metrics import Metrics
 from mtbranch.serve.schema import RequestError, ServeSettings
 from mtbranch.serve.state import Served
 
+log = logging.getLogger("mtbranch.serve")
 # run_jobs' signature: the batcher's one call into the model (a test passes its own)
 RunJobs = Callable[[Any, list[Job], Stats, Budget, PassHook], list[Outcome]]
 
@@ -52,6 +55,7 @@ class Batcher:
         # tokenizing off the event loop (the fast tokenizer releases the GIL), so the loop keeps accepting
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-tokenize")
         self._task: asyncio.Task[None] | None = None
+        self.cost = CostMeter(metrics.registry)  # seconds and FLOPs per task and owner
 
     @property
     def queued(self) -> int:
@@ -73,6 +77,10 @@ class Batcher:
         """The request's sequences (:func:`prepare_job`), tokenized in a thread of their own."""
         return await asyncio.get_running_loop().run_in_executor(
             self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw, tagged)
+
+    async def between_batches(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in the model's worker thread, so no batch runs meanwhile (a branch swapped into the model)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def retry_after(self, waiting: int) -> int:
         """Seconds until ``waiting`` more sequences are likely done (1 to 60)."""
@@ -163,7 +171,17 @@ class Batcher:
 
     def _run(self, served: Served, items: list[_Item]) -> list[Outcome]:
         live = [it for it in items if not it.future.done()]
-        done = self._run_jobs(served.model, [it.job for it in live], self.stats, self.budget,
-                              self.metrics.observe_pass)
+        with Clock() as clock:
+            done = self._run_jobs(served.model, [it.job for it in live], self.stats, self.budget,
+                                  self.metrics.observe_pass)
+        self._charge(served.model, [it.job for it in live], clock)
         by_id = {id(it): out for it, out in zip(live, done, strict=True)}
         return [by_id.get(id(it), []) for it in items]
+
+    def _charge(self, model: Any, jobs: list[Job], clock: Clock) -> None:
+        """The batch's seconds and FLOPs to the tasks it served (:mod:`mtbranch.serve.cost`); never fails it."""
+        try:
+            self.cost.charge(model, [(len(s.ids), s.branches) for j in jobs for s in j.sequences],
+                             {k: m for j in jobs for k, m in j.extra.items()}, clock.wall, clock.cpu)
+        except Exception:  # accounting must not cost a request its answer
+            log.exception("cost accounting failed for a batch")

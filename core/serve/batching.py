@@ -52,6 +52,8 @@ class Job:
     sequences: tuple[Row, ...] = ()
     tagged: bool = False  # pre-split words: token tasks add one tag per word
     model_id: int = 0  # id() of the model that tokenized it; another model re-tokenizes
+    # modules outside the model's plan its rows also read (canary versions: mtbranch.serve.canary), by key
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def size(self) -> int:
@@ -166,7 +168,9 @@ def _run(model: Any, jobs: list[Job], stats: Stats | None, budget: Budget, on_pa
     for chosen in budget.passes([len(s.ids) for _, s in rows]):
         part = [rows[k] for k in chosen]
         seqs = [s for _, s in part]
-        outs = run_rows(model, [s.ids for s in seqs], [s.type_ids for s in seqs], [s.branches for s in seqs])
+        extra = {k: m for j, _ in part for k, m in jobs[j].extra.items()}
+        outs = run_rows(model, [s.ids for s in seqs], [s.type_ids for s in seqs], [s.branches for s in seqs],
+                        extra)
         if stats is not None:
             stats.predict_calls += 1
             stats.texts += len(part)
@@ -177,9 +181,9 @@ def _run(model: Any, jobs: list[Job], stats: Stats | None, budget: Budget, on_pa
         for (j, s), per_branch in zip(part, outs, strict=True):
             job = jobs[j]
             for name, row in per_branch.items():
-                b = model.branch(name)
+                b = job.extra[name] if name in job.extra else model.branch(name)
                 results[j][s.text][name] = row_result(b, row, s.encoding, len(s.ids), job.texts[s.text], job.raw,
                                                       with_tags=job.tagged)
     for j, job in enumerate(jobs):  # the order the request named its tasks in
-        results[j] = [{t: r[t] for t in job.tasks if t in r} for r in results[j]]
+        results[j] = [{t: r[t] for t in (*job.tasks, *job.extra) if t in r} for r in results[j]]
     return results

@@ -87,8 +87,10 @@ async def predict(request: Request, state: State) -> JSONResponse:
     assert state.batcher is not None
     assert body.texts is not None
     job = await state.batcher.tokenize(served, body.texts, body.text_pairs, names, body.raw, body.tagged)
-    results, version = await state.batcher.submit(job)
+    route = state.canaries.route(names, request.headers, body.texts)  # canary versions: mtbranch.serve.canary
+    results, version = await state.batcher.submit(state.canaries.attach(job, route))
     seconds = time.perf_counter() - t0
+    state.canaries.settle(route, {t.name: t.version for t in served.infos if t.name in names}, results, seconds)
     for name in names:
         state.metrics.task_latency.labels(name).observe(seconds)
     return JSONResponse(PredictResponse(results=results, tasks=names).model_dump(), headers={VERSION_HEADER: version})
