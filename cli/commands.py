@@ -162,12 +162,16 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def inspect(artifact: Path, as_json: bool) -> None:
+@click.option("--cost", is_flag=True, help="Also the FLOPs per request of each task: alone, and its shared and own "
+                                           "share when every task is asked (the split /metrics charges by).")
+@click.option("--tokens", default=128, show_default=True, type=click.IntRange(1), help="--cost: tokens per text.")
+def inspect(artifact: Path, as_json: bool, cost: bool, tokens: int) -> None:
     """Show a composed artifact: depths, branches, parameters and the overhead metric.
 
     \b
     Example:
       mtbranch inspect composed/ --json
+      mtbranch inspect composed/ --cost --tokens 64
     """
     from rich.tree import Tree
 
@@ -187,6 +191,8 @@ def inspect(artifact: Path, as_json: bool) -> None:
             "branches": [{**e, "parameters": params[e["name"]]} for e in lock["branches"]],
             "parameters": {"trunk": params["trunk"], "total": sum(params.values())},
             "overhead": lock["overhead"], "tasks": task_rows(artifact, lock)}
+    if cost:
+        info["cost"] = _cost_rows(artifact, lock, tokens)
     if as_json:
         print_json(info)
         return
@@ -202,6 +208,35 @@ def inspect(artifact: Path, as_json: bool) -> None:
     console.print(f"parameters: {info['parameters']['total']:,}")
     console.print(f"overhead: [bold]{lock['overhead']['text']}[/] transformer layers vs one full model per task")
     _print_task_table(info["tasks"])
+    if cost:
+        _print_cost_table(info["cost"])
+
+
+def _cost_rows(artifact: Path, lock: dict[str, Any], tokens: int) -> list[dict[str, Any]]:
+    """mtbranch.serve.cost.static_cost for the artifact (owners from the branches' manifests)."""
+    from mtbranch.io.files import read_json_object
+    from mtbranch.serve.cost import Shape, static_cost
+    from mtbranch.spec.manifest import MANIFEST_NAME, read_manifest
+
+    shape = Shape.of_config(read_json_object(artifact / "trunk" / "config.json"))
+    branches = [{**e, "owner": read_manifest(artifact / "branches" / e["name"] / MANIFEST_NAME).owner}
+                for e in lock["branches"]]
+    return static_cost(shape, branches, tokens)
+
+
+def _print_cost_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    tokens = rows[0]["tokens"] if rows else 0
+    table = Table(title=f"cost per request (one text of {tokens} tokens, GFLOPs)", title_justify="left")
+    for col in ("task", "owner", "depth", "layers", "alone", "shared", "own", "all tasks"):
+        table.add_column(col, justify="left" if col in ("task", "owner") else "right")
+    for r in rows:
+        table.add_row(esc(r["task"]), esc(r["owner"]), str(r["attach_depth"]), str(r["num_layers"]),
+                      *(f"{r[k] / 1e9:.3f}" for k in ("alone_flops", "shared_flops", "own_flops", "all_tasks_flops")))
+    console.print(table)
+    console.print("alone: the trunk to its depth and its own layers; shared: its share of the trunk layers when every "
+                  "task is asked (each layer split among the tasks that need it); own: its own layers")
 
 
 def _print_task_table(rows: list[dict[str, Any]]) -> None:
