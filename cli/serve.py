@@ -58,6 +58,9 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
               help="Texts per request.")
 @click.option("--max-chars", default=_D.limits.max_chars, show_default=True, type=click.IntRange(1),
               help="Characters per text.")
+@click.option("--quota", "quotas", multiple=True, metavar="OWNER=TEXTS_PER_S",
+              help="Texts per second for the tasks of one owner (manifest owner; '*': each owner without one); "
+                   "over it: 429 with Retry-After (repeatable). Requests queue round-robin per owner.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch intra-op threads (default: torch's).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps...")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default="auto", show_default=True,
@@ -70,7 +73,7 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...]) -> list[str] | None:
 def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batch_size: int,
           max_batch_tokens: int | None, max_batch_wait_ms: float, max_queue: int, request_timeout: float,
           read_timeout: float, keep_alive: float, grace: float, drain_delay: float, admin_token_env: str,
-          max_body_bytes: int, max_texts: int, max_chars: int, threads: int | None,
+          max_body_bytes: int, max_texts: int, max_chars: int, quotas: tuple[str, ...], threads: int | None,
           device: str, dtype: str, no_verify: bool, quantize: str | None, log_level: str) -> None:
     """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
 
@@ -91,9 +94,11 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
 
     from mtbranch.composition.artifact import load
     from mtbranch.serve.app import ServeSettings, create_app
+    from mtbranch.serve.fair import parse_quotas
     from mtbranch.serve.schema import Limits
     from mtbranch.serve.server import run_server
 
+    owner_quotas = parse_quotas(quotas)
     if threads:
         torch.set_num_threads(threads)
     subset = _check_tasks(artifact, tasks)
@@ -107,7 +112,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              max_batch_wait_ms=max_batch_wait_ms, max_queue=max_queue,
                              request_timeout_s=request_timeout, read_timeout_s=read_timeout, keep_alive_s=keep_alive,
                              grace_s=grace, drain_delay_s=drain_delay,
-                             admin_token=os.environ.get(admin_token_env) or None,
+                             admin_token=os.environ.get(admin_token_env) or None, quotas=owner_quotas,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port} "
                       f"({model.compute_dtype_reason})", markup=False)

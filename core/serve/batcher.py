@@ -14,7 +14,6 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 from mtbranch.serve.batching import Budget, Job, Outcome, PassHook, Results, Stats, prepare_job, run_jobs
 from mtbranch.serve.cost import Clock, CostMeter
+from mtbranch.serve.fair import FairQueue
 from mtbranch.serve.metrics import Metrics
 from mtbranch.serve.schema import RequestError, ServeSettings
 from mtbranch.serve.state import Served
@@ -35,6 +35,7 @@ RunJobs = Callable[[Any, list[Job], Stats, Budget, PassHook], list[Outcome]]
 class _Item:
     job: Job
     future: asyncio.Future[tuple[Results, str]]
+    tenant: str = ""  # its lane in the fair queue (the owners of the tasks it asks for)
 
 
 class Batcher:
@@ -48,7 +49,7 @@ class Batcher:
         self.stats = Stats()
         self.rate = 0.0  # sequences per second, recent passes (for Retry-After)
         self._run_jobs = run
-        self._pending: deque[_Item] = deque()
+        self._pending: FairQueue[_Item] = FairQueue(lambda item: item.tenant)  # round-robin over tenants
         self._running: list[_Item] = []
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-model")
@@ -97,11 +98,12 @@ class Batcher:
         self.metrics.queue_depth.set(0)
         return n
 
-    async def submit(self, job: Job) -> tuple[Results, str]:
-        """The job's results and the version that computed them; 503 after ``request_timeout_s``."""
+    async def submit(self, job: Job, tenant: str = "") -> tuple[Results, str]:
+        """The job's results and the version that computed them; 503 after ``request_timeout_s``. Requests of
+        several ``tenant`` s are taken round-robin (:class:`~mtbranch.serve.fair.FairQueue`)."""
         fut: asyncio.Future[tuple[Results, str]] = asyncio.get_running_loop().create_future()
         self.stats.requests += 1
-        self._pending.append(_Item(job, fut))
+        self._pending.append(_Item(job, fut, tenant))
         self.metrics.queue_depth.set(len(self._pending))
         self._wake.set()
         timeout = self.settings.request_timeout_s

@@ -110,6 +110,7 @@ class ServeSettings:
     grace_s: float = 10.0  # SIGTERM: requests in flight get this long, then 503
     drain_delay_s: float = 0.0  # SIGTERM: readiness is 503 this long before the listener closes
     admin_token: str | None = None  # enables POST /admin/reload (Authorization: Bearer TOKEN)
+    quotas: dict[str, float] = dataclasses.field(default_factory=dict)  # owner ('*': any other) -> texts/s
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
