@@ -219,8 +219,10 @@ def _cost_rows(artifact: Path, lock: dict[str, Any], tokens: int) -> list[dict[s
     from mtbranch.spec.manifest import MANIFEST_NAME, read_manifest
 
     shape = Shape.of_config(read_json_object(artifact / "trunk" / "config.json"))
-    branches = [{**e, "owner": read_manifest(artifact / "branches" / e["name"] / MANIFEST_NAME).owner}
-                for e in lock["branches"]]
+    branches = []
+    for e in lock["branches"]:
+        m = read_manifest(artifact / "branches" / e["name"] / MANIFEST_NAME)
+        branches.append({**e, "owner": m.owner, "signature": m.tokenizer.input_signature})
     return static_cost(shape, branches, tokens)
 
 
@@ -230,13 +232,14 @@ def _print_cost_table(rows: list[dict[str, Any]]) -> None:
     tokens = rows[0]["tokens"] if rows else 0
     table = Table(title=f"cost per request (one text of {tokens} tokens, GFLOPs)", title_justify="left")
     for col in ("task", "owner", "depth", "layers", "alone", "shared", "own", "all tasks"):
-        table.add_column(col, justify="left" if col in ("task", "owner") else "right")
+        table.add_column(col, justify="left" if col in ("task", "owner") else "right", overflow="fold")
     for r in rows:
         table.add_row(esc(r["task"]), esc(r["owner"]), str(r["attach_depth"]), str(r["num_layers"]),
                       *(f"{r[k] / 1e9:.3f}" for k in ("alone_flops", "shared_flops", "own_flops", "all_tasks_flops")))
     console.print(table)
     console.print("alone: the trunk to its depth and its own layers; shared: its share of the trunk layers when every "
-                  "task is asked (each layer split among the tasks that need it); own: its own layers")
+                  "task is asked (each layer split among the tasks of its input signature that need it); own: its "
+                  "own layers")
 
 
 def _print_task_table(rows: list[dict[str, Any]]) -> None:

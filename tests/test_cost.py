@@ -113,8 +113,9 @@ def test_inspect_cost(artifact: Path) -> None:
     assert r.exit_code == 0, r.output
     rows = {x["task"]: x for x in json.loads(r.output)["cost"]}
     assert rows["entities"]["owner"] == "team-b" and rows["sentiment"]["attach_depth"] == 2
-    total_shared = sum(x["shared_flops"] for x in rows.values())
-    assert total_shared == pytest.approx(3 * L.layer(16))  # the tiny trunk: hidden 32, intermediate 64
+    single = sum(x["shared_flops"] for x in rows.values() if x["signature"] == "single")
+    assert single == pytest.approx(3 * L.layer(16))  # the tiny trunk: hidden 32, intermediate 64
+    assert rows["similarity"]["shared_flops"] == pytest.approx(2 * L.layer(16))  # its pair row, alone
     r = CliRunner().invoke(cli, ["inspect", str(artifact), "--cost"])
     assert r.exit_code == 0 and "team-b" in r.output and "GFLOPs" in r.output
 
@@ -156,3 +157,10 @@ def test_owners_over_http(client: TestClient) -> None:
     r = client.post("/predict", json={"texts": ["a"], "owners": ["support"]})
     assert r.status_code == 422 and r.json() == {"error": "unknown owner(s): 'support'",
                                                  "hint": "owners served: team-a, team-b"}
+
+
+def test_static_cost_pair_tasks_share_their_own_row() -> None:
+    rows = {r["task"]: r for r in static_cost(L, [
+        {"name": "a", "attach_depth": 2, "num_layers": 0, "signature": "single"},
+        {"name": "p", "attach_depth": 2, "num_layers": 0, "signature": "pair"}], tokens=8)}
+    assert rows["a"]["shared_flops"] == rows["p"]["shared_flops"] == pytest.approx(2 * L.layer(8))

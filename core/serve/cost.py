@@ -53,15 +53,20 @@ def task_of(key: str) -> str:
 
 
 def static_cost(shape: Shape, branches: Sequence[Mapping[str, Any]], tokens: int = 128) -> list[dict[str, Any]]:
-    """Per branch (``name``, ``owner``, ``attach_depth``, ``num_layers``), FLOPs of one ``tokens``-token request:
-    asked alone (trunk to its depth + its layers), and its shared and own share when every task is asked."""
-    reads = {b["name"]: (int(b["attach_depth"]), int(b["num_layers"])) for b in branches}
-    share = row_flops(shape, tokens, reads)
+    """Per branch (``name``, ``owner``, ``attach_depth``, ``num_layers``, ``signature``), FLOPs of one
+    ``tokens``-token input: asked alone (trunk to its depth + its layers), and its shared and own share when every
+    task is asked (single-text and pair tasks read different sequences, so each signature shares its own row)."""
+    share: dict[str, tuple[float, float]] = {}
+    for signature in dict.fromkeys(b.get("signature", "single") for b in branches):
+        reads = {b["name"]: (int(b["attach_depth"]), int(b["num_layers"])) for b in branches
+                 if b.get("signature", "single") == signature}
+        share.update(row_flops(shape, tokens, reads))
     rows = []
     for b in branches:
-        depth, own = reads[b["name"]]
+        depth, own = int(b["attach_depth"]), int(b["num_layers"])
         shared, mine = share[b["name"]]
         rows.append({"task": b["name"], "owner": b.get("owner") or "unowned", "attach_depth": depth,
+                     "signature": b.get("signature", "single"),
                      "num_layers": own, "tokens": tokens, "alone_flops": (depth + own) * shape.layer(tokens),
                      "shared_flops": shared, "own_flops": mine, "all_tasks_flops": shared + mine})
     return rows
