@@ -210,3 +210,42 @@ def test_cli_canary_over_http(server: Server, setup: dict[str, Any], monkeypatch
     assert r.exit_code == 1 and "401" in r.output
     r = runner.invoke(cli, ["canary", "status", "--url", "http://127.0.0.1:9"])
     assert r.exit_code == 1 and "cannot reach" in r.output
+
+
+def test_promote_refuses_a_branch_changed_since_it_was_loaded(server: Server, setup: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    import shutil
+
+    b_copy = shutil.copytree(setup["b_dir"], tmp_path / "sentiment-b")
+    lock = (setup["artifact"] / "mtbranch.lock.json").read_bytes()
+    assert admin(server, "/admin/canary", {"branch_dir": str(b_copy)}).status_code == 200
+    weights = b_copy / "branch.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")  # edited after the canary was loaded
+    r = admin(server, "/admin/canary/sentiment/promote")
+    assert r.status_code == 409 and "changed since the canary was loaded" in r.json()["error"]
+    assert (setup["artifact"] / "mtbranch.lock.json").read_bytes() == lock  # nothing written
+    assert admin(server, "/admin/canary/sentiment/rollback").json()["status"] == "rolled back"
+
+
+def test_a_canary_replaced_while_a_request_ran_leaks_nothing_into_the_answer() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from mtbranch.serve.canary import Canaries, CanaryModule
+
+    def canary() -> Canary:
+        module = SimpleNamespace(manifest=SimpleNamespace(version="0.2.0", attach_depth=1))
+        return Canary("s", CanaryModule(module, ""), Path(), "0.1.0")
+
+    reg = Canaries(CollectorRegistry())
+    first = canary()
+    reg.start(first)
+    route = reg.route(["s"], {}, ["x"])
+    results = [{"s": {"label": "a"}, first.key: {"label": "b"}}]
+    reg.stop("s")
+    second = canary()
+    reg.start(second)  # rolled back and started again while the request was in the batch
+    assert second.key != first.key and second.module.name == second.key
+    assert reg.settle(route, {"s": "0.1.0"}, results, 0.01) == [{"s": {"label": "a"}}]  # A answered
+    assert second.requests == 0

@@ -1,6 +1,6 @@
 """Canary releases of one branch inside the live model: version B next to the live version A, in the same pass.
 
-A :class:`Canary` holds B's module behind a key no task name can have (``sentiment@canary``), so it never joins
+A :class:`Canary` holds B's module behind a key no task name can have (``sentiment@canary1``), so it never joins
 the model's plan (``/tasks``, ``predict`` and every other branch are untouched). A request for the task gets B
 added to its rows' reads (:meth:`Canaries.attach`): B forks at its own attach depth in the same trunk pass as
 everything else. Modes:
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ from mtbranch.serve.batching import Job, Results
 from mtbranch.serve.metrics import LATENCY_BUCKETS
 
 Mode = Literal["shadow", "split"]
-KEY_SUFFIX = "@canary"  # '@' is not allowed in task names: the key never meets a real task
+KEY_SUFFIX = "@canary"  # '@' is not allowed in task names: a key (sentiment@canary3) never meets a real task
 DEFAULT_KEY_HEADER = "x-mtbranch-key"
 
 
@@ -64,6 +65,7 @@ class Canary:
     fraction: float = 0.0  # split: share of request keys answered by B
     key_header: str = DEFAULT_KEY_HEADER
     started: float = field(default_factory=time.time)
+    serial: int = field(default_factory=itertools.count(1).__next__)  # keys differ from one canary to the next
     requests: int = 0
     agree: int = 0
     differ: int = 0
@@ -74,7 +76,8 @@ class Canary:
 
     @property
     def key(self) -> str:
-        return self.task + KEY_SUFFIX
+        """B's name in the pass and in the results (a batch can hold requests of a canary and of its successor)."""
+        return f"{self.task}{KEY_SUFFIX}{self.serial}"
 
     def takes(self, key: str) -> bool:
         """Split: whether requests with this key go to B. A hash of (task, key) in [0, 1): sticky, and raising
@@ -90,6 +93,19 @@ class Canary:
                 "requests": self.requests, "compared": compared,
                 "agreement": round(self.agree / compared, 6) if compared else None,
                 "canary_forward_s": round(self.module.seconds, 6)}
+
+
+@dataclass
+class Promotion:
+    """A promoted B, with A's files kept so that rollback can put A back."""
+
+    task: str
+    previous: Path  # a directory holding A's manifest and weights (a temporary one, for the process' life)
+    previous_version: str
+    version: str
+
+    def status(self) -> dict[str, Any]:
+        return {"task": self.task, "version": self.version, "previous_version": self.previous_version}
 
 
 Route = dict[str, str]  # task -> "shadow" (B computed, A answers) or "canary" (B answers)
@@ -141,6 +157,7 @@ class Canaries:
 
     def __init__(self, registry: Any) -> None:
         self.active: dict[str, Canary] = {}
+        self.promoted: dict[str, Promotion] = {}  # promotions rollback can undo
         self.metrics = CanaryMetrics(registry)
         self._forward_seen: dict[str, float] = {}
 
@@ -149,6 +166,7 @@ class Canaries:
             running = self.active[canary.task].version
             raise MtbranchError(f"task {canary.task!r} already has a canary (version {running})",
                                 hint="promote or roll it back first")
+        canary.module.name = canary.key
         self.active[canary.task] = canary
         self._forward_seen[canary.task] = 0.0
 
@@ -191,10 +209,12 @@ class Canaries:
         meanwhile has no B results: A answers it.
         """
         m = self.metrics
+        # every canary result leaves the response, also one of a canary replaced while the request ran
+        extras = [{k: r.pop(k) for k in [k for k in r if KEY_SUFFIX in k]} for r in results]
         for task, live_version in versions.items():
             c = self.active.get(task)
             role = route.get(task)
-            b_results = [r.pop(c.key, None) for r in results] if c is not None and role else []
+            b_results = [e.get(c.key) for e in extras] if c is not None and role else []
             if c is None or not role or any(x is None for x in b_results):
                 self._observe(task, live_version, "live", [r[task] for r in results], seconds)
                 continue

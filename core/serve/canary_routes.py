@@ -15,7 +15,6 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mtbranch.errors import MtbranchError, ValidationFailed
-from mtbranch.serve.canary import DEFAULT_KEY_HEADER, Canary, CanaryModule, Mode
+from mtbranch.serve.canary import DEFAULT_KEY_HEADER, Canary, CanaryModule, Mode, Promotion
 from mtbranch.serve.http import error_responses
 from mtbranch.serve.routes import State, authorize
 from mtbranch.serve.schema import RequestError
@@ -51,27 +50,6 @@ class CanaryChange(BaseModel):
     key_header: str | None = None
 
 
-@dataclass
-class Promotion:
-    """A promoted B, with A's files kept so that rollback can put A back."""
-
-    task: str
-    previous: Path  # a temporary directory holding A's manifest and weights
-    previous_version: str
-    version: str
-
-    def status(self) -> dict[str, Any]:
-        return {"task": self.task, "version": self.version, "previous_version": self.previous_version}
-
-
-def promotions(state: ServerState) -> dict[str, Promotion]:
-    found: dict[str, Promotion] | None = getattr(state, "promotions", None)
-    if found is None:
-        found = {}
-        state.promotions = found  # type: ignore[attr-defined]
-    return found
-
-
 def load_version_b(model: Any, task: str, source: Path) -> CanaryModule:
     """B validated against the served trunk (the validator ``mtbranch update`` runs), checked against A, loaded."""
     from mtbranch.branch.model import load_branch
@@ -97,7 +75,7 @@ def load_version_b(model: Any, task: str, source: Path) -> CanaryModule:
                             "trained on", path=str(source), hint="export B with the live max_length or longer")
     b = load_branch(report.branches[0].path, pm.head_type(m.head.type))
     model.place_branch(b)  # refuses a depth above the trunk kept (that needs a compose and a reload)
-    return CanaryModule(b, task + "@canary")
+    return CanaryModule(b, task + "@canary")  # Canaries.start gives it the canary's own key
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -113,7 +91,7 @@ def as_request_error(exc: MtbranchError, status: int = 422) -> RequestError:
 async def canary_status(request: Request, state: State) -> dict[str, Any]:
     authorize(request, state)
     return {"canaries": [c.status() for c in state.canaries.active.values()],
-            "promoted": [p.status() for p in promotions(state).values()]}
+            "promoted": [p.status() for p in state.canaries.promoted.values()]}
 
 
 @router.post("/admin/canary", summary="Load version B of one branch next to its live version A.",
@@ -141,7 +119,10 @@ async def canary_start(request: Request, body: CanaryStart, state: State) -> dic
         raise as_request_error(exc) from None
     canary = Canary(task, module, source, served.model.branch(task).manifest.version, body.mode, body.fraction,
                     body.key_header.lower())
-    state.canaries.start(canary)
+    try:
+        state.canaries.start(canary)
+    except MtbranchError as exc:  # another start for the task won the race
+        raise as_request_error(exc, 409) from None
     return canary.status()
 
 
@@ -184,10 +165,10 @@ async def canary_promote(task: str, request: Request, state: State) -> dict[str,
             shutil.rmtree(previous, ignore_errors=True)
             raise
         state.canaries.stop(task)
-        old = promotions(state).pop(task, None)
+        old = state.canaries.promoted.pop(task, None)
         if old is not None:
             shutil.rmtree(old.previous, ignore_errors=True)
-        promotions(state)[task] = Promotion(task, previous / task, live.version, c.version)
+        state.canaries.promoted[task] = Promotion(task, previous / task, live.version, c.version)
     return {"status": "promoted", "task": task, "version": c.version, "previous_version": live.version,
             "lock_sha256": state.current().version}
 
@@ -199,7 +180,7 @@ async def canary_rollback(task: str, request: Request, state: State) -> dict[str
     if task in state.canaries.active:
         c = state.canaries.stop(task)
         return {"status": "rolled back", "task": task, "version": c.live_version, "dropped": c.version}
-    p = promotions(state).get(task)
+    p = state.canaries.promoted.get(task)
     if p is None:
         raise RequestError(404, f"task {task!r} has no canary and no promotion to roll back",
                            "GET /admin/canary lists them")
@@ -208,7 +189,7 @@ async def canary_rollback(task: str, request: Request, state: State) -> dict[str
         raise RequestError(409, "a reload or promotion is already running", "wait for it and try again")
     async with state.reloading:
         await _write_and_serve(state, artifact, task, p.previous)
-        promotions(state).pop(task)
+        state.canaries.promoted.pop(task)
         shutil.rmtree(p.previous.parent, ignore_errors=True)
     return {"status": "rolled back", "task": task, "version": p.previous_version, "dropped": p.version,
             "lock_sha256": state.current().version}

@@ -141,60 +141,10 @@ def main() -> None:
         tasks = httpx.get(url + "/tasks").json()
         teams = sorted({t["owner"] for t in tasks})
         owners = {team: [t["name"] for t in tasks if t["owner"] == team] for team in teams}
-        # cost
-        before, cpu0 = httpx.get(url + "/metrics").text, cpu_seconds(server.pid)
-        log: list[dict[str, Any]] = []
-        t0 = time.perf_counter()
-        asyncio.run(traffic(url, dict.fromkeys(teams, args.rate), args.cost_s, texts, log))
-        wall = time.perf_counter() - t0
-        after, cpu1 = httpx.get(url + "/metrics").text, cpu_seconds(server.pid)
-        diff = {k: {o: v - counters(before, k).get(o, 0.0) for o, v in counters(after, k).items()}
-                for k in ("mtbranch_task_cpu_seconds", "mtbranch_task_compute_seconds", "mtbranch_task_flops")}
-        attributed = sum(diff["mtbranch_task_cpu_seconds"].values())
-        rows = []
-        for team in teams:
-            mine = [r for r in log if r["team"] == team]
-            ok = [r for r in mine if r["code"] == 200]
-            cpu = diff["mtbranch_task_cpu_seconds"].get(team, 0.0)
-            rows.append({"team": team, "tasks": owners[team], "requests": len(mine), "ok": len(ok),
-                         "p50_ms": round(pct([r["ms"] for r in ok], 50), 1),
-                         "cpu_s": round(cpu, 3),
-                         "compute_s": round(diff["mtbranch_task_compute_seconds"].get(team, 0.0), 3),
-                         "gflops": round(diff["mtbranch_task_flops"].get(team, 0.0) / 1e9, 2),
-                         "cpu_ms_per_request": round(1000 * cpu / max(1, len(ok)), 2),
-                         "share_of_model_cpu": round(cpu / attributed, 4) if attributed else None,
-                         "usd_per_month": round(cpu / wall * 730 * args.usd_per_cpu_hour, 2),
-                         "usd_per_million_requests": round(cpu / max(1, len(ok)) * 1e6 / 3600
-                                                           * args.usd_per_cpu_hour, 2)})
-        cost = {"seconds": round(wall, 1), "rate_per_team": args.rate, "usd_per_cpu_hour": args.usd_per_cpu_hour,
-                "server_process_cpu_s": round(cpu1 - cpu0, 2), "attributed_model_cpu_s": round(attributed, 2),
-                "teams": rows}
-        # fairness
-        windows: list[dict[str, Any]] = []
-        for rnd in range(args.rounds):
-            for kind, noisy_rate in (("quiet", 0.0), ("at_quota", args.quota), ("burst", 10 * args.quota)):
-                wlog: list[dict[str, Any]] = []
-                rates = {args.victim: args.victim_rate, args.noisy: noisy_rate}
-                asyncio.run(traffic(url, rates, args.window_s, texts, wlog))
-                windows.append({"round": rnd, "kind": kind, "log": wlog})
-
-        def summary(kind: str) -> dict[str, Any]:
-            logs = [r for w in windows if w["kind"] == kind for r in w["log"]]
-            victim = [r["ms"] for r in logs if r["team"] == args.victim and r["code"] == 200]
-            noisy = [r for r in logs if r["team"] == args.noisy]
-            return {"victim_requests": len([r for r in logs if r["team"] == args.victim]),
-                    "victim_ok": len(victim), "victim_p50_ms": round(pct(victim, 50), 1),
-                    "victim_p99_ms": round(pct(victim, 99), 1),
-                    "noisy_requests": len(noisy), "noisy_200": sum(r["code"] == 200 for r in noisy),
-                    "noisy_429": sum(r["code"] == 429 for r in noisy),
-                    "noisy_other": sum(r["code"] not in (200, 429) for r in noisy)}
-
-        quiet, at_quota, burst = summary("quiet"), summary("at_quota"), summary("burst")
-        fairness = {"victim": args.victim, "victim_rate": args.victim_rate, "noisy": args.noisy,
-                    "noisy_quota_texts_per_s": args.quota, "noisy_rate": 10 * args.quota, "rounds": args.rounds,
-                    "window_s": args.window_s, "quiet": quiet, "at_quota": at_quota, "burst": burst,
-                    "p99_burst_over_quiet": round(burst["victim_p99_ms"] / quiet["victim_p99_ms"], 3),
-                    "p99_burst_over_at_quota": round(burst["victim_p99_ms"] / at_quota["victim_p99_ms"], 3)}
+        cost: dict[str, Any] = {}
+        if args.cost_s > 0:
+            cost = measure_cost(url, server.pid, teams, owners, texts, args)
+        fairness = measure_fairness(url, texts, args)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -209,6 +159,69 @@ def main() -> None:
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+
+
+def measure_cost(url: str, pid: int, teams: list[str], owners: dict[str, list[str]], texts: list[tuple[str, str]],
+                 args: argparse.Namespace) -> dict[str, Any]:
+    before, cpu0 = httpx.get(url + "/metrics").text, cpu_seconds(pid)
+    log: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    asyncio.run(traffic(url, dict.fromkeys(teams, args.rate), args.cost_s, texts, log))
+    wall = time.perf_counter() - t0
+    after, cpu1 = httpx.get(url + "/metrics").text, cpu_seconds(pid)
+    diff = {k: {o: v - counters(before, k).get(o, 0.0) for o, v in counters(after, k).items()}
+            for k in ("mtbranch_task_cpu_seconds", "mtbranch_task_compute_seconds", "mtbranch_task_flops")}
+    attributed = sum(diff["mtbranch_task_cpu_seconds"].values())
+    rows = []
+    for team in teams:
+        mine = [r for r in log if r["team"] == team]
+        ok = [r for r in mine if r["code"] == 200]
+        cpu = diff["mtbranch_task_cpu_seconds"].get(team, 0.0)
+        rows.append({"team": team, "tasks": owners[team], "requests": len(mine), "ok": len(ok),
+                     "p50_ms": round(pct([r["ms"] for r in ok], 50), 1),
+                     "cpu_s": round(cpu, 3),
+                     "compute_s": round(diff["mtbranch_task_compute_seconds"].get(team, 0.0), 3),
+                     "gflops": round(diff["mtbranch_task_flops"].get(team, 0.0) / 1e9, 2),
+                     "cpu_ms_per_request": round(1000 * cpu / max(1, len(ok)), 2),
+                     "share_of_model_cpu": round(cpu / attributed, 4) if attributed else None,
+                     "usd_per_month": round(cpu / wall * 730 * args.usd_per_cpu_hour, 2),
+                     "usd_per_million_requests": round(cpu / max(1, len(ok)) * 1e6 / 3600
+                                                       * args.usd_per_cpu_hour, 2)})
+    return {"seconds": round(wall, 1), "rate_per_team": args.rate, "usd_per_cpu_hour": args.usd_per_cpu_hour,
+            "server_process_cpu_s": round(cpu1 - cpu0, 2), "attributed_model_cpu_s": round(attributed, 2),
+            "teams": rows}
+
+
+def measure_fairness(url: str, texts: list[tuple[str, str]], args: argparse.Namespace) -> dict[str, Any]:
+    windows: list[dict[str, Any]] = []
+    for rnd in range(args.rounds):
+        for kind, noisy_rate in (("quiet", 0.0), ("at_quota", args.quota), ("burst", 10 * args.quota)):
+            wlog: list[dict[str, Any]] = []
+            rates = {args.victim: args.victim_rate, args.noisy: noisy_rate}
+            asyncio.run(traffic(url, rates, args.window_s, texts, wlog))
+            windows.append({"round": rnd, "kind": kind, "log": wlog})
+
+    def summary(kind: str) -> dict[str, Any]:
+        logs = [r for w in windows if w["kind"] == kind for r in w["log"]]
+        victim = [r["ms"] for r in logs if r["team"] == args.victim and r["code"] == 200]
+        noisy = [r for r in logs if r["team"] == args.noisy]
+        per_round = [pct([r["ms"] for r in w["log"] if r["team"] == args.victim and r["code"] == 200], 99)
+                     for w in windows if w["kind"] == kind]
+        return {"victim_requests": len([r for r in logs if r["team"] == args.victim]),
+                "victim_ok": len(victim), "victim_p50_ms": round(pct(victim, 50), 1),
+                "victim_p95_ms": round(pct(victim, 95), 1), "victim_p99_ms": round(pct(victim, 99), 1),
+                "victim_p99_ms_median_of_windows": round(statistics.median(per_round), 1),
+                "noisy_requests": len(noisy), "noisy_200": sum(r["code"] == 200 for r in noisy),
+                "noisy_429": sum(r["code"] == 429 for r in noisy),
+                "noisy_other": sum(r["code"] not in (200, 429) for r in noisy)}
+
+    quiet, at_quota, burst = summary("quiet"), summary("at_quota"), summary("burst")
+    fairness = {"victim": args.victim, "victim_rate": args.victim_rate, "noisy": args.noisy,
+                "noisy_quota_texts_per_s": args.quota, "noisy_rate": 10 * args.quota, "rounds": args.rounds,
+                "window_s": args.window_s, "quiet": quiet, "at_quota": at_quota, "burst": burst,
+                "p99_burst_over_quiet": round(burst["victim_p99_ms"] / quiet["victim_p99_ms"], 3),
+                "p99_burst_over_at_quota": round(burst["victim_p99_ms"] / at_quota["victim_p99_ms"], 3)}
+    return fairness
 
 
 if __name__ == "__main__":

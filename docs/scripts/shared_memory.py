@@ -4,9 +4,9 @@
 
 For each N, starts N Python processes that each ``mtbranch.load`` the artifact (``OMP_NUM_THREADS=1``), answer one
 request, and wait; then reads each one's ``/proc/PID/smaps_rollup``: RSS (counts shared pages in every process),
-PSS (shared pages divided among the processes mapping them), private and shared bytes, and the part of RSS backed by
-files (the memory-mapped safetensors pages). If the weights stay memory-mapped, N processes' summed PSS grows by the
-private part only.
+PSS (shared pages divided among the processes mapping them), private and shared bytes, the part backed by files,
+and, from ``/proc/PID/smaps``, the RSS and PSS of the ``*.safetensors`` mappings alone (the weights). If the
+weights stay memory-mapped, N processes' summed PSS grows by the private part only.
 """
 
 from __future__ import annotations
@@ -39,6 +39,21 @@ def rollup(pid: int) -> dict[str, int]:
             "file_backed_pss_mb": kb.get("Pss_File", 0) // 1024, "anon_pss_mb": kb.get("Pss_Anon", 0) // 1024}
 
 
+def weights_mapped(pid: int) -> dict[str, int]:
+    """RSS and PSS of the mappings of ``*.safetensors`` files (the weights, memory-mapped) in ``/proc/PID/smaps``."""
+    rss = pss = 0
+    current = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            current = line.rstrip().endswith(".safetensors")
+        elif current and head[:1] == ["Rss:"]:
+            rss += int(head[1])
+        elif current and head[:1] == ["Pss:"]:
+            pss += int(head[1])
+    return {"weights_rss_mb": rss // 1024, "weights_pss_mb": pss // 1024}
+
+
 def run(artifact: str, n: int) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, artifact], env=env, stdin=subprocess.PIPE,
@@ -47,7 +62,7 @@ def run(artifact: str, n: int) -> dict[str, Any]:
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         time.sleep(1)
-        each = [rollup(p.pid) for p in procs]
+        each = [{**rollup(p.pid), **weights_mapped(p.pid)} for p in procs]
     finally:
         for p in procs:
             p.communicate("")
