@@ -119,3 +119,13 @@ def test_quota_over_http(artifact: Path) -> None:  # noqa: F811
         metrics = c.get("/metrics").text
         assert 'mtbranch_quota_rejected_total{owner="team-a"} 2.0' in metrics
         assert "429" in c.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]
+
+
+def test_cli_serve_refuses_a_malformed_quota(artifact: Path) -> None:  # noqa: F811
+    from click.testing import CliRunner
+
+    from mtbranch.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["serve", str(artifact), "--quota", "team-a=lots"])
+    assert r.exit_code == 2 and "OWNER=TEXTS_PER_S" in r.output  # a usage error (UsageError: click's code)
+    assert "internal error" not in r.output and "Traceback" not in r.output
