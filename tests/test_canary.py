@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,11 @@ def test_shadow_split_promote_rollback_under_load(server: Server, setup: dict[st
         metrics = httpx.get(s.url + "/metrics").text
         assert 'mtbranch_branch_requests_total{role="shadow",task="sentiment",version="0.2.0"}' in metrics
         assert 'mtbranch_canary_agreement_total{result=' in metrics
+        labels = re.findall(r'^mtbranch_branch_labels_total\{label="(\w+)",role="(\w+)",task="sentiment",'
+                            r'version="([\d.]+)"\} (\S+)$', metrics, re.M)
+        # A's answers, and B's labels on the same requests (shadow): the two distributions side by side
+        assert {(role, version) for _, role, version, _ in labels} == {("live", "0.1.0"), ("shadow", "0.2.0")}
+        assert {label for label, *_ in labels} <= {"negative", "positive"}
 
         # split 50%, sticky by the x-user header: a key's requests all go to one version
         r = admin(s, "/admin/canary/sentiment", {"mode": "split", "fraction": 0.5, "key_header": "x-user"})

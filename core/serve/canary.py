@@ -144,8 +144,9 @@ class CanaryMetrics:
                                 "answering a split, shadow: computed, not answering)", labels, registry=registry)
         self.latency = Histogram("mtbranch_branch_latency_seconds", "Request latency per branch version and role",
                                  labels, buckets=LATENCY_BUCKETS, registry=registry)
-        self.labels = Counter("mtbranch_branch_labels", "Labels answered per branch version and role (the label "
-                              "distribution)", [*labels, "label"], registry=registry)
+        self.labels = Counter("mtbranch_branch_labels", "Labels per branch version and role (the label "
+                              "distribution; shadow: B's labels on requests A answered)", [*labels, "label"],
+                              registry=registry)
         self.agreement = Counter("mtbranch_canary_agreement", "Canary answers compared with the live version's",
                                  ["task", "version", "result"], registry=registry)
         self.forward = Counter("mtbranch_canary_forward_seconds", "Seconds the canary version's own layers ran",
