@@ -121,6 +121,11 @@ def test_shadow_split_promote_rollback_under_load(server: Server, setup: dict[st
         metrics = httpx.get(s.url + "/metrics").text
         assert 'mtbranch_branch_requests_total{role="shadow",task="sentiment",version="0.2.0"}' in metrics
         assert 'mtbranch_canary_agreement_total{result=' in metrics
+        # latency per version while a canary runs (both versions); none for the other tasks (task_latency has it)
+        assert 'mtbranch_branch_latency_seconds_count{role="shadow",task="sentiment",version="0.2.0"}' in metrics
+        assert 'mtbranch_branch_latency_seconds_count{role="live",task="sentiment",version="0.1.0"}' in metrics
+        assert 'mtbranch_branch_latency_seconds_count{role="live",task="entities"' not in metrics
+        assert 'mtbranch_branch_requests_total{role="live",task="entities",version="0.1.0"}' in metrics
         labels = re.findall(r'^mtbranch_branch_labels_total\{label="(\w+)",role="(\w+)",task="sentiment",'
                             r'version="([\d.]+)"\} (\S+)$', metrics, re.M)
         # A's answers, and B's labels on the same requests (shadow): the two distributions side by side

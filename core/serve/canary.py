@@ -142,7 +142,8 @@ class CanaryMetrics:
         labels = ["task", "version", "role"]
         self.requests = Counter("mtbranch_branch_requests", "Requests per branch version and role (live, canary: "
                                 "answering a split, shadow: computed, not answering)", labels, registry=registry)
-        self.latency = Histogram("mtbranch_branch_latency_seconds", "Request latency per branch version and role",
+        self.latency = Histogram("mtbranch_branch_latency_seconds", "Request latency per branch version and role, "
+                                 "while the task has a canary (else: mtbranch_task_latency_seconds)",
                                  labels, buckets=LATENCY_BUCKETS, registry=registry)
         self.labels = Counter("mtbranch_branch_labels", "Labels per branch version and role (the label "
                               "distribution; shadow: B's labels on requests A answered)", [*labels, "label"],
@@ -217,7 +218,8 @@ class Canaries:
             role = route.get(task)
             b_results = [e.get(c.key) for e in extras] if c is not None and role else []
             if c is None or not role or any(x is None for x in b_results):
-                self._observe(task, live_version, "live", [r[task] for r in results], seconds)
+                # no latency histogram here: mtbranch_task_latency_seconds has it (one per task is plenty at 500)
+                self._observe(task, live_version, "live", [r[task] for r in results], None if c is None else seconds)
                 continue
             c.requests += 1
             for r, b in zip(results, b_results, strict=True):
@@ -236,10 +238,13 @@ class Canaries:
             m.forward.labels(task, c.version).inc(max(0.0, new))
         return results
 
-    def _observe(self, task: str, version: str, role: str, answered: list[dict[str, Any]], seconds: float) -> None:
+    def _observe(self, task: str, version: str, role: str, answered: list[dict[str, Any]],
+                 seconds: float | None) -> None:
+        """Requests and labels; the latency (``seconds``) only while the task has a canary, to compare versions."""
         m = self.metrics
         m.requests.labels(task, version, role).inc()
-        m.latency.labels(task, version, role).observe(seconds)
+        if seconds is not None:
+            m.latency.labels(task, version, role).observe(seconds)
         for res in answered:
             for label in labels_of(res):
                 m.labels.labels(task, version, role, label).inc()
