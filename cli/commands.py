@@ -170,13 +170,18 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
                    "also be a branch directory.")
 @click.option("--no-verify", is_flag=True, help="Skip the check against the lock file (hashes, the lock's own fields); "
                                                 "what is shown is then only the lock's word.")
-def inspect(artifact: Path, as_json: bool, card: bool, no_verify: bool) -> None:
+@click.option("--cost", is_flag=True, help="Also the FLOPs per request of each task: alone, and its shared and own "
+                                           "share when every task is asked (the split /metrics charges by).")
+@click.option("--tokens", default=128, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="--cost: tokens per text.")
+def inspect(artifact: Path, as_json: bool, card: bool, no_verify: bool, cost: bool, tokens: int) -> None:
     """Show a composed artifact: depths, branches, parameters and the overhead metric.
 
     \b
     Example:
       mtbranch inspect composed/ --json
       mtbranch inspect composed/ --card > composed/README.md
+      mtbranch inspect composed/ --cost --tokens 64
     """
     from rich.tree import Tree
 
@@ -202,6 +207,8 @@ def inspect(artifact: Path, as_json: bool, card: bool, no_verify: bool) -> None:
             "branches": [{**e, "parameters": params[e["name"]]} for e in lock["branches"]],
             "parameters": {"trunk": params["trunk"], "total": sum(params.values())},
             "overhead": lock["overhead"], "tasks": task_rows(artifact, lock)}
+    if cost:
+        info["cost"] = _cost_rows(artifact, lock, tokens)
     if as_json:
         print_json(info)
         return
@@ -217,6 +224,38 @@ def inspect(artifact: Path, as_json: bool, card: bool, no_verify: bool) -> None:
     console.print(f"parameters: {info['parameters']['total']:,}")
     console.print(f"overhead: [bold]{lock['overhead']['text']}[/] transformer layers vs one full model per task")
     _print_task_table(info["tasks"])
+    if cost:
+        _print_cost_table(info["cost"])
+
+
+def _cost_rows(artifact: Path, lock: dict[str, Any], tokens: int) -> list[dict[str, Any]]:
+    """mtbranch.serve.cost.static_cost for the artifact (owners from the branches' manifests)."""
+    from mtbranch.io.files import read_json_object
+    from mtbranch.serve.cost import Shape, static_cost
+    from mtbranch.spec.manifest import MANIFEST_NAME, read_manifest
+
+    shape = Shape.of_config(read_json_object(artifact / "trunk" / "config.json"))
+    branches = []
+    for e in lock["branches"]:
+        m = read_manifest(artifact / "branches" / e["name"] / MANIFEST_NAME)
+        branches.append({**e, "owner": m.owner, "signature": m.tokenizer.input_signature})
+    return static_cost(shape, branches, tokens)
+
+
+def _print_cost_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    tokens = rows[0]["tokens"] if rows else 0
+    table = Table(title=f"cost per request (one text of {tokens} tokens, GFLOPs)", title_justify="left")
+    for col in ("task", "owner", "depth", "layers", "alone", "shared", "own", "all tasks"):
+        table.add_column(col, justify="left" if col in ("task", "owner") else "right", overflow="fold")
+    for r in rows:
+        table.add_row(esc(r["task"]), esc(r["owner"]), str(r["attach_depth"]), str(r["num_layers"]),
+                      *(f"{r[k] / 1e9:.3f}" for k in ("alone_flops", "shared_flops", "own_flops", "all_tasks_flops")))
+    console.print(table)
+    console.print("alone: the trunk to its depth and its own layers; shared: its share of the trunk layers when every "
+                  "task is asked (each layer split among the tasks of its input signature that need it); own: its "
+                  "own layers")
 
 
 def _card_of(path: Path) -> str:

@@ -67,6 +67,9 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task")
               help="Texts per request.")
 @click.option("--max-chars", default=_D.limits.max_chars, show_default=True, type=click.IntRange(1),
               help="Characters per text.")
+@click.option("--quota", "quotas", multiple=True, metavar="OWNER=TEXTS_PER_S",
+              help="Texts per second for the tasks of one owner (manifest owner; '*': each owner without one); "
+                   "over it: 429 with Retry-After (repeatable). Requests queue round-robin per owner.")
 @threads_option
 @click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, mps...")
 @click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default=DEFAULT_DTYPE, show_default=True,
@@ -88,7 +91,7 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task")
 def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batch_size: int,
           max_batch_tokens: int | None, max_batch_wait_ms: float, max_queue: int, request_timeout: float,
           read_timeout: float, keep_alive: float, grace: float, drain_delay: float, admin_token_env: str,
-          max_body_bytes: int, max_texts: int, max_chars: int, threads: int | None,
+          max_body_bytes: int, max_texts: int, max_chars: int, quotas: tuple[str, ...], threads: int | None,
           device: str, dtype: str, no_verify: bool, quantize: str | None, model_name: str,
           classify_task: str | None, otel: bool | None, log_level: str) -> None:
     """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
@@ -110,10 +113,12 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
 
     from mtbranch.composition.artifact import load
     from mtbranch.serve.app import ServeSettings, create_app
+    from mtbranch.serve.fair import parse_quotas
     from mtbranch.serve.schema import Limits
     from mtbranch.serve.server import run_server
 
     check_device(device)  # --device cuda on a CPU-only torch: exit 1 before anything is read
+    owner_quotas = parse_quotas(quotas)
     apply_threads(threads)
     subset = _check_tasks(artifact, tasks)
     if classify_task is not None:
@@ -129,7 +134,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              max_batch_wait_ms=max_batch_wait_ms, max_queue=max_queue,
                              request_timeout_s=request_timeout, read_timeout_s=read_timeout, keep_alive_s=keep_alive,
                              grace_s=grace, drain_delay_s=drain_delay,
-                             admin_token=os.environ.get(admin_token_env) or None,
+                             admin_token=os.environ.get(admin_token_env) or None, quotas=owner_quotas,
                              model_name=model_name, classify_task=classify_task,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     # one line (soft_wrap): logs and scripts grep the start line

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,11 +89,7 @@ class ComposedModel(nn.Module):
             raise MtbranchError(f"put_branch takes a loaded branch (BranchModule), not {type(branch).__name__}",
                                 hint="load a branch directory first: "
                                      "mtbranch.branch.model.load_branch(path, head_type)")
-        self._check_fits(branch)
-        self._check_compatible(branch)
-        ref = next(self.trunk.parameters())  # the embeddings: float32 also in an int8-quantized model
-        branch.to(device=ref.device, dtype=ref.dtype)  # the model's compute dtype (bf16 models take float32 files)
-        branch.config._attn_implementation = self.attention  # as the model's other layers (and standalone forward)
+        self.place_branch(branch)
         with self._swap_lock:
             others = [b for b in self._plan.branches if b.name != branch.name]
             self.branch_modules[branch.name] = branch
@@ -117,6 +113,16 @@ class ComposedModel(nn.Module):
                                                                           getattr(branch, "artifact_path", None))
         if any(f.severity == "error" for f in found):
             raise ValidationFailed(Report(findings=found))
+
+    def place_branch(self, branch: BranchModule) -> None:
+        """Check ``branch`` fits the trunk kept and this model's trunk and tokenizer (the validator `update`
+        runs), and give it the model's device, dtype and attention (what :meth:`put_branch` does before adding it;
+        a canary version is placed so without joining the plan)."""
+        self._check_fits(branch)
+        self._check_compatible(branch)
+        ref = next(self.trunk.parameters())  # the embeddings: float32 also in an int8-quantized model
+        branch.to(device=ref.device, dtype=ref.dtype)  # the model's compute dtype (bf16 models take float32 files)
+        branch.config._attn_implementation = self.attention  # as the model's other layers (and standalone forward)
 
     def remove_branch(self, name: str) -> None:
         with self._swap_lock:
@@ -400,9 +406,13 @@ def _keep_rows(trunk: Trunk, hidden: torch.Tensor, mask: torch.Tensor | None, ke
 
 
 def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int] | None],
-             reads: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+             reads: Sequence[Sequence[str]], extra: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Per row, the outputs (as lists) of ``model``'s branches named in ``reads[row]``: token ids of any lengths and
-    task subsets in one :func:`trunk_pass` (padded on the right, as ``tokenize`` pads for ``predict``)."""
+    task subsets in one :func:`trunk_pass` (padded on the right, as ``tokenize`` pads for ``predict``).
+
+    ``extra``: modules outside the model's plan (a canary version of a branch, keyed by a name no task can have)
+    that rows may read too: they fork at their own depth in the same pass, and the plan's branches are untouched.
+    """
     pad = getattr(model.tokenizer, "pad_token_id", None) or 0
     width = max(len(r) for r in ids)
     input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
@@ -414,7 +424,9 @@ def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Seque
         t = type_ids[r]
         if types is not None and t is not None:
             types[r, :len(t)] = torch.tensor(t, dtype=torch.long)
-    branches = model.select(list(dict.fromkeys(n for names in reads for n in names)))
+    extra = extra or {}
+    wanted = list(dict.fromkeys(n for names in reads for n in names))
+    branches = [*model.select([n for n in wanted if n not in extra]), *(extra[n] for n in wanted if n in extra)]
     forks = trunk_pass(model.trunk, input_ids, mask, types, branches, [set(names) for names in reads])
     outs: list[dict[str, Any]] = [{} for _ in ids]
     for name, (rows, value) in forks.items():

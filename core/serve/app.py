@@ -28,7 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from mtbranch.serve import protocols, tracing
+from mtbranch.serve import canary_routes, protocols, tracing
 from mtbranch.serve.batcher import Batcher
 from mtbranch.serve.http import Guard, install_error_handlers, install_openapi
 from mtbranch.serve.routes import router
@@ -75,6 +75,7 @@ def create_app(model: Any = None, *, artifact: str | Path | None = None, setting
     app.include_router(router)
     for protocol_router in protocols.routers():  # v2 (KServe, Triton), TEI, vLLM: beside the native routes
         app.include_router(protocol_router)
+    app.include_router(canary_routes.router)
     install_openapi(app)
     if tracer_provider is not None:
         state.tracing = tracing.setup(app, tracer_provider)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,11 +21,14 @@ from typing import Any
 
 from mtbranch.serve import tracing
 from mtbranch.serve.batching import Budget, Job, Outcome, PassHook, Results, Stats, prepare_job, run_jobs
+from mtbranch.serve.cost import Clock, CostMeter
+from mtbranch.serve.fair import FairQueue
 from mtbranch.serve.metrics import Metrics
 from mtbranch.serve.schema import RequestError, ServeSettings
 from mtbranch.serve.state import Served
 from mtbranch.serve.tracing import Tracing
 
+log = logging.getLogger("mtbranch.serve")
 # run_jobs' signature: the batcher's one call into the model (a test passes its own)
 RunJobs = Callable[[Any, list[Job], Stats, Budget, PassHook], list[Outcome]]
 
@@ -36,6 +39,7 @@ class _Item:
     future: asyncio.Future[tuple[Results, str]]
     trace: Any = None  # the request's OpenTelemetry context (tracing on)
     queued: int = 0  # time.time_ns() at submit (tracing on)
+    tenant: str = ""  # its lane in the fair queue (the owners of the tasks it asks for)
 
 
 class Batcher:
@@ -49,7 +53,7 @@ class Batcher:
         self.stats = Stats()
         self.rate = 0.0  # sequences per second, recent passes (for Retry-After)
         self._run_jobs = run
-        self._pending: deque[_Item] = deque()
+        self._pending: FairQueue[_Item] = FairQueue(lambda item: item.tenant)  # round-robin over tenants
         self._running: list[_Item] = []
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-model")
@@ -57,6 +61,7 @@ class Batcher:
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbranch-tokenize")
         self._task: asyncio.Task[None] | None = None
         self.tracing: Tracing | None = None  # set by the app when tracing is on
+        self.cost = CostMeter(metrics.registry)  # seconds and FLOPs per task and owner
 
     @property
     def queued(self) -> int:
@@ -82,6 +87,10 @@ class Batcher:
         with self.tracing.span("tokenize", **{"mtbranch.texts": len(texts)}):
             return await run(self._tokenizer, prepare_job, served.model, texts, pairs, tasks, raw, tagged)
 
+    async def between_batches(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in the model's worker thread, so no batch runs meanwhile (a branch swapped into the model)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     def retry_after(self, waiting: int) -> int:
         """Seconds until ``waiting`` more sequences are likely done (1 to 60)."""
         return max(1, min(60, math.ceil(waiting / self.rate))) if self.rate > 0 else 1
@@ -97,11 +106,12 @@ class Batcher:
         self.metrics.queue_depth.set(0)
         return n
 
-    async def submit(self, job: Job) -> tuple[Results, str]:
-        """The job's results and the version that computed them; 503 after ``request_timeout_s``."""
+    async def submit(self, job: Job, tenant: str = "") -> tuple[Results, str]:
+        """The job's results and the version that computed them; 503 after ``request_timeout_s``. Requests of
+        several ``tenant`` s are taken round-robin (:class:`~mtbranch.serve.fair.FairQueue`)."""
         fut: asyncio.Future[tuple[Results, str]] = asyncio.get_running_loop().create_future()
         self.stats.requests += 1
-        item = _Item(job, fut)
+        item = _Item(job, fut, tenant=tenant)
         if self.tracing is not None:
             self.tracing.annotate(**{"mtbranch.tasks": list(job.tasks), "mtbranch.texts": len(job.texts)})
             item.trace, item.queued = self.tracing.current(), time.time_ns()
@@ -189,8 +199,17 @@ class Batcher:
         live = [it for it in items if not it.future.done()]
         if rec is not None:  # the trunk passes (mtbranch.serve.batching) and branches fill it, in this thread
             tracing.instrument(served.model)
-        with tracing.recording(rec) if rec is not None else contextlib.nullcontext():
+        with tracing.recording(rec) if rec is not None else contextlib.nullcontext(), Clock() as clock:
             done = self._run_jobs(served.model, [it.job for it in live], self.stats, self.budget,
                                   self.metrics.observe_pass)
+        self._charge(served.model, [it.job for it in live], clock)
         by_id = {id(it): out for it, out in zip(live, done, strict=True)}
         return [by_id.get(id(it), []) for it in items]
+
+    def _charge(self, model: Any, jobs: list[Job], clock: Clock) -> None:
+        """The batch's seconds and FLOPs to the tasks it served (:mod:`mtbranch.serve.cost`); never fails it."""
+        try:
+            self.cost.charge(model, [(len(s.ids), s.branches) for j in jobs for s in j.sequences],
+                             {k: m for j in jobs for k, m in j.extra.items()}, clock.wall, clock.cpu)
+        except Exception:  # accounting must not cost a request its answer
+            log.exception("cost accounting failed for a batch")

@@ -54,6 +54,8 @@ class Job:
     sequences: tuple[Row, ...] = ()
     tagged: bool = False  # pre-split words: token tasks add one tag per word
     model_id: int = 0  # id() of the model that tokenized it; another model re-tokenizes
+    # modules outside the model's plan its rows also read (canary versions: mtbranch.serve.canary), by key
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def size(self) -> int:
@@ -170,7 +172,9 @@ def _run(model: Any, jobs: list[Job], stats: Stats | None, budget: Budget, on_pa
         part = [rows[k] for k in chosen]
         seqs = [s for _, s in part]
         started = time.time_ns() if rec is not None else 0
-        outs = run_rows(model, [s.ids for s in seqs], [s.type_ids for s in seqs], [s.branches for s in seqs])
+        extra = {k: m for j, _ in part for k, m in jobs[j].extra.items()}
+        outs = run_rows(model, [s.ids for s in seqs], [s.type_ids for s in seqs], [s.branches for s in seqs],
+                        extra)
         if rec is not None:
             rec.add_pass(started, max(s.depth for s in seqs), len(part), len(part) * max(len(s.ids) for s in seqs),
                          {id(jobs[j].texts) for j, _ in part})
@@ -184,9 +188,9 @@ def _run(model: Any, jobs: list[Job], stats: Stats | None, budget: Budget, on_pa
         for (j, s), per_branch in zip(part, outs, strict=True):
             job = jobs[j]
             for name, row in per_branch.items():
-                b = model.branch(name)
+                b = job.extra[name] if name in job.extra else model.branch(name)
                 results[j][s.text][name] = row_result(b, row, s.encoding, len(s.ids), job.texts[s.text], job.raw,
                                                       with_tags=job.tagged)
     for j, job in enumerate(jobs):  # the order the request named its tasks in
-        results[j] = [{t: r[t] for t in job.tasks if t in r} for r in results[j]]
+        results[j] = [{t: r[t] for t in (*job.tasks, *job.extra) if t in r} for r in results[j]]
     return results

@@ -198,12 +198,13 @@ _RETRY = {"headers": {"Retry-After": {"description": "seconds to wait before ret
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error codes, all with the :class:`ErrorBody` shape."""
     what = {400: "body is not valid JSON (invalid UTF-8, too deeply nested, number out of range ...)",
-            401: "missing or wrong bearer token", 403: "admin endpoint disabled",
+            401: "missing or wrong bearer token", 403: "admin endpoint disabled", 404: "no such canary or promotion",
             408: "request body not received within the read timeout", 409: "reload failed; the old version serves",
             413: "body, text count or a text over the limits", 415: "Content-Type is not JSON",
-            422: "well-formed JSON that is not a valid request", 500: "a bug (logged)",
+            422: "well-formed JSON that is not a valid request", 429: "over the owner's quota (Retry-After)",
+            500: "a bug (logged)",
             503: "not ready, busy, timed out, or shutting down (Retry-After when retrying helps)"}
-    return {c: {"model": ErrorBody, "description": what[c], **(_RETRY if c == 503 else {})} for c in codes}
+    return {c: {"model": ErrorBody, "description": what[c], **(_RETRY if c in (429, 503) else {})} for c in codes}
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from mtbranch.serve.fair import owners_of, tenant_of
 from mtbranch.serve.http import PREDICT_OPENAPI, error_responses
 from mtbranch.serve.schema import (
     PredictResponse,
@@ -79,7 +80,7 @@ async def metrics(state: State) -> Response:
 
 
 @router.post("/predict", summary="Run tasks on texts.", response_model=PredictResponse,
-             responses=error_responses(400, 408, 413, 415, 422, 500, 503), openapi_extra=PREDICT_OPENAPI)
+             responses=error_responses(400, 408, 413, 415, 422, 429, 500, 503), openapi_extra=PREDICT_OPENAPI)
 async def predict(request: Request, state: State) -> JSONResponse:
     from mtbranch.serve import tei
 
@@ -93,9 +94,13 @@ async def predict(request: Request, state: State) -> JSONResponse:
     names = resolve_request(body, served.infos, state.settings.limits)
     assert state.batcher is not None
     assert body.texts is not None
+    owners = owners_of(names, served.infos)
+    state.quotas.admit(owners, len(body.texts))  # 429 for an owner over its quota (mtbranch.serve.fair)
     job = await state.batcher.tokenize(served, body.texts, body.text_pairs, names, body.raw, body.tagged)
-    results, version = await state.batcher.submit(job)
+    route = state.canaries.route(names, request.headers, body.texts)  # canary versions: mtbranch.serve.canary
+    results, version = await state.batcher.submit(state.canaries.attach(job, route), tenant_of(owners))
     seconds = time.perf_counter() - t0
+    state.canaries.settle(route, {t.name: t.version for t in served.infos if t.name in names}, results, seconds)
     for name in names:
         state.metrics.task_latency.labels(name).observe(seconds)
     return JSONResponse(PredictResponse(results=results, tasks=names).model_dump(), headers={VERSION_HEADER: version})

@@ -33,6 +33,9 @@ class PredictRequest(BaseModel):
     tasks: list[str] | None = Field(default=None, description=(
         "Tasks to run (the trunk runs only as deep as they need). Default: every task that fits the input: "
         "single-text tasks, plus pair tasks when text_pairs is given."))
+    owners: list[str] | None = Field(default=None, description=(
+        "Instead of (or with) tasks: every task these owners ship (the manifests' owner field); pair tasks only "
+        "when text_pairs is given."))
     text_pairs: list[str] | None = Field(default=None, description="Second text per input, for pair tasks.")
     raw: bool = Field(default=False, description="Also return each head's raw outputs (logits / values).")
 
@@ -80,6 +83,7 @@ class TaskInfo(BaseModel):
     signature: str = Field(description="'single' (one text) or 'pair' (needs text_pairs).")
     head: str
     attach_depth: int
+    owner: str | None = Field(default=None, description="The team that ships it (the manifest's owner).")
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class ServeSettings:
     reload_timeout_s: float = 600.0  # POST /admin/reload answers 409 when loading takes longer (the old model serves)
     model_name: str = "mtbranch"  # the model's name under the v2 protocol (/v2/models/NAME) and vLLM's `model`
     classify_task: str | None = None  # the task TEI's /predict and vLLM's /classify answer for by default
+    quotas: dict[str, float] = dataclasses.field(default_factory=dict)  # owner ('*': any other) -> texts/s
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -230,7 +235,7 @@ def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> Predict
 
 
 REQUEST_HINT = ('body: {"texts": [str, ...] (or "words": [[str, ...], ...]), "tasks": [str, ...] | null, '
-                '"text_pairs": [str, ...] | null, "raw": bool}')
+                '"owners": [str, ...] | null, "text_pairs": [str, ...] | null, "raw": bool}')
 
 
 def resolve_request(req: PredictRequest, tasks: Sequence[TaskInfo], limits: Limits) -> list[str]:
@@ -249,13 +254,20 @@ def resolve_request(req: PredictRequest, tasks: Sequence[TaskInfo], limits: Limi
     if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
         raise RequestError(422, f"{len(req.texts)} texts but {len(req.text_pairs)} text_pairs",
                            "give one pair text per input text")
-    by_name = {t.name: t for t in tasks}
+    if req.owners is not None:
+        return _owned_tasks(req, tasks)
     if req.tasks is None:
         names = [t.name for t in tasks if t.signature == "single" or req.text_pairs is not None]
         if not names:
             raise RequestError(422, "every task of this model takes a text pair, but text_pairs is missing",
                                "send text_pairs")
         return names
+    return _named_tasks(req, {t.name: t for t in tasks})
+
+
+def _named_tasks(req: PredictRequest, by_name: dict[str, TaskInfo]) -> list[str]:
+    """The tasks the request names: each served, each pair task with its text_pairs."""
+    assert req.tasks is not None
     if not req.tasks:
         raise RequestError(422, "tasks is an empty list", "omit tasks to run every task, or name some")
     unknown = [t for t in req.tasks if t not in by_name]
@@ -270,9 +282,26 @@ def resolve_request(req: PredictRequest, tasks: Sequence[TaskInfo], limits: Limi
     return names
 
 
+def _owned_tasks(req: PredictRequest, tasks: Sequence[TaskInfo]) -> list[str]:
+    """``owners`` (with ``tasks``, if any): the named tasks plus every task the owners ship that fits the input."""
+    assert req.owners is not None
+    owners = sorted({t.owner for t in tasks if t.owner})
+    unknown = [o for o in req.owners if o not in owners]
+    if not req.owners or unknown:
+        raise RequestError(422, f"unknown owner(s): {', '.join(map(repr, unknown))}" if unknown else
+                           "owners is an empty list", f"owners served: {', '.join(owners) or 'none'}")
+    named = _named_tasks(req, {t.name: t for t in tasks}) if req.tasks is not None else []
+    owned = [t.name for t in tasks if t.owner in req.owners and (t.signature == "single" or req.text_pairs)]
+    if not named and not owned:
+        raise RequestError(422, f"owner(s) {', '.join(req.owners)} ship only pair tasks, but text_pairs is missing",
+                           "send text_pairs")
+    return list(dict.fromkeys([*named, *owned]))
+
+
 def task_infos(model: Any) -> list[TaskInfo]:
     return [TaskInfo(name=b.name, version=b.manifest.version, signature=b.manifest.tokenizer.input_signature,
-                     head=b.manifest.head.type, attach_depth=b.manifest.attach_depth) for b in model.branches]
+                     head=b.manifest.head.type, attach_depth=b.manifest.attach_depth, owner=b.manifest.owner)
+            for b in model.branches]
 
 
 def warm_up(model: Any) -> None:

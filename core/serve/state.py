@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtbranch.errors import MtbranchError
+from mtbranch.serve.canary import Canaries
+from mtbranch.serve.fair import Quotas
 from mtbranch.serve.metrics import Metrics
 from mtbranch.serve.schema import RequestError, ServeSettings, TaskInfo, task_infos, warm_up
 
@@ -84,6 +86,8 @@ class ServerState:
         self.served: Served | None = None
         self.batcher: Batcher | None = None
         self.metrics = Metrics()
+        self.canaries = Canaries(self.metrics.registry)  # canary versions of branches (mtbranch.serve.canary)
+        self.quotas = Quotas(settings.quotas, self.metrics.registry)  # texts/s per owner (mtbranch.serve.fair)
         self.ready = False
         self.draining = False  # readiness 503 (SIGTERM received)
         self.closing = False  # listener closed: new requests get 503

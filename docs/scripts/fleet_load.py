@@ -1,0 +1,228 @@
+"""Fleet load test: what each team costs of one shared `mtbranch serve`, and whether quotas keep teams apart.
+
+    python docs/scripts/fleet_load.py /tmp/fleet/composed --json docs/benchmarks/fleet.json
+
+One server (``mtbranch serve --threads 1 --dtype float32 --quota team-sentiment=2``) on loopback, the example
+artifact of eight teams (``mtbranch compose``: the example plugins). Each request is one STS-B dev sentence (with
+its pair for the pair teams) and names its team's tasks with ``"owners": [TEAM]``; arrivals are open-loop at fixed
+rates (httpx async). Two parts, one server process:
+
+* **cost**: every team at its rate for ``--cost-s`` seconds; then the server's ``/metrics`` counters per owner
+  (``mtbranch_task_cpu_seconds_total``, ``mtbranch_task_compute_seconds_total``, ``mtbranch_task_flops_total``)
+  against the server process's own CPU time (what the model thread did not spend: HTTP, JSON, tokenizing).
+  Monthly cost = the team's CPU-seconds per second of traffic x 730 h x ``--usd-per-cpu-hour`` (an assumed price).
+* **fairness**: ``--rounds`` rounds, each three windows: quiet (the victim team alone at its rate), at quota (the
+  noisy team also sends at its quota) and burst (the noisy team at 10x its quota). The victim's p50/p99 per kind of
+  window (all rounds pooled), and the noisy team's 200s and 429s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "STS-B" / "sts-dev.csv"
+PAIR_TEAMS = {"team-paraphrase", "team-similarity"}
+
+
+def sentences(n: int) -> list[tuple[str, str]]:
+    with DATA.open(encoding="utf-8") as fh:
+        rows = [r for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 7]
+    return [(r[5], r[6]) for r in rows[:n]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(artifact: str, port: int, quota: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [str(Path(sys.executable).parent / "mtbranch"), "serve", artifact, "--port", str(port), "--threads", "1",
+           "--dtype", "float32", "--max-batch-wait-ms", "2", "--quota", quota, "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("server did not become ready")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def counters(text: str, name: str) -> dict[str, float]:
+    """Sum of ``name``'s samples per owner label."""
+    out: dict[str, float] = {}
+    for owner, value in re.findall(rf'^{name}_total{{owner="([^"]*)",task="[^"]*"}} (\S+)$', text, re.M):
+        out[owner] = out.get(owner, 0.0) + float(value)
+    return out
+
+
+async def traffic(url: str, rates: dict[str, float], seconds: float, texts: list[tuple[str, str]],
+                  log: list[dict[str, Any]]) -> None:
+    """Open-loop arrivals: each team at its rate (requests/s), for ``seconds``."""
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256)) as client:
+        async def one(team: str, k: int) -> None:
+            text, pair = texts[k % len(texts)]
+            body: dict[str, Any] = {"texts": [text], "owners": [team]}
+            if team in PAIR_TEAMS:
+                body["text_pairs"] = [pair]
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url + "/predict", json=body)
+                code = r.status_code
+            except httpx.HTTPError:
+                code = -1
+            log.append({"team": team, "code": code, "ms": 1000 * (time.perf_counter() - t0), "at": t0})
+
+        async def team_loop(team: str, rate: float, phase: float) -> None:
+            """Arrivals at ``(k + phase) / rate``: teams staggered, never all at the same instant."""
+            start, k, pending = time.perf_counter(), 0, []
+            while (due := start + (k + phase) / rate) < start + seconds:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                pending.append(asyncio.create_task(one(team, k)))
+                k += 1
+            await asyncio.gather(*pending)
+
+        live = [(t, r) for t, r in rates.items() if r > 0]
+        await asyncio.gather(*(team_loop(t, r, (i + 0.5) / len(live)) for i, (t, r) in enumerate(live)))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("artifact")
+    ap.add_argument("--cost-s", type=float, default=60)
+    ap.add_argument("--rate", type=float, default=1.0, help="cost part: requests/s per team")
+    ap.add_argument("--usd-per-cpu-hour", type=float, default=0.05, help="assumed price of one vCPU-hour")
+    ap.add_argument("--victim", default="team-intent")
+    ap.add_argument("--victim-rate", type=float, default=4.0)
+    ap.add_argument("--noisy", default="team-sentiment")
+    ap.add_argument("--quota", type=float, default=2.0, help="the noisy team's quota (texts/s)")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--window-s", type=float, default=15)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    texts = sentences(400)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(args.artifact, port, f"{args.noisy}={args.quota:g}")
+    try:
+        tasks = httpx.get(url + "/tasks").json()
+        teams = sorted({t["owner"] for t in tasks})
+        owners = {team: [t["name"] for t in tasks if t["owner"] == team] for team in teams}
+        cost: dict[str, Any] = {}
+        if args.cost_s > 0:
+            cost = measure_cost(url, server.pid, teams, owners, texts, args)
+        fairness = measure_fairness(url, texts, args)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    models = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    out = {"command": " ".join(["python", *sys.argv]), "cpu": models[0] if models else platform.machine(),
+           "cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
+           "cost": cost, "fairness": fairness}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+def measure_cost(url: str, pid: int, teams: list[str], owners: dict[str, list[str]], texts: list[tuple[str, str]],
+                 args: argparse.Namespace) -> dict[str, Any]:
+    before, cpu0 = httpx.get(url + "/metrics").text, cpu_seconds(pid)
+    log: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    asyncio.run(traffic(url, dict.fromkeys(teams, args.rate), args.cost_s, texts, log))
+    wall = time.perf_counter() - t0
+    after, cpu1 = httpx.get(url + "/metrics").text, cpu_seconds(pid)
+    diff = {k: {o: v - counters(before, k).get(o, 0.0) for o, v in counters(after, k).items()}
+            for k in ("mtbranch_task_cpu_seconds", "mtbranch_task_compute_seconds", "mtbranch_task_flops")}
+    attributed = sum(diff["mtbranch_task_cpu_seconds"].values())
+    rows = []
+    for team in teams:
+        mine = [r for r in log if r["team"] == team]
+        ok = [r for r in mine if r["code"] == 200]
+        cpu = diff["mtbranch_task_cpu_seconds"].get(team, 0.0)
+        rows.append({"team": team, "tasks": owners[team], "requests": len(mine), "ok": len(ok),
+                     "p50_ms": round(pct([r["ms"] for r in ok], 50), 1),
+                     "cpu_s": round(cpu, 3),
+                     "compute_s": round(diff["mtbranch_task_compute_seconds"].get(team, 0.0), 3),
+                     "gflops": round(diff["mtbranch_task_flops"].get(team, 0.0) / 1e9, 2),
+                     "cpu_ms_per_request": round(1000 * cpu / max(1, len(ok)), 2),
+                     "share_of_model_cpu": round(cpu / attributed, 4) if attributed else None,
+                     "usd_per_month": round(cpu / wall * 730 * args.usd_per_cpu_hour, 2),
+                     "usd_per_million_requests": round(cpu / max(1, len(ok)) * 1e6 / 3600
+                                                       * args.usd_per_cpu_hour, 2)})
+    return {"seconds": round(wall, 1), "rate_per_team": args.rate, "usd_per_cpu_hour": args.usd_per_cpu_hour,
+            "server_process_cpu_s": round(cpu1 - cpu0, 2), "attributed_model_cpu_s": round(attributed, 2),
+            "teams": rows}
+
+
+def measure_fairness(url: str, texts: list[tuple[str, str]], args: argparse.Namespace) -> dict[str, Any]:
+    windows: list[dict[str, Any]] = []
+    for rnd in range(args.rounds):
+        for kind, noisy_rate in (("quiet", 0.0), ("at_quota", args.quota), ("burst", 10 * args.quota)):
+            wlog: list[dict[str, Any]] = []
+            rates = {args.victim: args.victim_rate, args.noisy: noisy_rate}
+            asyncio.run(traffic(url, rates, args.window_s, texts, wlog))
+            windows.append({"round": rnd, "kind": kind, "log": wlog})
+
+    def summary(kind: str) -> dict[str, Any]:
+        logs = [r for w in windows if w["kind"] == kind for r in w["log"]]
+        victim = [r["ms"] for r in logs if r["team"] == args.victim and r["code"] == 200]
+        noisy = [r for r in logs if r["team"] == args.noisy]
+        per_round = [pct([r["ms"] for r in w["log"] if r["team"] == args.victim and r["code"] == 200], 99)
+                     for w in windows if w["kind"] == kind]
+        return {"victim_requests": len([r for r in logs if r["team"] == args.victim]),
+                "victim_ok": len(victim), "victim_p50_ms": round(pct(victim, 50), 1),
+                "victim_p95_ms": round(pct(victim, 95), 1), "victim_p99_ms": round(pct(victim, 99), 1),
+                "victim_p99_ms_median_of_windows": round(statistics.median(per_round), 1),
+                "noisy_requests": len(noisy), "noisy_200": sum(r["code"] == 200 for r in noisy),
+                "noisy_429": sum(r["code"] == 429 for r in noisy),
+                "noisy_other": sum(r["code"] not in (200, 429) for r in noisy)}
+
+    quiet, at_quota, burst = summary("quiet"), summary("at_quota"), summary("burst")
+    fairness = {"victim": args.victim, "victim_rate": args.victim_rate, "noisy": args.noisy,
+                "noisy_quota_texts_per_s": args.quota, "noisy_rate": 10 * args.quota, "rounds": args.rounds,
+                "window_s": args.window_s, "quiet": quiet, "at_quota": at_quota, "burst": burst,
+                "p99_burst_over_quiet": round(burst["victim_p99_ms"] / quiet["victim_p99_ms"], 3),
+                "p99_burst_over_at_quota": round(burst["victim_p99_ms"] / at_quota["victim_p99_ms"], 3)}
+    return fairness
+
+
+if __name__ == "__main__":
+    main()
