@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from mtbranch.cli import params as P
 from mtbranch.cli.output import console, esc
 
 MODES = ("shadow", "split")
@@ -82,7 +83,7 @@ def canary() -> None:
 @canary.command()
 @click.argument("branch_dir", type=click.Path(path_type=Path))
 @click.option("--mode", type=click.Choice(MODES), default="shadow", show_default=True)
-@click.option("--fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--fraction", type=P.FRACTION, default=0.0, show_default=True,
               help="split: the share of request keys version B answers.")
 @click.option("--key-header", default="x-mtbranch-key", show_default=True,
               help="split: the request header that keeps a client on one version.")
@@ -97,7 +98,7 @@ def start(branch_dir: Path, mode: str, fraction: float, key_header: str, url: st
 @canary.command("set")
 @click.argument("task")
 @click.option("--mode", type=click.Choice(MODES), required=True)
-@click.option("--fraction", type=click.FloatRange(0, 1), default=None)
+@click.option("--fraction", type=P.FRACTION, default=None)
 @click.option("--key-header", default=None)
 @_options
 def set_mode(task: str, mode: str, fraction: float | None, key_header: str | None, url: str, token_env: str,

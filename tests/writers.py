@@ -26,6 +26,7 @@ INPUTS = {
     ("export-onnx", "artifact"), ("import-hf", "model_dir"), ("new-plugin", "branch_dir"), ("update", "put"),
     ("train", "train_path"), ("train", "dev_path"), ("sweep", "train_path"), ("sweep", "dev_path"),
     ("distill", "train_path"), ("distill", "dev_path"), ("distill", "teacher"), ("distill", "init_dir"),
+    ("canary start", "branch_dir"),
 }
 # (command, parameter name) -> why it is not an output although it is a path that is written under
 NOT_OUTPUTS = {
