@@ -18,7 +18,9 @@ Examples:
       --dev sentiment=SST-2/dev.tsv --dev-text-col sentence --dev-label-col label \\
       --dev-label-names negative,positive --layers 2 --threads 1 -o migrated/
   mtbranch migrate branches/entities --from-trunk minilm-l6 --to-trunk minilm-l3 \\
-      --texts entities=conll-sentences.txt --texts pairs.tsv -o migrated/
+      --texts entities=conll-sentences.txt -o migrated/
+  mtbranch migrate ./sst2-finetuned-bert --name sentiment --to-trunk minilm-l6 --texts texts.txt \\
+      -o consolidated/      # consolidation: a fine-tuned checkpoint becomes a branch
   # stopped? the same command continues from the finished branches
 """
 
@@ -74,6 +76,9 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any]) -
 @click.option("--only", multiple=True, metavar="NAME", help="Migrate only this branch (repeatable).")
 @click.option("--from-trunk", default=None, metavar="REF",
               help="A branch directory's trunk (default: the installed trunk its fingerprint fits).")
+@click.option("--name", default=None, help="Consolidation (TEACHER is a transformers checkpoint): the branch name "
+                                          "(default: the directory's name).")
+@click.option("--pair", is_flag=True, help="Consolidation: the checkpoint reads text pairs.")
 @click.option("--dev", "dev", multiple=True, metavar="NAME=PATH",
               help="A labelled dev set of a branch: the real metric of the teacher and the student is reported "
                    "beside the agreement. Read like `mtbranch train --dev` (see --dev-* options).")
@@ -106,6 +111,9 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any]) -
 def migrate_cmd(**o: Any) -> None:
     """Move a composed model's branches (or one branch) to a new trunk without labels.
 
+    TEACHER: a composed artifact, a branch directory, or a fine-tuned transformers *ForSequenceClassification /
+    *ForTokenClassification checkpoint (consolidation: a team's full model becomes a branch on the shared trunk).
+
     The teacher's outputs over the texts (computed once, cached) are the students' only targets; each student
     is chosen by its agreement with the teacher on held-out texts and exported bound to the new trunk with its
     version bumped. Resumable: the same command continues a stopped migration.
@@ -117,12 +125,13 @@ def migrate_cmd(**o: Any) -> None:
     import torch
 
     from mtbranch.cli.output import show_warnings
-    from mtbranch.sdk.migrate import MigrateOptions, find_teachers, migrate
+    from mtbranch.sdk.migrate import CheckpointOptions, MigrateOptions, find_teachers, migrate
 
     show_warnings()
     if o["threads"]:
         torch.set_num_threads(o["threads"])
-    teachers = find_teachers(o["teacher"], only=o["only"], from_trunk=o["from_trunk"])
+    checkpoint = CheckpointOptions(name=o["name"], pair=o["pair"], max_length=o["max_length"] or 128)
+    teachers = find_teachers(o["teacher"], only=o["only"], from_trunk=o["from_trunk"], checkpoint=checkpoint)
     dev = _dev_sets(o["dev"], o, teachers)
     opts = MigrateOptions(layers=o["layers"], min_layers=o["min_layers"], max_layers=o["max_layers"],
                           rule=o["rule"], holdout=o["holdout"], max_texts=o["max_texts"], max_length=o["max_length"],
@@ -138,7 +147,8 @@ def migrate_cmd(**o: Any) -> None:
     quiet = contextlib.redirect_stdout(sys.stderr) if o["as_json"] else contextlib.nullcontext()
     with quiet:
         res = migrate(o["teacher"], o["to_trunk"], _named(o["texts"], "--texts"), o["out"], only=o["only"],
-                      from_trunk=o["from_trunk"], options=opts, dev=dev, encoding=o["encoding"], on_event=event)
+                      from_trunk=o["from_trunk"], options=opts, dev=dev, encoding=o["encoding"],
+                      checkpoint=checkpoint, on_event=event)
     if o["as_json"]:
         click.echo(json.dumps(res.to_json()))
         return

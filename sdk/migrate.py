@@ -57,6 +57,7 @@ class Teacher:
     path: Path
     trunk: Any  # TrunkSource
     manifest: BranchManifest
+    checkpoint: dict[str, str] | None = None  # consolidation: the transformers checkpoint it was imported from
 
 
 @dataclass
@@ -99,17 +100,30 @@ class MigrationResult:
 
 
 # -- teachers ---------------------------------------------------------------------------------------------
-def find_teachers(teacher: str | os.PathLike[str], *, only: Sequence[str] = (), from_trunk: str | None = None
-                  ) -> list[Teacher]:
-    """The branches of a composed artifact (its own trunk), or one branch directory (``from_trunk``, else the
-    installed trunk its fingerprint fits)."""
+@dataclass
+class CheckpointOptions:
+    """A fine-tuned transformers checkpoint as the teacher (consolidation): what its config cannot say."""
+
+    name: str | None = None  # default: the directory's name
+    pair: bool = False  # the checkpoint reads text pairs
+    max_length: int = 128
+
+
+def find_teachers(teacher: str | os.PathLike[str], *, only: Sequence[str] = (), from_trunk: str | None = None,
+                  checkpoint: CheckpointOptions | None = None) -> list[Teacher]:
+    """The branches of a composed artifact (its own trunk), one branch directory (``from_trunk``, else the
+    installed trunk its fingerprint fits), or a fine-tuned ``*ForSequenceClassification`` /
+    ``*ForTokenClassification`` checkpoint, imported as a branch of all its layers on its own embeddings."""
     from mtbranch.composition.artifact import LOCK_NAME, read_lock
     from mtbranch.trunk.source import load_trunk_source
 
     root = Path(teacher)
     if not root.is_dir():
         raise MtbranchError("the teacher does not exist or is not a directory", path=str(root),
-                            hint="pass a composed artifact (mtbranch compose -o DIR) or a branch directory")
+                            hint="pass a composed artifact (mtbranch compose -o DIR), a branch directory or a "
+                                 "fine-tuned transformers checkpoint")
+    if not (root / LOCK_NAME).is_file() and not (root / MANIFEST_NAME).is_file() and _is_checkpoint(root):
+        return [_checkpoint_teacher(root, checkpoint or CheckpointOptions())]
     if (root / LOCK_NAME).is_file():
         lock = read_lock(root)
         source = load_trunk_source(root / "trunk", reference=lock["trunk"].get("reference"))
@@ -124,9 +138,45 @@ def find_teachers(teacher: str | os.PathLike[str], *, only: Sequence[str] = (), 
         if only and m.name not in only:
             raise MtbranchError(f"--only {', '.join(only)}: the teacher branch is {m.name!r}", path=str(root))
         return [_teacher(root, _branch_trunk(root, from_trunk))]
-    raise MtbranchError(f"neither {LOCK_NAME} nor {MANIFEST_NAME} here: not a composed artifact or a branch",
-                        path=str(root), hint="pass a composed artifact (mtbranch compose -o DIR) or a branch "
-                                             "directory (manifest.json + weights)")
+    raise MtbranchError(f"neither {LOCK_NAME}, {MANIFEST_NAME} nor a classification checkpoint's config.json here",
+                        path=str(root), hint="pass a composed artifact (mtbranch compose -o DIR), a branch directory "
+                                             "(manifest.json + weights) or a *ForSequenceClassification / "
+                                             "*ForTokenClassification checkpoint (config.json + model.safetensors)")
+
+
+def _is_checkpoint(root: Path) -> bool:
+    try:
+        arch = (json.loads((root / "config.json").read_text(encoding="utf-8")).get("architectures") or [""])[0]
+    except (OSError, ValueError, AttributeError):
+        return False
+    return str(arch).endswith(("ForSequenceClassification", "ForTokenClassification"))
+
+
+def _checkpoint_teacher(root: Path, opts: CheckpointOptions) -> Teacher:
+    """Import the checkpoint once (cached by its weights' sha256) as a depth-0 branch of every layer."""
+    import re
+
+    from mtbranch.branch.import_hf import import_hf
+    from mtbranch.spec.manifest import NAME_RE
+    from mtbranch.trunk.fingerprint import cache_dir
+    from mtbranch.trunk.source import WEIGHTS_NAME, load_trunk_source
+
+    name = opts.name or re.sub(r"[^a-z0-9_-]+", "-", root.resolve().name.lower()).strip("-_") or "branch"
+    if not NAME_RE.fullmatch(name):
+        raise MtbranchError(f"{name!r} is not a branch name", path=str(root),
+                            hint="give --name (lower case letters, digits, - and _)")
+    source = load_trunk_source(root)  # the checkpoint's own embeddings and layers are the teacher's trunk
+    weights = root / WEIGHTS_NAME
+    weights_sha = sha256_file(weights)
+    key = hashlib.sha256(json.dumps([weights_sha, name, opts.pair, opts.max_length]).encode()).hexdigest()
+    out = cache_dir() / "migrate-imports" / key[:24]
+    if not (out / MANIFEST_NAME).is_file():
+        import_hf(root, source, num_layers=source.num_layers, name=name, out=out, max_length=opts.max_length,
+                  input_signature="pair" if opts.pair else "single")
+    t = _teacher(out, source)
+    t.checkpoint = {"path": str(root.resolve()), "sha256": weights_sha,
+                    "architecture": str(json.loads((root / "config.json").read_text())["architectures"][0])}
+    return t
 
 
 def _manifest(path: Path) -> BranchManifest:
@@ -411,7 +461,8 @@ def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions
     record: dict[str, Any] = {
         "name": m.name, "task": task, "version": {"teacher": m.version, "student": info.version},
         "teacher": {"path": str(t.path), "sha256": m.weights.sha256, "trunk": t.trunk.reference or str(t.trunk.path),
-                    "attach_depth": m.attach_depth, "num_layers": m.num_layers},
+                    "attach_depth": m.attach_depth, "num_layers": m.num_layers}
+        | ({"checkpoint": t.checkpoint} if t.checkpoint else {}),
         "student": {"attach_depth": n - chosen, "num_layers": chosen, "trunk": new.reference or str(new.path)},
         "texts": {"files": [str(p) for p in texts], "sha256": texts_sha, "used": len(examples),
                   "train": len(train_idx), "holdout": len(hold_idx)},
@@ -496,7 +547,8 @@ def check_out_dir(out: Path, inputs: Sequence[Path]) -> None:
 def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | None, list[Path]],
             out: str | os.PathLike[str], *, only: Sequence[str] = (), from_trunk: str | None = None,
             options: MigrateOptions | None = None, dev: dict[str, Dataset] | None = None,
-            encoding: str = "utf-8-sig", on_event: Event = print) -> MigrationResult:
+            encoding: str = "utf-8-sig", checkpoint: CheckpointOptions | None = None,
+            on_event: Event = print) -> MigrationResult:
     """Migrate every teacher branch to ``to_trunk``. ``texts[None]``: texts for every branch; ``texts[name]``:
     that branch's own (used instead)."""
     from mtbranch.errors import require_extra
@@ -505,7 +557,7 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
     require_extra("train", "mtbranch migrate")
     opts = options or MigrateOptions()
     root = Path(out)
-    teachers = find_teachers(teacher, only=only, from_trunk=from_trunk)
+    teachers = find_teachers(teacher, only=only, from_trunk=from_trunk, checkpoint=checkpoint)
     for name in sorted(set(k for k in texts if k is not None) - {t.name for t in teachers}):
         raise MtbranchError(f"--texts {name}=...: no branch {name!r} among the teacher's",
                             hint=f"branches: {', '.join(t.name for t in teachers)}")

@@ -258,3 +258,29 @@ def test_pair_branch_needs_pairs(tmp_path: Path) -> None:
     with pytest.raises(MtbranchError, match="text 2 has no second text") as err:
         mig.examples_for(m, ["a b\tc d", "only one"], "f.txt")
     assert "similarity=FILE" in (err.value.hint or "")
+
+
+@pytest.mark.slow
+def test_consolidation_of_a_transformers_checkpoint(sdk_trunk_dir: Path, new_trunk: Path, texts: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    """A fine-tuned *ForSequenceClassification checkpoint (its own encoder) becomes a branch on the shared trunk."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    ckpt = tmp_path / "Team-Sentiment-BERT"
+    torch.manual_seed(3)
+    cfg = BertConfig.from_pretrained(str(sdk_trunk_dir), num_labels=2, id2label={0: "negative", 1: "positive"},
+                                     label2id={"negative": 0, "positive": 1})
+    BertForSequenceClassification(cfg).save_pretrained(str(ckpt))
+    load_tokenizer(sdk_trunk_dir).save_pretrained(str(ckpt))
+    out = tmp_path / "consolidated"
+    res = _run(str(ckpt), "--to-trunk", str(new_trunk), "--texts", str(texts[0]), "-o", str(out), "--json", *FAST)
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout.strip().splitlines()[-1])["branches"]
+    assert r["name"] == "team-sentiment-bert" and r["teacher"]["num_layers"] == 4 and r["teacher"]["attach_depth"] == 0
+    m = read_manifest(out / "branches" / "team-sentiment-bert" / MANIFEST_NAME)
+    assert m.head.labels == ["negative", "positive"]
+    assert m.trunk.fingerprint == load_trunk_source(new_trunk).fingerprints[m.attach_depth]
+    ck = m.training["migration"]["teacher"]["checkpoint"]
+    assert ck["sha256"] == mig.sha256_file(ckpt / "model.safetensors")
+    assert ck["architecture"] == "BertForSequenceClassification"
