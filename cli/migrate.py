@@ -105,6 +105,8 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any]) -
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--encoding", default="utf-8-sig", show_default=True, help="Text encoding of the text files.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--speed-texts", type=int, default=256, show_default=True,
+              help="Time the old and the new composed model on this many texts (0: no timing).")
 @click.option("--restart", is_flag=True, help="Start over: earlier finished branches in -o are redone.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the migration report as JSON.")
@@ -137,7 +139,7 @@ def migrate_cmd(**o: Any) -> None:
                           rule=o["rule"], holdout=o["holdout"], max_texts=o["max_texts"], max_length=o["max_length"],
                           temperature=o["temperature"], epochs=o["epochs"], patience=o["patience"], lr=o["lr"],
                           batch_size=o["batch_size"], seed=o["seed"], progress=not o["no_progress"],
-                          restart=o["restart"])
+                          restart=o["restart"], speed_texts=o["speed_texts"])
     if not 0 < opts.holdout < 1:
         raise UsageError(f"--holdout {opts.holdout}: need a fraction between 0 and 1", hint="e.g. --holdout 0.1")
 
@@ -176,6 +178,11 @@ def print_report(res: Any) -> None:
                       "resumed" if r.get("resumed") else f"{r['seconds']:.0f} s")
         bumps.append(f"{r['name']} {r['version']['teacher']} -> {r['version']['student']}")
     console.print(table)
+    if res.speed:
+        sp = res.speed
+        console.print(f"speed ({sp['texts']} texts, predict): old {sp['old']['texts_per_second']:.0f} texts/s "
+                      f"({sp['old']['trunk_layers_run']} trunk layers), new {sp['new']['texts_per_second']:.0f} "
+                      f"texts/s ({sp['new']['trunk_layers_run']}): x{sp['speedup']:.2f}", markup=False)
     console.print("next: bump each branch's plugin version and ship the new branch directory "
                   "(mtbranch new-plugin for a new package): " + "; ".join(bumps), markup=False)
     console.print("      check the composed model: mtbranch compose --trunk <new trunk> "

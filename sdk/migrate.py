@@ -79,9 +79,10 @@ class MigrateOptions:
     seed: int = 42
     progress: bool = True
     restart: bool = False
+    speed_texts: int = 256  # texts timed through the old and the new composed model (0: no timing)
 
     def digest(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("progress", "restart")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("progress", "restart", "speed_texts")}
 
 
 @dataclass
@@ -94,9 +95,10 @@ class BranchResult:
 class MigrationResult:
     out: Path
     branches: list[dict[str, Any]] = field(default_factory=list)
+    speed: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"out": str(self.out), "branches": self.branches}
+        return {"out": str(self.out), "branches": self.branches, "speed": self.speed}
 
 
 # -- teachers ---------------------------------------------------------------------------------------------
@@ -599,8 +601,36 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
         spent.append(time.time() - t0)
         state.finish(t.name, record)
         result.branches.append(record)
+    if opts.speed_texts > 0:
+        on_event(f"timing the old and the new composed model on {opts.speed_texts} texts")
+        sample = [line for p in per_branch[teachers[0].name] for line in read_texts(p, encoding)][: opts.speed_texts]
+        result.speed = composed_speed(teachers[0].trunk, [t.path for t in teachers], new,
+                                      [root / "branches" / t.name for t in teachers], sample)
     write_text_atomic(root / REPORT_NAME, json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def composed_speed(old_trunk: Any, old_dirs: Sequence[Path], new_trunk: Any, new_dirs: Sequence[Path],
+                   lines: list[str], batch_size: int = 32) -> dict[str, Any]:
+    """Texts per second of the teacher's branches composed on the old trunk and the students on the new one, same
+    texts, same process (``predict``: tokenization, the trunk once, every branch; a line's tab gives the pair)."""
+    from mtbranch.composition.artifact import compose
+
+    texts = [line.split("\t")[0] for line in lines]
+    pairs = [line.split("\t")[1] if "\t" in line else line for line in lines]
+    out: dict[str, Any] = {"texts": len(texts), "batch_size": batch_size}
+    for label, trunk, dirs in (("old", old_trunk, old_dirs), ("new", new_trunk, new_dirs)):
+        model = compose(trunk, [(Path(d), str(d)) for d in dirs])
+        model.predict(texts[:batch_size], text_pairs=pairs[:batch_size], batch_size=batch_size)  # warm-up
+        t0 = time.perf_counter()
+        model.predict(texts, text_pairs=pairs, batch_size=batch_size)
+        seconds = time.perf_counter() - t0
+        depth = max(b.manifest.attach_depth for b in model.branches)
+        out[label] = {"trunk": trunk.reference or str(trunk.path), "trunk_layers_run": depth,
+                      "branch_layers": sum(b.manifest.num_layers for b in model.branches),
+                      "seconds": round(seconds, 3), "texts_per_second": round(len(texts) / seconds, 1)}
+    out["speedup"] = round(out["new"]["texts_per_second"] / out["old"]["texts_per_second"], 2)
+    return out
 
 
 def _duration(seconds: float) -> str:

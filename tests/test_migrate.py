@@ -103,6 +103,9 @@ def test_migrate_composed_model_to_a_new_trunk(composed: Path, new_trunk: Path, 
     assert dev["metric"] == "entity_f1" and "student" in dev and "teacher" in dev
     assert "dev_entity_f1" in read_manifest(out / "branches" / "entities" / MANIFEST_NAME).metrics
     assert {r["name"] for r in json.loads((out / mig.REPORT_NAME).read_text())["branches"]} == set(by_name)
+    speed = report["speed"]  # the teacher's composed model and the students', timed on the same texts
+    assert speed["old"]["trunk_layers_run"] == 2 and speed["new"]["trunk_layers_run"] == 2
+    assert speed["old"]["texts_per_second"] > 0 and speed["new"]["texts_per_second"] > 0
 
     # the composed model on the new trunk predicts one tag per word
     from mtbranch.cli.main import cli
