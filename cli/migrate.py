@@ -35,7 +35,8 @@ def _named(values: tuple[str, ...], what: str) -> dict[str | None, list[Path]]:
     return out
 
 
-def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any]) -> dict[str, Any]:
+def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], what: str = "--dev"
+              ) -> dict[str, Any]:
     from mtbranch.cli.sdk_commands import _load_data, _rename_labels
 
     tasks = {t.name: t.manifest for t in teachers}
@@ -43,16 +44,16 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any]) -
     for v in values:
         name, sep, path = v.partition("=")
         if not sep or not name or not path:
-            raise UsageError(f"--dev {v!r}: expected NAME=PATH", hint="e.g. --dev sentiment=SST-2/dev.tsv")
+            raise UsageError(f"{what} {v!r}: expected NAME=PATH", hint=f"e.g. {what} sentiment=SST-2/dev.tsv")
         if name not in tasks:
-            raise UsageError(f"--dev {name}=...: no branch {name!r} among the teacher's",
+            raise UsageError(f"{what} {name}=...: no branch {name!r} among the teacher's",
                              hint=f"branches: {', '.join(tasks)}")
         m = tasks[name]
         spec = {"text_col": o["dev_text_col"], "pair_col": o["dev_pair_col"], "label_col": o["dev_label_col"],
                 "no_header": o["dev_no_header"], "quote_none": o["dev_quote_none"], "fmt": "auto", "tag_col": -1,
                 "encoding": o["encoding"]}
         if spec["pair_col"] is None and m.tokenizer.input_signature == "pair":
-            raise UsageError(f"--dev {name}=...: branch {name!r} takes text pairs", hint="give --dev-pair-col")
+            raise UsageError(f"{what} {name}=...: branch {name!r} takes text pairs", hint="give --dev-pair-col")
         data = _load_data(m.head.type, Path(path), spec)
         if o["dev_label_names"] and m.head.type == "classification":
             names = [x.strip() for x in o["dev_label_names"].split(",")]
@@ -82,6 +83,11 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any]) -
 @click.option("--dev", "dev", multiple=True, metavar="NAME=PATH",
               help="A labelled dev set of a branch: the real metric of the teacher and the student is reported "
                    "beside the agreement. Read like `mtbranch train --dev` (see --dev-* options).")
+@click.option("--train", "gold", multiple=True, metavar="NAME=PATH",
+              help="Optional gold labels for a branch, mixed in (hard labels weighted 1 - --alpha; read with the "
+                   "--dev-* options).")
+@click.option("--alpha", type=float, default=None,
+              help="Weight of the teacher's soft targets (default 1: no labels; 0.5 with --train).")
 @click.option("--dev-text-col", default="0", show_default=True)
 @click.option("--dev-pair-col", default=None)
 @click.option("--dev-label-col", default="1", show_default=True)
@@ -135,11 +141,15 @@ def migrate_cmd(**o: Any) -> None:
     checkpoint = CheckpointOptions(name=o["name"], pair=o["pair"], max_length=o["max_length"] or 128)
     teachers = find_teachers(o["teacher"], only=o["only"], from_trunk=o["from_trunk"], checkpoint=checkpoint)
     dev = _dev_sets(o["dev"], o, teachers)
+    gold = _dev_sets(o["gold"], o, teachers, "--train")
     opts = MigrateOptions(layers=o["layers"], min_layers=o["min_layers"], max_layers=o["max_layers"],
                           rule=o["rule"], holdout=o["holdout"], max_texts=o["max_texts"], max_length=o["max_length"],
-                          temperature=o["temperature"], epochs=o["epochs"], patience=o["patience"], lr=o["lr"],
+                          temperature=o["temperature"], alpha=o["alpha"], epochs=o["epochs"],
+                          patience=o["patience"], lr=o["lr"],
                           batch_size=o["batch_size"], seed=o["seed"], progress=not o["no_progress"],
                           restart=o["restart"], speed_texts=o["speed_texts"])
+    if opts.alpha is not None and not 0 <= opts.alpha <= 1:
+        raise UsageError(f"--alpha {opts.alpha}: need 0 <= alpha <= 1")
     if not 0 < opts.holdout < 1:
         raise UsageError(f"--holdout {opts.holdout}: need a fraction between 0 and 1", hint="e.g. --holdout 0.1")
 
@@ -150,7 +160,7 @@ def migrate_cmd(**o: Any) -> None:
     with quiet:
         res = migrate(o["teacher"], o["to_trunk"], _named(o["texts"], "--texts"), o["out"], only=o["only"],
                       from_trunk=o["from_trunk"], options=opts, dev=dev, encoding=o["encoding"],
-                      checkpoint=checkpoint, on_event=event)
+                      checkpoint=checkpoint, gold=gold, on_event=event)
     if o["as_json"]:
         click.echo(json.dumps(res.to_json()))
         return

@@ -72,6 +72,7 @@ class MigrateOptions:
     max_texts: int | None = None
     max_length: int | None = None  # default: the teacher's
     temperature: float = 2.0
+    alpha: float | None = None  # soft-target weight; default 1.0 (teacher only), 0.5 when gold labels are mixed in
     epochs: float = 8.0
     patience: int | None = 2
     lr: float = 3e-4
@@ -276,6 +277,18 @@ def keep_words(examples: list[Any], tokenizers: Sequence[Any]) -> list[Any]:
     return [e for e in out if e.tokens]
 
 
+def gold_examples(m: BranchManifest, gold: Dataset, tokenizers: Sequence[Any]) -> list[Any]:
+    """Labelled examples mixed in (``--train``): token examples keep the words (and tags) both tokenizers read."""
+    if m.head.type != TOKEN_CLASSIFICATION:
+        return list(gold.examples)
+    out = []
+    for e in gold.examples:
+        keep = [i for i, w in enumerate(e.tokens) if all(len(t.tokenize(w)) > 0 for t in tokenizers)]
+        if keep:
+            out.append(TokenExample([e.tokens[i] for i in keep], [e.tags[i] for i in keep]))
+    return out
+
+
 # -- teacher outputs --------------------------------------------------------------------------------------
 def _dummy_labels(m: BranchManifest, examples: list[Any]) -> list[Any]:
     labels = getattr(m.head, "labels", None)
@@ -406,8 +419,8 @@ def evaluate(branch_dir: Path, source: Any, dev: Dataset, max_length: int, cache
 
 
 def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions, out: Path, *,
-                   encoding: str = "utf-8-sig", dev: Dataset | None = None, on_event: Event = print
-                   ) -> dict[str, Any]:
+                   encoding: str = "utf-8-sig", dev: Dataset | None = None, gold: Dataset | None = None,
+                   on_event: Event = print) -> dict[str, Any]:
     """Migrate one branch; returns its report record (the branch is in ``out/branches/<name>``)."""
     from mtbranch.sdk.sweep import select_layers
     from mtbranch.sdk.train import BranchInfo, DistillSpec, TrainConfig, export, fit, prepare
@@ -446,15 +459,28 @@ def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions
                       seed=opts.seed, max_length=max_length, pooling=m.pooling, projection=m.projection,
                       metric=metric, cache_dir=str(cache_dir / "features"), progress=opts.progress)
     labels = getattr(m.head, "labels", None)
-    prep = prepare(new, task, Dataset([data[i] for i in train_idx], _sources(texts)),  # type: ignore[arg-type]
+    train_examples, train_outs = [data[i] for i in train_idx], [outs[i] for i in train_idx]
+    sources = _sources(texts)
+    alpha = 1.0 if opts.alpha is None and gold is None else (0.5 if opts.alpha is None else opts.alpha)
+    if gold is not None:  # gold labels as the hard targets of their examples, the teacher's outputs as the soft ones
+        g = gold_examples(m, gold, [teacher_tok, student_tok])
+        g_sha = hashlib.sha256("".join(src["sha256"] for src in gold.sources).encode()).hexdigest()
+        g_outs = cached_teacher_outputs(t, g, g_sha, max_length=max_length, cache_dir=cache_dir,
+                                        progress=opts.progress, on_event=on_event)
+        if task == TOKEN_CLASSIFICATION:  # words the teacher's max_length cut off carry no target
+            g = [TokenExample(e.tokens[: o.shape[0]], e.tags[: o.shape[0]]) for e, o in zip(g, g_outs, strict=True)]
+        train_examples, train_outs = train_examples + g, train_outs + g_outs
+        sources = sources + list(gold.sources)
+    prep = prepare(new, task, Dataset(train_examples, sources),  # type: ignore[arg-type]
                    Dataset([data[i] for i in hold_idx], _sources(texts)), cfg, [n - L for L in span], labels=labels)
-    targets = student_targets(task, prep.train.labels, [outs[i] for i in train_idx])
+    targets = student_targets(task, prep.train.labels, train_outs)
     info = BranchInfo(name=m.name, version=bump_version(m.version), owner=m.owner, description=m.description)
     results = {}
     for L in span:
-        on_event(f"{m.name}: student L={L} at depth {n - L} on {len(train_idx)} texts, agreement on {len(hold_idx)}")
+        on_event(f"{m.name}: student L={L} at depth {n - L} on {len(train_examples)} texts, agreement on "
+                 f"{len(hold_idx)}")
         results[L] = fit(prep, n - L, L, cfg, info, teacher_outputs=targets,
-                         distill=DistillSpec(alpha=1.0, temperature=opts.temperature))
+                         distill=DistillSpec(alpha=alpha, temperature=opts.temperature))
         on_event(f"{m.name}: L={L}: agreement {metric} {results[L].metrics[metric]:.4f}")
     chosen = select_layers({L: r.metrics[metric] for L, r in results.items()}, opts.rule)
     best = results[chosen]
@@ -468,8 +494,10 @@ def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions
         "student": {"attach_depth": n - chosen, "num_layers": chosen, "trunk": new.reference or str(new.path)},
         "texts": {"files": [str(p) for p in texts], "sha256": texts_sha, "used": len(examples),
                   "train": len(train_idx), "holdout": len(hold_idx)},
-        "agreement": agreement, "alpha": 1.0, "temperature": opts.temperature, "max_length": max_length,
+        "agreement": agreement, "alpha": alpha, "temperature": opts.temperature, "max_length": max_length,
     }
+    if gold is not None:
+        record["gold"] = {"files": gold.sources, "examples": len(train_examples) - len(train_idx)}
     branch_dir = out / "branches" / m.name
     best.metrics = {}  # the agreement is not a dev metric: it goes to the provenance (and dev_* below, when given)
     best.metric = metric
@@ -550,7 +578,7 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
             out: str | os.PathLike[str], *, only: Sequence[str] = (), from_trunk: str | None = None,
             options: MigrateOptions | None = None, dev: dict[str, Dataset] | None = None,
             encoding: str = "utf-8-sig", checkpoint: CheckpointOptions | None = None,
-            on_event: Event = print) -> MigrationResult:
+            gold: dict[str, Dataset] | None = None, on_event: Event = print) -> MigrationResult:
     """Migrate every teacher branch to ``to_trunk``. ``texts[None]``: texts for every branch; ``texts[name]``:
     that branch's own (used instead)."""
     from mtbranch.errors import require_extra
@@ -568,8 +596,10 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
     if missing:
         raise MtbranchError(f"no texts for branch(es) {', '.join(missing)}",
                             hint="give --texts FILE (every branch) or --texts NAME=FILE")
-    for name in sorted((dev or {}).keys() - per_branch.keys()):
-        raise MtbranchError(f"--dev {name}=...: no branch {name!r} among the teacher's")
+    for what, given in (("--dev", dev), ("--train", gold)):
+        for name in sorted((given or {}).keys() - per_branch.keys()):
+            raise MtbranchError(f"{what} {name}=...: no branch {name!r} among the teacher's",
+                                hint=f"branches: {', '.join(per_branch)}")
     for ps in per_branch.values():
         for p in ps:
             read_texts(p, encoding)  # every file is checked before any work: a bad one fails fast
@@ -578,7 +608,9 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
     key = hashlib.sha256(json.dumps({
         "format": STATE_FORMAT, "trunk": new.fingerprints[-1], "options": opts.digest(), "max_length": opts.max_length,
         "teachers": {t.name: t.manifest.weights.sha256 for t in teachers},
-        "texts": {n: texts_digest(ps) for n, ps in per_branch.items()}}, sort_keys=True).encode()).hexdigest()
+        "texts": {n: texts_digest(ps) for n, ps in per_branch.items()},
+        "gold": {n: [src.get("sha256") for src in d.sources] for n, d in (gold or {}).items()}},
+        sort_keys=True).encode()).hexdigest()
     root.mkdir(parents=True, exist_ok=True)
     state = _State(root, key, opts.restart)
     result = MigrationResult(root)
@@ -597,7 +629,7 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
                  f"elapsed{eta}")
         t0 = time.time()
         record = migrate_branch(t, new, per_branch[t.name], opts, root, encoding=encoding,
-                                dev=(dev or {}).get(t.name), on_event=on_event)
+                                dev=(dev or {}).get(t.name), gold=(gold or {}).get(t.name), on_event=on_event)
         spent.append(time.time() - t0)
         state.finish(t.name, record)
         result.branches.append(record)

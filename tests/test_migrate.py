@@ -287,3 +287,23 @@ def test_consolidation_of_a_transformers_checkpoint(sdk_trunk_dir: Path, new_tru
     ck = m.training["migration"]["teacher"]["checkpoint"]
     assert ck["sha256"] == mig.sha256_file(ckpt / "model.safetensors")
     assert ck["architecture"] == "BertForSequenceClassification"
+
+
+@pytest.mark.slow
+def test_gold_labels_mix_in_with_alpha(composed: Path, new_trunk: Path, texts: tuple[Path, Path],
+                                       tmp_path: Path) -> None:
+    """--train NAME=PATH adds labelled examples (hard labels at 1 - alpha) to the teacher's targets."""
+    gold = sdk_fixtures.write_conll(tmp_path / "gold.txt", 30, 11)
+    out = tmp_path / "mixed"
+    res = _run(str(composed), "--only", "entities", "--to-trunk", str(new_trunk), "--texts", str(texts[1]),
+               "--train", f"entities={gold}", "--alpha", "0.7", "--speed-texts", "0", "-o", str(out), "--json", *FAST)
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout.strip().splitlines()[-1])["branches"]
+    assert r["alpha"] == 0.7 and r["gold"]["examples"] == 30
+    assert r["gold"]["files"][0]["sha256"] == mig.sha256_file(gold)
+    # the gold examples are training examples, the held-out texts stay the teacher's
+    assert r["texts"]["train"] + 30 == read_manifest(out / "branches" / "entities" / MANIFEST_NAME
+                                                     ).training["data"]["train_examples"]
+    res = _run(str(composed), "--only", "entities", "--to-trunk", str(new_trunk), "--texts", str(texts[1]),
+               "--train", f"sentiment={gold}", "-o", str(tmp_path / "x"), *FAST)
+    assert res.exit_code == 2 and "no branch 'sentiment'" in res.output
