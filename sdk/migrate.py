@@ -418,17 +418,13 @@ def evaluate(branch_dir: Path, source: Any, dev: Dataset, max_length: int, cache
     return _metrics_of(prep, branch_outputs(branch, prep, "dev"), compute_metrics)
 
 
-def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions, out: Path, *,
-                   encoding: str = "utf-8-sig", dev: Dataset | None = None, gold: Dataset | None = None,
-                   on_event: Event = print) -> dict[str, Any]:
-    """Migrate one branch; returns its report record (the branch is in ``out/branches/<name>``)."""
-    from mtbranch.sdk.sweep import select_layers
-    from mtbranch.sdk.train import BranchInfo, DistillSpec, TrainConfig, export, fit, prepare
+def preflight(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions, encoding: str
+              ) -> tuple[list[Any], Any, Any, int]:
+    """The branch's examples, both tokenizers and the max_length, after every check that needs no training: the
+    texts fit the branch's input (pairs), the teacher's tokenizer reads them, the new trunk holds max_length."""
     from mtbranch.trunk.tokenizer import effective_max_length, load_tokenizer
 
-    started = time.time()
     m = t.manifest
-    task = m.head.type
     where = ", ".join(str(p) for p in texts)
     raw = [line for p in texts for line in read_texts(p, encoding)]
     examples = examples_for(m, raw, where)
@@ -444,6 +440,20 @@ def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions
         raise MtbranchError(f"the new trunk takes at most {fits} tokens, the branch {m.name!r} reads "
                             f"{max_length} (tokenizer.max_length)", path=str(new.path / "config.json"),
                             hint=f"pass --max-length {fits} (or less) to migrate with shorter inputs")
+    return examples, teacher_tok, student_tok, max_length
+
+
+def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions, out: Path, *,
+                   encoding: str = "utf-8-sig", dev: Dataset | None = None, gold: Dataset | None = None,
+                   on_event: Event = print) -> dict[str, Any]:
+    """Migrate one branch; returns its report record (the branch is in ``out/branches/<name>``)."""
+    from mtbranch.sdk.sweep import select_layers
+    from mtbranch.sdk.train import BranchInfo, DistillSpec, TrainConfig, export, fit, prepare
+
+    started = time.time()
+    m = t.manifest
+    task = m.head.type
+    examples, teacher_tok, student_tok, max_length = preflight(t, new, texts, opts, encoding)
     if task == TOKEN_CLASSIFICATION:
         examples = keep_words(examples, [teacher_tok, student_tok])
     cache_dir = out / ".cache"
@@ -588,23 +598,21 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
     opts = options or MigrateOptions()
     root = Path(out)
     teachers = find_teachers(teacher, only=only, from_trunk=from_trunk, checkpoint=checkpoint)
-    for name in sorted(set(k for k in texts if k is not None) - {t.name for t in teachers}):
-        raise MtbranchError(f"--texts {name}=...: no branch {name!r} among the teacher's",
-                            hint=f"branches: {', '.join(t.name for t in teachers)}")
+    names = [t.name for t in teachers]
+    for what, given in (("--texts", texts), ("--dev", dev), ("--train", gold)):
+        unknown = sorted(k for k in (given or {}) if k is not None and k not in names)
+        if unknown:
+            raise MtbranchError(f"{what} {unknown[0]}=...: no branch {unknown[0]!r} among the teacher's",
+                                hint=f"branches: {', '.join(names)}")
     per_branch = {t.name: texts.get(t.name) or texts.get(None) or [] for t in teachers}
     missing = [n for n, ps in per_branch.items() if not ps]
     if missing:
         raise MtbranchError(f"no texts for branch(es) {', '.join(missing)}",
                             hint="give --texts FILE (every branch) or --texts NAME=FILE")
-    for what, given in (("--dev", dev), ("--train", gold)):
-        for name in sorted((given or {}).keys() - per_branch.keys()):
-            raise MtbranchError(f"{what} {name}=...: no branch {name!r} among the teacher's",
-                                hint=f"branches: {', '.join(per_branch)}")
-    for ps in per_branch.values():
-        for p in ps:
-            read_texts(p, encoding)  # every file is checked before any work: a bad one fails fast
     new = resolve_trunk(to_trunk)
     check_out_dir(root, [Path(teacher), *[p for ps in per_branch.values() for p in ps]])
+    for t in teachers:  # every branch's inputs are checked before anything is written: a bad one fails fast
+        preflight(t, new, per_branch[t.name], opts, encoding)
     key = hashlib.sha256(json.dumps({
         "format": STATE_FORMAT, "trunk": new.fingerprints[-1], "options": opts.digest(), "max_length": opts.max_length,
         "teachers": {t.name: t.manifest.weights.sha256 for t in teachers},

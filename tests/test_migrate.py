@@ -228,13 +228,14 @@ def test_bad_inputs_through_the_cli_write_nothing(composed: Path, new_trunk: Pat
     res = _run(str(composed), "--only", "sentiment", "--to-trunk", str(new_trunk), "--texts", str(greek),
                "-o", str(out), *FAST)
     assert res.exit_code == 1 and "cannot read these texts" in res.output and str(greek) in res.output
+    assert not out.exists()
 
     short = make_bert_dir(tmp_path / "short-trunk", layers=2, hidden=32, seed=3, max_positions=16,
                           tok_max_length=None)
     res = _run(str(composed), "--only", "sentiment", "--to-trunk", str(short), "--texts", str(texts[0]),
                "-o", str(tmp_path / "out2"), *FAST)
     assert res.exit_code == 1 and "at most 16 tokens" in res.output and "--max-length 16" in res.output
-    assert "config.json" in res.output
+    assert "config.json" in res.output and not (tmp_path / "out2").exists()
 
     occupied = tmp_path / "occupied"
     occupied.mkdir()
