@@ -308,3 +308,16 @@ def test_gold_labels_mix_in_with_alpha(composed: Path, new_trunk: Path, texts: t
     res = _run(str(composed), "--only", "entities", "--to-trunk", str(new_trunk), "--texts", str(texts[1]),
                "--train", f"sentiment={gold}", "-o", str(tmp_path / "x"), *FAST)
     assert res.exit_code == 2 and "no branch 'sentiment'" in res.output
+
+
+def test_docs_tables_come_from_the_committed_runs() -> None:
+    """docs/migrate.md's figures are the tables docs/scripts/migrate_table.py makes from docs/results/migrate/."""
+    from doc_scripts import load_script
+
+    tables = load_script("migrate_table")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "migrate.md").read_text()
+    made = [tables.migration_table(), tables.consolidation_table(), tables.speed_table()]
+    assert made[0].count("\n") >= 3  # the header, at least one task and the average
+    for table in made:
+        if table:
+            assert table in text, table
