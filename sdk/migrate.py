@@ -651,24 +651,33 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
 
 
 def composed_speed(old_trunk: Any, old_dirs: Sequence[Path], new_trunk: Any, new_dirs: Sequence[Path],
-                   lines: list[str], batch_size: int = 32) -> dict[str, Any]:
+                   lines: list[str], batch_size: int = 32, repeats: int = 3) -> dict[str, Any]:
     """Texts per second of the teacher's branches composed on the old trunk and the students on the new one, same
-    texts, same process (``predict``: tokenization, the trunk once, every branch; a line's tab gives the pair)."""
+    texts, same process (``predict``: tokenization, the trunk once per input signature, every branch; a line's tab
+    gives the pair). The two models alternate ``repeats`` times and the fastest pass counts, so a busy machine
+    slows both alike."""
     from mtbranch.composition.artifact import compose
 
     texts = [line.split("\t")[0] for line in lines]
     pairs = [line.split("\t")[1] if "\t" in line else line for line in lines]
-    out: dict[str, Any] = {"texts": len(texts), "batch_size": batch_size}
-    for label, trunk, dirs in (("old", old_trunk, old_dirs), ("new", new_trunk, new_dirs)):
-        model = compose(trunk, [(Path(d), str(d)) for d in dirs])
-        model.predict(texts[:batch_size], text_pairs=pairs[:batch_size], batch_size=batch_size)  # warm-up
-        t0 = time.perf_counter()
-        model.predict(texts, text_pairs=pairs, batch_size=batch_size)
-        seconds = time.perf_counter() - t0
-        depth = max(b.manifest.attach_depth for b in model.branches)
-        out[label] = {"trunk": trunk.reference or str(trunk.path), "trunk_layers_run": depth,
+    models = {"old": (old_trunk, compose(old_trunk, [(Path(d), str(d)) for d in old_dirs])),
+              "new": (new_trunk, compose(new_trunk, [(Path(d), str(d)) for d in new_dirs]))}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _, model in models.values():  # warm-up
+        model.predict(texts[:batch_size], text_pairs=pairs[:batch_size], batch_size=batch_size)
+    for _ in range(repeats):
+        for label, (_, model) in models.items():
+            t0 = time.perf_counter()
+            model.predict(texts, text_pairs=pairs, batch_size=batch_size)
+            times[label].append(time.perf_counter() - t0)
+    out: dict[str, Any] = {"texts": len(texts), "batch_size": batch_size, "repeats": repeats}
+    for label, (trunk, model) in models.items():
+        seconds = min(times[label])
+        out[label] = {"trunk": trunk.reference or str(trunk.path),
+                      "trunk_layers_run": max(b.manifest.attach_depth for b in model.branches),
                       "branch_layers": sum(b.manifest.num_layers for b in model.branches),
-                      "seconds": round(seconds, 3), "texts_per_second": round(len(texts) / seconds, 1)}
+                      "seconds": round(seconds, 3), "all_seconds": [round(x, 3) for x in times[label]],
+                      "texts_per_second": round(len(texts) / seconds, 1)}
     out["speedup"] = round(out["new"]["texts_per_second"] / out["old"]["texts_per_second"], 2)
     return out
 
