@@ -1,6 +1,7 @@
 """``mtbranch migrate``: move branches to a new trunk with no labels, the teacher's outputs as the only targets.
 
-For each teacher branch (from a composed artifact, or a branch directory on its trunk):
+For each teacher branch (from a composed artifact, a branch directory on its trunk, or a fine-tuned transformers
+checkpoint imported as a branch: consolidation):
 
 1. **teacher outputs**, computed once and cached in ``OUT/.cache``: class logits, regression values, or per-WORD
    tag logits for token tasks (a word's first sub-token under the teacher's tokenizer; the student is trained on
@@ -22,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +40,6 @@ from mtbranch.sdk.metrics import IGNORE_INDEX
 from mtbranch.spec.heads import CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, read_manifest
 
-log = logging.getLogger("mtbranch.sdk")
 STATE_NAME = "migrate-state.json"
 REPORT_NAME = "migrate-report.json"
 STATE_FORMAT = "mtbranch-migrate-1"
@@ -84,12 +83,6 @@ class MigrateOptions:
 
     def digest(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("progress", "restart", "speed_texts")}
-
-
-@dataclass
-class BranchResult:
-    record: dict[str, Any]
-    resumed: bool = False
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "migrate"
-TASKS = ("sentiment", "entities", "similarity")
+TASKS = ("sentiment", "entities", "similarity", "paraphrase", "intent")
 
 
 def _load(name: str) -> dict[str, Any] | None:
