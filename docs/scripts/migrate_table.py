@@ -31,7 +31,8 @@ def migration_table() -> str:
         ratio = b["dev"]["student"] / labelled
         ratios.append(ratio)
         s, t = b["student"], b["teacher"]
-        lines.append(f"| {task} ({metric}) | {100 * b['dev']['teacher']:.2f} ({t['num_layers']} layers at depth "
+        layers = "layer" if t["num_layers"] == 1 else "layers"
+        lines.append(f"| {task} ({metric}) | {100 * b['dev']['teacher']:.2f} ({t['num_layers']} {layers} at depth "
                      f"{t['attach_depth']}) | {100 * labelled:.2f} ({lab['layers']} at depth {lab['depth']}) | "
                      f"{100 * b['dev']['student']:.2f} ({s['num_layers']} at depth {s['attach_depth']}) | "
                      f"{100 * ratio:.1f}% | {b['agreement']['metric']} {100 * b['agreement']['value']:.2f} | "

@@ -63,5 +63,32 @@ R=/tmp/mig-runs/results
   --dev-label-names negative,positive -o /tmp/mig-runs/sentiment-16k > $R/sentiment-migrate-16k.json 2> $R/sentiment-migrate-16k.log
 echo done
 
+# run4.sh: two more branches
+# Two more branches: paraphrase (MRPC pairs, 2 layers) and intent (SNIPS, 1 layer), same protocol as run.sh.
+set -x
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+M=/work/wt-migrate/.venv/bin/mtbranch
+EX=/work/wt-migrate/examples
+D=/work/shared/data
+T=/tmp/mig-runs/texts
+R=/tmp/mig-runs/results
+COMMON="--to-trunk minilm-l3 --from-trunk minilm-l6 --epochs 3 --patience 3 --lr 3e-4 --threads 1 --no-progress --json --speed-texts 0"
+# paraphrase (MRPC): all 3668 training pairs
+$M migrate $EX/plugin-paraphrase/src/mtbranch_paraphrase/branch $COMMON --layers 2 --texts $T/mrpc-train.txt \
+  --dev paraphrase=$D/MRPC/dev.tsv --dev-text-col "#1 String" --dev-pair-col "#2 String" --dev-label-col Quality \
+  --dev-quote-none --dev-label-names not_paraphrase,paraphrase -o /tmp/mig-runs/paraphrase > $R/paraphrase-migrate.json 2> $R/paraphrase-migrate.log
+$M train --trunk minilm-l3 --task classification --train $D/MRPC/train.tsv --dev $D/MRPC/dev.tsv --text-col "#1 String" \
+  --pair-col "#2 String" --label-col Quality --quote-none --label-names not_paraphrase,paraphrase --layers 2 --depth 1 \
+  --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name paraphrase -o /tmp/mig-runs/paraphrase-labelled > $R/paraphrase-labelled.json 2> $R/paraphrase-labelled.log
+# intent (SNIPS): 4000 texts; the shipped branch has 1 layer (at depth 5): 1 layer at depth 2 on L3
+$M migrate $EX/plugin-intent/src/mtbranch_intent/branch $COMMON --layers 1 --texts $T/snips-train.txt --max-texts 4000 \
+  --dev intent=/work/main/runs/data/snips-intent/dev.jsonl --dev-text-col text --dev-label-col label \
+  -o /tmp/mig-runs/intent > $R/intent-migrate.json 2> $R/intent-migrate.log
+$M train --trunk minilm-l3 --task classification --train /work/main/runs/data/snips-intent/train.jsonl \
+  --dev /work/main/runs/data/snips-intent/dev.jsonl --text-col text --label-col label --layers 1 --depth 2 --max-train 4000 \
+  --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name intent -o /tmp/mig-runs/intent-labelled > $R/intent-labelled.json 2> $R/intent-labelled.log
+echo done
+# (texts: tail -n +2 MRPC/train.tsv | awk -F'\t' '{print $4"\t"$5}' > mrpc-train.txt; snips-train.txt: the text field of each JSON line)
+
 # speed
 OMP_NUM_THREADS=1 python docs/scripts/migrate_speed.py /tmp/mig-runs > docs/results/migrate/speed.json
