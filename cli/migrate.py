@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from mtbranch.cli import params as P
+from mtbranch.cli.threads import apply_threads, threads_option
 from mtbranch.errors import UsageError, require_extra
 
 EXAMPLES = """
@@ -86,7 +88,7 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], w
 @click.option("--train", "gold", multiple=True, metavar="NAME=PATH",
               help="Optional gold labels for a branch, mixed in (hard labels weighted 1 - --alpha; read with the "
                    "--dev-* options).")
-@click.option("--alpha", type=float, default=None,
+@click.option("--alpha", type=P.FRACTION, default=None,
               help="Weight of the teacher's soft targets (default 1: no labels; 0.5 with --train).")
 @click.option("--dev-text-col", default="0", show_default=True)
 @click.option("--dev-pair-col", default=None)
@@ -94,24 +96,26 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], w
 @click.option("--dev-no-header", is_flag=True)
 @click.option("--dev-quote-none", is_flag=True)
 @click.option("--dev-label-names", default=None, help="Branch label names for the dev file's sorted labels.")
-@click.option("--layers", type=int, default=None, help="Student layers L (default: a sweep, see --min/--max-layers).")
-@click.option("--min-layers", type=int, default=1, show_default=True)
-@click.option("--max-layers", type=int, default=None, help="Default: the teacher's layers (at most the trunk's).")
+@click.option("--layers", type=P.LAYERS, default=None,
+              help="Student layers L (default: a sweep, see --min/--max-layers).")
+@click.option("--min-layers", type=P.LAYERS, default=1, show_default=True)
+@click.option("--max-layers", type=P.LAYERS, default=None, help="Default: the teacher's layers (at most the trunk's).")
 @click.option("--rule", default="within:1", show_default=True,
               help="Picks L from the agreements, as build's sweep: best | within:X | marginal:C.")
-@click.option("--holdout", type=float, default=0.1, show_default=True,
+@click.option("--holdout", type=P.OPEN_FRACTION, default=0.1, show_default=True,
               help="Fraction of the texts held out: the student is chosen by agreement with the teacher there.")
-@click.option("--max-texts", type=int, default=None, help="Use a seeded random subset of the texts.")
-@click.option("--max-length", type=int, default=None, help="Tokenizer max_length (default: the teacher's).")
-@click.option("--temperature", type=float, default=2.0, show_default=True)
-@click.option("--epochs", type=float, default=8.0, show_default=True)
-@click.option("--patience", type=int, default=2, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--max-texts", type=click.IntRange(1, 10**9), default=None,
+              help="Use a seeded random subset of the texts.")
+@click.option("--max-length", type=P.TOKENS, default=None, help="Tokenizer max_length (default: the teacher's).")
+@click.option("--temperature", type=P.Finite(0, 1000, min_open=True), default=2.0, show_default=True)
+@click.option("--epochs", type=P.EPOCHS, default=8.0, show_default=True)
+@click.option("--patience", type=click.IntRange(0, 10_000), default=2, show_default=True)
+@click.option("--lr", type=P.LEARNING_RATE, default=3e-4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=32, show_default=True)
+@click.option("--seed", type=P.SEED, default=42, show_default=True)
 @click.option("--encoding", default="utf-8-sig", show_default=True, help="Text encoding of the text files.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
-@click.option("--speed-texts", type=int, default=256, show_default=True,
+@threads_option
+@click.option("--speed-texts", type=click.IntRange(0, 1_000_000), default=256, show_default=True,
               help="Time the old and the new composed model on this many texts (0: no timing).")
 @click.option("--restart", is_flag=True, help="Start over: earlier finished branches in -o are redone.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
@@ -130,14 +134,11 @@ def migrate_cmd(**o: Any) -> None:
     import contextlib
     import sys
 
-    import torch
-
     from mtbranch.cli.output import show_warnings
     from mtbranch.sdk.migrate import CheckpointOptions, MigrateOptions, find_teachers, migrate
 
     show_warnings()
-    if o["threads"]:
-        torch.set_num_threads(o["threads"])
+    apply_threads(o["threads"])
     checkpoint = CheckpointOptions(name=o["name"], pair=o["pair"], max_length=o["max_length"] or 128)
     teachers = find_teachers(o["teacher"], only=o["only"], from_trunk=o["from_trunk"], checkpoint=checkpoint)
     dev = _dev_sets(o["dev"], o, teachers)

@@ -563,18 +563,12 @@ class _State:
         write_text_atomic(self.path, json.dumps(self.data, indent=2) + "\n")
 
 
-def check_out_dir(out: Path, inputs: Sequence[Path]) -> None:
-    """OUT must be new, empty, or an earlier migration's output (which is resumed); never overlap an input."""
-    real = out.resolve()
-    for inp in inputs:
-        r = inp.resolve()
-        if r == real or r.is_relative_to(real) or real.is_relative_to(r):
-            raise MtbranchError(f"the output overlaps an input ({inp})", path=str(out),
-                                hint="choose a new or empty directory for -o")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / STATE_NAME).is_file())):
-        raise MtbranchError("the output exists and is not an earlier migration's output", path=str(out),
-                            hint="choose a new or empty directory for -o (an earlier `mtbranch migrate -o` output "
-                                 "is resumed)")
+def check_out_dir(out: Path, inputs: Sequence[Path]) -> Path:
+    """OUT must be new, empty, or an earlier migration's output (which is resumed); never an input, a FIFO, a link
+    or a place inside an artifact: the one output guard every writer uses (mtbranch.io.guard, kind "migrate")."""
+    from mtbranch.io.guard import check_output
+
+    return check_output(out, "migrate", inputs=list(inputs))
 
 
 def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | None, list[Path]],
@@ -603,7 +597,7 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
         raise MtbranchError(f"no texts for branch(es) {', '.join(missing)}",
                             hint="give --texts FILE (every branch) or --texts NAME=FILE")
     new = resolve_trunk(to_trunk)
-    check_out_dir(root, [Path(teacher), *[p for ps in per_branch.values() for p in ps]])
+    root = check_out_dir(root, [Path(teacher), *[p for ps in per_branch.values() for p in ps]])
     for t in teachers:  # every branch's inputs are checked before anything is written: a bad one fails fast
         preflight(t, new, per_branch[t.name], opts, encoding)
     key = hashlib.sha256(json.dumps({

@@ -52,6 +52,8 @@ DIR_KINDS: dict[str, DirKind] = {
     "plugin": DirKind("pyproject.toml", "plugin package (mtbranch new-plugin)",
                       frozenset({"pyproject.toml", "README.md", "src", "tests", "build"}), (".egg-info",)),
     "build": DirKind("build-state.json", "build output (mtbranch build)", BUILD_ENTRIES, also_marker=".build.lock"),
+    "migrate": DirKind("migrate-state.json", "migration output (mtbranch migrate)",
+                       frozenset({"migrate-state.json", "migrate-report.json", ".cache", "branches"})),
 }
 KINDS = DIR_KINDS  # the name older callers use
 
