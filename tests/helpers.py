@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,39 @@ def results_close(a: Any, b: Any, tol: float = 1e-5) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(results_close(x, y, tol) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+class Server:
+    """uvicorn in a thread, on a free loopback port, ready once /ready answers 200 (the serving tests' server)."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        import httpx
+
+        self.thread.start()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def stats(self) -> dict[str, Any]:
+        import httpx
+
+        return dict(httpx.get(self.url + "/stats").json())

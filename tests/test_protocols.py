@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as tritonhttp  # tritonclient[http], in the dev extra
-import uvicorn
 from pydantic import BaseModel, ConfigDict
 
 from mtbranch.composition.artifact import load
@@ -23,7 +21,7 @@ from mtbranch.serve import protocols
 from mtbranch.serve.app import ServeSettings, create_app
 from mtbranch.serve.schema import Limits, RequestError
 
-from helpers import free_port, make_serving_artifact, results_close
+from helpers import Server, make_serving_artifact, results_close
 
 TEXTS = ["the movie was very good !", "bad", "john visited paris and london .", "a terrible , boring film"]
 PAIRS = ["a great film", "terrible acting", "mary works at google", "good"]
@@ -32,36 +30,6 @@ PAIRS = ["a great film", "terrible acting", "mary works at google", "good"]
 @pytest.fixture(scope="module")
 def model(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     return load(make_serving_artifact(tiny_bert_dir, tmp_path_factory.mktemp("protocols")))
-
-
-class Server:
-    """uvicorn in a thread, on a free loopback port, ready once /ready answers 200."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("server did not become ready")
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def stats(self) -> dict[str, Any]:
-        return dict(httpx.get(self.url + "/stats").json())
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from mtbranch.composition.artifact import load
 from mtbranch.serve.app import ServeSettings, create_app
 from mtbranch.serve.schema import Limits
 
-from helpers import free_port, make_serving_artifact, results_close
+from helpers import Server, free_port, make_serving_artifact, results_close
 
 TEXTS = ["the movie was very good !", "bad", "john visited paris and london in the new york city .",
          "a terrible , boring film", "mary works at google in berlin", "it was fun", "not good", "the actor"]
@@ -35,32 +33,6 @@ LIMITS = Limits(max_body_bytes=4000, max_texts=20, max_chars=300)
 def artifact(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_serving_artifact(tiny_bert_dir, tmp_path_factory.mktemp("serve"))
 
-
-
-class Server:
-    """uvicorn in a thread, on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("server did not become ready")
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 class CountingModel:
