@@ -53,8 +53,9 @@ def _families() -> list[TrunkFamily]:
     checked = {"onnx": True}  # export-onnx checked against PyTorch for every built-in family
     return [
         TrunkFamily("bert", ("bert",), _IMPL.format("bert"), description="BERT (incl. MiniLM)", **checked),
-        TrunkFamily("roberta", ("roberta",), _IMPL.format("roberta"), description="RoBERTa", **checked),
-        TrunkFamily("xlm-roberta", ("xlm-roberta",), _IMPL.format("xlm_roberta"),
+        TrunkFamily("roberta", ("roberta",), _IMPL.format("roberta"), description="RoBERTa", positions_after_pad=True,
+                    **checked),
+        TrunkFamily("xlm-roberta", ("xlm-roberta",), _IMPL.format("xlm_roberta"), positions_after_pad=True,
                     description="XLM-RoBERTa (RoBERTa's layers, multilingual vocabulary)", **checked),
         TrunkFamily(
             "distilbert", ("distilbert",), _IMPL.format("distilbert"),

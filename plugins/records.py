@@ -87,7 +87,8 @@ class TrunkFamily:
     (``hidden_size``, ``num_attention_heads``, ``num_hidden_layers``) to the family's config.json keys
     where they differ (DistilBERT: ``dim``, ``n_heads``, ``n_layers``). ``normalize`` (pure Python) may add
     derived keys to a config dict before the structure is read (ModernBERT: the global-attention period from
-    ``layer_types``). ``onnx``: whether ``export-onnx`` supports the family.
+    ``layer_types``). ``onnx``: whether ``export-onnx`` supports the family. ``positions_after_pad``: absolute
+    position ids start at ``pad_token_id + 1`` (RoBERTa's convention), so fewer tokens fit than positions.
     """
 
     name: str
@@ -99,4 +100,6 @@ class TrunkFamily:
     config_aliases: dict[str, str] = field(default_factory=dict)
     normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     onnx: bool = False
+    #: position ids start after ``pad_token_id`` (RoBERTa, XLM-R: 514 position embeddings hold 512 tokens)
+    positions_after_pad: bool = False
     description: str = ""

@@ -203,6 +203,10 @@ def test_tokenizer_without_a_limit() -> None:
     assert tokenizer_limit(SimpleNamespace(model_max_length=int(1e30))) is None
     roberta = {"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}
     assert position_limit(roberta) == 512
+    # the family record says where positions start (issue 26): XLM-R numbers them as RoBERTa (was 514), BERT from 0
+    assert position_limit({**roberta, "model_type": "xlm-roberta"}) == 512
+    assert position_limit({"model_type": "bert", "max_position_embeddings": 512, "pad_token_id": 0}) == 512
+    assert position_limit({"model_type": "no-such-family", "max_position_embeddings": 300}) == 300
     assert effective_max_length(None, SimpleNamespace(model_max_length=int(1e30)), roberta) == 512
     assert effective_max_length(64, SimpleNamespace(model_max_length=512), roberta) == 64
 

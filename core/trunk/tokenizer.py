@@ -76,14 +76,22 @@ def tokenizer_limit(tokenizer: Any) -> int | None:
 
 
 def position_limit(config: Any) -> int | None:
-    """How many tokens the trunk's position embeddings can take. RoBERTa numbers positions from
-    ``pad_token_id + 1``, so 514 position embeddings hold 512 tokens; BERT uses them from 0.
-    ``config`` is a transformers config, a :class:`TrunkStructure` or a dict."""
+    """How many tokens the trunk's position embeddings can take. A family whose record says
+    ``positions_after_pad`` (RoBERTa, XLM-R) numbers positions from ``pad_token_id + 1``, so 514 position
+    embeddings hold 512 tokens; BERT uses them from 0. ``config`` is a transformers config, a
+    :class:`TrunkStructure` or a dict."""
+    from mtbranch.errors import MtbranchError
+    from mtbranch.trunk.families import record_for
+
     get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
     n = get("max_position_embeddings")
     if not isinstance(n, int):
         return None
-    if get("model_type") == "roberta" and get("position_embedding_type", "absolute") == "absolute":
+    try:
+        after_pad = record_for(get("model_type")).positions_after_pad
+    except MtbranchError:  # no registered family: nothing known about its positions
+        after_pad = False
+    if after_pad and get("position_embedding_type", "absolute") == "absolute":
         pad = get("pad_token_id")
         n -= (pad if isinstance(pad, int) else 1) + 1
     return n
