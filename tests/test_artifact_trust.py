@@ -304,6 +304,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_two_compose_processes_race_to_one_output(base: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "c"
     script = tmp_path / "composer.py"

@@ -27,6 +27,7 @@ def paper_mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return run_bench(tiny("paper-mixed"), batch_size=2, seq_len=8, rounds=2, warmup=0, threads=1, workdir=work)
 
 
+@pytest.mark.slow
 def test_paper_mixed_layer_counts_are_the_papers(paper_mixed: dict) -> None:
     rows = paper_mixed["setups"]
     assert (rows["composed"]["layers"], rows["standalone"]["layers"], rows["full"]["layers"]) == (33, 62, 96)

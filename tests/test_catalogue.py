@@ -65,6 +65,7 @@ def test_catalogue_table_in_docs() -> None:
     assert shown == table(), "docs/reliability.md is stale: run `python tests/catalogue.py`"
 
 
+@pytest.mark.slow
 def test_real_cli_process_prints_no_traceback(ctx: Ctx, tmp_path: Path) -> None:
     """Three catalogue inputs through a real ``mtbranch`` process (stderr included), not CliRunner."""
     bad = tmp_path / "bad"

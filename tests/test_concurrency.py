@@ -43,6 +43,7 @@ def _model(trunk: Path, setup: dict[str, Path]):
     return compose(load_trunk_source(trunk), [(setup[n], "directory") for n in ("v1", "entities", "similarity")])
 
 
+@pytest.mark.slow
 def test_predict_from_many_threads_equals_sequential(tiny_bert_dir: Path, setup: dict[str, Path]) -> None:
     torch.set_num_threads(1)
     model = _model(tiny_bert_dir, setup)

@@ -185,6 +185,7 @@ def test_modernbert_predict_cli_equals_transformers(tmp_path: Path) -> None:
         assert raw.shape == ref.shape and max_diff(ref, raw) <= TOL, f"{name}: {max_diff(ref, raw)}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["modernbert"])
 def test_onnx_export_matches_pytorch(family: str, tmp_path: Path) -> None:
     """export-onnx on the family with the most per-forward machinery (sliding-window masks, rotary per layer

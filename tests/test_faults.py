@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from sdk_fixtures import sdk_trunk_dir, write_sentiment  # noqa: F401 (sdk_trunk_dir is a fixture)
 
@@ -90,6 +91,7 @@ def visible(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if not p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_killed_train_export_leaves_the_previous_branch(sdk_trunk_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "branches" / "sentiment"
     make_branch(sdk_trunk_dir, out, name="sentiment", depth=3, layers=1, seed=7)  # the previous version

@@ -436,6 +436,7 @@ def run_cli(python: Path, *args: str, cwd: Path | None = None, **env: str) -> su
                           cwd=cwd, env=child_env(**env))
 
 
+@pytest.mark.slow
 def test_new_plugin_install_discover_validate_compose(branch_dirs: dict[str, Path], tiny_bert_dir: Path,
                                                       tmp_path: Path) -> None:
     pkg = tmp_path / "acme-alpha"
@@ -484,6 +485,7 @@ for args in (["--help"], ["plugins"], ["plugins", "--json"]):
 """
 
 
+@pytest.mark.slow
 def test_help_and_plugins_import_no_torch_with_examples_installed(tmp_path: Path, bad_and_good: Path) -> None:
     src = tmp_path / "examples"
     for name in EXAMPLE_PACKAGES:

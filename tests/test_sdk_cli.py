@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sdk_fixtures
 from click.testing import CliRunner
 from sdk_fixtures import write_conll, write_sentiment
@@ -74,6 +75,7 @@ def test_help_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_torchrun_two_process_cpu_train(sdk_trunk_dir: Path, tmp_path: Path) -> None:
     """`torchrun --nproc_per_node 2` (gloo on CPU) trains one branch with DDP; rank 0 exports it."""
     train = write_conll(tmp_path / "train.txt", 48, 1)

@@ -214,6 +214,7 @@ def test_readiness_follows_background_load(artifact: Path, tmp_path: Path) -> No
         assert p.status_code == 503 and "failed to load" in p.json()["error"]
 
 
+@pytest.mark.slow
 def test_cli_serve_process(artifact: Path) -> None:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

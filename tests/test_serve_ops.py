@@ -261,6 +261,7 @@ def _fire(url: str, n: int) -> tuple[list[Any], list[threading.Thread]]:
     return out, threads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("grace", "expect"), [("10", 200), ("0.3", 503)])
 def test_sigterm_drains_in_flight_requests(base: Path, grace: str, expect: int) -> None:
     """Requests held in the batcher (a 2 s batch wait) when SIGTERM comes: readiness goes 503 first; with a long

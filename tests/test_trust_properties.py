@@ -113,6 +113,7 @@ def lay_out(root: Path, entries: list[tuple[list[str], str]], s: Setup) -> dict[
     return expected
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(entries=st.lists(ENTRY, max_size=8))
