@@ -149,6 +149,41 @@ def test_unknown_owners_are_422_listing_the_owners(body: dict[str, Any], needle:
         assert exc.value.hint == "owners served: team-a, team-b"
 
 
+TAGGED = [i.model_copy(update={"tags": tags}) for i, tags in
+          zip(INFOS, [["safety"], ["pii", "safety"], ["safety"], []], strict=True)]
+
+
+@pytest.mark.parametrize(("body", "want"), [
+    ({"texts": ["x"], "tags": ["safety"]}, ["sentiment", "entities"]),
+    ({"texts": ["x"], "text_pairs": ["y"], "tags": ["safety"]}, ["sentiment", "entities", "similarity"]),
+    ({"texts": ["x"], "tags": ["pii"], "tasks": ["intent"]}, ["intent", "entities"]),
+    ({"texts": ["x"], "tags": ["pii"], "owners": ["team-a"]}, ["sentiment", "entities"]),
+])
+def test_tags_name_every_task_they_mark(body: dict[str, Any], want: list[str]) -> None:
+    assert resolve_request(PredictRequest.model_validate(body), TAGGED, Limits()) == want
+
+
+def test_unknown_tags_are_422_listing_the_tags() -> None:
+    for tags, needle in ((["nope"], "unknown tag(s): 'nope'"), ([], "tags is an empty list")):
+        with pytest.raises(RequestError) as exc:
+            resolve_request(PredictRequest.model_validate({"texts": ["x"], "tags": tags}), TAGGED, Limits())
+        assert exc.value.status == 422 and needle in exc.value.message and exc.value.hint == "tags served: pii, safety"
+
+
+def test_manifest_tags_are_names() -> None:
+    from pydantic import ValidationError
+
+    from mtbranch.spec.manifest import BranchManifest
+
+    shipped = Path(__file__).parent.parent / "examples/plugin-sentiment/src/mtbranch_sentiment/branch/manifest.json"
+    data = json.loads(shipped.read_text())
+    assert BranchManifest.model_validate({**data, "tags": ["safety", "pii"]}).tags == ["safety", "pii"]
+    assert BranchManifest.model_validate(data).tags == []  # 1.1 manifests without tags, and 1.0 ones
+    for bad in (["Safety"], ["a b"], ["x", "x"]):
+        with pytest.raises(ValidationError, match="tag"):
+            BranchManifest.model_validate({**data, "tags": bad})
+
+
 def test_owners_over_http(client: TestClient) -> None:
     assert {t["name"]: t["owner"] for t in client.get("/tasks").json()} == {
         "sentiment": "team-a", "entities": "team-b", "similarity": "team-a"}

@@ -76,7 +76,7 @@ def test_health_ready_tasks_openapi(server: tuple[Server, CountingModel]) -> Non
     assert spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PredictRequest"}
     assert set(spec["components"]["schemas"]["PredictRequest"]["properties"]) == {"texts", "words", "tasks",
-                                                                                  "owners", "text_pairs", "raw"}
+                                                                                  "owners", "tags", "text_pairs", "raw"}
     assert {"422", "413", "400"} <= set(spec["paths"]["/predict"]["post"]["responses"])
 
 

@@ -36,6 +36,9 @@ class PredictRequest(BaseModel):
     owners: list[str] | None = Field(default=None, description=(
         "Instead of (or with) tasks: every task these owners ship (the manifests' owner field); pair tasks only "
         "when text_pairs is given."))
+    tags: list[str] | None = Field(default=None, description=(
+        "Instead of (or with) tasks: every task whose manifest carries one of these tags (e.g. 'safety'); pair "
+        "tasks only when text_pairs is given."))
     text_pairs: list[str] | None = Field(default=None, description="Second text per input, for pair tasks.")
     raw: bool = Field(default=False, description="Also return each head's raw outputs (logits / values).")
 
@@ -84,6 +87,7 @@ class TaskInfo(BaseModel):
     head: str
     attach_depth: int
     owner: str | None = Field(default=None, description="The team that ships it (the manifest's owner).")
+    tags: list[str] = Field(default_factory=list, description="The manifest's tags.")
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,7 @@ def parse_request(body: bytes | str | dict[str, Any], limits: Limits) -> Predict
 
 
 REQUEST_HINT = ('body: {"texts": [str, ...] (or "words": [[str, ...], ...]), "tasks": [str, ...] | null, '
-                '"owners": [str, ...] | null, "text_pairs": [str, ...] | null, "raw": bool}')
+                '"owners": [str, ...] | null, "tags": [str, ...] | null, "text_pairs": [str, ...] | null, "raw": bool}')
 
 
 def resolve_request(req: PredictRequest, tasks: Sequence[TaskInfo], limits: Limits) -> list[str]:
@@ -254,7 +258,7 @@ def resolve_request(req: PredictRequest, tasks: Sequence[TaskInfo], limits: Limi
     if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
         raise RequestError(422, f"{len(req.texts)} texts but {len(req.text_pairs)} text_pairs",
                            "give one pair text per input text")
-    if req.owners is not None:
+    if req.owners is not None or req.tags is not None:
         return _owned_tasks(req, tasks)
     if req.tasks is None:
         names = [t.name for t in tasks if t.signature == "single" or req.text_pairs is not None]
@@ -283,24 +287,33 @@ def _named_tasks(req: PredictRequest, by_name: dict[str, TaskInfo]) -> list[str]
 
 
 def _owned_tasks(req: PredictRequest, tasks: Sequence[TaskInfo]) -> list[str]:
-    """``owners`` (with ``tasks``, if any): the named tasks plus every task the owners ship that fits the input."""
-    assert req.owners is not None
-    owners = sorted({t.owner for t in tasks if t.owner})
-    unknown = [o for o in req.owners if o not in owners]
-    if not req.owners or unknown:
-        raise RequestError(422, f"unknown owner(s): {', '.join(map(repr, unknown))}" if unknown else
-                           "owners is an empty list", f"owners served: {', '.join(owners) or 'none'}")
+    """``owners`` / ``tags`` (with ``tasks``, if any): the named tasks plus every task the owners ship or the tags
+    mark that fits the input."""
+    _check_known("owner", req.owners, {t.owner for t in tasks if t.owner})
+    _check_known("tag", req.tags, {g for t in tasks for g in t.tags})
+    owners, tags = set(req.owners or ()), set(req.tags or ())
     named = _named_tasks(req, {t.name: t for t in tasks}) if req.tasks is not None else []
-    owned = [t.name for t in tasks if t.owner in req.owners and (t.signature == "single" or req.text_pairs)]
-    if not named and not owned:
-        raise RequestError(422, f"owner(s) {', '.join(req.owners)} ship only pair tasks, but text_pairs is missing",
-                           "send text_pairs")
-    return list(dict.fromkeys([*named, *owned]))
+    chosen = [t.name for t in tasks if (t.owner in owners or tags & set(t.tags))
+              and (t.signature == "single" or req.text_pairs)]
+    if not named and not chosen:
+        raise RequestError(422, f"{', '.join([*(req.owners or ()), *(req.tags or ())])}: only pair tasks, but "
+                                "text_pairs is missing", "send text_pairs")
+    return list(dict.fromkeys([*named, *chosen]))
+
+
+def _check_known(what: str, asked: list[str] | None, served: set[str]) -> None:
+    if asked is None:
+        return
+    unknown = [a for a in asked if a not in served]
+    if not asked or unknown:
+        raise RequestError(422, f"unknown {what}(s): {', '.join(map(repr, unknown))}" if unknown else
+                           f"{what}s is an empty list", f"{what}s served: {', '.join(sorted(served)) or 'none'}")
 
 
 def task_infos(model: Any) -> list[TaskInfo]:
     return [TaskInfo(name=b.name, version=b.manifest.version, signature=b.manifest.tokenizer.input_signature,
-                     head=b.manifest.head.type, attach_depth=b.manifest.attach_depth, owner=b.manifest.owner)
+                     head=b.manifest.head.type, attach_depth=b.manifest.attach_depth, owner=b.manifest.owner,
+                     tags=list(b.manifest.tags))
             for b in model.branches]
 
 

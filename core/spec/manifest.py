@@ -56,6 +56,8 @@ class BranchManifest(BaseModel):
     version: str = Field("0.1.0", description="PEP 440 version of this branch")
     owner: str | None = None
     description: str = ""
+    tags: list[str] = Field(default_factory=list, description=(
+        "labels a service can ask for instead of task names (a request's \"tags\": [\"safety\"]), each like a name"))
     trunk: TrunkBinding
     attach_depth: int = Field(ge=0, le=MAX_LAYERS, description="0 = embeddings output, trunk.num_layers = top layer")
     num_layers: int = Field(ge=0, le=MAX_LAYERS,
@@ -76,6 +78,16 @@ class BranchManifest(BaseModel):
     def _name(cls, v: str) -> str:
         if not NAME_RE.match(v):
             raise ValueError("must match ^[a-z0-9][a-z0-9_-]{0,63}$ (e.g. 'sentiment', 'ner-en')")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not NAME_RE.match(t)]
+        if bad:
+            raise ValueError(f"tag {bad[0]!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$ (e.g. 'safety')")
+        if len(set(v)) != len(v):
+            raise ValueError("tags must be unique")
         return v
 
     @field_validator("version")
