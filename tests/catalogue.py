@@ -715,18 +715,24 @@ def lone_surrogates_api(ctx: Ctx, _tmp: Path) -> Outcome:
     return Outcome(["ok: a result per text" if ok else "?"])
 
 
-def lone_surrogates_http(ctx: Ctx, _tmp: Path) -> Outcome:
+def post_raw_bodies(ctx: Ctx, bodies: list[str]) -> list[str]:
+    """Each JSON body sent as written (escapes and repeated keys kept) to /predict: "STATUS BODY" per body."""
     from fastapi.testclient import TestClient
 
     from mtbranch.serve.app import create_app
 
-    bodies = ['{"texts": ["\\ud800", "the film"]}', '{"texts": ["a", "b"], "text_pairs": ["\\udfff", "ok"]}']
     got = []
     with TestClient(create_app(ctx.model)) as client:
         wait_ready(client)
         for body in bodies:
             r = client.post("/predict", content=body, headers={"content-type": "application/json"})
             got.append(f"{r.status_code} {r.text[:300]}")
+    return got
+
+
+def lone_surrogates_http(ctx: Ctx, _tmp: Path) -> Outcome:
+    got = post_raw_bodies(ctx, ['{"texts": ["\\ud800", "the film"]}',
+                                '{"texts": ["a", "b"], "text_pairs": ["\\udfff", "ok"]}'])
     ok = all(g.startswith("200") for g in got)
     return Outcome(["200: a result per text" if ok else "?"], None, "", got)
 
@@ -1053,17 +1059,8 @@ def capped_findings(ctx: Ctx, tmp: Path) -> Outcome:
 
 
 def duplicate_key_http(ctx: Ctx, _tmp: Path) -> Outcome:
-    from fastapi.testclient import TestClient
-
-    from mtbranch.serve.app import create_app
-
-    bodies = ['{"texts": ["a"], "texts": ["b", "c"]}', '{"texts": ["a"], "tasks": ["sentiment"], "tasks": null}']
-    got = []
-    with TestClient(create_app(ctx.model)) as client:
-        wait_ready(client)
-        for body in bodies:
-            r = client.post("/predict", content=body, headers={"content-type": "application/json"})
-            got.append(f"{r.status_code} {r.text[:300]}")
+    got = post_raw_bodies(ctx, ['{"texts": ["a"], "texts": ["b", "c"]}',
+                                '{"texts": ["a"], "tasks": ["sentiment"], "tasks": null}'])
     ok = all(g.startswith("400") and "appears twice" in g for g in got)
     return Outcome(["400: key named" if ok else "?"], None, "", got)
 

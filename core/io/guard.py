@@ -240,12 +240,8 @@ def check_output(out: str | os.PathLike[str], kind: str, *, inputs: Sequence[str
     if kind not in DIR_KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
     spec = DIR_KINDS[kind]
-    target = output_path(out)
-    real = Path(os.path.realpath(target))
     fix = "choose a new or empty directory for the output"
-    _check_inputs(out, real, inputs, fix)
-    _check_not_inside_artifact(out, real, fix)
-    st = _check_not_special(out, target, real, fix)
+    target, st = _checked_target(out, inputs, fix)
     if st is None:
         return target
     if not stat.S_ISDIR(st.st_mode):
@@ -274,15 +270,22 @@ def check_output(out: str | os.PathLike[str], kind: str, *, inputs: Sequence[str
     return target
 
 
+def _checked_target(out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str] | None],
+                    fix: str) -> tuple[Path, os.stat_result | None]:
+    """What every output passes first (files and directories alike): not an input, not inside an artifact, not a
+    link or special file. Returns the target (``~`` expanded, absolute) and its status (None: missing)."""
+    target = output_path(out)
+    real = Path(os.path.realpath(target))
+    _check_inputs(out, real, inputs, fix)
+    _check_not_inside_artifact(out, real, fix)
+    return target, _check_not_special(out, target, real, fix)
+
+
 def _check_file_output(out: str | os.PathLike[str], kind: str,
                        inputs: Sequence[str | os.PathLike[str] | None]) -> Path:
     spec = FILE_KINDS[kind]
-    target = output_path(out)
-    real = Path(os.path.realpath(target))
     fix = "choose a new file name for the output"
-    _check_inputs(out, real, inputs, fix)
-    _check_not_inside_artifact(out, real, fix)
-    st = _check_not_special(out, target, real, fix)
+    target, st = _checked_target(out, inputs, fix)
     if st is None:
         return target
     if stat.S_ISDIR(st.st_mode):
