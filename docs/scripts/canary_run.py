@@ -14,14 +14,12 @@ from B, the lock's sentiment entry and sha256, the canary status and the per-ver
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,22 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from loadtest import free_port, sentences  # the script beside this one (STS-B dev sentences)
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "STS-B" / "sts-dev.csv"
 TOKEN = "canary-run-token"
 TASK = "sentiment"
-
-
-def sentences(n: int) -> list[tuple[str, str]]:
-    with DATA.open(encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 7]
-    return [(r[5], r[6]) for r in rows[:n]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mtbranch(*args: str) -> list[str]:

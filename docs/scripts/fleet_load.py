@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,21 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from loadtest import free_port, sentences  # the script beside this one (STS-B dev sentences)
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "STS-B" / "sts-dev.csv"
 PAIR_TEAMS = {"team-paraphrase", "team-similarity"}
-
-
-def sentences(n: int) -> list[tuple[str, str]]:
-    with DATA.open(encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) >= 7]
-    return [(r[5], r[6]) for r in rows[:n]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(artifact: str, port: int, quota: str) -> subprocess.Popen[bytes]:
