@@ -43,6 +43,7 @@ demo: $(VENV)/.installed
 		--pair "put on daft punk's latest record on spotify this evening"
 
 test: $(VENV)/.installed-dev
+	$(BIN)/python .ci/typecheck.py  # mypy over core/ plugins/ sdk/ cli/ (pyproject's [tool.mypy]); fails CI as a test does
 	$(BIN)/python -m pytest -q
 	# each example package runs its own tests (same test file names: separate sessions)
 	set -e; for ex in $(EXAMPLES); do \
@@ -65,6 +66,7 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/python .ci/typecheck.py
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

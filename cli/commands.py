@@ -156,9 +156,9 @@ def compose(trunk_ref: str | None, branch_dirs: tuple[Path, ...], with_installed
     with console.status("composing..."):
         model = do_compose(trunk, branches, plugin_manager=pm)
         lock = save_composed(model, out)
-    console.print(f"[green]composed[/] {len(lock['branches'])} branch(es) on {esc(trunk.reference)} -> {esc(out)}",
+    console.print(f"[green]composed[/] {len(lock.branches)} branch(es) on {esc(trunk.reference)} -> {esc(out)}",
                   soft_wrap=True)  # no line breaks inside paths
-    console.print(f"overhead: {lock['overhead']['text']}")
+    console.print(f"overhead: {lock.overhead.text}")
 
 
 # -- inspect -----------------------------------------------------------------------------------------
@@ -195,40 +195,42 @@ def inspect(artifact: Path, as_json: bool, card: bool, no_verify: bool, cost: bo
     lock = read_lock(artifact)
     if not no_verify:  # what inspect prints (overhead, model type, layers...) is checked, as predict checks it
         refuse_if_tampered(artifact, verify_artifact(artifact, lock))
-    lock["overhead"] = lock_overhead(lock["branches"], lock["trunk"]["num_layers"])  # computed, not quoted
+    overhead = lock_overhead(lock.branches, lock.trunk.num_layers)  # computed, not quoted
     params: dict[str, int] = {}
     trunk_header = read_header(artifact / "trunk" / "model.safetensors")
     params["trunk"] = sum(_numel(t.shape) for t in trunk_header.tensors.values())
-    for e in lock["branches"]:
-        h = read_header(artifact / "branches" / e["name"] / "branch.safetensors")
-        params[e["name"]] = sum(_numel(t.shape) for t in h.tensors.values())
-    info = {"artifact": str(artifact), "mtbranch_version": lock.get("mtbranch_version"),
-            "trunk": {k: v for k, v in lock["trunk"].items() if k != "fingerprints"},
-            "branches": [{**e, "parameters": params[e["name"]]} for e in lock["branches"]],
-            "parameters": {"trunk": params["trunk"], "total": sum(params.values())},
-            "overhead": lock["overhead"], "tasks": task_rows(artifact, lock)}
+    for e in lock.branches:
+        h = read_header(artifact / "branches" / e.name / "branch.safetensors")
+        params[e.name] = sum(_numel(t.shape) for t in h.tensors.values())
+    entries = [e.model_dump(exclude_none=True) for e in lock.branches]
+    info: dict[str, Any] = {
+        "artifact": str(artifact), "mtbranch_version": lock.mtbranch_version,
+        "trunk": lock.trunk.model_dump(exclude={"fingerprints"}),
+        "branches": [{**e, "parameters": params[e["name"]]} for e in entries],
+        "parameters": {"trunk": params["trunk"], "total": sum(params.values())},
+        "overhead": overhead.model_dump(), "tasks": task_rows(artifact, lock.to_dict())}
     if cost:
-        info["cost"] = _cost_rows(artifact, lock, tokens)
+        info["cost"] = _cost_rows(artifact, entries, tokens)
     if as_json:
         print_json(info)
         return
-    t = lock["trunk"]
-    tree = Tree(f"[bold]{esc(artifact)}[/]  trunk {esc(t['reference'])} ({t['model_type']}, {t['kept_layers']} of "
-                f"{t['num_layers']} layers kept, {params['trunk']:,} params)")
-    for depth in sorted({e["attach_depth"] for e in lock["branches"]}):
+    t = lock.trunk
+    tree = Tree(f"[bold]{esc(artifact)}[/]  trunk {esc(t.reference)} ({t.model_type}, {t.kept_layers} of "
+                f"{t.num_layers} layers kept, {params['trunk']:,} params)")
+    for depth in sorted({e.attach_depth for e in lock.branches}):
         node = tree.add(f"depth {depth}")
-        for e in (e for e in lock["branches"] if e["attach_depth"] == depth):
-            node.add(f"[bold]{esc(e['name'])}[/] {esc(e['version'])}  {esc(e['head'])}, {e['num_layers']} layer(s), "
-                     f"{params[e['name']]:,} params  [dim]({esc(e['source'])})[/]")
+        for b in (b for b in lock.branches if b.attach_depth == depth):
+            node.add(f"[bold]{esc(b.name)}[/] {esc(b.version)}  {esc(b.head)}, {b.num_layers} layer(s), "
+                     f"{params[b.name]:,} params  [dim]({esc(str(b.source))})[/]")
     console.print(tree)
     console.print(f"parameters: {info['parameters']['total']:,}")
-    console.print(f"overhead: [bold]{lock['overhead']['text']}[/] transformer layers vs one full model per task")
+    console.print(f"overhead: [bold]{overhead.text}[/] transformer layers vs one full model per task")
     _print_task_table(info["tasks"])
     if cost:
         _print_cost_table(info["cost"])
 
 
-def _cost_rows(artifact: Path, lock: dict[str, Any], tokens: int) -> list[dict[str, Any]]:
+def _cost_rows(artifact: Path, entries: list[dict[str, Any]], tokens: int) -> list[dict[str, Any]]:
     """mtbranch.serve.cost.static_cost for the artifact (owners from the branches' manifests)."""
     from mtbranch.io.files import read_json_object
     from mtbranch.serve.cost import Shape, static_cost
@@ -236,7 +238,7 @@ def _cost_rows(artifact: Path, lock: dict[str, Any], tokens: int) -> list[dict[s
 
     shape = Shape.of_config(read_json_object(artifact / "trunk" / "config.json"))
     branches = []
-    for e in lock["branches"]:
+    for e in entries:
         m = read_manifest(artifact / "branches" / e["name"] / MANIFEST_NAME)
         branches.append({**e, "owner": m.owner, "signature": m.tokenizer.input_signature})
     return static_cost(shape, branches, tokens)
@@ -267,8 +269,8 @@ def _card_of(path: Path) -> str:
     if (path / MANIFEST_NAME).is_file():
         return card_text(load_manifest(path))
     lock = read_lock(path)
-    manifests = [load_manifest(path / "branches" / e["name"]) for e in lock["branches"]]
-    return composed_card(manifests, title=f"{path.resolve().name} (mtbranch, trunk {lock['trunk']['reference']})")
+    manifests = [load_manifest(path / "branches" / name) for name in lock.names]
+    return composed_card(manifests, title=f"{path.resolve().name} (mtbranch, trunk {lock.trunk.reference})")
 
 
 def _print_task_table(rows: list[dict[str, Any]]) -> None:
@@ -458,9 +460,9 @@ def update(artifact: Path, put: tuple[Path, ...], remove: tuple[str, ...]) -> No
     if not put and not remove:
         raise UsageError("nothing to do", hint="pass --put DIR and/or --remove NAME")
     lock = update_composed(artifact, put=put, remove=remove)
-    console.print(f"[green]updated[/] {esc(artifact)}: {', '.join(e['name'] for e in lock['branches'])}",
+    console.print(f"[green]updated[/] {esc(artifact)}: {', '.join(lock.names)}",
                   soft_wrap=True)
-    console.print(f"overhead: {lock['overhead']['text']}")
+    console.print(f"overhead: {lock.overhead.text}")
 
 
 ALL = [schema, plugins, validate, compose, inspect, verify, predict, import_hf, update]

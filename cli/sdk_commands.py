@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -20,12 +20,15 @@ from mtbranch.errors import MtbranchError, UsageError, require_extra
 from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
 from mtbranch.spec.heads import BUILTIN_HEAD_TYPES
 
+if TYPE_CHECKING:
+    from mtbranch.sdk.train import Task
+
 TASK_CHOICES = [t.replace("_", "-") for t in BUILTIN_HEAD_TYPES]
 F = Callable[..., Any]
 
 
 def _data_options(f: F) -> F:
-    opts = [
+    opts: list[Any] = [
         click.option("--train", "train_path", required=True, type=click.Path(path_type=Path),
                      help="Training data: TSV/CSV/JSONL table, CoNLL file, or a folder with seq.in + seq.out "
                           "(token classification) or seq.in + label (classification)."),
@@ -58,7 +61,7 @@ def _data_options(f: F) -> F:
 
 
 def _train_options(f: F) -> F:
-    opts = [
+    opts: list[Any] = [
         click.option("--trunk", "trunk_ref", required=True, metavar="REF",
                      help="Trunk: model directory, hf:org/name@rev or an installed trunk's name."),
         click.option("--epochs", type=P.EPOCHS, default=DEFAULT_EPOCHS, show_default=True,
@@ -94,7 +97,7 @@ def _train_options(f: F) -> F:
 
 
 def _branch_options(f: F) -> F:
-    opts = [
+    opts: list[Any] = [
         click.option("--name", required=True, help="Branch (task) name, e.g. sentiment."),
         click.option("--version", "version", default="0.1.0", show_default=True),
         click.option("--owner", default=None, help="Owning team, e.g. team-sentiment."),
@@ -137,11 +140,11 @@ def _rename_labels(data: Any, mapping: dict[str, str]) -> Any:
     return Dataset([replace(e, label=mapping.get(str(e.label), str(e.label))) for e in data.examples], data.sources)
 
 
-def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
+def load_task_data(o: dict[str, Any]) -> tuple[Task, Any, Any, list[str] | None]:
     from mtbranch.cli.output import show_warnings
 
     show_warnings()  # the readers' warnings too (e.g. labels joined by '#')
-    task = o["task"].replace("-", "_")
+    task = cast("Task", o["task"].replace("-", "_"))  # a click.Choice of the three
     train = _load_data(task, o["train_path"], o)
     if o.get("dev_path") is None:
         if o.get("dev_split") is None:

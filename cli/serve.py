@@ -27,7 +27,7 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task")
     from mtbranch.composition.artifact import read_lock
     from mtbranch.errors import UsageError
 
-    names = [e.get("name") for e in read_lock(artifact)["branches"]]
+    names = read_lock(artifact).names
     unknown = [t for t in tasks if t not in names]
     if unknown:
         raise UsageError(f"unknown {option} {', '.join(unknown)}", hint=f"tasks in {artifact}: {', '.join(names)}")
@@ -126,7 +126,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
     tracer_provider = _tracer_provider(otel)
     resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
     with console.status("loading..."):
-        load_kwargs = {"verify": not no_verify, "device": device, "dtype": dtype, "tasks": subset,
+        load_kwargs: dict[str, Any] = {"verify": not no_verify, "device": device, "dtype": dtype, "tasks": subset,
                        "quantize": quantize}
         model = load(artifact, **load_kwargs)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")

@@ -16,10 +16,14 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mtbranch
 from mtbranch.errors import MtbranchError, require_extra
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
+    from mtbranch.spec.lock import ArtifactLock
 
 FLAVOR_NAME = "mtbranch"
 DATA_DIR = "composed"
@@ -35,12 +39,12 @@ def _lock_sha256(artifact: Path) -> str:
     return hashlib.sha256((artifact / LOCK_NAME).read_bytes()).hexdigest()
 
 
-def _copy_artifact(artifact: Path, dst: Path) -> dict[str, Any]:
+def _copy_artifact(artifact: Path, dst: Path) -> ArtifactLock:
     """Copy the lock and the files it lists (nothing else in the directory); returns the lock."""
     from mtbranch.composition.artifact import LOCK_NAME, copy_file, read_lock
 
     lock = read_lock(artifact)
-    for rel in [LOCK_NAME, *lock["files"]]:
+    for rel in [LOCK_NAME, *lock.files]:
         copy_file(artifact / rel, dst / rel)
     return lock
 
@@ -75,7 +79,7 @@ def save_model(artifact: str | os.PathLike[str], path: str | os.PathLike[str], m
         raise
     mlflow_model = mlflow_model if mlflow_model is not None else Model()
     mlflow_model.signature = signature or mlflow_model.signature or _signature()
-    tasks = [e["name"] for e in lock["branches"]]
+    tasks = lock.names
     (out / "requirements.txt").write_text(f"mtbranch=={mtbranch.__version__}\n", encoding="utf-8")
     add_to_model(mlflow_model, loader_module="mtbranch.mlflow", data=DATA_DIR)
     mlflow_model.add_flavor(FLAVOR_NAME, mtbranch_version=mtbranch.__version__, data=DATA_DIR,
@@ -123,7 +127,7 @@ class ComposedPyfunc:
     ``params={"tasks": [...]}`` (or with an empty list): every single-text task, plus pair tasks when
     ``text_pair`` is given."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: ComposedModel) -> None:
         self.model = model
 
     def get_raw_model(self) -> Any:

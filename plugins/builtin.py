@@ -50,7 +50,7 @@ def modernbert_normalize(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _families() -> list[TrunkFamily]:
-    checked = {"onnx": True}  # export-onnx checked against PyTorch for every built-in family
+    checked: dict[str, Any] = {"onnx": True}  # export-onnx checked against PyTorch for every built-in family
     return [
         TrunkFamily("bert", ("bert",), _IMPL.format("bert"), description="BERT (incl. MiniLM)", **checked),
         TrunkFamily("roberta", ("roberta",), _IMPL.format("roberta"), description="RoBERTa", positions_after_pad=True,

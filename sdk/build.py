@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,6 +30,9 @@ from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import write_text_atomic
 from mtbranch.io.files import read_bytes
 from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
+
+if TYPE_CHECKING:
+    from mtbranch.sdk.train import Task
 
 log = logging.getLogger("mtbranch.sdk")
 STATE_NAME = "build-state.json"
@@ -125,8 +128,8 @@ class Recipe(_Section):
     plugin: PluginSection = Field(default_factory=PluginSection)
 
     @property
-    def task_name(self) -> str:
-        return self.task.type.replace("-", "_")
+    def task_name(self) -> Task:
+        return cast("Task", self.task.type.replace("-", "_"))
 
 
 def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:

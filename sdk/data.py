@@ -413,7 +413,9 @@ def load_token_data(path: str | os.PathLike[str], spec: ConllSpec | None = None)
     p = Path(path)
     if p.is_dir():
         files = _folder_files(p, TOKEN_FOLDER, "token-classification")
-        return Dataset(read_seq_files(*files, encoding=(spec or ConllSpec()).encoding), [_source(f) for f in files])
+        seq_in, seq_out = files
+        return Dataset(read_seq_files(seq_in, seq_out, encoding=(spec or ConllSpec()).encoding),
+                       [_source(f) for f in files])
     return Dataset(read_conll(p, spec), [_source(p)])
 
 
@@ -466,7 +468,8 @@ def load_table_data(path: str | os.PathLike[str], spec: TableSpec | None = None)
             raise DataError("a data folder (seq.in + label) holds single texts with class labels", path=p,
                             hint="for regression or text pairs give a TSV/CSV/JSONL table")
         files = _folder_files(p, LABEL_FOLDER, "classification")
-        return Dataset(read_seq_labels(*files, encoding=spec.encoding), [_source(f) for f in files])
+        seq_in, label = files
+        return Dataset(read_seq_labels(seq_in, label, encoding=spec.encoding), [_source(f) for f in files])
     return Dataset(read_table(p, spec), [_source(p)])
 
 

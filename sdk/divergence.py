@@ -57,7 +57,7 @@ def guard_callback() -> Any:
     """A TrainerCallback that checks the model's weights after every optimizer step."""
     from transformers import TrainerCallback
 
-    class StopOnDivergence(TrainerCallback):  # type: ignore[misc]
+    class StopOnDivergence(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
             if model is not None:
                 # global_step already counts the step just taken

@@ -122,8 +122,8 @@ def find_teachers(teacher: str | os.PathLike[str], *, only: Sequence[str] = (), 
         return [_checkpoint_teacher(root, checkpoint or CheckpointOptions())]
     if (root / LOCK_NAME).is_file():
         lock = read_lock(root)
-        source = load_trunk_source(root / "trunk", reference=lock["trunk"].get("reference"))
-        names = [e["name"] for e in lock["branches"]]
+        source = load_trunk_source(root / "trunk", reference=lock.trunk.reference)
+        names = lock.names
         unknown = sorted(set(only) - set(names))
         if unknown:
             raise MtbranchError(f"--only {', '.join(unknown)}: no such branch in the composed artifact",
@@ -284,7 +284,7 @@ def gold_examples(m: BranchManifest, gold: Dataset, tokenizers: Sequence[Any]) -
 
 # -- teacher outputs --------------------------------------------------------------------------------------
 def _dummy_labels(m: BranchManifest, examples: list[Any]) -> list[Any]:
-    labels = getattr(m.head, "labels", None)
+    labels: list[str] = getattr(m.head, "labels", None) or []
     if m.head.type == TOKEN_CLASSIFICATION:
         return [TokenExample(e.tokens, [labels[0]] * len(e.tokens)) for e in examples]
     if m.head.type == REGRESSION:
@@ -351,7 +351,7 @@ def cached_teacher_outputs(t: Teacher, examples: list[Any], texts_sha: str, *, m
 # -- student ----------------------------------------------------------------------------------------------
 def pseudo_labelled(m: BranchManifest, examples: list[Any], outs: list[np.ndarray]) -> list[Any]:
     """The teacher's argmax (or value) as each example's label: the dev set's labels are what agreement scores."""
-    labels = getattr(m.head, "labels", None)
+    labels: list[str] = getattr(m.head, "labels", None) or []
     if m.head.type == TOKEN_CLASSIFICATION:
         return [TokenExample(e.tokens[: o.shape[0]], [labels[int(k)] for k in o.argmax(-1)])
                 for e, o in zip(examples, outs, strict=True)]
@@ -609,7 +609,7 @@ def migrate(teacher: str | os.PathLike[str], to_trunk: str, texts: dict[str | No
     root.mkdir(parents=True, exist_ok=True)
     state = _State(root, key, opts.restart)
     result = MigrationResult(root)
-    started, spent = time.time(), []
+    started, spent = time.time(), list[float]()
     for i, t in enumerate(teachers):
         done = state.done(t.name, root / "branches" / t.name)
         if done is not None:

@@ -261,10 +261,11 @@ class _main_process_first:
 
 # -- the branch module and its initialisation -----------------------------------------------------------
 def head_spec(task: Task, labels: list[str] | None, dropout: float) -> Any:
-    if task == "classification":
-        return ClassificationHead(labels=labels, dropout=dropout)
     if task == "regression":
         return RegressionHead(dropout=dropout)
+    assert labels is not None  # prepare() collects the labels of a class or token task
+    if task == "classification":
+        return ClassificationHead(labels=labels, dropout=dropout)
     return TokenClassificationHead(labels=labels, dropout=dropout)
 
 
@@ -373,7 +374,7 @@ def soft_loss(task: str, out: torch.Tensor, teacher: torch.Tensor, labels: torch
     return nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
 
 
-class FeatureDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class FeatureDataset(torch.utils.data.Dataset):
     def __init__(self, store: FeatureStore, labels: list[Any], teacher: list[np.ndarray] | None = None) -> None:
         self.store, self.labels, self.teacher = store, labels, teacher
 
@@ -427,11 +428,11 @@ def _trainer_class() -> type:
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    class FeatureTrainer(Trainer):  # type: ignore[misc]
+    class FeatureTrainer(Trainer):
         """Batches of similar length: unpadded features would otherwise be padded up to 4x on SST-2."""
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            ds = train_dataset if train_dataset is not None else self.train_dataset
+            ds: Any = train_dataset if train_dataset is not None else self.train_dataset  # a FeatureDataset
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                         lengths=ds.lengths())
 
@@ -447,7 +448,7 @@ def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, A
                  patience: int | None = None) -> Any:
     from transformers import TrainerCallback
 
-    class KeepBest(TrainerCallback):  # type: ignore[misc]
+    class KeepBest(TrainerCallback):
         """Keep the best dev state in memory: no checkpoint files, the best epoch is what gets exported."""
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
@@ -480,11 +481,11 @@ def _epoch_lines(trainer: Any, metric: str, epochs: float) -> None:
     from tqdm.auto import tqdm
     from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 
-    class QuietProgress(ProgressCallback):  # type: ignore[misc]
+    class QuietProgress(ProgressCallback):
         def on_log(self, *a: Any, **kw: Any) -> None:
             pass
 
-    class EpochLines(TrainerCallback):  # type: ignore[misc]
+    class EpochLines(TrainerCallback):
         def __init__(self) -> None:
             self.loss: float | None = None
             self.best: float | None = None

@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 import mtbranch
+from mtbranch.branch.model import BranchProvenance
 from mtbranch.cli.main import cli
 from mtbranch.composition.artifact import LOCK_NAME, compose, load, save_composed, verify_artifact
 from mtbranch.errors import FileAccessError, MtbranchError
@@ -86,10 +87,10 @@ def test_a_symlink_out_is_a_finding_and_never_copied(base: dict[str, Path], tmp_
     assert code == 1 and "F001" in out and not (tmp_path / "c").exists()
     # bypassing validation (a branch loaded by hand) still copies the declared files only
     model = compose(load_trunk_source(base["trunk"]), [(base["sentiment"], "directory")])
-    model.branches[0].artifact_path = b
+    model.branches[0].provenance = BranchProvenance(path=b)
     lock = save_composed(model, tmp_path / "c")
-    assert set(lock["files"]) == {"branches/sentiment/manifest.json", "branches/sentiment/branch.safetensors",
-                                  *(f for f in lock["files"] if f.startswith("trunk/"))}
+    assert set(lock.files) == {"branches/sentiment/manifest.json", "branches/sentiment/branch.safetensors",
+                               *(f for f in lock.files if f.startswith("trunk/"))}
     assert not any("hunter2" in p.read_text(errors="replace") for p in (tmp_path / "c").rglob("*.md"))
     assert not (tmp_path / "c" / "branches" / "sentiment" / "README.md").exists()
 
@@ -113,7 +114,7 @@ def test_links_to_ancestors_loops_and_special_files_are_findings(base: dict[str,
     assert all(f.severity == "error" and f.hint for f in found)
     # compose of that directory (validation bypassed) takes only the two declared files, and does not hang
     model = compose(load_trunk_source(base["trunk"]), [(base["sentiment"], "directory")])
-    model.branches[0].artifact_path = b
+    model.branches[0].provenance = BranchProvenance(path=b)
     save_composed(model, tmp_path / "c")
     assert sorted(os.listdir(tmp_path / "c" / "branches" / "sentiment")) == ["branch.safetensors", "manifest.json"]
 
@@ -373,12 +374,13 @@ def test_a_permission_error_is_reported_as_one(base: dict[str, Path], tmp_path: 
     c = tmp_path / "c"
     save_composed(compose(load_trunk_source(base["trunk"]), [(base["sentiment"], "directory")]), c)
     from mtbranch.composition import artifact
+    from mtbranch.spec import lock as lock_file
 
     def denied(path: object, *args: object, **kwargs: object) -> object:
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     with monkeypatch.context() as m:  # the lock file unreadable (as for another user's 0600 file)
-        m.setattr(artifact, "read_json_object", denied)
+        m.setattr(lock_file, "read_json_object", denied)
         with pytest.raises(FileAccessError, match="Permission denied") as info:
             load(c)
         assert "edited or corrupted" not in str(info.value) and LOCK_NAME in str(info.value)
@@ -442,11 +444,11 @@ def test_update_keeps_the_full_trunks_layer_count(base: dict[str, Path], tmp_pat
     c = tmp_path / "c"
     lock = save_composed(compose(load_trunk_source(base["trunk"]),
                                  [(base["sentiment"], "directory"), (base["entities"], "directory")]), c)
-    assert lock["overhead"]["text"] == "3 + 2 = 5 of 8, 62.5%"  # 4-layer trunk kept to depth 3
+    assert lock.overhead.text == "3 + 2 = 5 of 8, 62.5%"  # 4-layer trunk kept to depth 3
     code, out = run("update", c, "--put", base["sentiment"])  # a no-op put
     assert code == 0 and "5 of 8, 62.5%" in out, out
     after = json.loads((c / LOCK_NAME).read_text())
-    assert after["overhead"] == lock["overhead"] and after["trunk"]["num_layers"] == 4
+    assert after["overhead"] == lock.overhead.model_dump() and after["trunk"]["num_layers"] == 4
     code, out = run("update", c, "--remove", "entities")
     assert code == 0, out
     after = json.loads((c / LOCK_NAME).read_text())

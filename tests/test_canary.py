@@ -20,6 +20,7 @@ from mtbranch.branch.model import load_branch
 from mtbranch.composition.artifact import load, read_lock
 from mtbranch.serve.app import ServeSettings, create_app
 from mtbranch.serve.canary import Canary
+from mtbranch.spec.lock import LockBranch
 
 from helpers import make_branch, make_serving_artifact, results_close
 
@@ -69,8 +70,8 @@ def admin(s: Server, path: str, body: dict[str, Any] | None = None) -> httpx.Res
     return httpx.post(s.url + path, json=body, headers=AUTH, timeout=120)
 
 
-def lock_entry(artifact: Path, name: str) -> dict[str, Any]:
-    return next(e for e in read_lock(artifact)["branches"] if e["name"] == name)
+def lock_entry(artifact: Path, name: str) -> LockBranch:
+    return read_lock(artifact).branch(name)
 
 
 class Load:
@@ -151,7 +152,7 @@ def test_shadow_split_promote_rollback_under_load(server: Server, setup: dict[st
         assert r.status_code == 200, r.text
         entry = lock_entry(artifact, "sentiment")
         b_sha = json.loads((setup["b_dir"] / "manifest.json").read_text())["weights"]["sha256"]
-        assert entry["version"] == "0.2.0" and entry["sha256"] == b_sha
+        assert entry.version == "0.2.0" and entry.sha256 == b_sha
         lock_sha = hashlib.sha256((artifact / "mtbranch.lock.json").read_bytes()).hexdigest()
         with load_thread.paused:
             got, version = ask(s, TEXTS[0], PAIRS[0])
@@ -164,8 +165,7 @@ def test_shadow_split_promote_rollback_under_load(server: Server, setup: dict[st
         r = admin(s, "/admin/canary/sentiment/rollback")
         assert r.status_code == 200, r.text
         assert r.json()["version"] == "0.1.0"
-        assert lock_entry(artifact, "sentiment") == next(e for e in setup["lock_a"]["branches"]
-                                                         if e["name"] == "sentiment")
+        assert lock_entry(artifact, "sentiment") == setup["lock_a"].branch("sentiment")
         with load_thread.paused:
             assert sweep(s) == before
     assert load_thread.codes and set(load_thread.codes) == {200}  # no request failed throughout

@@ -152,7 +152,7 @@ def test_trunk_runs_once_per_signature(tiny_bert_dir: Path, branches: dict[str, 
 def test_save_load_round_trip_bit_identical(tiny_bert_dir: Path, branches: dict[str, Path], tmp_path: Path) -> None:
     model = compose(load_trunk_source(tiny_bert_dir), _dirs(branches))
     lock = save_composed(model, tmp_path / "c")
-    assert lock["overhead"]["total_layers"] == 4 + 2 + 1 + 1 + 0 + 0 + 1
+    assert lock.overhead.total_layers == 4 + 2 + 1 + 1 + 0 + 0 + 1
     loaded = load(tmp_path / "c")
     for pair in (False, True):
         enc = _encode(tiny_bert_dir, pair)

@@ -54,7 +54,7 @@ def test_two_concurrent_updates_keep_both_changes(tiny_bert_dir: Path, tmp_path:
     for t in threads:
         t.join(120)
     assert errors == []
-    assert sorted(e["name"] for e in read_lock(art)["branches"]) == ["intent", "sentiment", "topic"]
+    assert sorted(read_lock(art).names) == ["intent", "sentiment", "topic"]
     assert verify_artifact(art) == []
 
 

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from mtbranch.branch.model import BranchProvenance
 from mtbranch.composition.artifact import LOCK_NAME, compose, save_composed, verify_artifact
 from mtbranch.plugins.manager import PluginManager
 from mtbranch.trunk.source import load_trunk_source
@@ -133,10 +134,10 @@ def test_compose_copies_exactly_the_declared_files(setup: Setup, entries: list[t
         assert res.checks["files"] == ("failed" if expected else "passed")
         assert not [f for f in findings if not f.code.startswith("F")], findings  # the branch itself is fine
         # compose copies the declared files only, whatever validation said (here it is bypassed on purpose)
-        setup.model.branches[0].artifact_path = root
+        setup.model.branches[0].provenance = BranchProvenance(path=root)
         lock = save_composed(setup.model, setup.out)
         want = setup.trunk_files | {f"branches/sentiment/{n}" for n in DECLARED}
-        assert set(lock["files"]) == want
+        assert set(lock.files) == want
         on_disk = {str(p.relative_to(setup.out)) for p in setup.out.rglob("*") if not p.is_dir()}
         assert on_disk == want | {LOCK_NAME}
         assert all(stat.S_ISREG((setup.out / f).lstat().st_mode) for f in on_disk)

@@ -23,10 +23,13 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtbranch.errors import MtbranchError, UsageError
 from mtbranch.spec.precision import DTYPE_OPTIONS, canonical, resolve_dtype, why
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 INT8 = "int8"
 COMPARE_CHOICES = (*DTYPE_OPTIONS, INT8)
@@ -77,7 +80,7 @@ def layers_run(branches: Sequence[Any]) -> int:
     return trunk + sum(b.manifest.num_layers for b in branches)
 
 
-def composed_flops(model: Any, branches: Sequence[Any], batch_size: int, seq_len: int) -> int:
+def composed_flops(model: ComposedModel, branches: Sequence[Any], batch_size: int, seq_len: int) -> int:
     """FLOPs of the layers the composed model runs to answer ``branches`` (:func:`layers_run` x one layer's)."""
     return layer_flops(model.trunk.config, batch_size, seq_len) * layers_run(branches)
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtbranch.bench.scenarios import BranchPlan, Scenario
 from mtbranch.errors import UsageError
 from mtbranch.spec.heads import REGRESSION, TOKEN_CLASSIFICATION
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 
 def synthetic_config(family: str, dims: dict[str, int]) -> Any:
@@ -45,7 +48,7 @@ def synthetic_config(family: str, dims: dict[str, int]) -> Any:
 
 def _synthetic_trunk(path: Path, config: dict[str, int], seed: int, family: str = "bert") -> Path:
     import torch
-    from transformers import AutoModel, BertTokenizerFast
+    from transformers import AutoModel, BertTokenizer  # the fast (tokenizers) one in transformers 5
 
     if (path / "model.safetensors").is_file():
         return path
@@ -53,7 +56,7 @@ def _synthetic_trunk(path: Path, config: dict[str, int], seed: int, family: str 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab = path / "vocab.txt"
     vocab.write_text("\n".join(specials + [f"w{i}" for i in range(config["vocab_size"] - len(specials))]) + "\n")
-    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True, model_max_length=config["max_position_embeddings"])
+    tok = BertTokenizer(vocab=str(vocab), do_lower_case=True, model_max_length=config["max_position_embeddings"])
     torch.manual_seed(seed)
     model = AutoModel.from_config(synthetic_config(family, config))  # transformers' own init: realistic magnitudes
     from transformers.utils import logging as hf_logging
@@ -130,7 +133,7 @@ def _bytes(modules: Sequence[Any]) -> int:
     return sum(seen.values())
 
 
-def composed_call(model: Any, selected: Sequence[Any], batch: dict[str, Any]) -> Callable[[], Any]:
+def composed_call(model: ComposedModel, selected: Sequence[Any], batch: dict[str, Any]) -> Callable[[], Any]:
     """Answer ``selected`` as predict() does: one trunk pass per input signature (a pair task needs its own)."""
     from mtbranch.composition.model import by_signature
 
@@ -171,7 +174,8 @@ def build_setups(trunk: Any, branch_dirs: list[tuple[Path, str]], batch: dict[st
 
     standalone = {}
     for b in branches:
-        m = ComposedModel(load_trunk(trunk, b.manifest.attach_depth), [load_branch(b.artifact_path)],
+        assert b.provenance.path is not None  # composed from branch directories
+        m = ComposedModel(load_trunk(trunk, b.manifest.attach_depth), [load_branch(b.provenance.path)],
                           composed.tokenizer).to(device=device, dtype=dtype)
         standalone[b.name] = m
     setups["standalone"] = Setup(

@@ -13,10 +13,13 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtbranch.bench.scenarios import Scenario
 from mtbranch.bench.setups import Setup, composed_call
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 
 def _sync(device: str) -> None:
@@ -80,9 +83,10 @@ def measure(sc: Scenario, setups: dict[str, Setup], batch_size: int, seq_len: in
         if r >= warmup:
             say(f"round {r - warmup + 1}/{rounds}: " + ", ".join(
                 f"{k} {1000 * times[k][-1]:.0f} ms" for k in setups))
-    rows = {k: {"layers": s.layers, "weights_mib": s.weights_bytes / 2**20, **_stats(times[k], batch_size),
-                "per_task_ms": {t: 1000 * statistics.fmean(v) for t, v in task_times[k].items()}}
-            for k, s in setups.items()}
+    rows: dict[str, dict[str, Any]] = {
+        k: {"layers": s.layers, "weights_mib": s.weights_bytes / 2**20, **_stats(times[k], batch_size),
+            "per_task_ms": {t: 1000 * statistics.fmean(v) for t, v in task_times[k].items()}}
+        for k, s in setups.items()}
     comp = rows["composed"]
     ratios: dict[str, Any] = {}
     for base in ("full", "standalone"):
@@ -101,7 +105,7 @@ def measure(sc: Scenario, setups: dict[str, Setup], batch_size: int, seq_len: in
             "setups": rows, "ratios": ratios}
 
 
-def measure_task_curve(model: Any, rows: dict[str, Any], batch: dict[str, Any], device: str,
+def measure_task_curve(model: ComposedModel, rows: dict[str, Any], batch: dict[str, Any], device: str,
                 repeats: int) -> dict[str, list[float]]:
     """ms per batch to answer the first k tasks, k = 1..n: the composed model is measured for each k (median of
     ``repeats``); unmerged and single-task serving add up their per-task means from the main rounds."""

@@ -31,7 +31,8 @@ DEFAULT_LICENSE = "unknown"  # the Hub's value for "not stated"; a team sets tra
 def dataset_of(training: dict[str, Any]) -> str:
     """The dataset the dev metrics were measured on, named after its directory (``conll2003/valid.txt`` ->
     conll2003; ``snips/valid/seq.in`` -> snips); "unknown" when the provenance names no file."""
-    data = training.get("data") if isinstance(training.get("data"), dict) else {}
+    data = training.get("data")
+    data = data if isinstance(data, dict) else {}
     for source in data.get("dev") or data.get("train") or []:
         path = source.get("path") if isinstance(source, dict) else None
         if isinstance(path, str) and path:
@@ -109,7 +110,8 @@ def _provenance(m: BranchManifest) -> str:
     if not t:
         return "No training provenance recorded in the manifest."
     lines = []
-    data = t.get("data") if isinstance(t.get("data"), dict) else {}
+    data = t.get("data")
+    data = data if isinstance(data, dict) else {}
     for part in ("train", "dev"):
         for s in data.get(part) or []:
             if isinstance(s, dict):

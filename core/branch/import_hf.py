@@ -112,7 +112,7 @@ def import_hf(model_dir: str | Path, trunk: TrunkSource, *, num_layers: int, nam
         # checkpoints often ship without tokenizer files: then the trunk's tokenizer is the contract
         has_tokenizer = any((src / f).is_file() for f in ("tokenizer.json", "vocab.txt", "vocab.json"))
         tok = load_tokenizer(src if has_tokenizer else trunk.path)
-        pooling = impl.checkpoint_pooling(cfg) if sequence_level else "cls"
+        pooling: Any = impl.checkpoint_pooling(cfg) if sequence_level else "cls"  # checked by the manifest
         manifest = branch_manifest(trunk, tok, name=name, attach_depth=depth, num_layers=num_layers, head=head,
                                    pooling=pooling, projection=has_pooler, max_length=max_length,
                                    input_signature=input_signature, version=version,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,21 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) ->
     raise ValueError(how)
 
 
+@dataclass(frozen=True)
+class BranchProvenance:
+    """Where a loaded branch came from, recorded by compose, load and update. A branch built or loaded in Python
+    has the default: no directory, so a composed artifact saves its weights rather than copying its files."""
+
+    source: str = "directory"  # how it was found: "directory", a branch plugin's name, "hf:ORG/NAME@REV"
+    path: Path | None = None  # the directory its manifest.json and weights were read from
+
+
 class BranchModule(nn.Module):
     """``layers`` (the trunk family's own, built with their index in the trunk), the family's ``context``
     (a frozen copy of what every layer reads, e.g. DeBERTa's relative embeddings) and ``final`` (what follows
     the last layer, e.g. ModernBERT's final norm), pooling, ``pooler`` (the family's projection) and ``head``."""
+
+    provenance: BranchProvenance = BranchProvenance()
 
     def __init__(self, manifest: BranchManifest, head_type: HeadType) -> None:
         super().__init__()
@@ -172,7 +184,7 @@ def load_branch(path: str | os.PathLike[str], head_type: HeadType | None = None,
     weights = resolve_inside(root, manifest.weights.path, "weights")
     if verify:
         digest = sha256_file(weights)
-        for want in {manifest.weights.sha256, expected_sha256} - {None}:
+        for want in {w for w in (manifest.weights.sha256, expected_sha256) if w is not None}:
             if digest != want:
                 raise IntegrityError(f"sha256 {digest[:16]}... does not match the recorded {want[:16]}...",
                                      path=str(weights), hint="the file was modified or corrupted; re-export it")

@@ -19,36 +19,42 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import mtbranch
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed, os_error
 from mtbranch.io.atomic import atomic_directory, exclusive_update
-from mtbranch.io.files import (
-    JsonFileError,
-    NotRegularFileError,
-    check_regular,
-    is_inside,
-    read_json_object,
-    sha256_file,
-)
+from mtbranch.io.files import check_regular, is_inside, sha256_file
 from mtbranch.io.guard import check_output
 from mtbranch.io.safetensors_header import read_header
-from mtbranch.spec.manifest import MANIFEST_NAME, NAME_RE, BranchManifest, read_manifest
+from mtbranch.spec.lock import (  # noqa: F401 (LOCK_VERSION, overhead, read_lock: re-exported from their old home)
+    LOCK_NAME,
+    LOCK_VERSION,
+    ArtifactLock,
+    LockBranch,
+    LockTrunk,
+    lock_overhead,
+    overhead,
+    read_lock,
+)
+from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, read_manifest
 from mtbranch.spec.precision import place_model
 from mtbranch.trunk.source import TrunkSource, load_trunk_source
 from mtbranch.validation.validator import Report, Validator
 
-LOCK_NAME = "mtbranch.lock.json"
-LOCK_VERSION = 1
+if TYPE_CHECKING:
+    import torch
+
+    from mtbranch.composition.model import ComposedModel
+    from mtbranch.plugins.manager import PluginManager
 
 
 def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
-            plugin_manager: Any | None = None, device: str = "cpu", dtype: Any = None,
-            report: Report | None = None) -> Any:
+            plugin_manager: PluginManager | None = None, device: str = "cpu",
+            dtype: str | torch.dtype | None = None, report: Report | None = None) -> ComposedModel:
     """Validate, then build the :class:`ComposedModel`. Refuses when validation finds errors."""
-    from mtbranch.branch.model import load_branch
-    from mtbranch.composition.model import ComposedModel
+    from mtbranch.branch.model import BranchProvenance, load_branch
+    from mtbranch.composition.model import ComposedModel, ComposedProvenance
     from mtbranch.trunk.model import load_trunk
     from mtbranch.trunk.tokenizer import load_tokenizer
 
@@ -63,34 +69,15 @@ def compose(trunk: TrunkSource, branch_dirs: Sequence[tuple[Path, str]], *,
     pm = get_plugin_manager(plugin_manager)  # the caller's manager, else the process-wide default
     branches = []
     for res in report.branches:
+        assert res.manifest is not None  # validation found no error: every manifest was read
         b = load_branch(res.path, pm.head_type(res.manifest.head.type))
-        b.source = res.source  # type: ignore[attr-defined]
-        b.artifact_path = res.path  # type: ignore[attr-defined]
+        b.provenance = BranchProvenance(res.source or "directory", res.path)
         branches.append(b)
     depth = max(b.manifest.attach_depth for b in branches)
     t = load_trunk(trunk, depth)
     model = ComposedModel(t, branches, load_tokenizer(trunk.path), trunk_num_layers=trunk.num_layers,
-                          lock={"trunk": {"reference": trunk.reference,
-                                          "fingerprints": trunk.fingerprints[: depth + 1]}})
-    model.trunk_source = trunk  # type: ignore[attr-defined]
+                          provenance=ComposedProvenance(trunk))
     return place_model(model, device, dtype)
-
-
-def overhead(depth: int, branch_layers: Sequence[int], full_layers: int) -> dict[str, Any]:
-    """The paper's overhead metric: transformer layers composed vs one full model per task."""
-    task = sum(branch_layers)
-    total = depth + task
-    single = full_layers * len(branch_layers)
-    return {"shared_layers": depth, "task_layers": task, "total_layers": total,
-            "single_task_layers": single, "ratio": total / single if single else 0.0,
-            "text": f"{depth} + {task} = {total} of {single}, {100 * total / single:.1f}%" if single else "-"}
-
-
-def lock_overhead(entries: Sequence[dict[str, Any]], full_layers: int) -> dict[str, Any]:
-    """The overhead of a lock's branches: shared layers are the deepest attach depth (the trunk layers that run),
-    not the kept layers (``update --remove`` may leave more kept than any branch reads)."""
-    depth = max((int(e["attach_depth"]) for e in entries), default=0)
-    return overhead(depth, [int(e["num_layers"]) for e in entries], full_layers)
 
 
 def _same_place(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -101,14 +88,14 @@ def _inside(p: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
     return Path(os.path.realpath(p)).is_relative_to(os.path.realpath(root))
 
 
-def composed_inputs(model: Any, out: str | os.PathLike[str]) -> list[Path]:
+def composed_inputs(model: ComposedModel, out: str | os.PathLike[str]) -> list[Path]:
     """What writing ``model`` to ``out`` reads: the trunk directory and each branch directory.
 
     Updating an artifact in place reads its own trunk and kept branches before the swap: those are allowed.
     """
-    paths = [Path(model.trunk_source.path)]
-    paths += [Path(p) for b in model.branches if (p := getattr(b, "artifact_path", None)) is not None]
-    own = getattr(model, "artifact_root", None)
+    paths = [Path(_trunk_source(model).path)]
+    paths += [p for b in model.branches if (p := b.provenance.path) is not None]
+    own = model.provenance.artifact_root
     if own is not None and _same_place(own, out):
         paths = [p for p in paths if not _inside(p, own)]
     return paths
@@ -147,7 +134,15 @@ def copy_branch_files(src: Path, dst: Path, manifest: BranchManifest) -> None:
                              hint="compose again once the branch directory is no longer being written")
 
 
-def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
+def _trunk_source(model: ComposedModel) -> TrunkSource:
+    source = model.provenance.trunk_source
+    if source is None:
+        raise MtbranchError("this model records no trunk directory, so it cannot be saved or updated",
+                            hint="build it with mtbranch.compose(...) or mtbranch.load(...)")
+    return source
+
+
+def save_composed(model: ComposedModel, out: str | os.PathLike[str]) -> ArtifactLock:
     """Write the composed artifact atomically; returns the lock.
 
     ``out`` may be missing, empty, or an earlier composed artifact, and must not overlap the trunk or branch
@@ -161,9 +156,9 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
     from mtbranch.trunk.families import truncated_config
     from mtbranch.trunk.model import select_trunk_tensors
 
-    source: TrunkSource = model.trunk_source
+    source = _trunk_source(model)
     depth = model.trunk.num_layers
-    full_layers = int(getattr(model, "trunk_num_layers", None) or source.num_layers)
+    full_layers = model.trunk_num_layers or source.num_layers
     with atomic_directory(out, kind="composed", inputs=composed_inputs(model, out)) as tmp:
         tdir = tmp / "trunk"
         tdir.mkdir()
@@ -181,91 +176,26 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
         entries = []
         for b in model.branches:
             bdir = tmp / "branches" / b.name
-            src = getattr(b, "artifact_path", None)
-            if src is not None and Path(src).is_dir():
-                copy_branch_files(Path(src), bdir, b.manifest)
+            src = b.provenance.path
+            if src is not None and src.is_dir():
+                copy_branch_files(src, bdir, b.manifest)
             else:
                 save_branch(b, bdir, card=False)  # like a copied branch: manifest and weights only
-            entries.append({"name": b.name, "version": b.manifest.version,
-                            "source": getattr(b, "source", None) or "directory",
-                            "attach_depth": b.manifest.attach_depth, "num_layers": b.manifest.num_layers,
-                            "head": b.manifest.head.type,
-                            "sha256": sha256_file(bdir / b.manifest.weights.path)})
+            entries.append(LockBranch(name=b.name, version=b.manifest.version, source=b.provenance.source,
+                                      attach_depth=b.manifest.attach_depth, num_layers=b.manifest.num_layers,
+                                      head=b.manifest.head.type, sha256=sha256_file(bdir / b.manifest.weights.path)))
         files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        lock = {
-            "lock_version": LOCK_VERSION,
-            "mtbranch_version": mtbranch.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            # num_layers: the full trunk's (kept across `update`, whose source is the truncated copy)
-            "trunk": {"reference": source.reference, "num_layers": full_layers, "kept_layers": depth,
-                      "model_type": source.structure.model_type,
-                      "fingerprints": source.fingerprints[: depth + 1]},
-            "branches": entries,
-            "overhead": lock_overhead(entries, full_layers),
-            "files": files,
-        }
-        (tmp / LOCK_NAME).write_text(json.dumps(lock, indent=2) + "\n")
+        lock = ArtifactLock(
+            mtbranch_version=mtbranch.__version__,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            trunk=LockTrunk(reference=source.reference, num_layers=full_layers, kept_layers=depth,
+                            model_type=source.structure.model_type, fingerprints=source.fingerprints[: depth + 1]),
+            branches=entries, overhead=lock_overhead(entries, full_layers), files=files)
+        (tmp / LOCK_NAME).write_text(lock.to_json())
     return lock
 
 
-def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The lock file, with the fields loading relies on checked (a hand-edited lock is an IntegrityError)."""
-    lp = Path(path) / LOCK_NAME
-    try:
-        lock = read_json_object(lp)
-    except FileNotFoundError:
-        raise MtbranchError("not a composed artifact: no mtbranch.lock.json", path=str(path),
-                            hint="create one with `mtbranch compose -o DIR`") from None
-    except (PermissionError, NotRegularFileError) as exc:  # the environment, not the file's content
-        raise os_error(exc, "reading the lock file", str(lp)) from None
-    except (OSError, JsonFileError) as exc:
-        raise IntegrityError(f"lock file is unusable: {exc}", path=str(lp),
-                             hint="the lock file was edited or corrupted; compose again") from None
-    problem = _lock_problem(lock)
-    if problem:
-        raise IntegrityError(f"lock file field {problem}", path=str(lp),
-                             hint="the lock file was edited or corrupted; compose again")
-    return lock
-
-
-_LOCK_TRUNK_FIELDS = {"reference": str, "num_layers": int, "kept_layers": int, "model_type": str}
-_LOCK_BRANCH_FIELDS = {"head": str, "version": str, "attach_depth": int, "num_layers": int}
-
-
-def _lock_problem(lock: dict[str, Any]) -> str | None:
-    files, branches, trunk = lock.get("files"), lock.get("branches"), lock.get("trunk")
-    version = lock.get("lock_version")
-    if isinstance(version, bool) or version != LOCK_VERSION:
-        return f"lock_version {version!r}: this mtbranch reads version {LOCK_VERSION} (a newer one may read others)"
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        return "'files' is not an object mapping paths to sha256 strings"
-    if not isinstance(trunk, dict):
-        return "'trunk' is not an object"
-    for key, kind in _LOCK_TRUNK_FIELDS.items():
-        if not isinstance(trunk.get(key), kind):
-            return f"trunk.{key} is not a {kind.__name__}"
-    fps = trunk.get("fingerprints")
-    if not isinstance(fps, list) or not all(isinstance(x, str) for x in fps):
-        return "trunk.fingerprints is not a list of strings"
-    if not isinstance(branches, list):
-        return "'branches' is not a list"
-    for i, e in enumerate(branches):
-        if not isinstance(e, dict):
-            return f"branches[{i}] is not an object"
-        # the name becomes a directory under branches/: it must be a plain task name, never a path
-        if not isinstance(e.get("name"), str) or not NAME_RE.match(e["name"]):
-            return f"branches[{i}].name {e.get('name')!r} is not a task name"
-        for key, kind in _LOCK_BRANCH_FIELDS.items():
-            if not isinstance(e.get(key), kind):
-                return f"branches[{i}].{key} is not a {kind.__name__}"
-        if not isinstance(e.get("sha256"), str):
-            return f"branches[{i}].sha256 is not a str"
-    if not isinstance(lock.get("overhead"), dict) or not isinstance(lock["overhead"].get("text"), str):
-        return "'overhead' is not an object with a 'text'"
-    return None
-
-
-def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = None) -> list[str]:
+def verify_artifact(path: str | os.PathLike[str], lock: ArtifactLock | None = None) -> list[str]:
     """Problems found re-checking every file against the lock, and the lock against itself (empty = intact).
 
     The lock is checked, not trusted: every branch entry must agree with that branch's own manifest (name,
@@ -276,12 +206,12 @@ def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = 
     """
     root = Path(path)
     lock = lock or read_lock(root)
-    problems = []
+    problems: list[str] = []
     present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink()} - {LOCK_NAME}
     to_hash = []
-    for rel, digest in lock["files"].items():
+    for rel, digest in lock.files.items():
         p = root / rel
-        if not isinstance(rel, str) or not is_inside(root, rel):
+        if not is_inside(root, rel):
             problems.append(f"{rel}: path escapes the artifact directory")
         elif not p.is_file():
             problems.append(f"{rel}: missing")
@@ -300,88 +230,95 @@ def verify_artifact(path: str | os.PathLike[str], lock: dict[str, Any] | None = 
         digests = list(pool.map(lambda x: digest_of(x[1]), to_hash))
     bad = {rel for (rel, _, want), got in zip(to_hash, digests, strict=True) if got != want}
     problems += [f"{rel}: sha256 differs from the lock file" for rel, _, _ in to_hash if rel in bad]
-    for rel in sorted(present - set(lock["files"])):
+    for rel in sorted(present - set(lock.files)):
         problems.append(f"{rel}: not listed in the lock file")
-    unsound = bad | {rel for rel in lock["files"] if rel not in {r for r, _, _ in to_hash}}
+    unsound = bad | {rel for rel in lock.files if rel not in {r for r, _, _ in to_hash}}
     return problems + _lock_disagreements(root, lock, unsound)
 
 
-def _lock_disagreements(root: Path, lock: dict[str, Any], unsound: set[str]) -> list[str]:
+def _lock_disagreements(root: Path, lock: ArtifactLock, unsound: set[str]) -> list[str]:
     """Lock entries that disagree with the files they describe (files already found broken are skipped)."""
-    problems = []
+    problems = lock.inconsistencies() + _listing_problems(root, lock)
     checker = Validator()
-    files = lock["files"]
-    fps = lock["trunk"]["fingerprints"]
-    kept = lock["trunk"]["kept_layers"]
-    names = [e["name"] for e in lock["branches"]]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(f"branches: {name!r} is listed {names.count(name)} times")
-    if len(fps) != kept + 1:
-        problems.append(f"trunk: {len(fps)} fingerprints recorded for {kept} kept layers (want {kept + 1})")
-    if kept > lock["trunk"]["num_layers"]:
-        problems.append(f"trunk: kept_layers {kept} exceeds the trunk's num_layers {lock['trunk']['num_layers']}")
-    want = lock_overhead(lock["branches"], lock["trunk"]["num_layers"])
-    if lock["overhead"] != want:
-        problems.append(f"overhead: lock says {lock['overhead'].get('text')!r}, its branches make {want['text']!r}")
-    for rel in sorted(files):
+    for e in lock.branches:
+        problems += _branch_problems(root, lock, e, unsound, checker)
+    if not any(rel.startswith("trunk/") for rel in unsound):
+        problems += _trunk_problems(root, lock)
+    return problems
+
+
+def _listing_problems(root: Path, lock: ArtifactLock) -> list[str]:
+    """Files the lock lists for no branch, and branch directories it does not list."""
+    names = lock.names
+    problems = []
+    for rel in sorted(lock.files):
         parts = Path(rel).parts
         if not (parts[:1] == ("trunk",) or (parts[:1] == ("branches",) and len(parts) > 2 and parts[1] in names)):
             problems.append(f"{rel}: listed in the lock file for no branch")
     bdir = root / "branches"
     if bdir.is_dir():
-        for d in sorted(bdir.iterdir()):
-            if d.name not in names:
-                problems.append(f"branches/{d.name}: present but not listed in the lock file")
-    for e in lock["branches"]:
-        name = e["name"]
-        mrel = f"branches/{name}/{MANIFEST_NAME}"
-        if mrel not in files:  # every branch loaded must be covered by the hashes above
-            problems.append(f"branches/{name}: branch listed in the lock but its files are not")
-            continue
-        if mrel in unsound:
-            continue
-        try:
-            m = read_manifest(root / mrel)
-        except (OSError, ValueError) as exc:
-            problems.append(f"{mrel}: unreadable manifest ({exc})")
-            continue
-        wrel = f"branches/{name}/{m.weights.path}"
-        if wrel not in files:
-            problems.append(f"{wrel}: the branch's weights file is not listed in the lock file")
-        elif files[wrel] != e["sha256"] or e["sha256"] != m.weights.sha256:
-            problems.append(f"{wrel}: sha256 in the branch entry, the file list and the manifest disagree")
-        want = {"name": m.name, "version": m.version, "head": m.head.type, "attach_depth": m.attach_depth,
-                "num_layers": m.num_layers}
-        for key, value in want.items():
-            if e.get(key) != value:
-                problems.append(f"branches[{name}].{key}: lock says {e.get(key)!r}, the manifest {value!r}")
-        if wrel in files and wrel not in unsound:  # the header check validate runs: names and shapes
-            problems += [f"{wrel}: {f.code} {f.message}" for f in checker.header_findings(m, root / wrel, root / mrel)
-                         if f.severity == "error"]
-        if m.attach_depth > kept:
-            problems.append(f"branches[{name}]: attach_depth {m.attach_depth} is above the {kept} kept layers")
-        elif m.attach_depth < len(fps) and fps[m.attach_depth] != m.trunk.fingerprint:
-            problems.append(f"branches[{name}]: trunk fingerprint at depth {m.attach_depth} disagrees with "
-                            "the lock's trunk fingerprints")
-    if not any(rel.startswith("trunk/") for rel in unsound):
-        try:
-            source = load_trunk_source(root / "trunk")
-            chain = source.fingerprints
-        except (MtbranchError, OSError, ValueError) as exc:
-            problems.append(f"trunk: cannot compute its fingerprints ({exc})")
-        else:
-            if source.structure.model_type != lock["trunk"]["model_type"]:
-                problems.append(f"trunk.model_type: lock says {lock['trunk']['model_type']!r}, trunk/config.json "
-                                f"{source.structure.model_type!r}")
-            if source.num_layers != kept:
-                problems.append(f"trunk/config.json: {source.num_layers} layers, the lock says {kept} kept")
-            elif chain[: kept + 1] != fps:
-                problems.append("trunk: the trunk's fingerprints differ from the lock's trunk.fingerprints")
+        problems += [f"branches/{d.name}: present but not listed in the lock file"
+                     for d in sorted(bdir.iterdir()) if d.name not in names]
     return problems
 
 
-def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cpu", dtype: Any = None,
-         tasks: Sequence[str] | None = None, quantize: str | None = None) -> Any:
+def _branch_problems(root: Path, lock: ArtifactLock, e: LockBranch, unsound: set[str], checker: Validator
+                     ) -> list[str]:
+    """One branch entry against the branch's own manifest, weights header and the lock's trunk fingerprints."""
+    files, fps, kept, name = lock.files, lock.trunk.fingerprints, lock.trunk.kept_layers, e.name
+    mrel = f"branches/{name}/{MANIFEST_NAME}"
+    if mrel not in files:  # every branch loaded must be covered by the hashes above
+        return [f"branches/{name}: branch listed in the lock but its files are not"]
+    if mrel in unsound:
+        return []
+    try:
+        m = read_manifest(root / mrel)
+    except (OSError, ValueError) as exc:
+        return [f"{mrel}: unreadable manifest ({exc})"]
+    problems = []
+    wrel = f"branches/{name}/{m.weights.path}"
+    if wrel not in files:
+        problems.append(f"{wrel}: the branch's weights file is not listed in the lock file")
+    elif files[wrel] != e.sha256 or e.sha256 != m.weights.sha256:
+        problems.append(f"{wrel}: sha256 in the branch entry, the file list and the manifest disagree")
+    recorded = e.model_dump(include={"name", "version", "head", "attach_depth", "num_layers"})
+    want = {"name": m.name, "version": m.version, "head": m.head.type, "attach_depth": m.attach_depth,
+            "num_layers": m.num_layers}
+    problems += [f"branches[{name}].{key}: lock says {recorded[key]!r}, the manifest {value!r}"
+                 for key, value in want.items() if recorded[key] != value]
+    if wrel in files and wrel not in unsound:  # the header check validate runs: names and shapes
+        problems += [f"{wrel}: {f.code} {f.message}" for f in checker.header_findings(m, root / wrel, root / mrel)
+                     if f.severity == "error"]
+    if m.attach_depth > kept:
+        problems.append(f"branches[{name}]: attach_depth {m.attach_depth} is above the {kept} kept layers")
+    elif m.attach_depth < len(fps) and fps[m.attach_depth] != m.trunk.fingerprint:
+        problems.append(f"branches[{name}]: trunk fingerprint at depth {m.attach_depth} disagrees with "
+                        "the lock's trunk fingerprints")
+    return problems
+
+
+def _trunk_problems(root: Path, lock: ArtifactLock) -> list[str]:
+    """The lock's trunk record against the trunk kept in the artifact (its config and fingerprint chain)."""
+    t = lock.trunk
+    try:
+        source = load_trunk_source(root / "trunk")
+        chain = source.fingerprints
+    except (MtbranchError, OSError, ValueError) as exc:
+        return [f"trunk: cannot compute its fingerprints ({exc})"]
+    problems = []
+    if source.structure.model_type != t.model_type:
+        problems.append(f"trunk.model_type: lock says {t.model_type!r}, trunk/config.json "
+                        f"{source.structure.model_type!r}")
+    if source.num_layers != t.kept_layers:
+        problems.append(f"trunk/config.json: {source.num_layers} layers, the lock says {t.kept_layers} kept")
+    elif chain[: t.kept_layers + 1] != t.fingerprints:
+        problems.append("trunk: the trunk's fingerprints differ from the lock's trunk.fingerprints")
+    return problems
+
+
+def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cpu",
+         dtype: str | torch.dtype | None = None, tasks: Sequence[str] | None = None,
+         quantize: str | None = None) -> ComposedModel:
     """Load a composed artifact. Hashes are checked against the lock unless ``verify=False``.
 
     ``dtype``: ``float32`` (default: equals transformers' forward), ``bfloat16``, ``float16`` (GPU only) or
@@ -417,14 +354,14 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
     return model
 
 
-def _known_tasks(lock: dict[str, Any], tasks: Sequence[str] | None, root: Path) -> list[str] | None:
+def _known_tasks(lock: ArtifactLock, tasks: Sequence[str] | None, root: Path) -> list[str] | None:
     """``load(tasks=...)``: names the artifact has (``tasks=["nope"]`` used to load zero branches silently)."""
     from mtbranch.composition.model import _check_tasks
 
     names = _check_tasks(tasks)
     if names is None:
         return None
-    have = [str(e.get("name")) for e in lock["branches"]]
+    have = lock.names
     unknown = [t for t in names if t not in have]
     if unknown:
         raise MtbranchError(f"unknown task(s) {', '.join(map(repr, unknown))}", path=str(root),
@@ -438,41 +375,40 @@ def refuse_if_tampered(root: Path, problems: list[str]) -> None:
                              path=str(root), hint="compose it again, or restore the original files")
 
 
-def _build(root: Path, lock: dict[str, Any], tasks: Sequence[str] | None) -> Any:
-    from mtbranch.branch.model import load_branch
-    from mtbranch.composition.model import ComposedModel
+def _build(root: Path, lock: ArtifactLock, tasks: Sequence[str] | None) -> ComposedModel:
+    from mtbranch.branch.model import BranchProvenance, load_branch
+    from mtbranch.composition.model import ComposedModel, ComposedProvenance
     from mtbranch.plugins.manager import get_plugin_manager
     from mtbranch.trunk.model import load_trunk
     from mtbranch.trunk.tokenizer import load_tokenizer
 
-    source = load_trunk_source(root / "trunk", reference=lock["trunk"].get("reference"))
+    source = load_trunk_source(root / "trunk", reference=lock.trunk.reference)
     read_header(source.weights)  # a clear HeaderError for a truncated/corrupt trunk, also when verify=False
     pm = get_plugin_manager()
     branches = []
-    for e in lock["branches"]:
-        if tasks is not None and e["name"] not in tasks:
+    for e in lock.branches:
+        if tasks is not None and e.name not in tasks:
             continue
-        bdir = root / "branches" / e["name"]
-        b = load_branch(bdir, pm.head_type(e["head"]), verify=False)
-        b.source, b.artifact_path = e.get("source"), bdir  # type: ignore[attr-defined]
+        bdir = root / "branches" / e.name
+        b = load_branch(bdir, pm.head_type(e.head), verify=False)
+        b.provenance = BranchProvenance(e.source or "directory", bdir)
         branches.append(b)
     depth = max((b.manifest.attach_depth for b in branches), default=0)
     trunk = load_trunk(source, depth)
     model = ComposedModel(trunk, branches, load_tokenizer(source.path),
-                          trunk_num_layers=int(lock["trunk"].get("num_layers", source.num_layers)), lock=lock)
-    model.trunk_source = source  # type: ignore[attr-defined]
-    model.artifact_root = root  # type: ignore[attr-defined]
+                          trunk_num_layers=lock.trunk.num_layers, lock=lock,
+                          provenance=ComposedProvenance(source, root))
     return model
 
 
 def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.PathLike[str]] = (),
-                    remove: Sequence[str] = ()) -> dict[str, Any]:
+                    remove: Sequence[str] = ()) -> ArtifactLock:
     """Add/replace (``put``) or remove branches in a composed artifact without touching the others.
 
     New branches are validated against the artifact's own (truncated) trunk, whose fingerprints equal the
     original trunk's up to the kept depth; a branch deeper than that needs a fresh ``compose``.
     """
-    from mtbranch.branch.model import load_branch
+    from mtbranch.branch.model import BranchProvenance, load_branch
     from mtbranch.plugins.manager import get_plugin_manager
 
     # the artifact must be one already (read_lock in load), and no --put directory may lie inside it
@@ -484,11 +420,12 @@ def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.Path
         for name in remove:
             model.remove_branch(name)
         if put:
-            report = Validator(model.trunk_source, plugin_manager=pm).validate([(Path(p), "directory") for p in put])
+            report = Validator(_trunk_source(model), plugin_manager=pm).validate([(Path(p), "directory") for p in put])
             if report.errors:
                 raise ValidationFailed(report)
             for res in report.branches:
+                assert res.manifest is not None  # no error: every manifest was read
                 b = load_branch(res.path, pm.head_type(res.manifest.head.type))
-                b.source, b.artifact_path = "directory", res.path  # type: ignore[attr-defined]
+                b.provenance = BranchProvenance("directory", res.path)
                 model.put_branch(b)
         return save_composed(model, path)

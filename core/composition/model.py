@@ -15,7 +15,8 @@ import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -24,6 +25,10 @@ from mtbranch.branch.model import BranchModule
 from mtbranch.errors import MtbranchError
 from mtbranch.heads.postprocess import AGGREGATIONS, TokenContext, tokens_to_words, word_spans
 from mtbranch.trunk.model import Trunk
+
+if TYPE_CHECKING:
+    from mtbranch.spec.lock import ArtifactLock
+    from mtbranch.trunk.source import TrunkSource
 
 log = logging.getLogger("mtbranch")
 DEFAULT_BATCH_SIZE = 32
@@ -40,6 +45,15 @@ class Plan:
         return cls(ordered, {b.name: b for b in ordered})
 
 
+@dataclass(frozen=True)
+class ComposedProvenance:
+    """Where a composed model came from, recorded by compose and load; a model built by hand has the default (it
+    cannot be saved: nothing says which trunk files to keep)."""
+
+    trunk_source: TrunkSource | None = None  # the trunk composed on (load: the artifact's own trunk/ copy)
+    artifact_root: Path | None = None  # the composed artifact it was loaded from (None: composed in memory)
+
+
 class ComposedModel(nn.Module):
     quantized: str | None = None  # "int8" after mtbranch.export.quantize.quantize_layers
     compute_dtype: str = "float32"  # set by mtbranch.spec.precision.place_model (load/compose)
@@ -47,13 +61,16 @@ class ComposedModel(nn.Module):
     attention: str = "sdpa"  # transformers' attention implementation of every layer (spec.precision.attention_for)
 
     def __init__(self, trunk: Trunk, branches: Sequence[BranchModule], tokenizer: Any,
-                 *, trunk_num_layers: int | None = None, lock: dict[str, Any] | None = None) -> None:
+                 *, trunk_num_layers: int | None = None, lock: ArtifactLock | None = None,
+                 provenance: ComposedProvenance | None = None) -> None:
         super().__init__()
         self.trunk = trunk
         self.tokenizer = tokenizer
         self.trunk_num_layers = trunk_num_layers or trunk.num_layers  # layers of the full (untruncated) trunk
-        self.lock = lock or {}
+        self.lock = lock  # the artifact's lock file as loaded (None: composed in memory, not saved yet)
+        self.provenance = provenance or ComposedProvenance()
         self._tok_lock = threading.Lock()  # fast tokenizers are not safe to call from several threads
+        self._tok_fingerprints: dict[str, Any] | None = None  # computed once, on the first put_branch
         self._swap_lock = threading.Lock()
         self.branch_modules = nn.ModuleDict()
         self._plan = Plan.of([])
@@ -98,19 +115,18 @@ class ComposedModel(nn.Module):
     def _check_compatible(self, branch: BranchModule) -> None:
         """The validator `compose` and `update` run (T001 fingerprint, T003 structure, K001 tokenizer...), on the
         manifest of a branch added in Python: a branch of another trunk would give wrong answers silently."""
-        source = getattr(self, "trunk_source", None)  # set by compose() and load(); absent on a hand-built model
+        source = self.provenance.trunk_source  # absent on a hand-built model
         if source is None:
             return
         from mtbranch.errors import ValidationFailed
         from mtbranch.trunk.tokenizer import tokenizer_fingerprints
         from mtbranch.validation.validator import Report, Validator
 
-        fp = getattr(self, "_tok_fingerprints", None)
+        fp = self._tok_fingerprints
         if fp is None:  # once per model, under the lock: predict threads share (and reconfigure) the tokenizer
             with self._tok_lock:
                 fp = self._tok_fingerprints = tokenizer_fingerprints(self.tokenizer)
-        found = Validator(source, tokenizer_fingerprints=fp).check_loaded(branch.manifest,
-                                                                          getattr(branch, "artifact_path", None))
+        found = Validator(source, tokenizer_fingerprints=fp).check_loaded(branch.manifest, branch.provenance.path)
         if any(f.severity == "error" for f in found):
             raise ValidationFailed(Report(findings=found))
 
@@ -257,14 +273,14 @@ class ComposedModel(nn.Module):
         seen = 0
         while chunk := list(itertools.islice(it, chunk_size)):
             if words:
-                yield from self.predict(words=chunk, tasks=tasks, raw=raw, batch_size=batch_size,
-                                        aggregation=aggregation)
+                yield from self.predict(words=cast("list[list[str]]", chunk), tasks=tasks, raw=raw,
+                                        batch_size=batch_size, aggregation=aggregation)
                 continue
             _check_items(chunk, seen)
             seen += len(chunk)
             texts = [c if isinstance(c, str) else c[0] for c in chunk]
             pairs = [None if isinstance(c, str) else c[1] for c in chunk]
-            text_pairs = None if all(p is None for p in pairs) else pairs
+            text_pairs = None if all(p is None for p in pairs) else cast("list[str]", pairs)
             yield from self.predict(texts, tasks=tasks, text_pairs=text_pairs, raw=raw, batch_size=batch_size,
                                     aggregation=aggregation)
 

@@ -27,6 +27,10 @@ def _reference(training: dict[str, Any], metric: str, trunk_layers: int) -> tupl
     return None, None
 
 
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def task_rows(artifact: str | Path, lock: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per branch: name, depth, layers, metric, dev value, reference value and source, retention."""
     trunk_layers = int(lock["trunk"]["num_layers"])
@@ -40,10 +44,10 @@ def task_rows(artifact: str | Path, lock: dict[str, Any]) -> list[dict[str, Any]
         except JsonFileError:
             rows.append(row)
             continue
-        training = manifest.get("training") if isinstance(manifest.get("training"), dict) else {}
+        training = _dict(manifest.get("training"))
         metric = training.get("metric")
-        value = (manifest.get("metrics") or {}).get(f"dev_{metric}") if isinstance(metric, str) else None
-        if isinstance(value, int | float):
+        value = _dict(manifest.get("metrics")).get(f"dev_{metric}") if isinstance(metric, str) else None
+        if isinstance(metric, str) and isinstance(value, int | float):
             row.update(metric=metric, dev=float(value))
             ref, source = _reference(training, metric, trunk_layers)
             if ref:

@@ -122,8 +122,9 @@ def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = 
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     info = {"format": 1, "inputs": list(INPUTS), "outputs": _output_info(model),
             "max_length": ml, "torch": torch.__version__, "exporter": "torch.onnx.export(dynamo=True)",
-            "artifact_lock": {k: model.lock.get(k) for k in ("created", "mtbranch_version")} if model.lock else None}
-    with atomic_directory(out, kind="onnx", inputs=[getattr(model, "artifact_root", None)]) as tmp, \
+            "artifact_lock": None if model.lock is None else {"created": model.lock.created,
+                                                              "mtbranch_version": model.lock.mtbranch_version}}
+    with atomic_directory(out, kind="onnx", inputs=[model.provenance.artifact_root]) as tmp, \
             warnings.catch_warnings():
         # exporter noise about axis names shared by the three inputs and a pytree deprecation: not actionable
         warnings.filterwarnings("ignore", message=r".*(axis name|LeafSpec).*")

@@ -21,6 +21,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from mtbranch.errors import MtbranchError
 from mtbranch.io.files import open_regular, read_json_object
@@ -58,8 +59,8 @@ DIR_KINDS: dict[str, DirKind] = {
 KINDS = DIR_KINDS  # the name older callers use
 
 
-def _first_line(fh: object) -> bytes:
-    return fh.readline(1 << 16)  # type: ignore[attr-defined,no-any-return]
+def _first_line(fh: IO[bytes]) -> bytes:
+    return fh.readline(1 << 16)
 
 
 def _is_predictions(head: bytes) -> bool:

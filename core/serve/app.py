@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -35,12 +35,16 @@ from mtbranch.serve.routes import router
 from mtbranch.serve.schema import ServeSettings, warm_up
 from mtbranch.serve.state import ServerState, load_served, served_model, shutdown_error
 
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
+
 __all__ = ["ServeSettings", "create_app"]
 log = logging.getLogger("mtbranch.serve")
 
 
-def create_app(model: Any = None, *, artifact: str | Path | None = None, settings: ServeSettings | None = None,
-               load_kwargs: dict[str, Any] | None = None, tracer_provider: Any = None) -> FastAPI:
+def create_app(model: ComposedModel | None = None, *, artifact: str | Path | None = None,
+               settings: ServeSettings | None = None, load_kwargs: dict[str, Any] | None = None,
+               tracer_provider: Any = None) -> FastAPI:
     """The HTTP app for a loaded ``model``, or for ``artifact`` loaded in the background at start-up.
 
     With both, ``model`` serves first and ``artifact`` is what ``POST /admin/reload`` loads again (with
@@ -70,7 +74,7 @@ def create_app(model: Any = None, *, artifact: str | Path | None = None, setting
                   description="A composed multi-task model: one trunk pass per request batch, many task branches.",
                   **tracing.app_kwargs(tracer_provider))
     app.state.mtbranch = state
-    app.add_middleware(Guard, state=state, settings=settings)  # type: ignore[arg-type]
+    app.add_middleware(Guard, state=state, settings=settings)
     install_error_handlers(app)
     app.include_router(router)
     for protocol_router in protocols.routers():  # v2 (KServe, Triton), TEI, vLLM: beside the native routes

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtbranch.serve import tracing
 from mtbranch.serve.batching import Budget, Job, Outcome, PassHook, Results, Stats, prepare_job, run_jobs
@@ -27,6 +27,9 @@ from mtbranch.serve.metrics import Metrics
 from mtbranch.serve.schema import RequestError, ServeSettings
 from mtbranch.serve.state import Served
 from mtbranch.serve.tracing import Tracing
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 log = logging.getLogger("mtbranch.serve")
 # run_jobs' signature: the batcher's one call into the model (a test passes its own)
@@ -206,7 +209,7 @@ class Batcher:
         by_id = {id(it): out for it, out in zip(live, done, strict=True)}
         return [by_id.get(id(it), []) for it in items]
 
-    def _charge(self, model: Any, jobs: list[Job], clock: Clock) -> None:
+    def _charge(self, model: ComposedModel, jobs: list[Job], clock: Clock) -> None:
         """The batch's seconds and FLOPs to the tasks it served (:mod:`mtbranch.serve.cost`); never fails it."""
         try:
             self.cost.charge(model, [(len(s.ids), s.branches) for j in jobs for s in j.sequences],

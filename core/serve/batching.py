@@ -20,10 +20,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtbranch.serve import tracing
 from mtbranch.serve.schema import ServeSettings
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 MAX_BATCH_SIZE = ServeSettings.max_batch_size  # the default, from the one home of serving defaults
 
@@ -109,7 +112,7 @@ class Budget:
         return passes
 
 
-def prepare_job(model: Any, texts: list[str], pairs: list[str] | None, tasks: list[str], raw: bool,
+def prepare_job(model: ComposedModel, texts: list[str], pairs: list[str] | None, tasks: list[str], raw: bool,
                 tagged: bool = False) -> Job:
     """Tokenize a request for ``model`` (one call per text, so nothing is padded): the sequences it needs."""
     from mtbranch.composition.model import by_signature
@@ -130,7 +133,7 @@ def prepare_job(model: Any, texts: list[str], pairs: list[str] | None, tasks: li
     return Job(texts, pairs, tuple(tasks), raw, tuple(seqs), model_id=id(model), tagged=tagged)
 
 
-def run_jobs(model: Any, jobs: list[Job], stats: Stats | None = None, budget: Budget | None = None,
+def run_jobs(model: ComposedModel, jobs: list[Job], stats: Stats | None = None, budget: Budget | None = None,
              on_pass: PassHook | None = None) -> list[Outcome]:
     """One outcome per job (its results, or the exception it raised), in order; passes cut by ``budget``."""
     budget = budget or Budget()
@@ -161,7 +164,7 @@ def run_jobs(model: Any, jobs: list[Job], stats: Stats | None = None, budget: Bu
     return outcomes
 
 
-def _run(model: Any, jobs: list[Job], stats: Stats | None, budget: Budget, on_pass: PassHook | None
+def _run(model: ComposedModel, jobs: list[Job], stats: Stats | None, budget: Budget, on_pass: PassHook | None
          ) -> list[Results]:
     from mtbranch.composition.model import row_result, run_rows
 

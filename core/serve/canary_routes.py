@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +27,9 @@ from mtbranch.serve.http import error_responses
 from mtbranch.serve.routes import State, authorize
 from mtbranch.serve.schema import RequestError
 from mtbranch.serve.state import ServerState, served_model
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 router = APIRouter()
 T = TypeVar("T")
@@ -50,17 +53,18 @@ class CanaryChange(BaseModel):
     key_header: str | None = None
 
 
-def load_version_b(model: Any, task: str, source: Path) -> CanaryModule:
+def load_version_b(model: ComposedModel, task: str, source: Path) -> CanaryModule:
     """B validated against the served trunk (the validator ``mtbranch update`` runs), checked against A, loaded."""
     from mtbranch.branch.model import load_branch
     from mtbranch.plugins.manager import get_plugin_manager
     from mtbranch.validation.validator import Validator
 
     pm = get_plugin_manager()
-    report = Validator(model.trunk_source, plugin_manager=pm).validate([(source, "directory")])
+    report = Validator(model.provenance.trunk_source, plugin_manager=pm).validate([(source, "directory")])
     if report.errors:
         raise ValidationFailed(report)
     m = report.branches[0].manifest
+    assert m is not None  # validation found no error: the manifest was read
     live = model.branch(task).manifest
     if m.name != task:
         raise MtbranchError(f"the branch in {source} is named {m.name!r}, not {task!r}", path=str(source),
@@ -198,17 +202,17 @@ async def canary_rollback(task: str, request: Request, state: State) -> dict[str
 async def _write_and_serve(state: ServerState, artifact: str | Path, task: str, put: Path) -> None:
     """``mtbranch update ARTIFACT --put DIR`` (atomic), then the branch loaded back from the artifact (so what
     serves is what the lock records) and put into the live model between two batches."""
-    from mtbranch.branch.model import load_branch
+    from mtbranch.branch.model import BranchProvenance, load_branch
     from mtbranch.composition.artifact import update_composed
 
     try:
         lock = await in_thread(lambda: update_composed(artifact, put=[put]))
     except MtbranchError as exc:
         raise RequestError(409, f"the artifact was not changed: {exc.message}", exc.hint) from None
-    entry = next(e for e in lock["branches"] if e["name"] == task)
+    entry = lock.branch(task)
     bdir = Path(artifact) / "branches" / task
-    module = await in_thread(lambda: load_branch(bdir, expected_sha256=entry["sha256"]))
-    module.source, module.artifact_path = entry.get("source"), bdir
+    module = await in_thread(lambda: load_branch(bdir, expected_sha256=entry.sha256))
+    module.provenance = BranchProvenance(entry.source or "directory", bdir)
     model = state.current().model
     assert state.batcher is not None
     await state.batcher.between_batches(lambda: model.put_branch(module))

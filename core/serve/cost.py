@@ -9,9 +9,13 @@ FLOPs. :func:`static_cost` gives the same split for one request asking for every
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 CANARY_SEPARATOR = "@"  # a canary's key (mtbranch.serve.canary): its cost is its task's
 
@@ -30,7 +34,7 @@ class Shape:
 
     @classmethod
     def of_config(cls, config: Any) -> Shape:
-        get = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
+        get: Any = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
         hidden = int(get("hidden_size", None) or get("dim", None) or get("d_model"))
         return cls(hidden, int(get("intermediate_size", None) or get("hidden_dim", None) or 4 * hidden))
 
@@ -87,7 +91,7 @@ class CostMeter:
                            "FLOPs", labels, registry=registry)
         self.totals: dict[tuple[str, str], list[float]] = {}  # (task, owner) -> [flops, seconds, cpu]
 
-    def charge(self, model: Any, rows: Iterable[tuple[int, Sequence[str]]], extra: Mapping[str, Any],
+    def charge(self, model: ComposedModel, rows: Iterable[tuple[int, Sequence[str]]], extra: Mapping[str, Any],
                seconds: float, cpu: float) -> None:
         """One batch: its rows (tokens, branch keys read), the canary modules by key, its seconds."""
         if getattr(model, "trunk", None) is None:  # a stand-in for the model (the batcher's tests): no layers
@@ -118,19 +122,22 @@ class CostMeter:
                 for (t, o), v in sorted(self.totals.items())}
 
 
-def _owner(model: Any, task: str) -> str:
+def _owner(model: ComposedModel, task: str) -> str:
     try:
         return str(model.branch(task).manifest.owner or "unowned")
     except Exception:  # removed by a swap since: its cost still counts
         return "unowned"
 
 
-def shape_of(model: Any) -> Shape:
-    cached: Shape | None = getattr(model, "_cost_shape", None)
+def shape_of(model: ComposedModel) -> Shape:
+    cached = _SHAPES.get(model)
     if cached is None:
-        cached = Shape.of_config(model.trunk.config)
-        model._cost_shape = cached
+        cached = _SHAPES[model] = Shape.of_config(model.trunk.config)
     return cached
+
+
+# per model, computed once (kept no longer than the model)
+_SHAPES: weakref.WeakKeyDictionary[ComposedModel, Shape] = weakref.WeakKeyDictionary()
 
 
 class Clock:

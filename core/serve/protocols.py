@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from mtbranch.errors import MtbranchError
 from mtbranch.serve.schema import (
@@ -31,6 +32,7 @@ from mtbranch.serve.schema import (
 )
 from mtbranch.serve.state import Served, ServerState
 
+Parsed = TypeVar("Parsed", bound=BaseModel)
 # heads whose result is one set of scores per input (what TEI's and vLLM's classify shapes carry)
 CLASSIFY_HEADS = ("classification", "regression")
 
@@ -65,8 +67,9 @@ async def run_texts(state: ServerState, served: Served, texts: list[str], pairs:
     return Answer(results, names, version, sum(len(s.ids) for s in job.sequences))
 
 
-def parse_json(model: Any, body: bytes, hint: str) -> Any:
-    """``body`` as ``model`` (pydantic's JSON parser, lone surrogate escapes as U+FFFD); 400/422 as RequestError."""
+def parse_json(model: type[Parsed], body: bytes, hint: str) -> Parsed:
+    """``body`` as the pydantic ``model`` (its JSON parser; lone surrogate escapes as U+FFFD); 400/422 as
+    RequestError."""
     from pydantic import ValidationError
 
     try:

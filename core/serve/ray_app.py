@@ -123,8 +123,9 @@ class ComposedDeployment:
         self.limits = limits or Limits()
         self.stats = Stats()
         self.budget = Budget(max_batch_size, max_batch_tokens)
-        self._batched.set_max_batch_size(max_batch_size)
-        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        # serve.batch's wrapper carries these setters; its type stubs do not say so
+        self._batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.metrics = _RayMetrics()
         self.metrics.model.set(1, tags={"lock_sha256": self.version})
         self.tracing = _tracing(otel)

@@ -12,11 +12,14 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtbranch.io.files import first_duplicate_key
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -310,14 +313,14 @@ def _check_known(what: str, asked: list[str] | None, served: set[str]) -> None:
                            f"{what}s is an empty list", f"{what}s served: {', '.join(sorted(served)) or 'none'}")
 
 
-def task_infos(model: Any) -> list[TaskInfo]:
+def task_infos(model: ComposedModel) -> list[TaskInfo]:
     return [TaskInfo(name=b.name, version=b.manifest.version, signature=b.manifest.tokenizer.input_signature,
                      head=b.manifest.head.type, attach_depth=b.manifest.attach_depth, owner=b.manifest.owner,
                      tags=list(b.manifest.tags))
             for b in model.branches]
 
 
-def warm_up(model: Any) -> None:
+def warm_up(model: ComposedModel) -> None:
     """One call per input signature, so the first real request does not pay tokenizer/kernel set-up."""
     infos = task_infos(model)
     single = [t.name for t in infos if t.signature == "single"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from mtbranch.serve.metrics import Metrics
 from mtbranch.serve.schema import RequestError, ServeSettings, TaskInfo, task_infos, warm_up
 
 if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
     from mtbranch.serve.batcher import Batcher
     from mtbranch.serve.tracing import Tracing
 
@@ -30,20 +30,20 @@ if TYPE_CHECKING:
 class Served:
     """One loaded version: the model, the sha256 of its lock file, its tasks."""
 
-    model: Any
+    model: ComposedModel
     version: str
     infos: list[TaskInfo]
     loaded_at: float
 
 
-def lock_sha256(artifact: str | Path | None, model: Any = None) -> str:
+def lock_sha256(artifact: str | Path | None, model: ComposedModel | None = None) -> str:
     """sha256 of ``mtbranch.lock.json`` (of the file; or, for a model given without a path, of its lock as saved)."""
     if artifact is not None:
         from mtbranch.io.files import read_bytes
 
         return hashlib.sha256(read_bytes(Path(artifact) / "mtbranch.lock.json")).hexdigest()
-    lock = getattr(model, "lock", None) or {}
-    return hashlib.sha256((json.dumps(lock, indent=2) + "\n").encode()).hexdigest()
+    lock = None if model is None else model.lock  # None: composed in memory, never saved
+    return hashlib.sha256((lock.to_json() if lock is not None else "{}\n").encode()).hexdigest()
 
 
 def load_served(artifact: str | Path, load_kwargs: dict[str, Any] | None = None) -> Served:
@@ -61,7 +61,7 @@ def load_served(artifact: str | Path, load_kwargs: dict[str, Any] | None = None)
     return Served(model, before, task_infos(model), time.time())
 
 
-def served_model(model: Any, artifact: str | Path | None) -> Served:
+def served_model(model: ComposedModel, artifact: str | Path | None) -> Served:
     """A model given loaded (warmed up by the caller) as a version."""
     return Served(model, lock_sha256(artifact, model), task_infos(model), time.time())
 
@@ -77,7 +77,7 @@ class ServerState:
     ``load_kwargs``.
     """
 
-    def __init__(self, settings: ServeSettings, model: Any = None, artifact: str | Path | None = None,
+    def __init__(self, settings: ServeSettings, model: ComposedModel | None = None, artifact: str | Path | None = None,
                  load_kwargs: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.model = model

@@ -28,7 +28,10 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mtbranch.composition.model import ComposedModel
 
 SCOPE = "mtbranch.serve"
 
@@ -91,7 +94,7 @@ def _after_branch(module: Any, _args: Any, output: Any) -> None:
         rec.branches.append((module.name, rec.open.pop(module.name), time.time_ns(), int(output.shape[0])))
 
 
-def instrument(model: Any) -> None:
+def instrument(model: ComposedModel) -> None:
     """Time each branch's forward (torch forward hooks; idle unless a traced batch runs in the thread)."""
     for b in model.branches:
         if b not in _instrumented:

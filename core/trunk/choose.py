@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mtbranch.trunk.source import TrunkSource
 
 
 def _manifest_fingerprints(branches: list[tuple[Path, str]]) -> list[tuple[int, str]]:
@@ -35,7 +38,8 @@ def choose_trunk(trunk_ref: str | None, branches: list[tuple[Path, str]], pm: An
                              hint="pass --trunk DIR (a Hugging Face model directory) or install a trunk plugin")
         return None
     wanted = _manifest_fingerprints(branches)
-    fits, partial = [], []
+    fits: list[tuple[str, TrunkSource, int]] = []
+    partial: list[tuple[str, TrunkSource, int]] = []
     for name, rec in sorted(trunks.items()):
         try:
             src = load_trunk_source(rec.path, name)

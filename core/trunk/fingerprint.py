@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import IO
 
 from mtbranch.io.atomic import write_text_atomic
 from mtbranch.io.files import open_regular, read_text
@@ -60,7 +61,7 @@ def split_trunk_tensors(header: SafetensorsHeader, model_type: str = "bert") -> 
     return prefix, embeddings, layers
 
 
-def _update(h: hashlib._Hash, fh, infos: Group) -> None:  # type: ignore[name-defined]
+def _update(h: hashlib._Hash, fh: IO[bytes], infos: Group) -> None:
     for rel, info in sorted(infos, key=lambda t: t[1].name):
         h.update(json.dumps([rel, info.dtype, list(info.shape)]).encode())
         fh.seek(info.start)

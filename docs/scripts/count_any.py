@@ -1,8 +1,9 @@
 """Count ``Any`` in function signatures (parameters and returns) across the package folders.
 
-``functions``: functions whose signature mentions ``Any``. A parameter or return counts once when its annotation mentions ``Any`` anywhere (``Any``, ``Any | None``,
-``dict[str, Any]``, ``typing.Any``); ``model_any`` counts the parameters named ``model`` annotated with ``Any``
-alone (or ``Any | None``). Also counted: ``# type: ignore`` comments. Prints JSON.
+``functions``: functions whose signature mentions ``Any``. A parameter or return counts once when its annotation
+mentions ``Any`` anywhere (``Any``, ``Any | None``, ``dict[str, Any]``, ``typing.Any``); ``model_any`` counts the
+parameters named ``model`` annotated with ``Any`` alone (or ``Any | None``). Also counted: ``# type: ignore``
+comments. Prints JSON.
 
     python docs/scripts/count_any.py [FOLDER ...]      (default: core plugins sdk cli)
 """

@@ -60,11 +60,12 @@ class DebertaV2Family(FamilyImpl):
     def prepare(self, config: PretrainedConfig, context: nn.Module | None, hidden: torch.Tensor,
                 attention_mask: torch.Tensor | None) -> Any:
         assert context is not None
+        ctx: Any = context  # DeBERTa's relative embeddings module: its methods, not nn.Module's
         if attention_mask is None:
             attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
-        return {"input_mask": attention_mask, "mask": context.get_attention_mask(attention_mask),
-                "relative_pos": context.get_rel_pos(hidden), "rel_embeddings": context.get_rel_embedding(),
-                "conv": context.conv}
+        return {"input_mask": attention_mask, "mask": ctx.get_attention_mask(attention_mask),
+                "relative_pos": ctx.get_rel_pos(hidden), "rel_embeddings": ctx.get_rel_embedding(),
+                "conv": ctx.conv}
 
     def run_layer(self, layer: nn.Module, index: int, hidden: torch.Tensor, ctx: Any) -> torch.Tensor:
         out, _ = layer(hidden, ctx["mask"], relative_pos=ctx["relative_pos"], rel_embeddings=ctx["rel_embeddings"])

@@ -15,7 +15,7 @@ class DistilBertFamily(FamilyImpl):
     embeddings_cls = Embeddings
 
     def build_layer(self, config: PretrainedConfig, index: int) -> nn.Module:
-        return TransformerBlock(config)
+        return TransformerBlock(config)  # type: ignore[arg-type]  # a DistilBertConfig at run time
 
     def build_projection(self, config: PretrainedConfig) -> nn.Module:
         return Projection(config.dim, "relu")

@@ -45,13 +45,13 @@ class ModernBertFamily(FamilyImpl):
         # branch has layers of one type only, so a branch above it finds its type's cos/sin
         both = copy.copy(config)
         both.layer_types = list(TYPES)
-        return ModernBertRotaryEmbedding(both)
+        return ModernBertRotaryEmbedding(both)  # type: ignore[arg-type]  # a ModernBertConfig at run time
 
     def build_final(self, config: PretrainedConfig) -> nn.Module:
         return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
 
     def build_projection(self, config: PretrainedConfig) -> nn.Module:
-        return ModernBertPredictionHead(config)
+        return ModernBertPredictionHead(config)  # type: ignore[arg-type]
 
     def embed(self, embeddings: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
               attention_mask: torch.Tensor | None) -> torch.Tensor:

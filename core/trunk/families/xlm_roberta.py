@@ -9,8 +9,8 @@ from mtbranch.trunk.families.roberta import RobertaFamily
 
 
 class XLMRobertaFamily(RobertaFamily):
-    embeddings_cls = XLMRobertaEmbeddings
-    layer_cls = XLMRobertaLayer
+    embeddings_cls = XLMRobertaEmbeddings  # type: ignore[assignment]  # RoBERTa's, renamed: same interface
+    layer_cls = XLMRobertaLayer  # type: ignore[assignment]
 
 
 FAMILY = XLMRobertaFamily()
