@@ -476,10 +476,10 @@ def lock_unreadable(ctx: Ctx, tmp: Path) -> Outcome:
     import errno
 
     import mtbranch
-    from mtbranch.composition import artifact
+    from mtbranch.spec import lock as lock_file
 
     lock = str(ctx.composed / "mtbranch.lock.json")
-    with failing(artifact, "read_json_object", PermissionError(errno.EACCES, "Permission denied", lock)):
+    with failing(lock_file, "read_json_object", PermissionError(errno.EACCES, "Permission denied", lock)):
         got = api_error(lambda: mtbranch.load(ctx.composed))
         code, out = cli_run("predict", ctx.composed, "the film")
     return Outcome([got if "Permission denied" in out and "corrupted" not in out else "?"], code, out)
