@@ -20,9 +20,10 @@ for a CUDA device. Tests pass a :class:`Hardware` to simulate machines.
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from mtbranch.errors import MtbranchError, UsageError
 from mtbranch.spec.dtypes import COMPUTE_DTYPES, dtype_named
@@ -159,7 +160,27 @@ def attention_for(dtype: str, device: Any = "cpu") -> str:
     return "eager" if dtype == "bfloat16" and device_type(device) == "cpu" else "sdpa"
 
 
-def set_attention(model: Any, implementation: str) -> None:
+class Placeable(Protocol):
+    """What placing reads and records on a composed model (``mtbranch.composition.model.ComposedModel``, a layer
+    above this one)."""
+
+    compute_dtype: str
+    compute_dtype_reason: str
+    attention: str
+
+    @property
+    def trunk(self) -> Any: ...
+
+    @property
+    def branches(self) -> Sequence[Any]: ...
+
+    def to(self, *, device: Any, dtype: Any) -> Any: ...
+
+
+Placed = TypeVar("Placed", bound=Placeable)
+
+
+def set_attention(model: Placeable, implementation: str) -> None:
     """Switch the trunk's and every branch's layers to ``implementation`` (read by transformers at call time)."""
     configs = [model.trunk.config, *(b.config for b in model.branches)]
     for cfg in {id(c): c for c in configs}.values():
@@ -167,8 +188,8 @@ def set_attention(model: Any, implementation: str) -> None:
     model.attention = implementation
 
 
-def place_model(model: Any, device: Any = "cpu", dtype: Any = None, *, quantize: str | None = None,
-                hardware: Hardware | None = None) -> Any:
+def place_model(model: Placed, device: Any = "cpu", dtype: Any = None, *, quantize: str | None = None,
+                hardware: Hardware | None = None) -> Placed:
     """Move a composed model to ``device`` in the resolved compute dtype; records it as ``model.compute_dtype``
     and picks the attention implementation for it (:func:`attention_for`).
 
@@ -177,7 +198,7 @@ def place_model(model: Any, device: Any = "cpu", dtype: Any = None, *, quantize:
     name = "float32" if quantize is not None and dtype == AUTO else resolve_dtype(dtype, device, hardware)
     from mtbranch.spec.dtypes import torch_dtype
 
-    model = model.to(device=device, dtype=torch_dtype(name))
+    model = model.to(device=device, dtype=torch_dtype(name))  # itself (nn.Module.to moves in place)
     model.compute_dtype = name
     model.compute_dtype_reason = why(dtype, name, device, hardware)
     set_attention(model, attention_for(name, device))
