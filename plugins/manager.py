@@ -101,6 +101,10 @@ def _family_problem(rec: TrunkFamily) -> str | None:
         return f"config_aliases is {rec.config_aliases!r}, not a dict of strings"
     if rec.normalize is not None and not callable(rec.normalize):
         return "normalize is not callable"
+    if not isinstance(rec.example, dict) or not all(isinstance(k, str) for k in rec.example):
+        return f"example is {type(rec.example).__name__}, not a dict of config.json keys"
+    if not callable(rec.layer_flops):
+        return "layer_flops is not callable"
     if not isinstance(rec.onnx, bool) or not isinstance(rec.description, str):
         return "onnx is not a bool or description not a string"
     return None

@@ -1,8 +1,8 @@
 """Partial fine-tuning of a branch on cached trunk features, with transformers' Trainer.
 
-A branch of ``n`` layers at depth ``d`` starts from trunk layers ``d+1..d+n`` (and the trunk's pooler);
-the frozen trunk never runs during training: its features at ``d`` are computed once (see
-:mod:`mtbranch.sdk.features`). Trainer gives DDP under ``torchrun`` / ``accelerate launch``, progress bars
+A branch of ``n`` layers at depth ``d`` starts from trunk layers ``d+1..d+n`` (and the family's projection where
+the trunk's checkpoint has one); the frozen trunk never runs during training: its features at ``d`` are computed
+once (see :mod:`mtbranch.sdk.features`). Trainer gives DDP under ``torchrun`` / ``accelerate launch``, progress bars
 and schedules. The dev set is evaluated every epoch; the best state is kept and exported as a branch
 artifact whose manifest records metrics and provenance.
 """
@@ -21,14 +21,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
 
 import mtbranch
 from mtbranch.branch.model import BranchModule, save_branch
 from mtbranch.errors import MtbranchError, require_extra
 from mtbranch.heads.registry import HeadType
-from mtbranch.io.files import check_regular
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
 from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE, STILL_IMPROVING
 from mtbranch.sdk.divergence import check_config, check_loss, check_weights, guard_callback
@@ -43,10 +41,9 @@ from mtbranch.sdk.features import (
 )
 from mtbranch.sdk.metrics import DEFAULT_METRIC, METRICS, compute_metrics
 from mtbranch.spec.heads import BUILTIN_HEAD_TYPES, ClassificationHead, RegressionHead, TokenClassificationHead
-from mtbranch.spec.manifest import BranchManifest, TrunkBinding, WeightsSpec
-from mtbranch.trunk.model import trunk_state_keys
+from mtbranch.spec.manifest import BranchManifest
 from mtbranch.trunk.source import TrunkSource, resolve_trunk
-from mtbranch.trunk.tokenizer import contract_for, effective_max_length, load_tokenizer
+from mtbranch.trunk.tokenizer import effective_max_length, load_tokenizer
 
 log = logging.getLogger("mtbranch.sdk")
 Task = Literal["classification", "regression", "token_classification"]
@@ -268,55 +265,32 @@ def head_spec(task: Task, labels: list[str] | None, dropout: float) -> Any:
     return TokenClassificationHead(labels=labels, dropout=dropout)
 
 
-def build_manifest(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo) -> BranchManifest:
+def new_branch(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo,
+               init_state: dict[str, torch.Tensor] | None = None) -> BranchModule:
+    """The branch to train: its manifest (:func:`mtbranch.branch.factory.branch_manifest`), started from the
+    trunk (:func:`mtbranch.branch.factory.init_from_trunk`) or from ``init_state`` (a distillation's teacher
+    or an earlier branch)."""
+    from mtbranch.branch.factory import branch_manifest, init_from_trunk
+    from mtbranch.plugins.manager import get_plugin_manager
+
     src = prep.source
     if depth + layers > src.num_layers:
         raise MtbranchError(f"a branch of {layers} layer(s) at depth {depth} needs trunk layers up to "
                             f"{depth + layers}, the trunk has {src.num_layers}",
                             hint="use fewer layers or a lower depth: depth + layers <= trunk layers")
-    return BranchManifest(
-        name=info.name, version=info.version, owner=info.owner, description=info.description,
-        trunk=TrunkBinding(structure=src.structure, fingerprint=src.fingerprints[depth],
-                           num_layers=src.num_layers, reference=src.reference),
-        attach_depth=depth, num_layers=layers, pooling=cfg.pooling, projection=cfg.projection,
-        head=head_spec(prep.task, prep.labels, cfg.dropout),
-        tokenizer=contract_for(prep.tokenizer, max_length=prep.max_length, input_signature=prep.input_signature),
-        weights=WeightsSpec(sha256="0" * 64, num_parameters=0),
-    )
-
-
-def trunk_init_state(source: TrunkSource, depth: int, layers: int) -> dict[str, torch.Tensor]:
-    """Branch tensors from the trunk: ``layers.i.*`` <- trunk layer ``depth+i+1``; ``pooler.dense.*`` <- the
-    trunk's pooler where the checkpoint has one."""
-    state: dict[str, torch.Tensor] = {}
-    keys = trunk_state_keys(source, depth + layers)
-    check_regular(source.weights)
-    with safe_open(str(source.weights), framework="pt") as f:
-        for name, key in keys.items():
-            if key.startswith("layers."):
-                _, k, rest = key.split(".", 2)
-                if int(k) >= depth:
-                    state[f"layers.{int(k) - depth}.{rest}"] = f.get_tensor(name).float()
-            elif key.startswith(("context.", "final.")):  # the family's shared context / final module
-                state[key] = f.get_tensor(name).float()
-        for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
-            for part in ("weight", "bias"):
-                if name.endswith(f"pooler.dense.{part}"):
-                    state[f"pooler.dense.{part}"] = f.get_tensor(name).float()
-    return state
-
-
-def new_branch(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo,
-               init_state: dict[str, torch.Tensor] | None = None) -> BranchModule:
-    from mtbranch.plugins.manager import get_plugin_manager
-
-    manifest = build_manifest(prep, depth, layers, cfg, info)
+    manifest = branch_manifest(src, prep.tokenizer, name=info.name, version=info.version, owner=info.owner,
+                               description=info.description, attach_depth=depth, num_layers=layers,
+                               head=head_spec(prep.task, prep.labels, cfg.dropout), pooling=cfg.pooling,
+                               projection=cfg.projection, max_length=prep.max_length,
+                               input_signature=prep.input_signature)
     head_type: HeadType = get_plugin_manager().head_type(manifest.head.type)
     module = BranchModule(manifest, head_type)
-    state = trunk_init_state(prep.source, depth, layers) if init_state is None else init_state
-    own = module.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    module.load_state_dict(usable, strict=False)
+    if init_state is None:
+        init_from_trunk(module, src)
+    else:
+        own = module.state_dict()
+        module.load_state_dict({k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape},
+                               strict=False)
     return module
 
 
