@@ -1,7 +1,8 @@
 """The installed ``mtbranch-head-multilabel`` plugin adds a trainable head type from outside the SDK: it is
 discovered through its entry point (no torch imported), ``mtbranch train --task multi-label`` trains it on a tiny
-BERT trunk, ``mtbranch distill`` distills it, ``mtbranch compose`` composes it beside a built-in classification
-branch, and ``mtbranch predict`` and the HTTP server answer with its label sets. Every step is the CLI's."""
+BERT trunk, ``mtbranch distill`` distills it, ``mtbranch migrate`` moves it to another trunk, ``mtbranch compose``
+composes it beside a built-in classification branch, and ``mtbranch predict`` and the HTTP server answer with its
+label sets. Every step is the CLI's."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_label_reader() -> None:
             read_label(bad)
 
 
-def make_trunk(path: Path) -> Path:
+def make_trunk(path: Path, seed: int = 0) -> Path:
     """A tiny random BERT trunk with a WordPiece tokenizer over the test's words."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -75,7 +76,7 @@ def make_trunk(path: Path) -> Path:
     path.mkdir(parents=True)
     (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
     tok = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True, model_max_length=64)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=64)
     BertModel(cfg).save_pretrained(str(path))
@@ -132,6 +133,17 @@ def test_train_distill_compose_predict_and_serve(tmp_path: Path) -> None:
     dist = json.loads(cli("distill", "--teacher", tmp_path / "topics", "--student-layers", "1", *common,
                           "--epochs", "4", "--lr", "3e-3", "-o", tmp_path / "topics-l1"))
     assert dist["metric"] == "micro_f1" and 0.0 <= dist["student"]["micro_f1"] <= 1.0
+
+    # migration to another trunk from unlabelled texts: the teacher's label sets are the targets
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(line.split("\t")[0] for line in train.read_text().splitlines()[1:]) + "\n")
+    report = json.loads(cli("migrate", tmp_path / "topics", "--from-trunk", trunk, "--to-trunk",
+                            make_trunk(tmp_path / "trunk2", seed=1), "--texts", texts, "--layers", "2", "--epochs", "3",
+                            "--lr", "3e-3", "--speed-texts", "0", "--no-progress", "--json", "-o", tmp_path / "mig"))
+    (record,) = report["branches"]
+    assert record["task"] == "multi_label" and record["agreement"]["metric"] == "micro_f1"
+    assert json.loads((tmp_path / "mig" / "branches" / "topics" / "manifest.json").read_text())["head"]["labels"] == [
+        "music", "politics", "sports"]
 
     # a built-in classification branch on the same trunk, composed beside it
     cli("train", "--task", "classification", "--trunk", trunk, "--train", write_moods(tmp_path / "m-train.tsv", 80, 3),
