@@ -156,3 +156,30 @@ def test_a_plugin_head_type_trains_composes_and_predicts(plugins: PluginManager,
     model = mtbranch.compose(str(sdk_trunk_dir), [tmp_path / "pol"], plugin_manager=plugins)
     out = model.predict(["the movie was good"])[0]["pol"]
     assert out["label"] in ("0", "1")
+
+
+def _label_set(value: Any) -> tuple[str, ...]:
+    from mtbranch.heads.training import LabelError
+
+    names = tuple(sorted(n.strip() for n in str(value).split("#")))
+    if not all(names):
+        raise LabelError("an empty name", hint="remove the stray '#'")
+    return names
+
+
+def test_a_tasks_label_reader_reads_tables_and_folders(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The task's reader reads every label cell (a folder's `label` lines too, with no warning about '#' joins); its
+    refusal is an error naming the file and line, with the reader's hint."""
+    from mtbranch.sdk.data import DataError, TableSpec, load_table_data
+
+    (tmp_path / "seq.in").write_text("play jazz and book a table\nplay jazz\n")
+    (tmp_path / "label").write_text("PlayMusic#BookRestaurant\nPlayMusic\n")
+    with caplog.at_level("WARNING", logger="mtbranch"):
+        d = load_table_data(tmp_path, TableSpec(read_label=_label_set))
+    assert [e.label for e in d.examples] == [("BookRestaurant", "PlayMusic"), ("PlayMusic",)]
+    assert "join several intents" not in caplog.text
+    table = tmp_path / "t.tsv"
+    table.write_text("text\tlabel\nplay jazz\tPlayMusic\nbook\tBookRestaurant##\n")
+    with pytest.raises(DataError) as ei:
+        load_table_data(table, TableSpec(read_label=_label_set))
+    assert str(ei.value).startswith(f"{table}: line 3: an empty name") and ei.value.hint == "remove the stray '#'"
