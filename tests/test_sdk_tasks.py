@@ -123,6 +123,7 @@ def test_a_head_type_without_training_side_is_not_a_task(plugins: PluginManager,
     ({"loss": None}, "training.loss is not callable"),
     ({"read_label": None}, "read_label and training.encode must be callable"),
     ({"data": "images"}, "training.data is 'images'"),
+    ({"data": "tokens", "label_names_in": None}, "label_names_in must be callable for token data"),
 ])
 def test_a_broken_training_side_is_reported_and_the_head_type_ignored(plugins: PluginManager,
                                                                       change: dict[str, Any], why: str) -> None:

@@ -92,6 +92,8 @@ def record_problem(t: HeadTraining) -> str | None:
         return f"training.data is {t.data!r}, not one of {', '.join(DATA_KINDS)}"
     if t.data == "table" and (not callable(t.read_label) or not callable(t.encode)):
         return "training.read_label and training.encode must be callable for table data"
+    if t.data == "tokens" and not callable(t.label_names_in):
+        return "training.label_names_in must be callable for token data (its tags are the head's labels)"
     if not t.metrics or not all(isinstance(m, str) and m for m in t.metrics):
         return f"training.metrics is {t.metrics!r}, not a non-empty tuple of metric names"
     if t.default_metric not in t.metrics:
