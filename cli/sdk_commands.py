@@ -24,6 +24,29 @@ TASK_CHOICES = [t.replace("_", "-") for t in BUILTIN_HEAD_TYPES]
 F = Callable[..., Any]
 
 
+class TaskName(click.ParamType):
+    """A trainable head type: a built-in one or an installed plugin's that registers a training side (checked
+    while the options are parsed, by :func:`mtbranch.sdk.tasks.get_task`; ``-`` and ``_`` alike)."""
+
+    name = "task"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(TASK_CHOICES) + "|a plugin's]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from mtbranch.sdk.tasks import get_task
+
+        try:
+            return get_task(str(value)).name
+        except MtbranchError as exc:
+            self.fail(f"{exc.message} ({exc.hint})" if exc.hint else exc.message, param, ctx)
+
+
+TASK = TaskName()
+TASK_HELP = ("Head type to train: classification, regression, token-classification, or an installed plugin's "
+             "trainable head type (mtbranch plugins lists head types).")
+
+
 def _data_options(f: F) -> F:
     opts = [
         click.option("--train", "train_path", required=True, type=click.Path(path_type=Path),
@@ -223,7 +246,7 @@ Examples:
 
 
 @click.command("train", epilog=TRAIN_EXAMPLES)
-@click.option("--task", type=click.Choice(TASK_CHOICES), required=True)
+@click.option("--task", type=TASK, required=True, help=TASK_HELP)
 @_data_options
 @_train_options
 @_branch_options
@@ -275,7 +298,7 @@ Examples:
 
 
 @click.command("sweep", epilog=SWEEP_EXAMPLES)
-@click.option("--task", type=click.Choice(TASK_CHOICES), required=True)
+@click.option("--task", type=TASK, required=True, help=TASK_HELP)
 @_data_options
 @_train_options
 @_branch_options
@@ -356,7 +379,7 @@ Examples:
                    "instead of the teacher's bottom layers or the trunk layers.")
 @click.option("--alpha", type=P.FRACTION, default=0.5, show_default=True, help="Weight of the soft-target loss.")
 @click.option("--temperature", type=P.Finite(0, 1000, min_open=True), default=2.0, show_default=True)
-@click.option("--task", type=click.Choice(TASK_CHOICES), default=None,
+@click.option("--task", type=TASK, default=None,
               help="Optional: must match the teacher's head (taken from the teacher when left out).")
 @_data_options
 @_train_options

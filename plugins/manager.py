@@ -19,6 +19,7 @@ from typing import Any
 import pluggy
 
 from mtbranch.errors import MtbranchError
+from mtbranch.heads.training import training_problem
 from mtbranch.plugins import builtin, hookspecs
 from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TensorRule, TrunkFamily, TrunkProvider
 from mtbranch.spec.findings import Finding, finding
@@ -66,6 +67,8 @@ def _record_problem(records: Any, record_type: type) -> str | None:
             return f"returned Check {name!r} whose run is not callable"
         if isinstance(rec, TrunkFamily) and (why := _family_problem(rec)):
             return f"returned TrunkFamily {name!r} whose {why}"
+        if record_type.__name__ == "HeadType" and (why := training_problem(rec.training)):
+            return f"returned HeadType {name!r} whose {why}"
     return None
 
 

@@ -61,7 +61,8 @@ class BranchSection(_Section):
 
 
 class TaskSection(_Section):
-    type: Literal["classification", "regression", "token-classification", "token_classification"]
+    type: str = Field(description="a trainable head type: classification, regression, token-classification or a "
+                                  "plugin's (checked when the recipe is read)")
     trunk: str = Field(description="an installed trunk's name or a model directory (relative to the recipe)")
     metric: str | None = None
 
@@ -167,6 +168,7 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
     if (recipe.data.dev is None) == (recipe.data.dev_split is None):
         raise MtbranchError("recipe section 'data' needs exactly one of 'dev' (a file) and 'dev_split' (a fraction)",
                             path=str(p), hint="e.g. dev_split = 0.1 holds out 10% of train, stratified and seeded")
+    _check_task(recipe, p)
     if recipe.sweep.min_layers > recipe.sweep.max_layers:
         raise MtbranchError("recipe field 'sweep': min_layers > max_layers", path=str(p))
     if recipe.distill.include_selected and not recipe.teacher.enabled:
@@ -174,6 +176,16 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
                             "as the swept branch it learns from", path=str(p),
                             hint="set teacher.enabled = true, or remove distill.include_selected")
     return recipe, p.resolve().parent, hashlib.sha256(raw).hexdigest()
+
+
+def _check_task(recipe: Recipe, path: Path) -> None:
+    """``task.type`` names a trainable head type (a built-in one or an installed plugin's)."""
+    from mtbranch.sdk.tasks import get_task
+
+    try:
+        get_task(recipe.task_name)
+    except MtbranchError as exc:
+        raise MtbranchError(f"recipe field 'task.type': {exc.message}", path=str(path), hint=exc.hint) from None
 
 
 def _check_data_paths(recipe: Recipe, base: Path, recipe_path: str | os.PathLike[str]) -> None:
@@ -485,7 +497,11 @@ def teacher(ctx: BuildContext) -> StageRecord:
 
 def _check_teacher(ctx: BuildContext) -> None:
     if "teacher" in ctx.records:
-        _warn_weak_teacher(dict(ctx.records["teacher"]), dict(ctx.records["sweep"]))
+        from mtbranch.sdk.tasks import lower_is_better
+
+        teacher = ctx.records["teacher"]
+        _warn_weak_teacher(dict(teacher), dict(ctx.records["sweep"]),
+                           lower_is_better(ctx.recipe.task_name, str(teacher.metric)))
 
 
 @stage(wanted=lambda r: r.distill.enabled, due=lambda ctx: ctx.recipe.distill.min_layers <= ctx.largest_student,
@@ -627,9 +643,8 @@ def _depth(rec: StageRecord) -> int:
     return rec.depth
 
 
-def _warn_weak_teacher(teacher: dict[str, Any], swept: dict[str, Any]) -> None:
+def _warn_weak_teacher(teacher: dict[str, Any], swept: dict[str, Any], lower_is_better: bool = False) -> None:
     """A teacher scoring below the branch it should teach: distilling from it is unlikely to help."""
-    lower_is_better = teacher.get("metric") == "mse"
     if (teacher["value"] > swept["value"]) if lower_is_better else (teacher["value"] < swept["value"]):
         log.warning("the teacher's dev %s %.4f is below the swept branch's %.4f (L=%s): distilling from it is "
                     "unlikely to beat the swept branch; give the teacher more epochs or another lr in [teacher]",
