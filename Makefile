@@ -50,9 +50,10 @@ test: $(VENV)/.installed-dev
 		$(BIN)/pip install -q --no-deps -e ./$$ex; \
 		(cd $$ex && ../../$(BIN)/python -m pytest -q -p no:cacheprovider); \
 	done
-	# the policy and trunk-family examples are installed only for their own tests (the policy's checks would fail
-	# the other packages' unlabelled test branches)
-	set -e; for pair in policy-plugin:mtbranch-policy-example family-electra:mtbranch-family-electra; do \
+	# the policy, trunk-family and head-type examples are installed only for their own tests (the policy's checks
+	# would fail the other packages' unlabelled test branches; an extra head type or family must not change theirs)
+	set -e; for pair in policy-plugin:mtbranch-policy-example family-electra:mtbranch-family-electra \
+	                    head-multilabel:mtbranch-head-multilabel; do \
 		ex=examples/$${pair%%:*}; $(BIN)/pip install -q --no-deps -e ./$$ex; \
 		(cd $$ex && ../../$(BIN)/python -m pytest -q -p no:cacheprovider) || { $(BIN)/pip uninstall -q -y $${pair#*:}; exit 1; }; \
 		$(BIN)/pip uninstall -q -y $${pair#*:}; \

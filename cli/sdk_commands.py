@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import click
 
@@ -20,11 +20,31 @@ from mtbranch.errors import MtbranchError, UsageError, require_extra
 from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
 from mtbranch.spec.heads import BUILTIN_HEAD_TYPES
 
-if TYPE_CHECKING:
-    from mtbranch.sdk.train import Task
-
 TASK_CHOICES = [t.replace("_", "-") for t in BUILTIN_HEAD_TYPES]
 F = Callable[..., Any]
+
+
+class TaskName(click.ParamType):
+    """A trainable head type: a built-in one or an installed plugin's that registers a training side (checked
+    while the options are parsed, by :func:`mtbranch.sdk.tasks.get_task`; ``-`` and ``_`` alike)."""
+
+    name = "task"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(TASK_CHOICES) + "|a plugin's]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from mtbranch.sdk.tasks import get_task
+
+        try:
+            return get_task(str(value)).name
+        except MtbranchError as exc:
+            self.fail(f"{exc.message} ({exc.hint})" if exc.hint else exc.message, param, ctx)
+
+
+TASK = TaskName()
+TASK_HELP = ("Head type to train: classification, regression, token-classification, or an installed plugin's "
+             "trainable head type (mtbranch plugins lists head types).")
 
 
 def _data_options(f: F) -> F:
@@ -140,11 +160,11 @@ def _rename_labels(data: Any, mapping: dict[str, str]) -> Any:
     return Dataset([replace(e, label=mapping.get(str(e.label), str(e.label))) for e in data.examples], data.sources)
 
 
-def load_task_data(o: dict[str, Any]) -> tuple[Task, Any, Any, list[str] | None]:
+def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
     from mtbranch.cli.output import show_warnings
 
     show_warnings()  # the readers' warnings too (e.g. labels joined by '#')
-    task = cast("Task", o["task"].replace("-", "_"))  # a click.Choice of the three
+    task = o["task"].replace("-", "_")
     train = _load_data(task, o["train_path"], o)
     if o.get("dev_path") is None:
         if o.get("dev_split") is None:
@@ -226,7 +246,7 @@ Examples:
 
 
 @click.command("train", epilog=TRAIN_EXAMPLES)
-@click.option("--task", type=click.Choice(TASK_CHOICES), required=True)
+@click.option("--task", type=TASK, required=True, help=TASK_HELP)
 @_data_options
 @_train_options
 @_branch_options
@@ -278,7 +298,7 @@ Examples:
 
 
 @click.command("sweep", epilog=SWEEP_EXAMPLES)
-@click.option("--task", type=click.Choice(TASK_CHOICES), required=True)
+@click.option("--task", type=TASK, required=True, help=TASK_HELP)
 @_data_options
 @_train_options
 @_branch_options
@@ -359,7 +379,7 @@ Examples:
                    "instead of the teacher's bottom layers or the trunk layers.")
 @click.option("--alpha", type=P.FRACTION, default=0.5, show_default=True, help="Weight of the soft-target loss.")
 @click.option("--temperature", type=P.Finite(0, 1000, min_open=True), default=2.0, show_default=True)
-@click.option("--task", type=click.Choice(TASK_CHOICES), default=None,
+@click.option("--task", type=TASK, default=None,
               help="Optional: must match the teacher's head (taken from the teacher when left out).")
 @_data_options
 @_train_options

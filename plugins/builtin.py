@@ -49,13 +49,19 @@ def modernbert_normalize(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def gated_layer_flops(tokens: int, hidden: int, intermediate: int) -> float:
+    """ModernBERT's layer: its MLP is gated (GeGLU), the input projection twice ``intermediate`` wide."""
+    return 2.0 * tokens * (4 * hidden * hidden + 3 * hidden * intermediate) + 4.0 * tokens * tokens * hidden
+
+
 def _families() -> list[TrunkFamily]:
     checked: dict[str, Any] = {"onnx": True}  # export-onnx checked against PyTorch for every built-in family
     return [
         TrunkFamily("bert", ("bert",), _IMPL.format("bert"), description="BERT (incl. MiniLM)", **checked),
         TrunkFamily("roberta", ("roberta",), _IMPL.format("roberta"), description="RoBERTa", positions_after_pad=True,
-                    **checked),
+                    example={"type_vocab_size": 2}, **checked),
         TrunkFamily("xlm-roberta", ("xlm-roberta",), _IMPL.format("xlm_roberta"), positions_after_pad=True,
+                    example={"type_vocab_size": 1},
                     description="XLM-RoBERTa (RoBERTa's layers, multilingual vocabulary)", **checked),
         TrunkFamily(
             "distilbert", ("distilbert",), _IMPL.format("distilbert"),
@@ -64,7 +70,8 @@ def _families() -> list[TrunkFamily]:
                                 "layers.{layer}.{rest}")),
             structure_fields=("vocab_size", "max_position_embeddings", "sinusoidal_pos_embds", "hidden_dim",
                               "activation", "pad_token_id"),
-            config_aliases={"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"},
+            config_aliases={"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers",
+                            "intermediate_size": "hidden_dim"},
             description="DistilBERT (no token types)", **checked),
         TrunkFamily(
             "modernbert", ("modernbert",), _IMPL.format("modernbert"), anchor="embeddings.tok_embeddings.weight",
@@ -75,7 +82,10 @@ def _families() -> list[TrunkFamily]:
                               "norm_eps", "norm_bias", "pad_token_id", "attention_bias", "mlp_bias",
                               "local_attention", "global_attn_every_n_layers", "rope_parameters",
                               "classifier_bias", "classifier_activation"),
-            normalize=modernbert_normalize,
+            normalize=modernbert_normalize, layer_flops=gated_layer_flops,
+            # global attention every 3rd layer (as ModernBERT-base) and a local window shorter than a test sentence
+            example={"global_attn_every_n_layers": 3, "local_attention": 4, "norm_bias": True, "bos_token_id": 2,
+                     "cls_token_id": 2, "eos_token_id": 3, "sep_token_id": 3},
             description="ModernBERT (rotary, alternating global/sliding-window attention; also mmBERT)", **checked),
         TrunkFamily(
             "deberta-v2", ("deberta-v2",), _IMPL.format("deberta_v2"),
@@ -88,6 +98,12 @@ def _families() -> list[TrunkFamily]:
                               "max_relative_positions", "position_buckets", "norm_rel_ebd", "pos_att_type",
                               "share_att_key", "position_biased_input", "embedding_size", "conv_kernel_size",
                               "conv_groups", "conv_act", "pooler_hidden_size", "pooler_hidden_act"),
+            # DeBERTa-v3's attention (log-bucketed relative positions, c2p|p2c, no absolute positions) with few
+            # buckets, so short sentences reach the log range, and v2's ConvLayer after layer 1
+            example={"type_vocab_size": 0, "relative_attention": True, "position_buckets": 8,
+                     "max_relative_positions": 32, "pos_att_type": ["p2c", "c2p"], "norm_rel_ebd": "layer_norm",
+                     "share_att_key": True, "position_biased_input": False, "conv_kernel_size": 3,
+                     "hidden_act": "gelu"},
             description="DeBERTa-v2 and v3 (disentangled relative attention)", **checked),
     ]
 

@@ -40,7 +40,9 @@ def mtbranch_trunks() -> list[TrunkProvider]:  # type: ignore[empty-body]
 
 @hookspec
 def mtbranch_head_types() -> list[HeadType]:  # type: ignore[empty-body]
-    """Head types (:class:`mtbranch.heads.registry.HeadType`): spec model, tensor layout, module, post-processing.
+    """Head types (:class:`mtbranch.heads.registry.HeadType`): spec model, tensor layout, module, post-processing,
+    and optionally the training side (:class:`mtbranch.heads.training.HeadTraining`: label reader, loss, soft loss,
+    metrics) that makes the head type an SDK task (``mtbranch train --task NAME``).
 
     The built-in ``classification``, ``regression`` and ``token_classification`` heads are registered
     through this hook by ``mtbranch.plugins.builtin``. A head type name registered twice is reported and

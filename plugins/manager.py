@@ -19,6 +19,7 @@ from typing import Any
 import pluggy
 
 from mtbranch.errors import MtbranchError
+from mtbranch.heads.training import training_problem
 from mtbranch.plugins import builtin, hookspecs
 from mtbranch.plugins.records import BranchLocation, Check, PluginInfo, TensorRule, TrunkFamily, TrunkProvider
 from mtbranch.spec.findings import Finding, finding
@@ -49,7 +50,7 @@ def canonical_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _record_problem(records: Any, record_type: type) -> str | None:
+def _record_problem(records: Any, record_type: type[Any]) -> str | None:
     """Why a hook's return value is unusable, or None when it is a list of well-formed records."""
     if not isinstance(records, list | tuple):
         return f"returned {type(records).__name__} instead of a list of {record_type.__name__}"
@@ -66,6 +67,8 @@ def _record_problem(records: Any, record_type: type) -> str | None:
             return f"returned Check {name!r} whose run is not callable"
         if isinstance(rec, TrunkFamily) and (why := _family_problem(rec)):
             return f"returned TrunkFamily {name!r} whose {why}"
+        if record_type.__name__ == "HeadType" and (why := training_problem(rec.training)):
+            return f"returned HeadType {name!r} whose {why}"
     return None
 
 
@@ -101,6 +104,10 @@ def _family_problem(rec: TrunkFamily) -> str | None:
         return f"config_aliases is {rec.config_aliases!r}, not a dict of strings"
     if rec.normalize is not None and not callable(rec.normalize):
         return "normalize is not callable"
+    if not isinstance(rec.example, dict) or not all(isinstance(k, str) for k in rec.example):
+        return f"example is {type(rec.example).__name__}, not a dict of config.json keys"
+    if not callable(rec.layer_flops):
+        return "layer_flops is not callable"
     if not isinstance(rec.onnx, bool) or not isinstance(rec.description, str):
         return "onnx is not a bool or description not a string"
     return None

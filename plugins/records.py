@@ -68,6 +68,12 @@ class TensorRule:
     key: str
 
 
+def dense_layer_flops(tokens: int, hidden: int, intermediate: int) -> float:
+    """FLOPs (2 per multiply-add) of one BERT-style encoder layer over a row of ``tokens`` tokens: the Q, K, V and
+    output projections, a two-matrix MLP, and attention (QK^T and AV)."""
+    return 2.0 * tokens * (4 * hidden * hidden + 2 * hidden * intermediate) + 4.0 * tokens * tokens * hidden
+
+
 BERT_TENSOR_RULES = (
     TensorRule(r"^embeddings\.(?P<rest>.+)$", "embeddings", "embeddings.{rest}"),
     TensorRule(r"^encoder\.layer\.(?P<layer>\d+)\.(?P<rest>.+)$", "layer", "layers.{layer}.{rest}"),
@@ -84,11 +90,16 @@ class TrunkFamily:
     base-model prefix, which is found from it). ``structure_fields`` are the config.json keys, besides
     ``hidden_size`` and ``num_attention_heads``, that change what the trunk computes (they start the
     fingerprint chain); ``None`` means BERT's fields. ``config_aliases`` maps mtbranch's names
-    (``hidden_size``, ``num_attention_heads``, ``num_hidden_layers``) to the family's config.json keys
-    where they differ (DistilBERT: ``dim``, ``n_heads``, ``n_layers``). ``normalize`` (pure Python) may add
-    derived keys to a config dict before the structure is read (ModernBERT: the global-attention period from
-    ``layer_types``). ``onnx``: whether ``export-onnx`` supports the family. ``positions_after_pad``: absolute
-    position ids start at ``pad_token_id + 1`` (RoBERTa's convention), so fewer tokens fit than positions.
+    (``hidden_size``, ``num_attention_heads``, ``num_hidden_layers``, ``intermediate_size``) to the family's
+    config.json keys where they differ (DistilBERT: ``dim``, ``n_heads``, ``n_layers``, ``hidden_dim``).
+    ``normalize`` (pure Python) may add derived keys to a config dict before the structure is read
+    (ModernBERT: the global-attention period from ``layer_types``). ``onnx``: whether ``export-onnx`` supports
+    the family. ``positions_after_pad``: absolute position ids start at ``pad_token_id + 1`` (RoBERTa's
+    convention), so fewer tokens fit than positions.
+    ``example``: the config.json settings, besides the sizes, of an example config of the family (what a tiny
+    test trunk or a synthetic bench trunk is built from: :func:`mtbranch.trunk.families.example_config`).
+    ``layer_flops(tokens, hidden, intermediate)``: FLOPs of one layer over a row of ``tokens`` tokens (the cost
+    estimates: ``inspect --cost``, the server's per-task FLOPs, the bench's achieved GFLOP/s).
     """
 
     name: str
@@ -102,4 +113,6 @@ class TrunkFamily:
     onnx: bool = False
     #: position ids start after ``pad_token_id`` (RoBERTa, XLM-R: 514 position embeddings hold 512 tokens)
     positions_after_pad: bool = False
+    example: dict[str, Any] = field(default_factory=dict)
+    layer_flops: Callable[[int, int, int], float] = dense_layer_flops
     description: str = ""

@@ -1,5 +1,6 @@
 """The mtbranch SDK: what a team uses to make a branch.
 
+- :mod:`mtbranch.sdk.tasks`: a task is a head type with a training side, looked up by its name (no torch)
 - :mod:`mtbranch.sdk.data`: readers for tables (TSV/CSV/JSONL), CoNLL and seq.in/seq.out files (no torch)
 - :mod:`mtbranch.sdk.features`: trunk features computed once per dataset, cached, optionally quantized
 - :mod:`mtbranch.sdk.train`: partial fine-tuning with transformers' Trainer, export to a branch artifact

@@ -8,11 +8,16 @@ paper §3.2, the student initialised from the trunk layers above its depth or th
 with ``include_selected``, else a student of the selected L when it beats the swept branch),
 ``export`` (the chosen branch with the recipe and every stage's metric in its manifest provenance).
 The CLI command then packages the branch as a plugin (``new-plugin``).
+
+Each stage is a module-level function from a :class:`BuildContext` (recipe, trunk, data, state, the records so
+far) to its :class:`~mtbranch.sdk.build_state.StageRecord`; ``STAGES`` lists them in the order they run, and
+:func:`run_stage` reuses a finished one or runs and records it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,22 +26,25 @@ import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mtbranch.errors import MtbranchError
 from mtbranch.io.atomic import write_text_atomic
 from mtbranch.io.files import read_bytes
+from mtbranch.sdk.build_state import StageRecord
 from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_FULL_LR, DEFAULT_LR, DEFAULT_PATIENCE
 
 if TYPE_CHECKING:
-    from mtbranch.sdk.train import Task
+    from mtbranch.sdk.data import Dataset
+    from mtbranch.sdk.train import BranchInfo, TrainConfig
+    from mtbranch.trunk.source import TrunkSource
 
 log = logging.getLogger("mtbranch.sdk")
 STATE_NAME = "build-state.json"
-STAGES = ("sweep", "teacher", "distill", "export")
 Event = Callable[[str], None]
 
 
@@ -53,7 +61,8 @@ class BranchSection(_Section):
 
 
 class TaskSection(_Section):
-    type: Literal["classification", "regression", "token-classification", "token_classification"]
+    type: str = Field(description="a trainable head type: classification, regression, token-classification or a "
+                                  "plugin's (checked when the recipe is read)")
     trunk: str = Field(description="an installed trunk's name or a model directory (relative to the recipe)")
     metric: str | None = None
 
@@ -128,8 +137,8 @@ class Recipe(_Section):
     plugin: PluginSection = Field(default_factory=PluginSection)
 
     @property
-    def task_name(self) -> Task:
-        return cast("Task", self.task.type.replace("-", "_"))
+    def task_name(self) -> str:
+        return self.task.type.replace("-", "_")
 
 
 def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
@@ -159,6 +168,7 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
     if (recipe.data.dev is None) == (recipe.data.dev_split is None):
         raise MtbranchError("recipe section 'data' needs exactly one of 'dev' (a file) and 'dev_split' (a fraction)",
                             path=str(p), hint="e.g. dev_split = 0.1 holds out 10% of train, stratified and seeded")
+    _check_task(recipe, p)
     if recipe.sweep.min_layers > recipe.sweep.max_layers:
         raise MtbranchError("recipe field 'sweep': min_layers > max_layers", path=str(p))
     if recipe.distill.include_selected and not recipe.teacher.enabled:
@@ -166,6 +176,16 @@ def read_recipe(path: str | os.PathLike[str]) -> tuple[Recipe, Path, str]:
                             "as the swept branch it learns from", path=str(p),
                             hint="set teacher.enabled = true, or remove distill.include_selected")
     return recipe, p.resolve().parent, hashlib.sha256(raw).hexdigest()
+
+
+def _check_task(recipe: Recipe, path: Path) -> None:
+    """``task.type`` names a trainable head type (a built-in one or an installed plugin's)."""
+    from mtbranch.sdk.tasks import get_task
+
+    try:
+        get_task(recipe.task_name)
+    except MtbranchError as exc:
+        raise MtbranchError(f"recipe field 'task.type': {exc.message}", path=str(path), hint=exc.hint) from None
 
 
 def _check_data_paths(recipe: Recipe, base: Path, recipe_path: str | os.PathLike[str]) -> None:
@@ -253,7 +273,7 @@ class BuildState:
             self.earlier_recipe = old.get("recipe_sha256")
             self.data = {**old, "recipe_sha256": recipe_sha256}
 
-    def done(self, stage: str, inputs: str) -> dict[str, Any] | None:
+    def done(self, stage: str, inputs: str) -> StageRecord | None:
         """The stage's record when it finished on these inputs (and its output is still there), else None."""
         rec = self.data["stages"].get(stage)
         if rec is None:
@@ -266,14 +286,14 @@ class BuildState:
         out = rec.get("branch")
         if out is not None and not (Path(out) / "manifest.json").is_file():
             return None  # the stage's output went missing: run it again
-        return dict(rec)
+        return StageRecord.model_validate(rec)
 
     def drop(self, stage: str) -> None:
         """Forget a stage the recipe no longer enables (its record must not reach the manifest)."""
         self.data["stages"].pop(stage, None)
 
-    def finish(self, stage: str, record: dict[str, Any]) -> None:
-        self.data["stages"][stage] = record
+    def finish(self, stage: str, record: StageRecord) -> None:
+        self.data["stages"][stage] = record.model_dump(exclude_unset=True)  # the fields the stage set, None or not
         write_text_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
 
@@ -311,7 +331,7 @@ def _load(task: str, path: Path, d: DataSection) -> Any:
                           header=d.header, quote_none=d.quote_none, fmt=d.format, tag_col=d.tag_col)
 
 
-def _config(r: Recipe, cache_dir: Path, progress: bool, **changes: Any) -> Any:
+def _config(r: Recipe, cache_dir: Path, progress: bool, **changes: Any) -> TrainConfig:
     from mtbranch.sdk.train import TrainConfig
 
     t = r.train
@@ -356,161 +376,289 @@ def _plot_sweep(table: dict[str, Any], path: Path, title: str) -> bool:
     return True
 
 
+# -- the stages: module-level functions over one typed context, run in order ----------------------------------
+@dataclass(frozen=True)
+class Reference:
+    """The dev metric a student's retention is measured against, and the stage that scored it."""
+
+    source: Literal["sweep", "teacher"]
+    value: float
+
+
+@dataclass
+class BuildContext:
+    """What the stages share: the recipe and where it writes, the trunk and data (loaded once), each stage's input
+    fingerprint (:func:`stage_inputs`), the build state, and the records of the stages run or reused so far."""
+
+    recipe: Recipe
+    recipe_sha256: str
+    recipe_path: str | os.PathLike[str]
+    out: Path
+    state: BuildState
+    source: TrunkSource
+    train_data: Dataset
+    dev_data: Dataset
+    info: BranchInfo
+    inputs: dict[str, str]
+    progress: bool
+    on_event: Event
+    records: dict[str, StageRecord] = dataclasses.field(default_factory=dict)
+
+    @property
+    def trunk_layers(self) -> int:
+        return self.source.num_layers
+
+    def config(self, **changes: Any) -> TrainConfig:
+        """The recipe's training settings (``changes`` that are not None override them)."""
+        return _config(self.recipe, self.out / "cache", self.progress, **changes)
+
+    @property
+    def reference(self) -> Reference:
+        """What a student's retention is measured against: the teacher when there is one, else the sweep."""
+        source: Literal["sweep", "teacher"] = "teacher" if "teacher" in self.records else "sweep"
+        return Reference(source, _value(self.records[source]))
+
+    @property
+    def largest_student(self) -> int:
+        """Students have min_layers..this layers: fewer than the swept branch (or as many, include_selected)."""
+        return _layers(self.records["sweep"]) + (0 if self.recipe.distill.include_selected else -1)
+
+    @property
+    def chosen(self) -> StageRecord:
+        """The branch the export ships: the distilled student when one was kept, else the swept branch."""
+        student = self.records.get("distill")
+        return student if student is not None and student.branch else self.records["sweep"]
+
+
+StageFn = Callable[[BuildContext], StageRecord]
+
+
+def _always(_: object) -> bool:
+    return True
+
+
+def _nothing(_: BuildContext) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the build. ``make`` computes its record, called only when no finished run on the same inputs
+    can be reused. ``wanted(recipe)``: whether the recipe asks for the stage (one it no longer asks for is
+    forgotten, so its record never reaches the manifest); ``due(ctx)``: whether it runs, given the stages before
+    it; ``before(ctx)``: a check run when it is wanted, before it runs or is reused."""
+
+    name: str
+    make: StageFn
+    wanted: Callable[[Recipe], bool] = _always
+    due: Callable[[BuildContext], bool] = _always
+    before: Callable[[BuildContext], None] = _nothing
+
+
+def stage(*, wanted: Callable[[Recipe], bool] = _always, due: Callable[[BuildContext], bool] = _always,
+          before: Callable[[BuildContext], None] = _nothing) -> Callable[[StageFn], Stage]:
+    """Declare a stage function (its name is the stage's)."""
+    return lambda make: Stage(make.__name__, make, wanted, due, before)
+
+
+@stage()
+def sweep(ctx: BuildContext) -> StageRecord:
+    """Cached trunk features, one branch per L in the layer range, L picked by the rule; sweep.json, sweep.png."""
+    from mtbranch.sdk.sweep import sweep as run_sweep
+
+    r, out = ctx.recipe, ctx.out
+    res = run_sweep(ctx.source, r.task_name, ctx.train_data, ctx.dev_data, min_layers=r.sweep.min_layers,
+                    max_layers=r.sweep.max_layers, rule=r.sweep.rule, cfg=ctx.config(), info=ctx.info,
+                    out_dir=out / "sweep-branch", labels=r.data.labels,
+                    on_start=lambda L, depth: ctx.on_event(f"[sweep] L={L} at depth {depth}: training"),
+                    on_row=lambda row: ctx.on_event(f"[sweep] L={row.layers}: dev "
+                                                    f"{', '.join(f'{k} {v:.4f}' for k, v in row.metrics.items())}"))
+    table = res.to_json()
+    write_text_atomic(out / "sweep.json", json.dumps(table, indent=2) + "\n")
+    plotted = _plot_sweep(table, out / "sweep.png", f"{r.branch.name}: dev {res.metric} vs layers")
+    return StageRecord(branch=str(out / "sweep-branch"), metric=res.metric, layers=res.selected,
+                       depth=ctx.trunk_layers - res.selected, value=res.row(res.selected).metrics[res.metric],
+                       rows=table["rows"], plot=str(out / "sweep.png") if plotted else None)
+
+
+@stage(wanted=lambda r: r.teacher.enabled)
+def teacher(ctx: BuildContext) -> StageRecord:
+    """The full fine-tuning reference: every trunk layer, from depth 0."""
+    from mtbranch.sdk.train import BranchInfo, train
+
+    r, n = ctx.recipe, ctx.trunk_layers
+    res = train(ctx.source, r.task_name, ctx.train_data, ctx.dev_data, layers=n, depth=0,
+                cfg=ctx.config(epochs=r.teacher.epochs, lr=r.teacher.lr),
+                info=BranchInfo(name=f"{r.branch.name}-teacher", version=r.branch.version),
+                out_dir=ctx.out / "teacher", labels=r.data.labels)
+    return StageRecord(branch=str(ctx.out / "teacher"), metric=res.metric, layers=n, depth=0,
+                       value=res.metrics[res.metric])
+
+
+def _check_teacher(ctx: BuildContext) -> None:
+    if "teacher" in ctx.records:
+        from mtbranch.sdk.tasks import lower_is_better
+
+        teacher = ctx.records["teacher"]
+        _warn_weak_teacher(dict(teacher), dict(ctx.records["sweep"]),
+                           lower_is_better(ctx.recipe.task_name, str(teacher.metric)))
+
+
+@stage(wanted=lambda r: r.distill.enabled, due=lambda ctx: ctx.recipe.distill.min_layers <= ctx.largest_student,
+       before=_check_teacher)
+def distill(ctx: BuildContext) -> StageRecord:
+    """The smallest student (min_layers up) whose dev metric keeps ``retention`` of the reference; with
+    include_selected, else a student as large as the swept branch when it beats it."""
+    from mtbranch.sdk.distill import distill as run_distill
+    from mtbranch.sdk.train import DistillSpec
+
+    r, swept = ctx.recipe, ctx.records["sweep"]
+    teacher_dir = Path(str(ctx.records["teacher"].branch if r.teacher.enabled else swept.branch))
+    goal = r.distill.retention * ctx.reference.value
+    tried: list[dict[str, Any]] = []
+    for layers in range(r.distill.min_layers, ctx.largest_student + 1):
+        depth = ctx.trunk_layers - layers if r.teacher.enabled else _depth(swept)
+        dest = ctx.out / "students" / f"l{layers}"
+        res = run_distill(ctx.source, teacher_dir, ctx.train_data, ctx.dev_data, student_layers=layers,
+                          student_depth=depth, spec=DistillSpec(alpha=r.distill.alpha,
+                                                                temperature=r.distill.temperature),
+                          cfg=ctx.config(), info=ctx.info, out_dir=dest)
+        value = res.student.metrics[res.metric]
+        tried.append({"layers": layers, "depth": depth, "value": value, "branch": str(dest)})
+        ctx.on_event(f"[distill] student l={layers} at depth {depth}: dev {res.metric} {value:.4f} "
+                     f"(goal {goal:.4f})")
+        kept = StageRecord(branch=str(dest), layers=layers, depth=depth, value=value, goal=goal, tried=tried)
+        if layers < _layers(swept) and value >= goal:
+            return kept  # fewer layers, and the retention goal holds
+        if layers == _layers(swept) and value > _value(swept):
+            return kept  # as large as the swept branch, and better than it
+    return StageRecord(branch=None, goal=goal, tried=tried)  # no student beat the swept branch
+
+
+@stage()
+def export(ctx: BuildContext) -> StageRecord:
+    """The chosen branch under the recipe's name, with the recipe and every stage's metric in its provenance."""
+    from mtbranch.branch.model import load_branch, save_branch
+
+    final, reference = ctx.chosen, ctx.reference
+    branch = load_branch(str(final.branch))
+    m = branch.manifest
+    stages = {k: {x: v[x] for x in ("layers", "depth", "value", "metric", "goal") if x in v}
+              for k, v in ctx.state.data["stages"].items()}
+    # retention is the share of a teacher's metric kept: without a teacher there is nothing to keep a share of
+    retention = (_value(final) / reference.value if reference.value and reference.source == "teacher" else None)
+    build = {"recipe": ctx.recipe.model_dump(mode="json"), "recipe_sha256": ctx.recipe_sha256, "stages": stages,
+             "reference": asdict(reference), "retention": retention}
+    b = ctx.recipe.branch
+    branch.manifest = m.model_copy(update={"name": b.name, "version": b.version, "owner": b.owner,
+                                           "description": b.description,
+                                           "training": {**m.training, "build": build}})
+    save_branch(branch, ctx.out / "branch")
+    return StageRecord(branch=str(ctx.out / "branch"), layers=final.layers, depth=final.depth, value=final.value,
+                       retention=retention)
+
+
+STAGES: list[Stage] = [sweep, teacher, distill, export]
+
+
+def run_stage(ctx: BuildContext, step: Stage) -> None:
+    """Reuse the stage's finished record when its inputs are unchanged (and its branch is the one this build
+    wrote), else run it and record it in the state; either way its record joins ``ctx.records``."""
+    from mtbranch.sdk.build_state import check_stage
+
+    name, inputs = step.name, ctx.inputs[step.name]
+    rec = ctx.state.done(name, inputs)
+    if rec is not None:
+        check_stage(name, rec.model_dump(exclude_unset=True), ctx.out, ctx.recipe.branch.name,
+                    ctx.source.fingerprints, ctx.state.path)
+        ctx.on_event(f"[{name}] done in an earlier run: {_summary(rec)}")
+    else:
+        earlier = name in ctx.state.data["stages"]
+        ctx.on_event(f"[{name}] running" + (" (its inputs changed since the earlier run)" if earlier else ""))
+        made = step.make(ctx)
+        rec = StageRecord(**made.model_dump(exclude_unset=True), inputs=inputs)
+        ctx.state.finish(name, rec)
+        ctx.on_event(f"[{name}] finished: {_summary(rec)}")
+    ctx.records[name] = rec
+
+
 def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, progress: bool = True,
               on_event: Event = print) -> dict[str, Any]:
     """Run (or resume) every stage of the recipe; returns the build state (stage records)."""
     recipe, base, sha = read_recipe(recipe_path)
     out = guard_out(recipe, base, recipe_path)
     with build_lock(out):
-        return _run_stages(recipe, base, sha, out, recipe_path, restart=restart, progress=progress,
-                           on_event=on_event)
+        ctx = open_build(recipe, base, sha, out, recipe_path, restart=restart, progress=progress,
+                         on_event=on_event)
+        for step in STAGES:
+            if step.wanted(recipe):
+                step.before(ctx)
+                if step.due(ctx):
+                    run_stage(ctx, step)
+        return ctx.state.data
 
 
-def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: str | os.PathLike[str], *,
-                restart: bool, progress: bool, on_event: Event) -> dict[str, Any]:
-    from mtbranch.branch.model import load_branch, save_branch
-    from mtbranch.sdk.build_state import check_stage
-    from mtbranch.sdk.distill import distill
-    from mtbranch.sdk.sweep import sweep
-    from mtbranch.sdk.train import BranchInfo, train
+def open_build(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: str | os.PathLike[str], *,
+               restart: bool, progress: bool, on_event: Event) -> BuildContext:
+    """The build's context: its state (read first: a broken one is refused before any work), the trunk, the data,
+    each stage's input fingerprint; the stages the recipe no longer asks for are forgotten."""
+    from mtbranch.sdk.train import BranchInfo
     from mtbranch.trunk.source import resolve_trunk
 
     state = BuildState(out, sha, restart=restart)
-    task = recipe.task_name
     source = resolve_trunk(_resolve(base, recipe.task.trunk))
     n = source.num_layers
     if recipe.sweep.max_layers > n:
         raise MtbranchError(f"recipe field 'sweep.max_layers' is {recipe.sweep.max_layers}, the trunk has {n} layers",
-                         path=str(recipe_path))
-    train_data = _load(task, _under(base, recipe.data.train), recipe.data)
+                            path=str(recipe_path))
+    train_data = _load(recipe.task_name, _under(base, recipe.data.train), recipe.data)
     if recipe.data.dev is not None:
-        dev_data = _load(task, _under(base, recipe.data.dev), recipe.data)
+        dev_data = _load(recipe.task_name, _under(base, recipe.data.dev), recipe.data)
     else:
         from mtbranch.sdk.data import split_dev
 
         train_data, dev_data = split_dev(train_data, recipe.data.dev_split or 0.0, recipe.train.seed)
-    info = BranchInfo(name=recipe.branch.name, version=recipe.branch.version, owner=recipe.branch.owner,
-                      description=recipe.branch.description)
-    cache = out / "cache"
-    labels = recipe.data.labels
+    b = recipe.branch
+    info = BranchInfo(name=b.name, version=b.version, owner=b.owner, description=b.description)
     inputs = stage_inputs(recipe, sha, source.fingerprints[-1], train_data.sources + dev_data.sources)
-    for name, enabled in (("teacher", recipe.teacher.enabled), ("distill", recipe.distill.enabled)):
-        if not enabled:
-            state.drop(name)
-
-    def stage(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        rec = state.done(name, inputs[name])
-        if rec is not None:
-            check_stage(name, rec, out, recipe.branch.name, source.fingerprints, state.path)
-            on_event(f"[{name}] done in an earlier run: {_summary(rec)}")
-            return rec
-        earlier = name in state.data["stages"]
-        on_event(f"[{name}] running" + (" (its inputs changed since the earlier run)" if earlier else ""))
-        rec = {**run(), "inputs": inputs[name]}
-        state.finish(name, rec)
-        on_event(f"[{name}] finished: {_summary(rec)}")
-        return rec
-
-    def run_sweep() -> dict[str, Any]:
-        res = sweep(source, task, train_data, dev_data, min_layers=recipe.sweep.min_layers,
-                    max_layers=recipe.sweep.max_layers, rule=recipe.sweep.rule, cfg=_config(recipe, cache, progress),
-                    info=info, out_dir=out / "sweep-branch", labels=labels,
-                    on_start=lambda L, depth: on_event(f"[sweep] L={L} at depth {depth}: training"),
-                    on_row=lambda row: on_event(f"[sweep] L={row.layers}: dev "
-                                                f"{', '.join(f'{k} {v:.4f}' for k, v in row.metrics.items())}"))
-        table = res.to_json()
-        write_text_atomic(out / "sweep.json", json.dumps(table, indent=2) + "\n")
-        plotted = _plot_sweep(table, out / "sweep.png", f"{recipe.branch.name}: dev {res.metric} vs layers")
-        return {"branch": str(out / "sweep-branch"), "metric": res.metric, "layers": res.selected,
-                "depth": n - res.selected, "value": res.row(res.selected).metrics[res.metric],
-                "rows": table["rows"], "plot": str(out / "sweep.png") if plotted else None}
-
-    swept = stage("sweep", run_sweep)
-    reference = {"source": "sweep", "value": swept["value"]}
-    if recipe.teacher.enabled:
-        def run_teacher() -> dict[str, Any]:
-            cfg = _config(recipe, cache, progress, epochs=recipe.teacher.epochs, lr=recipe.teacher.lr)
-            res = train(source, task, train_data, dev_data, layers=n, depth=0, cfg=cfg,
-                        info=BranchInfo(name=f"{recipe.branch.name}-teacher", version=recipe.branch.version),
-                        out_dir=out / "teacher", labels=labels)
-            return {"branch": str(out / "teacher"), "metric": res.metric, "layers": n, "depth": 0,
-                    "value": res.metrics[res.metric]}
-
-        teacher = stage("teacher", run_teacher)
-        reference = {"source": "teacher", "value": teacher["value"]}
-        if recipe.distill.enabled:
-            _warn_weak_teacher(teacher, swept)
-    final = {"branch": swept["branch"], "layers": swept["layers"], "depth": swept["depth"], "value": swept["value"]}
-    largest = swept["layers"] + (1 if recipe.distill.include_selected else 0)  # students: min_layers..largest-1
-    if recipe.distill.enabled and recipe.distill.min_layers < largest:
-        def run_distill() -> dict[str, Any]:
-            from mtbranch.sdk.train import DistillSpec
-
-            teacher_dir = Path(state.data["stages"]["teacher"]["branch"]) if recipe.teacher.enabled \
-                else Path(swept["branch"])
-            goal = recipe.distill.retention * reference["value"]
-            tried = []
-            for layers in range(recipe.distill.min_layers, largest):
-                depth = n - layers if recipe.teacher.enabled else swept["depth"]
-                dest = out / "students" / f"l{layers}"
-                res = distill(source, teacher_dir, train_data, dev_data, student_layers=layers,
-                              student_depth=depth, spec=DistillSpec(alpha=recipe.distill.alpha,
-                                                                    temperature=recipe.distill.temperature),
-                              cfg=_config(recipe, cache, progress), info=info, out_dir=dest)
-                value = res.student.metrics[res.metric]
-                tried.append({"layers": layers, "depth": depth, "value": value, "branch": str(dest)})
-                on_event(f"[distill] student l={layers} at depth {depth}: dev {res.metric} {value:.4f} "
-                         f"(goal {goal:.4f})")
-                kept = {"branch": str(dest), "layers": layers, "depth": depth, "value": value, "goal": goal,
-                        "tried": tried}
-                if layers < swept["layers"] and value >= goal:
-                    return kept  # fewer layers, and the retention goal holds
-                if layers == swept["layers"] and value > swept["value"]:
-                    return kept  # as large as the swept branch, and better than it
-            return {"branch": None, "goal": goal, "tried": tried}  # no student beat the swept branch
-
-        dist = stage("distill", run_distill)
-        if dist.get("branch"):
-            final = {k: dist[k] for k in ("branch", "layers", "depth", "value")}
-
-    def run_export() -> dict[str, Any]:
-        branch = load_branch(final["branch"])
-        m = branch.manifest
-        stages = {k: {x: v[x] for x in ("layers", "depth", "value", "metric", "goal") if x in v}
-                  for k, v in state.data["stages"].items()}
-        # retention is the share of a teacher's metric kept: without a teacher there is nothing to keep a share of
-        build = {"recipe": recipe.model_dump(mode="json"), "recipe_sha256": sha, "stages": stages,
-                 "reference": reference, "retention": final["value"] / reference["value"]
-                 if reference["value"] and reference["source"] == "teacher" else None}
-        b = recipe.branch
-        branch.manifest = m.model_copy(update={"name": b.name, "version": b.version, "owner": b.owner,
-                                               "description": b.description,
-                                               "training": {**m.training, "build": build}})
-        save_branch(branch, out / "branch")
-        return {"branch": str(out / "branch"), **{k: final[k] for k in ("layers", "depth", "value")},
-                "retention": build["retention"]}
-
-    stage("export", run_export)
-    return state.data
+    for step in STAGES:
+        if not step.wanted(recipe):
+            state.drop(step.name)
+    return BuildContext(recipe, sha, recipe_path, out, state, source, train_data, dev_data, info, inputs, progress,
+                        on_event)
 
 
-def _warn_weak_teacher(teacher: dict[str, Any], swept: dict[str, Any]) -> None:
+def _value(rec: StageRecord) -> float:
+    assert rec.value is not None  # sweep, teacher and kept students always score
+    return rec.value
+
+
+def _layers(rec: StageRecord) -> int:
+    assert rec.layers is not None
+    return rec.layers
+
+
+def _depth(rec: StageRecord) -> int:
+    assert rec.depth is not None
+    return rec.depth
+
+
+def _warn_weak_teacher(teacher: dict[str, Any], swept: dict[str, Any], lower_is_better: bool = False) -> None:
     """A teacher scoring below the branch it should teach: distilling from it is unlikely to help."""
-    lower_is_better = teacher.get("metric") == "mse"
     if (teacher["value"] > swept["value"]) if lower_is_better else (teacher["value"] < swept["value"]):
         log.warning("the teacher's dev %s %.4f is below the swept branch's %.4f (L=%s): distilling from it is "
                     "unlikely to beat the swept branch; give the teacher more epochs or another lr in [teacher]",
                     teacher.get("metric", "metric"), teacher["value"], swept["value"], swept["layers"])
 
 
-def _summary(rec: dict[str, Any]) -> str:
+def _summary(rec: StageRecord) -> str:
     parts = []
-    if "layers" in rec:
-        parts.append(f"L={rec['layers']} at depth {rec['depth']}")
-    if rec.get("value") is not None:
-        parts.append(f"dev {rec.get('metric', 'metric')} {rec['value']:.4f}")
-    if rec.get("retention") is not None:
-        parts.append(f"retention {100 * rec['retention']:.2f}%")
-    if "branch" in rec and rec["branch"] is None:
+    if rec.layers is not None:
+        parts.append(f"L={rec.layers} at depth {rec.depth}")
+    if rec.value is not None:
+        parts.append(f"dev {rec.metric or 'metric'} {rec.value:.4f}")
+    if rec.retention is not None:
+        parts.append(f"retention {100 * rec.retention:.2f}%")
+    if "branch" in rec.model_fields_set and rec.branch is None:
         parts.append("no student met the retention goal or beat the swept branch; the sweep's branch is kept")
     return ", ".join(parts) or "ok"

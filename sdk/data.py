@@ -12,16 +12,19 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from mtbranch.errors import MtbranchError
+from mtbranch.heads.training import LabelError
 from mtbranch.io.files import no_duplicate_keys, sha256_file
 from mtbranch.spec.heads import is_bio_tag
 
 Column = int | str
 LabelKind = Literal["class", "score"]
+LabelReader = Callable[[Any], Any]  # a label cell -> the example's label; ValueError (LabelError) for a bad one
 
 
 class DataError(MtbranchError):
@@ -37,7 +40,7 @@ class DataError(MtbranchError):
 class TextExample:
     text: str
     pair: str | None = None
-    label: str | float | None = None  # class name, or a float score for regression
+    label: Any = None  # as the task's label reader returns it: a class name, a float score, a tuple of names...
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,10 @@ class TokenExample:
 
 @dataclass
 class TableSpec:
-    """How to read a table: which columns hold the text, the optional pair text and the label."""
+    """How to read a table: which columns hold the text, the optional pair text and the label.
+
+    ``read_label`` (a task's label reader, :attr:`mtbranch.heads.training.HeadTraining.read_label`) reads the
+    label cell; without one, ``label_kind`` picks the built-in class-name or score reader."""
 
     text: Column = 0
     pair: Column | None = None
@@ -58,6 +64,10 @@ class TableSpec:
     quote_none: bool = False
     fmt: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
     encoding: str = "utf-8-sig"  # tolerates a BOM (GLUE's MRPC files start with one)
+    read_label: LabelReader | None = None
+
+    def label_reader(self) -> LabelReader:
+        return self.read_label or LABEL_READERS[self.label_kind]
 
 
 @dataclass
@@ -214,24 +224,39 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _label(value: Any, kind: LabelKind, path: Path, line: int) -> str | float:
-    if kind == "score":
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise DataError(f"score is a {_json_type(value)}, not a number", path=path, line=line)
-        try:
-            score = float(value)
-        except (ValueError, OverflowError):
-            raise DataError(f"score {_show(value)} is not a number", path=path, line=line) from None
-        if not math.isfinite(score):
-            raise DataError(f"score {_show(value)} is not a finite number", path=path, line=line,
-                            hint="regression scores must be finite (no nan, inf, or values beyond 1.8e308)")
-        return score
+def read_score(value: Any) -> float:
+    """A regression label: a finite number (a JSON number or a numeric string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise LabelError(f"score is a {_json_type(value)}, not a number")
+    try:
+        score = float(value)
+    except (ValueError, OverflowError):
+        raise LabelError(f"score {_show(value)} is not a number") from None
+    if not math.isfinite(score):
+        raise LabelError(f"score {_show(value)} is not a finite number",
+                         hint="regression scores must be finite (no nan, inf, or values beyond 1.8e308)")
+    return score
+
+
+def read_class_label(value: Any) -> str:
+    """A class label: a non-empty string or an integer, as a stripped string."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise DataError("empty label", path=path, line=line)
+        raise LabelError("empty label")
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise DataError(f"label is a {_json_type(value)}, not a class name", path=path, line=line,
-                        hint="class labels are strings or integers; for numeric targets train a regression task")
+        raise LabelError(f"label is a {_json_type(value)}, not a class name",
+                         hint="class labels are strings or integers; for numeric targets train a regression task")
     return str(value).strip()
+
+
+LABEL_READERS: dict[str, LabelReader] = {"class": read_class_label, "score": read_score}
+
+
+def _label(value: Any, read: LabelReader, path: Path, line: int) -> Any:
+    """``read(value)``, a refusal turned into a DataError naming the file and line."""
+    try:
+        return read(value)
+    except ValueError as exc:
+        raise DataError(str(exc), path=path, line=line, hint=getattr(exc, "hint", None)) from None
 
 
 def _json_type(value: Any) -> str:
@@ -321,7 +346,7 @@ def read_table(path: str | os.PathLike[str], spec: TableSpec | None = None) -> l
         text = _text(_pick(row, spec.text, names, p, n, "text"), p, n, "text")
         pair = None if spec.pair is None else _text(_pick(row, spec.pair, names, p, n, "pair"), p, n, "pair")
         label = None if spec.label is None else _label(_pick(row, spec.label, names, p, n, "label"),
-                                                       spec.label_kind, p, n)
+                                                       spec.label_reader(), p, n)
         out.append(TextExample(text, pair, label))
     if not out:
         raise DataError("no examples in the file", path=p)
@@ -392,7 +417,8 @@ def read_seq_files(seq_in: str | os.PathLike[str], seq_out: str | os.PathLike[st
 TOKEN_FOLDER = ("seq.in", "seq.out")
 LABEL_FOLDER = ("seq.in", "label")
 MULTI_LABEL_HINT = ("labels joined by '#' name several intents of one utterance: they are trained as one class each "
-                    "(the combination), see docs/cli.md \"Labels joined by '#'\"")
+                    "(the combination); a multi-label head type (examples/head-multilabel) trains them as a set, see "
+                    "docs/cli.md \"Labels joined by '#'\"")
 
 
 def _folder_files(folder: Path, names: tuple[str, ...], task: str) -> list[Path]:
@@ -412,7 +438,7 @@ def load_token_data(path: str | os.PathLike[str], spec: ConllSpec | None = None)
     """A CoNLL file, or a directory holding ``seq.in`` and ``seq.out``."""
     p = Path(path)
     if p.is_dir():
-        files = _folder_files(p, TOKEN_FOLDER, "token-classification")
+        files = _folder_files(p, TOKEN_FOLDER, "token/tag")
         seq_in, seq_out = files
         return Dataset(read_seq_files(seq_in, seq_out, encoding=(spec or ConllSpec()).encoding),
                        [_source(f) for f in files])
@@ -420,9 +446,10 @@ def load_token_data(path: str | os.PathLike[str], spec: ConllSpec | None = None)
 
 
 def read_seq_labels(seq_in: str | os.PathLike[str], label: str | os.PathLike[str],
-                    encoding: str = "utf-8-sig") -> list[TextExample]:
+                    encoding: str = "utf-8-sig", read_label: LabelReader = read_class_label) -> list[TextExample]:
     """Aligned text/label line files (SNIPS/ATIS intents): line i of ``seq.in`` is the text, of ``label`` its
-    class. The text's tokens are joined by single spaces, as the branch will see a typed sentence."""
+    label, read by ``read_label`` (default: one class name). The text's tokens are joined by single spaces, as
+    the branch will see a typed sentence."""
     pin, plab = Path(seq_in), Path(label)
     texts, labels = (_seq_lines(f, encoding) for f in (pin, plab))
     if len(texts) != len(labels):
@@ -435,10 +462,10 @@ def read_seq_labels(seq_in: str | os.PathLike[str], label: str | os.PathLike[str
         if not text.strip() or not lab.strip():
             raise DataError(f"an empty {'text' if not text.strip() else 'label'}", path=plab if text.strip() else pin,
                             line=n)
-        out.append(TextExample(" ".join(text.split()), None, lab.strip()))
+        out.append(TextExample(" ".join(text.split()), None, _label(lab.strip(), read_label, plab, n)))
     if not out:
         raise DataError("no utterances in the files", path=pin)
-    joined = sum(1 for e in out if "#" in str(e.label))
+    joined = sum(1 for e in out if isinstance(e.label, str) and "#" in e.label)
     if joined:
         import logging
 
@@ -464,12 +491,13 @@ def load_table_data(path: str | os.PathLike[str], spec: TableSpec | None = None)
     p = Path(path)
     if p.is_dir():
         spec = spec or TableSpec()
-        if spec.label_kind != "class" or spec.pair is not None:
+        if spec.label_reader() is read_score or spec.pair is not None:
             raise DataError("a data folder (seq.in + label) holds single texts with class labels", path=p,
                             hint="for regression or text pairs give a TSV/CSV/JSONL table")
-        files = _folder_files(p, LABEL_FOLDER, "classification")
+        files = _folder_files(p, LABEL_FOLDER, "text/label")
         seq_in, label = files
-        return Dataset(read_seq_labels(seq_in, label, encoding=spec.encoding), [_source(f) for f in files])
+        return Dataset(read_seq_labels(seq_in, label, encoding=spec.encoding, read_label=spec.label_reader()),
+                       [_source(f) for f in files])
     return Dataset(read_table(p, spec), [_source(p)])
 
 
@@ -477,12 +505,16 @@ def load_task_data(task: str, path: str | os.PathLike[str], *, text_col: str = "
                    label_col: str = "1", header: bool = True, quote_none: bool = False,
                    fmt: Literal["auto", "tsv", "csv", "jsonl"] = "auto", tag_col: int = -1,
                    encoding: str = "utf-8-sig") -> Dataset:
-    """Read one split for an SDK task: CoNLL / seq files for token classification, else a table whose columns
-    are given as the CLI and build recipes give them (an index or a header name)."""
-    if task == "token_classification":
+    """Read one split for an SDK task (a trainable head type, :mod:`mtbranch.sdk.tasks`): CoNLL / seq files for
+    token data, else a table whose columns are given as the CLI and build recipes give them (an index or a header
+    name) and whose label cells the task's label reader reads."""
+    from mtbranch.sdk.tasks import get_task
+
+    training = get_task(task).training
+    if training.data == "tokens":
         return load_token_data(path, ConllSpec(tag_col=tag_col, encoding=encoding))
     spec = TableSpec(text=parse_column(text_col), pair=None if pair_col is None else parse_column(pair_col),
-                     label=parse_column(label_col), label_kind="score" if task == "regression" else "class",
+                     label=parse_column(label_col), read_label=training.read_label,
                      header=header, quote_none=quote_none, fmt=fmt, encoding=encoding)
     return load_table_data(path, spec)
 

@@ -29,9 +29,9 @@ from mtbranch.branch.model import BranchModule, load_branch
 from mtbranch.errors import MtbranchError
 from mtbranch.sdk.data import Dataset
 from mtbranch.sdk.metrics import IGNORE_INDEX
+from mtbranch.sdk.tasks import get_task
 from mtbranch.sdk.train import BranchInfo, DistillSpec, Prepared, TrainConfig, TrainResult, collate, fit, prepare
 from mtbranch.sdk.train import FeatureDataset as _FeatureDataset
-from mtbranch.spec.heads import BUILTIN_HEAD_TYPES, TOKEN_CLASSIFICATION
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest
 from mtbranch.trunk.source import TrunkSource, resolve_trunk
 
@@ -104,8 +104,7 @@ def distill(trunk: str | os.PathLike[str] | TrunkSource, teacher_dir: str | os.P
     if not 0 <= student_layers < m.num_layers:
         raise MtbranchError(f"the student needs fewer layers than the teacher's {m.num_layers}, "
                             f"got {student_layers}", path=str(teacher_dir))
-    if m.head.type not in BUILTIN_HEAD_TYPES:
-        raise MtbranchError(f"distillation supports built-in heads, not {m.head.type!r}", path=str(teacher_dir))
+    _trainable(m, str(teacher_dir))
     if not 0.0 <= spec.alpha <= 1.0 or spec.temperature <= 0:
         raise MtbranchError("need 0 <= alpha <= 1 and temperature > 0")
     source = trunk if isinstance(trunk, TrunkSource) else resolve_trunk(str(trunk))
@@ -116,13 +115,13 @@ def distill(trunk: str | os.PathLike[str] | TrunkSource, teacher_dir: str | os.P
     cfg.max_length = m.tokenizer.max_length
     cfg.pooling = m.pooling
     cfg.projection = m.projection
-    labels = getattr(m.head, "labels", None)
-    task = m.head.type  # a built-in head type is also the SDK task name
-    prep = prepare(source, task, train_data, dev_data, cfg, [m.attach_depth], labels=labels)  # type: ignore[arg-type]
+    labels = teacher_labels(teacher)
+    task = m.head.type  # a trainable head type is also the SDK task name
+    prep = prepare(source, task, train_data, dev_data, cfg, [m.attach_depth], labels=labels)
     teacher_train = branch_outputs(teacher, prep, "train")
-    from mtbranch.sdk.metrics import DEFAULT_METRIC, compute_metrics
+    from mtbranch.sdk.metrics import compute_metrics
 
-    metric = cfg.metric or DEFAULT_METRIC[task]
+    metric = cfg.metric or prep.training.default_metric
     teacher_metrics = _metrics_of(prep, branch_outputs(teacher, prep, "dev"), compute_metrics)
     info = info or BranchInfo(name=f"{m.name}-l{student_layers}", version=m.version, owner=m.owner)
     extra = {"distillation": {"teacher": {"name": m.name, "version": m.version, "path": str(Path(teacher_dir)),
@@ -155,8 +154,7 @@ def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: Bran
     """A student at ``student_depth`` >= the teacher's depth, initialised from the trunk or ``init_dir``."""
     m = teacher.manifest
     where = str(teacher_dir / MANIFEST_NAME)
-    if m.head.type not in BUILTIN_HEAD_TYPES:
-        raise MtbranchError(f"distillation supports built-in heads, not {m.head.type!r}", path=where)
+    _trainable(m, where)
     if not 0.0 <= spec.alpha <= 1.0 or spec.temperature <= 0:
         raise MtbranchError("need 0 <= alpha <= 1 and temperature > 0")
     if student_depth < m.attach_depth:
@@ -175,7 +173,7 @@ def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: Bran
     cfg.max_length = m.tokenizer.max_length
     cfg.pooling = m.pooling
     cfg.projection = m.projection
-    labels = getattr(m.head, "labels", None)
+    labels = teacher_labels(teacher)
     init_state: dict[str, torch.Tensor] | None = None
     init_desc = f"trunk layers {student_depth + 1}..{student_depth + student_layers}" if student_layers else "none"
     init_record: dict[str, Any] = {"from": "trunk", "description": init_desc}
@@ -188,9 +186,9 @@ def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: Bran
                                 f"student {student_layers} at depth {student_depth}", path=iwhere,
                                 hint="pass an init branch with the student's depth and layers, or leave --init "
                                      "out to start from the trunk layers")
-        if im.head.type != m.head.type or getattr(im.head, "labels", None) != labels:
+        if im.head.type != m.head.type or teacher_labels(init) != labels:
             raise MtbranchError(f"the init branch's head ({im.head.type}, labels "
-                                f"{getattr(im.head, 'labels', None)}) differs from the teacher's ({m.head.type}, "
+                                f"{teacher_labels(init)}) differs from the teacher's ({m.head.type}, "
                                 f"labels {labels})", path=iwhere, hint="use an init branch of the teacher's task")
         _check_same_trunk(source, im, init_dir, "init branch")
         cfg.pooling, cfg.projection = im.pooling, im.projection
@@ -198,13 +196,13 @@ def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: Bran
         init_desc = f"branch {im.name} {im.version} ({init_dir})"
         init_record = {"from": "branch", "description": init_desc, "name": im.name, "version": im.version,
                        "path": str(init_dir), "sha256": im.weights.sha256}
-    task = m.head.type  # a built-in head type is also the SDK task name
+    task = m.head.type  # a trainable head type is also the SDK task name
     depths = sorted({m.attach_depth, student_depth})
-    prep = prepare(source, task, train_data, dev_data, cfg, depths, labels=labels)  # type: ignore[arg-type]
+    prep = prepare(source, task, train_data, dev_data, cfg, depths, labels=labels)
     teacher_train = branch_outputs(teacher, prep, "train")
-    from mtbranch.sdk.metrics import DEFAULT_METRIC, compute_metrics
+    from mtbranch.sdk.metrics import compute_metrics
 
-    metric = cfg.metric or DEFAULT_METRIC[task]
+    metric = cfg.metric or prep.training.default_metric
     teacher_metrics = _metrics_of(prep, branch_outputs(teacher, prep, "dev"), compute_metrics)
     if m.attach_depth != student_depth:  # the teacher's features are no longer needed: free them
         prep.train_features.pop(m.attach_depth, None)
@@ -220,8 +218,22 @@ def _distill_to_depth(trunk: str | os.PathLike[str] | TrunkSource, teacher: Bran
     return DistillResult(teacher_metrics, student, metric)
 
 
+def _trainable(m: BranchManifest, where: str) -> None:
+    """The teacher's head type has a training side (a built-in one, or a plugin's that registers one)."""
+    try:
+        get_task(m.head.type)
+    except MtbranchError as exc:
+        raise MtbranchError(f"cannot distill branch {m.name!r}: {exc.message}", path=where, hint=exc.hint) from None
+
+
+def teacher_labels(branch: BranchModule) -> list[str] | None:
+    """The label names of a branch's head (its spec's ``labels``; a plugin head's as its own spec model reads them),
+    the student's label list; None for a head without names (regression)."""
+    return getattr(branch.head_spec, "labels", None)
+
+
 def _metrics_of(prep: Prepared, outputs: list[np.ndarray], compute: object) -> dict[str, float]:
-    if prep.task == TOKEN_CLASSIFICATION:
+    if prep.training.data == "tokens":
         width = max(o.shape[0] for o in outputs)
         arr = np.full((len(outputs), width, outputs[0].shape[-1]), float(IGNORE_INDEX), dtype=np.float32)
         lab = np.full((len(outputs), width), IGNORE_INDEX, dtype=np.int64)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -57,15 +57,18 @@ class Encoded:
 
 
 def encode_texts(tokenizer: Any, examples: Sequence[TextExample], max_length: int,
-                 label2id: dict[str, int] | None) -> Encoded:
-    """Single texts or pairs; class labels are mapped through ``label2id``, scores kept as floats."""
+                 label2id: dict[str, int] | None, *, encode: Callable[[Any], Any] | None = None) -> Encoded:
+    """Single texts or pairs; each label becomes its target by ``encode`` (a task's, see
+    :mod:`mtbranch.sdk.tasks`), else class labels are mapped through ``label2id`` and scores kept as floats."""
     texts = [e.text for e in examples]
     pairs = [e.pair or "" for e in examples] if any(e.pair is not None for e in examples) else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     types = enc.get("token_type_ids") or [[0] * len(ids) for ids in enc["input_ids"]]
     labels: list[Any] = []
     for e in examples:
-        if label2id is None:
+        if encode is not None:
+            labels.append(encode(e.label))
+        elif label2id is None:
             labels.append(float(e.label) if e.label is not None else 0.0)
         else:
             labels.append(label2id[str(e.label)])

@@ -1,4 +1,7 @@
-"""Task metrics from scikit-learn, scipy and seqeval, computed from raw head outputs."""
+"""The built-in head types' metrics from scikit-learn, scipy and seqeval, computed from raw head outputs.
+
+Which metrics a task has, and its default, are on its head type's training side (:mod:`mtbranch.sdk.tasks`).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from mtbranch.spec.heads import CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
-
 IGNORE_INDEX = -100  # the one home: label of positions no loss or metric counts (torch's cross_entropy default)
-DEFAULT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson", TOKEN_CLASSIFICATION: "entity_f1"}
-METRICS = {
-    CLASSIFICATION: ("accuracy", "f1", "macro_f1", "matthews"),
-    REGRESSION: ("pearson", "spearman", "mse"),
-    TOKEN_CLASSIFICATION: ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"),
-}
+CLASSIFICATION_METRICS = ("accuracy", "f1", "macro_f1", "matthews")
+REGRESSION_METRICS = ("pearson", "spearman", "mse")
+TOKEN_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -87,11 +85,7 @@ def token_metrics(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> d
 
 def compute_metrics(task: str, outputs: np.ndarray, labels: np.ndarray,
                     label_names: list[str] | None = None) -> dict[str, float]:
-    if task == "classification":
-        return classification_metrics(outputs, labels)
-    if task == "regression":
-        return regression_metrics(outputs, labels)
-    if task == "token_classification":
-        assert label_names is not None
-        return token_metrics(outputs, labels, label_names)
-    raise ValueError(f"no metrics for task {task!r}")
+    """The metrics of ``task`` (a trainable head type's name), by its training side's ``score``."""
+    from mtbranch.sdk.tasks import get_task
+
+    return get_task(task).training.score(outputs, labels, label_names)

@@ -10,8 +10,9 @@ checkpoint imported as a branch: consolidation):
    soft targets only), for each L in a layer range at depth ``trunk layers - L`` as ``build`` sweeps, from one
    trunk feature pass;
 3. **selection without labels**: the teacher's outputs on held-out unlabelled texts are the dev set, so the
-   dev metric is agreement with the teacher (accuracy for classification, Pearson for regression, word-tag
-   entity F1 for tagging), and L is picked from it by ``build``'s rule; ``dev`` data gives the real metric beside;
+   dev metric is agreement with the teacher (the task's default metric: accuracy for classification, Pearson for
+   regression, word-tag entity F1 for tagging, a plugin head type's own), and L is picked from it by ``build``'s
+   rule; ``dev`` data gives the real metric beside;
 4. **export** to ``OUT/branches/<name>`` bound to the new trunk, version bumped, with the migration's
    provenance (teacher sha256, texts sha256, agreement) in the manifest.
 
@@ -37,13 +38,12 @@ from mtbranch.io.atomic import write_bytes_atomic, write_text_atomic
 from mtbranch.io.files import sha256_file
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
 from mtbranch.sdk.metrics import IGNORE_INDEX
-from mtbranch.spec.heads import CLASSIFICATION, REGRESSION, TOKEN_CLASSIFICATION
+from mtbranch.sdk.tasks import Task, get_task
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, read_manifest
 
 STATE_NAME = "migrate-state.json"
 REPORT_NAME = "migrate-report.json"
 STATE_FORMAT = "mtbranch-migrate-1"
-AGREEMENT_METRIC = {CLASSIFICATION: "accuracy", REGRESSION: "pearson", TOKEN_CLASSIFICATION: "entity_f1"}
 UNKNOWN_LIMIT = 0.5  # more [UNK] than this among a sample's tokens: the tokenizer cannot read the texts
 Event = Callable[[str], None]
 
@@ -221,10 +221,19 @@ def texts_digest(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+def _task(m: BranchManifest) -> Task:
+    return get_task(m.head.type)
+
+
+def _tokens(m: BranchManifest) -> bool:
+    """The branch's task reads token/tag data (its outputs are per token)."""
+    return _task(m).training.data == "tokens"
+
+
 def examples_for(m: BranchManifest, texts: list[str], where: str) -> list[Any]:
     """Unlabelled examples in the branch's input form: texts, (text, pair) from tab-separated lines, or the
     whitespace words of each text for token tasks."""
-    if m.head.type == TOKEN_CLASSIFICATION:
+    if _tokens(m):
         return [TokenExample(t.split("\t")[0].split(), []) for t in texts]
     if m.tokenizer.input_signature == "pair":
         out = []
@@ -272,7 +281,7 @@ def keep_words(examples: list[Any], tokenizers: Sequence[Any]) -> list[Any]:
 
 def gold_examples(m: BranchManifest, gold: Dataset, tokenizers: Sequence[Any]) -> list[Any]:
     """Labelled examples mixed in (``--train``): token examples keep the words (and tags) both tokenizers read."""
-    if m.head.type != TOKEN_CLASSIFICATION:
+    if not _tokens(m):
         return list(gold.examples)
     out = []
     for e in gold.examples:
@@ -284,12 +293,22 @@ def gold_examples(m: BranchManifest, gold: Dataset, tokenizers: Sequence[Any]) -
 
 # -- teacher outputs --------------------------------------------------------------------------------------
 def _dummy_labels(m: BranchManifest, examples: list[Any]) -> list[Any]:
-    labels: list[str] = getattr(m.head, "labels", None) or []
-    if m.head.type == TOKEN_CLASSIFICATION:
-        return [TokenExample(e.tokens, [labels[0]] * len(e.tokens)) for e in examples]
-    if m.head.type == REGRESSION:
-        return [replace(e, label=0.0) for e in examples]
-    return [replace(e, label=labels[0]) for e in examples]
+    """Any label of the right form (what all-zero outputs stand for): prepare() needs labelled examples."""
+    width = _spec(m).num_outputs
+    zeros = [np.zeros((len(e.tokens), width) if isinstance(e, TokenExample) else width, dtype=np.float32)
+             for e in examples]
+    return pseudo_labelled(m, examples, zeros)
+
+
+def _spec(m: BranchManifest) -> Any:
+    """The head spec as its head type's own model (a plugin head's fields, e.g. its threshold)."""
+    from mtbranch.heads.registry import typed_spec
+
+    return typed_spec(_task(m).head_type, m.head)
+
+
+def _label_names(m: BranchManifest) -> list[str] | None:
+    return getattr(_spec(m), "labels", None)
 
 
 def teacher_outputs(t: Teacher, examples: list[Any], *, max_length: int, cache_dir: Path, progress: bool
@@ -303,11 +322,10 @@ def teacher_outputs(t: Teacher, examples: list[Any], *, max_length: int, cache_d
     data = Dataset(_dummy_labels(m, examples))
     cfg = TrainConfig(max_length=max_length, pooling=m.pooling, projection=m.projection, progress=progress,
                       cache_dir=str(cache_dir / "features"))
-    labels = getattr(m.head, "labels", None)
-    prep = prepare(t.trunk, m.head.type, data, Dataset(data.examples[:1]), cfg, [m.attach_depth],  # type: ignore[arg-type]
-                   labels=labels)
+    prep = prepare(t.trunk, m.head.type, data, Dataset(data.examples[:1]), cfg, [m.attach_depth],
+                   labels=_label_names(m))
     outs = branch_outputs(load_branch(t.path), prep, "train")
-    if m.head.type == TOKEN_CLASSIFICATION:  # the rows of each word's first sub-token, in word order
+    if _tokens(m):  # the rows of each word's first sub-token, in word order
         outs = [o[np.flatnonzero(np.asarray(lab) != IGNORE_INDEX)] for o, lab in zip(outs, prep.train.labels,
                                                                                       strict=True)]
     return outs
@@ -350,20 +368,17 @@ def cached_teacher_outputs(t: Teacher, examples: list[Any], texts_sha: str, *, m
 
 # -- student ----------------------------------------------------------------------------------------------
 def pseudo_labelled(m: BranchManifest, examples: list[Any], outs: list[np.ndarray]) -> list[Any]:
-    """The teacher's argmax (or value) as each example's label: the dev set's labels are what agreement scores."""
-    labels: list[str] = getattr(m.head, "labels", None) or []
-    if m.head.type == TOKEN_CLASSIFICATION:
-        return [TokenExample(e.tokens[: o.shape[0]], [labels[int(k)] for k in o.argmax(-1)])
-                for e, o in zip(examples, outs, strict=True)]
-    if m.head.type == REGRESSION:
-        return [replace(e, label=float(o.reshape(-1)[0])) for e, o in zip(examples, outs, strict=True)]
-    return [replace(e, label=labels[int(o.argmax())]) for e, o in zip(examples, outs, strict=True)]
+    """What the teacher's outputs stand for (its task's ``pseudo_label``: the argmax class, the value, one tag per
+    word...) as each example's label: the dev set's labels are what agreement scores."""
+    spec, label_of = _spec(m), _task(m).training.pseudo_label
+    return [TokenExample(e.tokens[: o.shape[0]], label_of(spec, o)) if isinstance(e, TokenExample)
+            else replace(e, label=label_of(spec, o)) for e, o in zip(examples, outs, strict=True)]
 
 
 def student_targets(task: str, encoded_labels: list[Any], outs: list[np.ndarray]) -> list[np.ndarray]:
     """Teacher outputs in the student's positions: per token, word k's row at the student's k-th labelled
     position (its first sub-token of word k)."""
-    if task != TOKEN_CLASSIFICATION:
+    if get_task(task).training.data != "tokens":
         return outs
     aligned = []
     for lab, o in zip(encoded_labels, outs, strict=True):
@@ -404,9 +419,8 @@ def evaluate(branch_dir: Path, source: Any, dev: Dataset, max_length: int, cache
     m = branch.manifest
     cfg = TrainConfig(max_length=max_length, pooling=m.pooling, projection=m.projection, progress=progress,
                       cache_dir=str(cache_dir / "features"))
-    labels = getattr(m.head, "labels", None)
-    prep = prepare(source, m.head.type, Dataset(_dummy_labels(m, dev.examples[:1])), dev, cfg,  # type: ignore[arg-type]
-                   [m.attach_depth], labels=labels)
+    prep = prepare(source, m.head.type, Dataset(_dummy_labels(m, dev.examples[:1])), dev, cfg,
+                   [m.attach_depth], labels=_label_names(m))
     prep.train_features.clear()
     return _metrics_of(prep, branch_outputs(branch, prep, "dev"), compute_metrics)
 
@@ -447,7 +461,7 @@ def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions
     m = t.manifest
     task = m.head.type
     examples, teacher_tok, student_tok, max_length = preflight(t, new, texts, opts, encoding)
-    if task == TOKEN_CLASSIFICATION:
+    if _tokens(m):
         examples = keep_words(examples, [teacher_tok, student_tok])
     cache_dir = out / ".cache"
     texts_sha = texts_digest(texts)
@@ -457,11 +471,11 @@ def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions
     train_idx, hold_idx = split_holdout(len(data), opts.holdout, opts.seed)
     n = new.num_layers
     span = _layer_span(opts, m, n)
-    metric = AGREEMENT_METRIC[task]
+    metric = _task(m).training.default_metric  # agreement with the teacher: the task's own default metric
     cfg = TrainConfig(epochs=opts.epochs, patience=opts.patience, lr=opts.lr, batch_size=opts.batch_size,
                       seed=opts.seed, max_length=max_length, pooling=m.pooling, projection=m.projection,
                       metric=metric, cache_dir=str(cache_dir / "features"), progress=opts.progress)
-    labels = getattr(m.head, "labels", None)
+    labels = _label_names(m)
     train_examples, train_outs = [data[i] for i in train_idx], [outs[i] for i in train_idx]
     sources = _sources(texts)
     alpha = 1.0 if opts.alpha is None and gold is None else (0.5 if opts.alpha is None else opts.alpha)
@@ -470,11 +484,11 @@ def migrate_branch(t: Teacher, new: Any, texts: list[Path], opts: MigrateOptions
         g_sha = hashlib.sha256("".join(src["sha256"] for src in gold.sources).encode()).hexdigest()
         g_outs = cached_teacher_outputs(t, g, g_sha, max_length=max_length, cache_dir=cache_dir,
                                         progress=opts.progress, on_event=on_event)
-        if task == TOKEN_CLASSIFICATION:  # words the teacher's max_length cut off carry no target
+        if _tokens(m):  # words the teacher's max_length cut off carry no target
             g = [TokenExample(e.tokens[: o.shape[0]], e.tags[: o.shape[0]]) for e, o in zip(g, g_outs, strict=True)]
         train_examples, train_outs = train_examples + g, train_outs + g_outs
         sources = sources + list(gold.sources)
-    prep = prepare(new, task, Dataset(train_examples, sources),  # type: ignore[arg-type]
+    prep = prepare(new, task, Dataset(train_examples, sources),
                    Dataset([data[i] for i in hold_idx], _sources(texts)), cfg, [n - L for L in span], labels=labels)
     targets = student_targets(task, prep.train.labels, train_outs)
     info = BranchInfo(name=m.name, version=bump_version(m.version), owner=m.owner, description=m.description)

@@ -111,7 +111,8 @@ def sweep(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: D
         if on_row is not None:
             on_row(row)
     metric = cfg.metric or results[span[0]].metric
-    chosen = select_layers({L: results[L].metrics[metric] for L in span}, rule, lower_is_better=metric == "mse")
+    chosen = select_layers({L: results[L].metrics[metric] for L in span}, rule,
+                           lower_is_better=metric in prep.training.lower_is_better)
     out = SweepResult(metric, rule, rows, chosen, results, prep)
     if out_dir is not None:
         table = out.to_json()

@@ -1,8 +1,8 @@
 """Partial fine-tuning of a branch on cached trunk features, with transformers' Trainer.
 
-A branch of ``n`` layers at depth ``d`` starts from trunk layers ``d+1..d+n`` (and the trunk's pooler);
-the frozen trunk never runs during training: its features at ``d`` are computed once (see
-:mod:`mtbranch.sdk.features`). Trainer gives DDP under ``torchrun`` / ``accelerate launch``, progress bars
+A branch of ``n`` layers at depth ``d`` starts from trunk layers ``d+1..d+n`` (and the family's projection where
+the trunk's checkpoint has one); the frozen trunk never runs during training: its features at ``d`` are computed
+once (see :mod:`mtbranch.sdk.features`). Trainer gives DDP under ``torchrun`` / ``accelerate launch``, progress bars
 and schedules. The dev set is evaluated every epoch; the best state is kept and exported as a branch
 artifact whose manifest records metrics and provenance.
 """
@@ -21,14 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
 
 import mtbranch
 from mtbranch.branch.model import BranchModule, save_branch
 from mtbranch.errors import MtbranchError, require_extra
 from mtbranch.heads.registry import HeadType
-from mtbranch.io.files import check_regular
+from mtbranch.heads.training import HeadTraining
 from mtbranch.sdk.data import Dataset, TextExample, TokenExample
 from mtbranch.sdk.defaults import DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE, STILL_IMPROVING
 from mtbranch.sdk.divergence import check_config, check_loss, check_weights, guard_callback
@@ -41,17 +40,14 @@ from mtbranch.sdk.features import (
     encode_texts,
     encode_tokens,
 )
-from mtbranch.sdk.metrics import DEFAULT_METRIC, METRICS, compute_metrics
-from mtbranch.spec.heads import BUILTIN_HEAD_TYPES, ClassificationHead, RegressionHead, TokenClassificationHead
-from mtbranch.spec.manifest import BranchManifest, TrunkBinding, WeightsSpec
-from mtbranch.trunk.model import trunk_state_keys
+from mtbranch.sdk.metrics import compute_metrics
+from mtbranch.sdk.tasks import get_task
+from mtbranch.spec.manifest import BranchManifest
 from mtbranch.trunk.source import TrunkSource, resolve_trunk
-from mtbranch.trunk.tokenizer import contract_for, effective_max_length, load_tokenizer
+from mtbranch.trunk.tokenizer import effective_max_length, load_tokenizer
 
 log = logging.getLogger("mtbranch.sdk")
-Task = Literal["classification", "regression", "token_classification"]
-TASKS: tuple[str, ...] = BUILTIN_HEAD_TYPES  # each built-in head type is a task
-
+Task = str  # a trainable head type's name (mtbranch.sdk.tasks): the built-in ones or a plugin's
 
 
 @dataclass
@@ -110,6 +106,11 @@ class Prepared:
     dev_only_labels: list[str] = field(default_factory=list)  # dev labels training never saw: scored as misses
 
     @property
+    def training(self) -> HeadTraining:
+        """The task's training side: loss, metrics, label handling (looked up by the head type's name)."""
+        return get_task(self.task).training
+
+    @property
     def metric_labels(self) -> list[str] | None:
         """Label names for scoring: the head's labels, then the dev-only ones (ids past the head's range)."""
         return None if self.labels is None else [*self.labels, *self.dev_only_labels]
@@ -141,15 +142,17 @@ def _source(trunk: str | os.PathLike[str] | TrunkSource) -> TrunkSource:
 
 
 # -- data preparation -------------------------------------------------------------------------------------
+def example_label(e: TextExample | TokenExample) -> Any:
+    """What the task's ``label_names_in`` reads: a text's label, or a sentence's tags."""
+    return e.tags if isinstance(e, TokenExample) else e.label
+
+
 def label_names(task: Task, train: Dataset, given: Sequence[str] | None = None) -> list[str] | None:
-    if task == "regression":
-        return None
-    if task == "token_classification":
-        seen = {t for e in train.examples for t in e.tags}
-        names = list(given) if given else ["O", *sorted(seen - {"O"}, key=lambda t: (t[2:], t[:2]))]
-    else:
-        seen = {str(e.label) for e in train.examples}
-        names = list(given) if given else sorted(seen)
+    training = get_task(task).training
+    if training.label_names_in is None:
+        return None  # a head without label names (regression)
+    seen = {str(n) for e in train.examples for n in training.label_names_in(example_label(e))}
+    names = list(given) if given else list(training.order_labels(seen))
     missing = seen - set(names)
     if missing:
         raise MtbranchError(f"training labels {sorted(missing)[:5]} are not in the label list",
@@ -165,18 +168,19 @@ def _check_examples(task: Task, data: Dataset, labels: list[str] | None, what: s
     which is an error for training data and a warning for dev data (they are scored as misses)."""
     import collections
 
+    training = get_task(task).training
     sample = data.examples[0]
-    if task == "token_classification":
+    if training.data == "tokens":
         if not isinstance(sample, TokenExample):
-            raise MtbranchError(f"{what} data holds texts, but token classification needs token/tag files")
+            raise MtbranchError(f"{what} data holds texts, but {task} needs token/tag files")
     elif not isinstance(sample, TextExample):
         raise MtbranchError(f"{what} data holds token/tag sentences, but {task} needs a table of texts")
-    if labels is None:
+    if labels is None or training.label_names_in is None:
         return []
     known = set(labels)
     unseen: collections.Counter[str] = collections.Counter()
     for e in data.examples:
-        unseen.update(t for t in (e.tags if isinstance(e, TokenExample) else [str(e.label)]) if t not in known)
+        unseen.update(t for t in map(str, training.label_names_in(example_label(e))) if t not in known)
     if unseen and what == "training":
         src = data.sources[0]["path"] if data.sources else what
         raise MtbranchError(f"training labels {sorted(unseen)[:5]} are not in the label list", path=src,
@@ -198,8 +202,7 @@ def subsample(data: Dataset, n: int | None, seed: int) -> Dataset:
 def prepare(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data: Dataset, dev_data: Dataset,
             cfg: TrainConfig, depths: Sequence[int], *, labels: Sequence[str] | None = None) -> Prepared:
     """Tokenize both splits and compute their trunk features at every depth in one pass per split."""
-    if task not in TASKS:
-        raise MtbranchError(f"unknown task {task!r}", hint=f"tasks: {', '.join(TASKS)}")
+    training = get_task(task).training  # an unknown task is an error naming the trainable ones
     require_extra("train", "training")  # before the trunk feature pass, not after it
     check_config(cfg)
     source = _source(trunk)
@@ -219,17 +222,17 @@ def prepare(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data:
         log.warning("max_length %d is more than this trunk takes (tokenizer / position embeddings): using %d",
                     cfg.max_length, max_length)
         cfg.max_length = max_length
-    dev_ids = {n: len(names) + i for i, n in enumerate(dev_only)} if names is not None else {}
-    pair = task != "token_classification" and any(e.pair is not None for e in train_data.examples)
-    if task == "token_classification":
-        assert names is not None
-        l2i = {n: i for i, n in enumerate(names)}
+    l2i = {n: i for i, n in enumerate(names or [])}
+    dev_l2i = l2i | {n: len(l2i) + i for i, n in enumerate(dev_only)}  # dev-only labels: ids past the head's
+    pair = training.data == "table" and any(e.pair is not None for e in train_data.examples)
+    if training.data == "tokens":
         enc_train = encode_tokens(tok, train_data.examples, cfg.max_length, l2i)
-        enc_dev = encode_tokens(tok, dev_data.examples, cfg.max_length, l2i | dev_ids)
+        enc_dev = encode_tokens(tok, dev_data.examples, cfg.max_length, dev_l2i)
     else:
-        l2i2 = None if names is None else {n: i for i, n in enumerate(names)}
-        enc_train = encode_texts(tok, train_data.examples, cfg.max_length, l2i2)
-        enc_dev = encode_texts(tok, dev_data.examples, cfg.max_length, None if l2i2 is None else l2i2 | dev_ids)
+        encode = training.encode
+        assert encode is not None  # checked with the record: table data needs it
+        enc_train = encode_texts(tok, train_data.examples, cfg.max_length, None, encode=lambda lab: encode(lab, l2i))
+        enc_dev = encode_texts(tok, dev_data.examples, cfg.max_length, None, encode=lambda lab: encode(lab, dev_l2i))
     prep = Prepared(source, tok, task, names, enc_train, enc_dev, train_data, dev_data,
                     "pair" if pair else "single", cfg.max_length, quantize=cfg.quantize, dev_only_labels=dev_only)
     cache = FeatureCache(cfg.cache_dir)
@@ -261,63 +264,35 @@ class _main_process_first:
 
 # -- the branch module and its initialisation -----------------------------------------------------------
 def head_spec(task: Task, labels: list[str] | None, dropout: float) -> Any:
-    if task == "regression":
-        return RegressionHead(dropout=dropout)
-    assert labels is not None  # prepare() collects the labels of a class or token task
-    if task == "classification":
-        return ClassificationHead(labels=labels, dropout=dropout)
-    return TokenClassificationHead(labels=labels, dropout=dropout)
+    return get_task(task).training.make_spec(labels, dropout)
 
 
-def build_manifest(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo) -> BranchManifest:
+def new_branch(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo,
+               init_state: dict[str, torch.Tensor] | None = None) -> BranchModule:
+    """The branch to train: its manifest (:func:`mtbranch.branch.factory.branch_manifest`), started from the
+    trunk (:func:`mtbranch.branch.factory.init_from_trunk`) or from ``init_state`` (a distillation's teacher
+    or an earlier branch)."""
+    from mtbranch.branch.factory import branch_manifest, init_from_trunk
+    from mtbranch.plugins.manager import get_plugin_manager
+
     src = prep.source
     if depth + layers > src.num_layers:
         raise MtbranchError(f"a branch of {layers} layer(s) at depth {depth} needs trunk layers up to "
                             f"{depth + layers}, the trunk has {src.num_layers}",
                             hint="use fewer layers or a lower depth: depth + layers <= trunk layers")
-    return BranchManifest(
-        name=info.name, version=info.version, owner=info.owner, description=info.description,
-        trunk=TrunkBinding(structure=src.structure, fingerprint=src.fingerprints[depth],
-                           num_layers=src.num_layers, reference=src.reference),
-        attach_depth=depth, num_layers=layers, pooling=cfg.pooling, projection=cfg.projection,
-        head=head_spec(prep.task, prep.labels, cfg.dropout),
-        tokenizer=contract_for(prep.tokenizer, max_length=prep.max_length, input_signature=prep.input_signature),
-        weights=WeightsSpec(sha256="0" * 64, num_parameters=0),
-    )
-
-
-def trunk_init_state(source: TrunkSource, depth: int, layers: int) -> dict[str, torch.Tensor]:
-    """Branch tensors from the trunk: ``layers.i.*`` <- trunk layer ``depth+i+1``; ``pooler.dense.*`` <- the
-    trunk's pooler where the checkpoint has one."""
-    state: dict[str, torch.Tensor] = {}
-    keys = trunk_state_keys(source, depth + layers)
-    check_regular(source.weights)
-    with safe_open(str(source.weights), framework="pt") as f:
-        for name, key in keys.items():
-            if key.startswith("layers."):
-                _, k, rest = key.split(".", 2)
-                if int(k) >= depth:
-                    state[f"layers.{int(k) - depth}.{rest}"] = f.get_tensor(name).float()
-            elif key.startswith(("context.", "final.")):  # the family's shared context / final module
-                state[key] = f.get_tensor(name).float()
-        for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
-            for part in ("weight", "bias"):
-                if name.endswith(f"pooler.dense.{part}"):
-                    state[f"pooler.dense.{part}"] = f.get_tensor(name).float()
-    return state
-
-
-def new_branch(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchInfo,
-               init_state: dict[str, torch.Tensor] | None = None) -> BranchModule:
-    from mtbranch.plugins.manager import get_plugin_manager
-
-    manifest = build_manifest(prep, depth, layers, cfg, info)
+    manifest = branch_manifest(src, prep.tokenizer, name=info.name, version=info.version, owner=info.owner,
+                               description=info.description, attach_depth=depth, num_layers=layers,
+                               head=head_spec(prep.task, prep.labels, cfg.dropout).model_dump(), pooling=cfg.pooling,
+                               projection=cfg.projection, max_length=prep.max_length,
+                               input_signature=prep.input_signature)
     head_type: HeadType = get_plugin_manager().head_type(manifest.head.type)
     module = BranchModule(manifest, head_type)
-    state = trunk_init_state(prep.source, depth, layers) if init_state is None else init_state
-    own = module.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    module.load_state_dict(usable, strict=False)
+    if init_state is None:
+        init_from_trunk(module, src)
+    else:
+        own = module.state_dict()
+        module.load_state_dict({k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape},
+                               strict=False)
     return module
 
 
@@ -335,6 +310,7 @@ class TrainingModel(nn.Module):
         super().__init__()
         self.branch = branch
         self.task = task
+        self.task_training = get_task(task).training  # not `training`: nn.Module's train/eval flag
         self.distill = distill
 
     def forward(self, features: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
@@ -343,35 +319,23 @@ class TrainingModel(nn.Module):
         result = {"logits": out}
         if labels is None:
             return result
-        loss = task_loss(self.task, out, labels)
+        loss = self.task_training.loss(out, labels)
         if teacher is not None and self.distill is not None:
-            soft = soft_loss(self.task, out, teacher, labels, self.distill.temperature)
+            soft = self.task_training.soft_loss(out, teacher, labels, self.distill.temperature)
             loss = self.distill.alpha * soft + (1 - self.distill.alpha) * loss
         result["loss"] = loss
         return result
 
 
 def task_loss(task: str, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if task == "regression":
-        return nn.functional.mse_loss(out.view(-1), labels.view(-1).float())
-    # ids past the head's labels are dev labels training never saw: no loss, scored as misses by the metrics
-    labels = labels.masked_fill(labels >= out.shape[-1], IGNORE_INDEX)
-    return nn.functional.cross_entropy(out.view(-1, out.shape[-1]), labels.view(-1), ignore_index=IGNORE_INDEX)
+    """The task's hard-label loss (its head type's ``training.loss``)."""
+    return get_task(task).training.loss(out, labels)
 
 
 def soft_loss(task: str, out: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
               temperature: float) -> torch.Tensor:
-    """KL(teacher || student) at temperature T, scaled by T^2 (Hinton et al.); MSE for regression."""
-    if task == "regression":
-        return nn.functional.mse_loss(out, teacher)
-    s = out.reshape(-1, out.shape[-1])
-    t = teacher.reshape(-1, teacher.shape[-1])
-    if task == "token_classification":  # only positions that carry a word's tag
-        keep = labels.reshape(-1) != IGNORE_INDEX
-        s, t = s[keep], t[keep]
-    log_p = nn.functional.log_softmax(s / temperature, dim=-1)
-    q = nn.functional.softmax(t / temperature, dim=-1)
-    return nn.functional.kl_div(log_p, q, reduction="batchmean") * temperature**2
+    """The task's soft-target (distillation) loss at temperature T (its head type's ``training.soft_loss``)."""
+    return get_task(task).training.soft_loss(out, teacher, labels, temperature)
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -402,14 +366,16 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         feats[j, :n] = it["features"]
         mask[j, :n] = 1
     batch = {"features": feats, "attention_mask": mask}
-    first = items[0]["labels"]
-    if isinstance(first, list):
+    first = items[0]["labels"]  # a target as the task's encode gives it (see mtbranch.heads.training)
+    if isinstance(first, list):  # one class id per token
         lab = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
         for j, it in enumerate(items):
             lab[j, : len(it["labels"])] = torch.tensor(it["labels"])
         batch["labels"] = lab
     elif isinstance(first, float):
         batch["labels"] = torch.tensor([[it["labels"]] for it in items], dtype=torch.float32)
+    elif isinstance(first, tuple | np.ndarray):  # a vector of floats per example (e.g. multi-hot labels)
+        batch["labels"] = torch.tensor(np.asarray([it["labels"] for it in items], dtype=np.float32))
     else:
         batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
     if "teacher" in items[0]:
@@ -444,8 +410,12 @@ def _trainer_class() -> type:
     return FeatureTrainer
 
 
-def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, Any],
-                 patience: int | None = None) -> Any:
+def _better(training: HeadTraining, metric: str, new: float, old: float) -> bool:
+    return training.better(metric, new, old)
+
+
+def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, Any], patience: int | None,
+                 training: HeadTraining) -> Any:
     from transformers import TrainerCallback
 
     class KeepBest(TrainerCallback):
@@ -459,7 +429,7 @@ def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, A
                                                        if k.startswith("eval_") and isinstance(v, int | float)}
             history.append(row)
             value = metrics[f"eval_{metric}"]
-            if "value" not in best or _better(metric, value, best["value"]):
+            if "value" not in best or _better(training, metric, value, best["value"]):
                 inner = getattr(model, "module", model)
                 best["value"] = value
                 best["epoch"] = row["epoch"]
@@ -473,7 +443,7 @@ def _best_keeper(metric: str, history: list[dict[str, float]], best: dict[str, A
     return KeepBest()
 
 
-def _epoch_lines(trainer: Any, metric: str, epochs: float) -> None:
+def _epoch_lines(trainer: Any, metric: str, epochs: float, training: HeadTraining) -> None:
     """One readable line per epoch on stderr (train loss, dev metrics, best so far) instead of Trainer's raw
     log dicts (numbers as strings); the progress bar stays."""
     import sys
@@ -499,11 +469,11 @@ def _epoch_lines(trainer: Any, metric: str, epochs: float) -> None:
             if not metrics or not state.is_world_process_zero:
                 return
             value = metrics.get(f"eval_{metric}")
-            best = value is not None and (self.best is None or _better(metric, value, self.best))
+            best = value is not None and (self.best is None or _better(training, metric, value, self.best))
             if best:
                 self.best = value
             dev = "  ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()
-                            if k.startswith("eval_") and k[5:] in METRICS_ALL and isinstance(v, int | float))
+                            if k.startswith("eval_") and k[5:] in training.metrics and isinstance(v, int | float))
             loss = f"train loss {self.loss:.4f}  " if self.loss is not None else ""
             tqdm.write(f"epoch {float(state.epoch or 0):g}/{epochs:g}  {loss}dev {dev}" + ("  (best)" if best else ""),
                        file=sys.stderr)
@@ -512,13 +482,6 @@ def _epoch_lines(trainer: Any, metric: str, epochs: float) -> None:
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(QuietProgress)
     trainer.add_callback(EpochLines())
-
-
-METRICS_ALL = {m for ms in METRICS.values() for m in ms}
-
-
-def _better(metric: str, new: float, old: float) -> bool:
-    return new < old if metric == "mse" else new > old
 
 
 def _param_groups(branch: BranchModule, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -557,10 +520,11 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
     """Train one branch on prepared features and (on the main process) export it to ``out_dir``."""
     from transformers import set_seed
 
-    metric = cfg.metric or DEFAULT_METRIC[prep.task]
-    if metric not in METRICS[prep.task]:
+    training = prep.training
+    metric = cfg.metric or training.default_metric
+    if metric not in training.metrics:
         raise MtbranchError(f"metric {metric!r} does not apply to {prep.task}",
-                            hint=f"choose one of: {', '.join(METRICS[prep.task])}")
+                            hint=f"choose one of: {', '.join(training.metrics)}")
     if depth not in prep.train_features:
         raise MtbranchError(f"no trunk features at depth {depth} were prepared")
     set_seed(cfg.seed)
@@ -582,9 +546,10 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
         optimizer = torch.optim.AdamW(_param_groups(branch, cfg))
         trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
                                    data_collator=collate, compute_metrics=metrics_fn,
-                                   callbacks=[guard_callback(), _best_keeper(metric, history, best, cfg.patience)],
+                                   callbacks=[guard_callback(),
+                                              _best_keeper(metric, history, best, cfg.patience, training)],
                                    optimizers=(optimizer, None))
-        _epoch_lines(trainer, metric, cfg.epochs)
+        _epoch_lines(trainer, metric, cfg.epochs, training)
         trainer.train()
         if "state" in best:
             branch.load_state_dict(best["state"])
@@ -594,7 +559,7 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
     improving = _warn_if_still_improving(history, best.get("epoch"), cfg.epochs)
     outputs = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     dev_metrics = {k[5:]: float(v) for k, v in pred.metrics.items()
-                   if k.startswith("test_") and k[5:] in METRICS[prep.task]}
+                   if k.startswith("test_") and k[5:] in training.metrics}
     branch.eval()
     result = TrainResult(branch, dev_metrics, metric, history, np.asarray(outputs), seconds=seconds,
                          depth=depth, layers=layers, best_epoch=best.get("epoch"), is_main=is_main,

@@ -146,7 +146,7 @@ def test_train_cli_prints_the_still_improving_warning(sdk_trunk_dir: Path, tmp_p
     import mtbranch.sdk.train as sdk_train
     from mtbranch.cli.main import cli
 
-    monkeypatch.setattr(sdk_train, "_better", lambda metric, new, old: True)  # type: ignore[attr-defined]
+    monkeypatch.setattr(sdk_train, "_better", lambda training, metric, new, old: True)  # type: ignore[attr-defined]
     with caplog.at_level("WARNING", logger="mtbranch"):  # type: ignore[attr-defined]
         res = CliRunner().invoke(cli, ["train", "--trunk", str(sdk_trunk_dir), "--task", "classification",
                                        *_sst(tmp_path), "--epochs", "2", "--batch-size", "16", "--max-length", "32",

@@ -18,7 +18,7 @@ from mtbranch.branch.model import load_branch
 from mtbranch.cli.sdk_commands import distill_cmd
 from mtbranch.errors import MtbranchError
 from mtbranch.sdk.distill import branch_outputs, distill
-from mtbranch.sdk.train import BranchInfo, DistillSpec, TrainConfig, prepare, train, trunk_init_state
+from mtbranch.sdk.train import BranchInfo, DistillSpec, TrainConfig, prepare, train
 from mtbranch.trunk.source import resolve_trunk
 
 sdk_trunk_dir = sdk_fixtures.sdk_trunk_dir  # the shared tiny trunk (4 layers, fixture)
@@ -123,10 +123,13 @@ def test_trunk_init_of_deeper_student(sdk_trunk_dir: Path, full_teachers: dict, 
 
     monkeypatch.setitem(distill_mod.fit.__globals__, "new_branch", new_branch)
     distill(str(sdk_trunk_dir), teacher_dir, tr, dev, student_layers=2, student_depth=2, cfg=_cfg())
-    trunk = trunk_init_state(resolve_trunk(str(sdk_trunk_dir)), 2, 2)
+    from safetensors import safe_open
+
+    with safe_open(str(resolve_trunk(str(sdk_trunk_dir)).weights), framework="pt") as f:
+        trunk_layer_3 = f.get_tensor("encoder.layer.2.attention.self.query.weight")
     teacher = load_branch(teacher_dir).state_dict()
     key = "layers.0.attention.self.query.weight"
-    torch.testing.assert_close(captured["state"][key], trunk[key])
+    torch.testing.assert_close(captured["state"][key], trunk_layer_3)
     assert not torch.allclose(captured["state"][key], teacher[key])
 
 

@@ -55,20 +55,13 @@ def parse_dtypes(spec: str | Sequence[str], device: str) -> list[tuple[str, str]
     return list(out.items())
 
 
-def ffn_width(config: Any) -> int:
-    """The FFN's inner width (DistilBERT calls it ``hidden_dim``)."""
-    return int(getattr(config, "intermediate_size", None) or config.hidden_dim)
-
-
 def layer_flops(config: Any, batch_size: int, seq_len: int) -> int:
-    """Multiply-add FLOPs (2 per MAC) of one encoder layer: Q, K, V, O projections, the FFN, QK^T and AV.
+    """FLOPs (2 per multiply-add) of one encoder layer over the batch, as the trunk family counts them
+    (``TrunkFamily.layer_flops``: ModernBERT's gated FFN is wider; DeBERTa's relative-position terms are not
+    counted)."""
+    from mtbranch.serve.cost import Shape
 
-    Per trunk family: DistilBERT's FFN width is ``hidden_dim``; ModernBERT's FFN is gated (its input projection
-    is twice as wide); DeBERTa's relative-position terms are not counted."""
-    h, i = int(config.hidden_size), ffn_width(config)
-    ffn = 3 * h * i if config.model_type == "modernbert" else 2 * h * i
-    tokens = batch_size * seq_len
-    return 2 * tokens * (4 * h * h + ffn) + 2 * 2 * batch_size * seq_len * seq_len * h
+    return round(batch_size * Shape.of_config(config).layer(seq_len))
 
 
 def layers_run(branches: Sequence[Any]) -> int:
@@ -187,8 +180,10 @@ def compare_dtypes(trunk: Any, branch_dirs: list[tuple[Any, str]], batch: dict[s
                 say(f"dtypes round {r - warmup + 1}/{rounds}: " + ", ".join(
                     f"{k} {1000 * times[k][-1]:.0f} ms" for k in calls))
     flops = composed_flops(ref, branches, batch_size, seq_len)
-    cfg = ref.trunk.config
-    shape = (min(batch_size * seq_len, 4096), int(cfg.hidden_size), ffn_width(cfg))
+    from mtbranch.serve.cost import Shape
+
+    layer = Shape.of_config(ref.trunk.config)
+    shape = (min(batch_size * seq_len, 4096), layer.hidden, layer.intermediate)
     rows: dict[str, Any] = {}
     base = statistics.median(times["float32"])
     for label, resolved in pairs:

@@ -25,25 +25,13 @@ if TYPE_CHECKING:
 
 def synthetic_config(family: str, dims: dict[str, int]) -> Any:
     """A transformers config of ``family`` with the scenario's dimensions (hidden size, layers, heads, FFN,
-    vocabulary, positions); family-specific settings as their base checkpoints use them."""
+    vocabulary, positions) and the family's example settings (its record's ``example``)."""
     from transformers import AutoConfig
 
-    if family == "distilbert":
-        return AutoConfig.for_model("distilbert", dim=dims["hidden_size"], n_layers=dims["num_hidden_layers"],
-                                    n_heads=dims["num_attention_heads"], hidden_dim=dims["intermediate_size"],
-                                    vocab_size=dims["vocab_size"], pad_token_id=0,
-                                    max_position_embeddings=dims["max_position_embeddings"])
-    if family == "modernbert":  # ModernBERT-base: global attention every 3rd layer, 128-token local window
-        return AutoConfig.for_model("modernbert", **dims, pad_token_id=0, bos_token_id=2, cls_token_id=2,
-                                    eos_token_id=3, sep_token_id=3)
-    if family == "deberta-v2":  # DeBERTa-v3-base's attention settings
-        return AutoConfig.for_model("deberta-v2", **dims, pad_token_id=0, type_vocab_size=0, relative_attention=True,
-                                    position_buckets=256, max_relative_positions=-1, pos_att_type=["p2c", "c2p"],
-                                    norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False)
-    if family in ("roberta", "xlm-roberta"):  # positions start after the padding index
-        return AutoConfig.for_model(family, **{**dims, "max_position_embeddings": dims["max_position_embeddings"] + 2},
-                                    pad_token_id=0, type_vocab_size=1)
-    return AutoConfig.for_model(family, **dims)
+    from mtbranch.trunk.families import example_config
+
+    cfg = example_config(family, **dims)
+    return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
 
 
 def _synthetic_trunk(path: Path, config: dict[str, int], seed: int, family: str = "bert") -> Path:

@@ -1,7 +1,8 @@
 """Make a new branch for a trunk: its manifest, and a module initialised from the trunk's own layers.
 
-This is what ``import-hf`` starts from (the SDK's ``train`` builds its branch in ``mtbranch.sdk.train.new_branch``);
-tests use it to build branches at any depth.
+One place for both, whoever makes the branch: ``import-hf`` (the manifest; its weights come from the
+checkpoint), the SDK's ``train`` / ``sweep`` / ``distill`` (``mtbranch.sdk.train.new_branch``), the bench's
+synthetic branches and the tests.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from mtbranch.spec.manifest import BranchManifest, TrunkBinding, WeightsSpec
 from mtbranch.trunk.source import TrunkSource
 from mtbranch.trunk.tokenizer import contract_for
 
-ZERO_SHA = "0" * 64
+ZERO_SHA = "0" * 64  # placeholder: save_branch writes the weights' sha256 and parameter count
 
 
 def branch_manifest(trunk: TrunkSource, tokenizer: Any, *, name: str, attach_depth: int, num_layers: int,
                     head: Any, pooling: Literal["cls", "mean", "attention"] = "cls", projection: bool = True,
                     max_length: int | None = None, input_signature: Literal["single", "pair"] = "single",
-                    version: str = "0.1.0", owner: str | None = None, **extra: Any) -> BranchManifest:
+                    version: str = "0.1.0", owner: str | None = None, description: str = "",
+                    **extra: Any) -> BranchManifest:
+    """A new branch's manifest: bound to the trunk at ``attach_depth`` (structure, fingerprint, layer count,
+    reference), the tokenizer's contract, placeholder weights. ``extra``: further manifest fields (``training``)."""
     return BranchManifest(
-        name=name, version=version, owner=owner,
+        name=name, version=version, owner=owner, description=description,
         trunk=TrunkBinding(structure=trunk.structure, fingerprint=trunk.fingerprints[attach_depth],
                            num_layers=trunk.num_layers, reference=trunk.reference),
         attach_depth=attach_depth, num_layers=num_layers, pooling=pooling, projection=projection, head=head,
@@ -30,36 +34,45 @@ def branch_manifest(trunk: TrunkSource, tokenizer: Any, *, name: str, attach_dep
 
 
 def init_from_trunk(module: Any, trunk: TrunkSource) -> list[str]:
-    """Copy trunk layers d+1..d+n into the branch's layers, the family's context / final modules into the
-    branch's copies, and the trunk's pooler (BERT) into the projection.
+    """Start a branch (a ``BranchModule``) as partial fine-tuning of the trunk starts, for every family:
+
+    - ``layers.i`` <- trunk layer ``d+i+1`` (``d``: the attach depth);
+    - ``context`` / ``final`` <- the trunk's (the family's shared context and final module, frozen copies);
+    - ``pooler`` (the projection) <- the tensors where the family's ``*For*Classification`` keeps it
+      (``FamilyImpl.projection_source``: BERT's pooler, RoBERTa's ``classifier.dense``, DistilBERT's
+      ``pre_classifier``, ModernBERT's prediction head...) when the trunk's checkpoint has them; else it keeps
+      its fresh init.
 
     Returns the module keys that were initialised from the trunk.
     """
     from safetensors import safe_open
 
-    from mtbranch.trunk.model import trunk_state_keys
+    from mtbranch.io.files import check_regular
+    from mtbranch.trunk.families import record_for, trunk_prefix, trunk_tensors
 
     d = module.manifest.attach_depth
-    state = {}
-    from mtbranch.io.files import check_regular
-
+    own = module.state_dict()
     check_regular(trunk.weights)
     with safe_open(str(trunk.weights), framework="pt") as f:
-        names = set(f.keys())
-        for name, key in trunk_state_keys(trunk, d + len(module.layers)).items():
+        names = list(f.keys())
+        rec = record_for(trunk.structure.model_type)
+        sources: dict[str, str] = {}
+        for name, (_, _, key) in trunk_tensors(rec, names, d + len(module.layers)).items():
             part, _, rest = key.partition(".")
             if part == "layers":
                 k, _, tail = rest.partition(".")
                 if int(k) >= d:
-                    state[f"layers.{int(k) - d}.{tail}"] = f.get_tensor(name)
-            elif part in ("context", "final"):  # the family's shared context / final module (frozen copies)
-                state[key] = f.get_tensor(name)
-        if hasattr(module, "pooler"):
-            for p in ("weight", "bias"):
-                src = next((n for n in names if n.endswith(f"pooler.dense.{p}")), None)  # BERT's pooler
-                if src is not None:
-                    state[f"pooler.dense.{p}"] = f.get_tensor(src)
-    own = module.state_dict()
-    state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+                    sources[f"layers.{int(k) - d}.{tail}"] = name
+            elif part in ("context", "final"):
+                sources[key] = name
+        prefix = trunk_prefix(rec, names)
+        present = set(names)
+        for key in own:
+            if key.startswith("pooler."):
+                src = module.family.projection_source(key.removeprefix("pooler."), prefix, module.sequence_level)
+                if src in present:
+                    sources[key] = src
+        state = {k: f.get_tensor(v) for k, v in sources.items() if k in own}
+    state = {k: v for k, v in state.items() if own[k].shape == v.shape}
     module.load_state_dict(state, strict=False)
     return sorted(state)

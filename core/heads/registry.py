@@ -1,8 +1,9 @@
 """Head type records: what the ``mtbranch_head_types`` hook returns.
 
-A record says how to validate a head spec, which tensors it stores, how to build its torch module and how
-to turn logits into a result. Built-in heads are registered by ``mtbranch.plugins.builtin`` through the
-same hook as plugin heads. Torch is only imported inside ``build``.
+A record says how to validate a head spec, which tensors it stores, how to build its torch module, how
+to turn logits into a result and (``training``, see :mod:`mtbranch.heads.training`) how the SDK trains it.
+Built-in heads are registered by ``mtbranch.plugins.builtin`` through the same hook as plugin heads. Torch
+is only imported inside ``build``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mtbranch.heads.training import HeadTraining
 from mtbranch.spec.heads import (
     CLASSIFICATION,
     REGRESSION,
@@ -36,6 +38,8 @@ class HeadType:
     # (spec, outputs row as a list, context) -> JSON-able result; see mtbranch.heads.postprocess
     postprocess: Callable[..., Any]
     description: str = ""
+    # the training side (a HeadTraining, or "package.module:attribute" naming one); None: not trainable
+    training: HeadTraining | str | None = None
 
 
 def typed_spec(head_type: HeadType, spec: Any) -> Any:
@@ -56,14 +60,20 @@ def _build_linear(spec: Any, hidden: int) -> Any:
     return LinearHead(hidden, spec.num_outputs, spec.dropout)
 
 
+# the built-in heads' training sides live with the SDK (scikit-learn metrics, torch losses), imported on first use
+_TRAINING = "mtbranch.sdk.tasks:{}"
+
+
 def builtin_head_types() -> list[HeadType]:
     from mtbranch.heads import postprocess as pp
 
     return [
         HeadType(CLASSIFICATION, ClassificationHead, True, _linear_shapes, _build_linear,
-                 pp.classification, "single- or multi-label classification (softmax / sigmoid)"),
+                 pp.classification, "single- or multi-label classification (softmax / sigmoid)",
+                 _TRAINING.format("CLASSIFICATION")),
         HeadType(REGRESSION, RegressionHead, True, _linear_shapes, _build_linear,
-                 pp.regression, "one or more real-valued outputs"),
+                 pp.regression, "one or more real-valued outputs", _TRAINING.format("REGRESSION")),
         HeadType(TOKEN_CLASSIFICATION, TokenClassificationHead, False, _linear_shapes, _build_linear,
-                 pp.token_classification, "BIO/IOB2 tagging with entity spans and character offsets"),
+                 pp.token_classification, "BIO/IOB2 tagging with entity spans and character offsets",
+                 _TRAINING.format("TOKEN_CLASSIFICATION")),
     ]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from mtbranch.plugins.records import dense_layer_flops
 
 if TYPE_CHECKING:
     from mtbranch.composition.model import ComposedModel
@@ -20,26 +22,32 @@ if TYPE_CHECKING:
 CANARY_SEPARATOR = "@"  # a canary's key (mtbranch.serve.canary): its cost is its task's
 
 
-def layer_flops(tokens: int, hidden: int, intermediate: int) -> float:
-    """Multiply-adds x 2 of one encoder layer over one row: Q, K, V, output projections, the MLP, attention."""
-    return 2.0 * tokens * (4 * hidden * hidden + 2 * hidden * intermediate) + 4.0 * tokens * tokens * hidden
-
-
 @dataclass(frozen=True)
 class Shape:
-    """What the FLOPs of a layer depend on."""
+    """What the FLOPs of a layer depend on: its sizes and the trunk family's count (``TrunkFamily.layer_flops``)."""
 
     hidden: int
     intermediate: int
+    flops: Callable[[int, int, int], float] = dense_layer_flops
 
     @classmethod
     def of_config(cls, config: Any) -> Shape:
+        """From a config.json dict or a transformers config, under the family's keys (DistilBERT's ``dim``)."""
+        from mtbranch.errors import MtbranchError
+        from mtbranch.trunk.families import config_key, record_for
+
         get: Any = config.get if isinstance(config, Mapping) else lambda k, d=None: getattr(config, k, d)
-        hidden = int(get("hidden_size", None) or get("dim", None) or get("d_model"))
-        return cls(hidden, int(get("intermediate_size", None) or get("hidden_dim", None) or 4 * hidden))
+        try:
+            rec = record_for(get("model_type", None))
+        except MtbranchError:  # a family no longer installed: an estimate with BERT's keys and count
+            hidden = int(get("hidden_size"))
+            return cls(hidden, int(get("intermediate_size", None) or 4 * hidden))
+        hidden = int(get(config_key(rec, "hidden_size")))
+        return cls(hidden, int(get(config_key(rec, "intermediate_size"), None) or 4 * hidden), rec.layer_flops)
 
     def layer(self, tokens: int) -> float:
-        return layer_flops(tokens, self.hidden, self.intermediate)
+        """FLOPs of one layer over a row of ``tokens`` tokens."""
+        return self.flops(tokens, self.hidden, self.intermediate)
 
 
 def row_flops(shape: Shape, tokens: int, reads: Mapping[str, tuple[int, int]]) -> dict[str, tuple[float, float]]:

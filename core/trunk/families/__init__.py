@@ -7,6 +7,7 @@ built-in ones), which imports torch and transformers.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
 from functools import cache
@@ -125,6 +126,27 @@ def impl_for(model_type: str) -> Any:
         raise MtbranchError(f"trunk family {rec.name!r}: cannot import {rec.implementation}: {exc}",
                             hint="reinstall the plugin that provides this family") from None
     return impl
+
+
+#: the sizes of an example trunk (mtbranch's names): tiny, so tests build one in milliseconds
+EXAMPLE_SIZES = {"vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "intermediate_size": 64, "max_position_embeddings": 160, "pad_token_id": 0}
+
+
+def example_config(family: str | TrunkFamily, **sizes: int) -> dict[str, Any]:
+    """config.json (a dict, ``model_type`` included) of an example trunk of ``family`` (a model type or a record):
+    :data:`EXAMPLE_SIZES` or the given ``sizes`` (mtbranch's names, written under the family's keys) and the
+    family's ``example`` settings. ``max_position_embeddings`` is the tokens a sequence may hold: a family
+    numbering positions after the padding index gets ``pad_token_id + 1`` more embeddings."""
+    rec = family if isinstance(family, TrunkFamily) else record_for(family)
+    unknown = set(sizes) - set(EXAMPLE_SIZES)
+    if unknown:
+        raise ValueError(f"not a size: {sorted(unknown)} (sizes: {', '.join(EXAMPLE_SIZES)})")
+    given = {**EXAMPLE_SIZES, **sizes}
+    if rec.positions_after_pad:
+        given["max_position_embeddings"] += given["pad_token_id"] + 1
+    return {"model_type": rec.model_types[0], **{config_key(rec, k): v for k, v in given.items()},
+            **copy.deepcopy(rec.example)}
 
 
 def truncated_config(cfg: dict[str, Any], depth: int) -> dict[str, Any]:
