@@ -65,4 +65,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("MTBRANCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     # installed example plugins must not leak into unit tests; plugin tests opt back in
     monkeypatch.setenv("MTBRANCH_DISABLE_PLUGIN_AUTOLOAD", "1")
+    # load's default (auto) exports to ONNX and times the engines: seconds per new artifact. The suite runs the
+    # float32 reference unless a test asks for a backend (tests/test_backends.py covers auto)
+    monkeypatch.setenv("MTBRANCH_BACKEND", "torch")
+    monkeypatch.setenv("MTBRANCH_DTYPE", "float32")
     set_plugin_manager(None)

@@ -45,6 +45,11 @@ class ComposedModel(nn.Module):
     compute_dtype: str = "float32"  # set by mtbranch.spec.precision.place_model (load/compose)
     compute_dtype_reason: str = "float32"
     attention: str = "sdpa"  # transformers' attention implementation of every layer (spec.precision.attention_for)
+    # the engine (mtbranch.backends.auto.place, at load): torch alone, or an ONNX Runtime graph for some batch sizes
+    runtime: Any = None
+    backend: str = "torch"
+    backend_reason: str = "torch"
+    backend_info: dict[str, Any] | None = None
 
     def __init__(self, trunk: Trunk, branches: Sequence[BranchModule], tokenizer: Any,
                  *, trunk_num_layers: int | None = None, lock: dict[str, Any] | None = None) -> None:
@@ -149,6 +154,11 @@ class ComposedModel(nn.Module):
         branches = list(self._plan.branches) if branches is None else list(branches)
         if not branches:
             return {}
+        rt = self.runtime
+        signature = None if rt is None else rt.signature_for(branches, input_ids)
+        if signature is not None:  # the same outputs from the ONNX Runtime graph (mtbranch.backends.ort)
+            out = rt.engine.run(signature, input_ids, attention_mask, token_type_ids)
+            return {b.name: out[b.name] for b in branches}
         forks = trunk_pass(self.trunk, input_ids, attention_mask, token_type_ids, branches)
         return {name: out for name, (_, out) in forks.items()}
 
@@ -427,6 +437,11 @@ def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Seque
     extra = extra or {}
     wanted = list(dict.fromkeys(n for names in reads for n in names))
     branches = [*model.select([n for n in wanted if n not in extra]), *(extra[n] for n in wanted if n in extra)]
+    rt = model.runtime
+    signature = None if rt is None or extra else rt.signature_for(branches, input_ids)
+    if signature is not None:  # the batch's rows asked for every task of one ONNX graph: run it, pick per row
+        got = {n: v.float().tolist() for n, v in rt.engine.run(signature, input_ids, mask, types).items()}
+        return [{n: got[n][r] for n in names} for r, names in enumerate(reads)]
     forks = trunk_pass(model.trunk, input_ids, mask, types, branches, [set(names) for names in reads])
     outs: list[dict[str, Any]] = [{} for _ in ids]
     for name, (rows, value) in forks.items():
