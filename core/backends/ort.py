@@ -128,9 +128,11 @@ def _signature(branches: Sequence[Any]) -> str:
 
 
 def groups(model: Any) -> dict[str, list[Any]]:
-    from mtbranch.composition.model import by_signature
-
-    return by_signature(model.branches)
+    """The model's branches by input signature (as composition.model.by_signature; that layer sits above this one)."""
+    out: dict[str, list[Any]] = {}
+    for b in model.branches:
+        out.setdefault(b.manifest.tokenizer.input_signature, []).append(b)
+    return out
 
 
 def export_cached(model: Any) -> Path:
