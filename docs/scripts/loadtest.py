@@ -76,7 +76,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.label = ",".join(tasks) or "all"
-        # a dtype "BACKEND:DTYPE" also names the backend (--compare-dtypes auto:auto,torch:float32)
+        # a dtype "BACKEND:DTYPE" also names the backend (--compare-dtypes auto:auto,torch:float32); a plain dtype
+        # runs torch, as every figure measured before the backends existed (by the environment: a checkout older
+        # than --backend ignores it)
         backend, _, dtype = (dtype or args.dtype).rpartition(":")
         cmd = [sys.executable, "-m", "mtbranch.cli.main", "serve", artifact, "--port", str(self.port),
                "--threads", str(args.threads), "--max-batch-size", str(args.max_batch_size),
@@ -84,7 +86,8 @@ class Server:
                "--dtype", dtype, *(["--backend", backend] if backend else [])]
         for t in tasks:
             cmd += ["--task", t]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+               **({} if backend else {"MTBRANCH_BACKEND": "torch"}), **(env or {})}
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def wait_ready(self, timeout: float = 180) -> None:
