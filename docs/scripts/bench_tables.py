@@ -291,7 +291,7 @@ def backends(d: J) -> list[str]:
 
 def serve_backends(c1: J, c16: J) -> list[str]:
     """The new default server vs the old one (loadtest.py --compare-dtypes auto:auto,torch:float32), c=1 and 16."""
-    out = ["| concurrency | server | sentences/s | p50 ms | p99 ms | errors | vs old default |",
+    out = ["| concurrency | server | sentences/s | p50 ms | p99 ms | errors | throughput vs the default |",
            "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for d in (c1, c16):
         base = next(iter(d["summary"]))
