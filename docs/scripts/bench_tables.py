@@ -302,6 +302,18 @@ def serve_backends(c1: J, c16: J) -> list[str]:
     return out
 
 
+def openvino(d: J) -> list[str]:
+    """OpenVINO next to the engines auto picks from, single-text graph (docs/scripts/openvino_probe.py)."""
+    cells = list(d["cells"])
+    setups = list(d["cells"][cells[0]])
+    out = ["| engine | " + " | ".join(cells) + " | labels = float32 |", "| --- |" + " ---: |" * (len(cells) + 1)]
+    for k in setups:
+        row = [d["cells"][c][k] for c in cells]
+        agree = min(r["labels_equal_float32"] for r in row)
+        out.append(f"| {k} | " + " | ".join(f"{r['sentences_per_s']:.1f}" for r in row) + f" | {100 * agree:.1f}% |")
+    return out
+
+
 BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "paper-mixed": (("paper-mixed.json",), paper_mixed),
     "paper-mixed-claims": (("paper-mixed.json",), paper_mixed_claims),
@@ -315,6 +327,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "grouped": (("grouped-ablation.jsonl",), grouped),
     "backends": (("backends.json",), backends),
     "serve-backends": (("serve-backends-c1.json", "serve-backends-c16.json"), serve_backends),
+    "openvino": (("openvino.json",), openvino),
 }
 
 
