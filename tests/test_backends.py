@@ -96,6 +96,14 @@ def test_serving_rows_run_on_onnxruntime_as_on_torch(artifact: Path) -> None:
                 <= ort.TOLERANCE
 
 
+def test_a_damaged_cache_entry_is_exported_again(artifact: Path) -> None:
+    model = load(artifact, backend="onnxruntime")
+    graph = model.runtime.engine.directory / "single.onnx"
+    graph.write_bytes(b"not an onnx graph")
+    again = load(artifact, backend="onnxruntime")
+    assert again.backend == "onnxruntime" and graph.stat().st_size > 1000
+
+
 def test_a_task_subset_runs_in_torch(artifact: Path) -> None:
     model = load(artifact, backend="onnxruntime")
     branch = model.branch("sentiment")

@@ -211,6 +211,18 @@ def check(engine: OrtEngine, model: Any) -> float:
     return worst
 
 
+def _engine(model: Any, threads: int) -> OrtEngine:
+    """The session on the cached graphs; a cache entry that does not open (a file damaged or removed by hand) is
+    exported again, once."""
+    directory = export_cached(model)
+    try:
+        return OrtEngine(model, directory, threads)
+    except Exception as exc:
+        log.warning("ONNX cache %s unusable (%s): exporting again", directory, type(exc).__name__)
+        (directory / "backend.json").unlink(missing_ok=True)
+        return OrtEngine(model, export_cached(model), threads)
+
+
 def attach(model: Any, threads: int) -> tuple[OrtEngine | None, str]:
     """The checked engine for ``model`` (float32, CPU), or None and why not (a warning's text)."""
     missing = available()
@@ -224,8 +236,7 @@ def attach(model: Any, threads: int) -> tuple[OrtEngine | None, str]:
     if not model.branches:
         return None, "no branches"
     try:
-        directory = export_cached(model)
-        engine = OrtEngine(model, directory, threads)
+        engine = _engine(model, threads)
         diff = check(engine, model)
     except MtbranchError:
         raise
