@@ -124,8 +124,6 @@ def predict_file(kw: dict[str, Any], *, input_path: str, output_path: Path | Non
     load_kw = {k: kw[k] for k in ("dtype", "device", "backend") if kw.get(k) is not None}
     model = load(kw["artifact"], verify=not kw.get("no_verify"), quantize=kw.get("quantize"), **load_kw)
     if kw.get("verbose"):
-        from mtbranch.cli.output import err_console
-
         err_console.print(f"backend: {model.backend_reason}", markup=False, soft_wrap=True)
     tasks = list(kw.get("tasks") or ())
     if reader.pair_col is None and not tasks:  # pair tasks are skipped when the input has no pair column

@@ -177,3 +177,16 @@ def test_predict_verbose_says_which_backend(artifact: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "backend: torch float32 (asked for)" in res.stderr
     assert json.loads(res.stdout)[0]["sentiment"]["label"] in ("negative", "positive")
+
+
+def test_predict_file_verbose_says_which_backend(artifact: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mtbranch.cli.main import cli
+
+    (tmp_path / "in.txt").write_text("good\nbad\n")
+    res = CliRunner().invoke(cli, ["predict", str(artifact), "--input", str(tmp_path / "in.txt"), "--task",
+                                   "sentiment", "--backend", "torch", "--dtype", "float32", "-v", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "backend: torch float32 (asked for)" in res.stderr
+    assert len([ln for ln in res.stdout.splitlines() if ln.strip()]) == 2
