@@ -19,7 +19,7 @@ from mtbranch.cli.output import (
 )
 from mtbranch.cli.predict_file import file_input_options
 from mtbranch.cli.threads import apply_threads, threads_option
-from mtbranch.spec.precision import DEFAULT_DTYPE, DTYPE_HELP, DTYPE_SPELLINGS, check_device, resolve_dtype
+from mtbranch.spec.precision import check_device, resolve_dtype
 from mtbranch.trunk.choose import choose_trunk
 
 SELECTION_RULE = ("With --branch, exactly those directories are used; installed plugins' branches join only "
@@ -340,12 +340,13 @@ def verify(artifact: Path) -> None:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
-@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default=DEFAULT_DTYPE, show_default=True, help=DTYPE_HELP)
+@P.backend_options
 @click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, ...")
 @threads_option
+@click.option("-v", "--verbose", is_flag=True, help="Say on stderr which backend and dtype run, and why.")
 def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pairs: tuple[str, ...], raw: bool,
-            as_words: bool, aggregation: str, as_json: bool, no_verify: bool, quantize: str | None, dtype: str,
-            device: str, threads: int | None) -> None:
+            as_words: bool, aggregation: str, as_json: bool, no_verify: bool, quantize: str | None, dtype: str | None,
+            backend: str | None, device: str, threads: int | None, verbose: bool) -> None:
     """Run a composed model on TEXTS, or on every row of --input FILE (JSONL out, streamed).
 
     \b
@@ -372,7 +373,9 @@ def predict(artifact: Path, texts: tuple[str, ...], tasks: tuple[str, ...], pair
     from mtbranch.plugins.manager import captured_stdout
 
     with captured_stdout() as printed:  # plugin head code (build, postprocess) must not corrupt --json
-        model = load(artifact, verify=not no_verify, quantize=quantize, dtype=dtype, device=device)
+        model = load(artifact, verify=not no_verify, quantize=quantize, dtype=dtype, device=device, backend=backend)
+        if verbose:
+            err_console.print(f"backend: {model.backend_reason}", markup=False, soft_wrap=True)
         if text_pairs is None and not tasks:  # pair tasks are skipped when no pair is given
             tasks = tuple(b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single")
         if as_words:

@@ -56,3 +56,16 @@ class Device(click.ParamType):
 
 _DEVICE = re.compile(r"^(cpu|cuda|mps|xpu)(:\d{1,3})?$")
 DEVICE = Device()
+
+
+def backend_options(f: Any) -> Any:
+    """``--backend`` and ``--dtype`` (predict, serve): default auto, the engine and dtype measured fastest here."""
+    from mtbranch.backends import BACKEND_HELP, BACKENDS, DEFAULT_BACKEND
+    from mtbranch.spec.precision import DTYPE_HELP, DTYPE_SPELLINGS
+
+    # default None: load's default, auto unless $MTBRANCH_DTYPE / $MTBRANCH_BACKEND set another for the fleet
+    f = click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default=None, show_default="auto",
+                     help=DTYPE_HELP + " With --backend auto, auto also weighs ONNX Runtime float32 (measured); "
+                                       "the reference: --backend torch --dtype float32.")(f)
+    return click.option("--backend", type=click.Choice(BACKENDS), default=None, show_default=DEFAULT_BACKEND,
+                        help=BACKEND_HELP)(f)

@@ -121,8 +121,10 @@ def predict_file(kw: dict[str, Any], *, input_path: str, output_path: Path | Non
     reader = InputReader(input_path, fmt=input_format, text=None if text_col is None else parse_column(text_col),
                          pair=None if pair_col is None else parse_column(pair_col), header=not no_header)
     apply_threads(kw.get("threads"))
-    load_kw = {k: kw[k] for k in ("dtype", "device") if kw.get(k) is not None}
+    load_kw = {k: kw[k] for k in ("dtype", "device", "backend") if kw.get(k) is not None}
     model = load(kw["artifact"], verify=not kw.get("no_verify"), quantize=kw.get("quantize"), **load_kw)
+    if kw.get("verbose"):
+        err_console.print(f"backend: {model.backend_reason}", markup=False, soft_wrap=True)
     tasks = list(kw.get("tasks") or ())
     if reader.pair_col is None and not tasks:  # pair tasks are skipped when the input has no pair column
         tasks = [b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single"]

@@ -12,8 +12,6 @@ from mtbranch.cli.output import console, err_console, esc
 from mtbranch.cli.threads import apply_threads, threads_option
 from mtbranch.serve.schema import ServeSettings
 from mtbranch.spec.precision import (
-    DEFAULT_DTYPE,
-    DTYPE_HELP,
     DTYPE_SPELLINGS,
     check_device,
     metrics_note,
@@ -72,9 +70,7 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task")
                    "over it: 429 with Retry-After (repeatable). Requests queue round-robin per owner.")
 @threads_option
 @click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, mps...")
-@click.option("--dtype", type=click.Choice(DTYPE_SPELLINGS), default=DEFAULT_DTYPE, show_default=True,
-              help=DTYPE_HELP + " The default is predict's and load's: the dtype branches are measured in "
-                                "(docs/composition.md, Compute dtype).")
+@P.backend_options
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check against the lock file.")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="CPU fast path: int8 dynamic quantization of the transformer layers (see docs/benchmarks.md).")
@@ -92,7 +88,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
           max_batch_tokens: int | None, max_batch_wait_ms: float, max_queue: int, request_timeout: float,
           read_timeout: float, keep_alive: float, grace: float, drain_delay: float, admin_token_env: str,
           max_body_bytes: int, max_texts: int, max_chars: int, quotas: tuple[str, ...], threads: int | None,
-          device: str, dtype: str, no_verify: bool, quantize: str | None, model_name: str,
+          device: str, dtype: str | None, backend: str | None, no_verify: bool, quantize: str | None, model_name: str,
           classify_task: str | None, otel: bool | None, log_level: str) -> None:
     """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
 
@@ -127,7 +123,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
     resolve_dtype(dtype, device)  # float16 on the CPU: a user error before anything is loaded
     with console.status("loading..."):
         load_kwargs: dict[str, Any] = {"verify": not no_verify, "device": device, "dtype": dtype, "tasks": subset,
-                       "quantize": quantize}
+                       "quantize": quantize, "backend": backend}
         model = load(artifact, **load_kwargs)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
@@ -139,7 +135,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     # one line (soft_wrap): logs and scripts grep the start line
     err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port} "
-                      f"({model.compute_dtype_reason}{metrics_note(model.compute_dtype)})", markup=False,
+                      f"({model.backend_reason}{metrics_note(model.compute_dtype)})", markup=False,
                       soft_wrap=True)
     app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True},
                      tracer_provider=tracer_provider)
@@ -205,7 +201,7 @@ def export_onnx(artifact: Path, out: Path, tasks: tuple[str, ...], triton: Path 
         check_output(output_path(triton) / triton_name, "triton", inputs=[artifact, out])
     subset = _check_tasks(artifact, tasks)
     with console.status("exporting..."):
-        model = load(artifact, tasks=subset)
+        model = load(artifact, tasks=subset, backend="torch", dtype="float32")
         info = do_export(model, out, opset=opset)
     console.print(f"[green]exported[/] {', '.join(o['name'] for o in info['outputs'])} -> {esc(out / 'model.onnx')}")
     if not no_check:

@@ -10,6 +10,11 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# load's default (auto) exports to ONNX and times the engines: seconds per new artifact. The suite runs the float32
+# reference unless a test asks for a backend (tests/test_backends.py covers auto). Set here, at import, so that
+# module- and session-scoped fixtures load with it too
+os.environ.setdefault("MTBRANCH_BACKEND", "torch")
+os.environ.setdefault("MTBRANCH_DTYPE", "float32")
 
 WORDS = (
     'the', 'a', 'an', 'is', 'was', 'good', 'bad', 'great', 'terrible', 'movie', 'film', 'plot', 'actor',
@@ -65,4 +70,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("MTBRANCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     # installed example plugins must not leak into unit tests; plugin tests opt back in
     monkeypatch.setenv("MTBRANCH_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("MTBRANCH_BACKEND", os.environ["MTBRANCH_BACKEND"])  # a test's own change is undone
+    monkeypatch.setenv("MTBRANCH_DTYPE", os.environ["MTBRANCH_DTYPE"])
     set_plugin_manager(None)

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # folder -> import prefix, as pyproject's package-dir maps them
 FOLDERS = {"core": "mtbranch", "plugins": "mtbranch.plugins", "sdk": "mtbranch.sdk", "cli": "mtbranch.cli"}
 # lowest first: a unit may import itself and units before it, never one after it
-LAYERS = ["errors", "io", "hub", "spec", "heads", "plugins", "trunk", "branch", "validation", "export", "composition",
+LAYERS = ["errors", "io", "hub", "spec", "heads", "plugins", "trunk", "branch", "validation", "export", "backends",
+          "composition",
           "serve", "mlflow", "bench", "sdk", "cli"]
 
 

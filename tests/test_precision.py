@@ -279,17 +279,26 @@ def test_bf16_guarantee_in_every_trunk_family(family: str, tmp_path: Path) -> No
 
 
 # -- issue 25: what a team measures is what it serves ---------------------------------------------------------
-def test_predict_load_serve_and_ray_share_one_default_dtype() -> None:
-    """float32, the dtype the SDK measures every branch's dev metrics in; bf16 only when asked for."""
+def test_predict_load_serve_and_ray_share_one_default_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One default for predict, serve, load and Ray: load's (None: auto, measured; issue 31), unless the
+    environment names another; compose and the bench keep float32 (DEFAULT_DTYPE)."""
     import inspect as pyinspect
 
+    from mtbranch.backends.auto import canonical_backend, default_dtype
     from mtbranch.serve import ray_app
 
-    defaults = {name: {p.name: p for p in cli.commands[name].params}["dtype"].default for name in ("predict", "serve")}
-    assert defaults == {"predict": "float32", "serve": "float32"} and precision.DEFAULT_DTYPE == "float32"
-    assert pyinspect.signature(load).parameters["dtype"].default is None  # None resolves to DEFAULT_DTYPE
-    assert resolve_dtype(None) == "float32"
-    assert "DEFAULT_DTYPE" in pyinspect.getsource(ray_app.build_app)
+    for option in ("dtype", "backend"):
+        defaults = {name: {p.name: p for p in cli.commands[name].params}[option].default
+                    for name in ("predict", "serve")}
+        assert defaults == {"predict": None, "serve": None}
+        assert pyinspect.signature(load).parameters[option].default is None
+        assert pyinspect.signature(ray_app.build_app).parameters[option].default is None
+    monkeypatch.delenv("MTBRANCH_DTYPE", raising=False)
+    monkeypatch.delenv("MTBRANCH_BACKEND", raising=False)
+    assert default_dtype(None) == "auto" and canonical_backend(None) == "auto"
+    monkeypatch.setenv("MTBRANCH_DTYPE", "bfloat16")
+    assert default_dtype(None) == "bfloat16" and default_dtype("float32") == "float32"
+    assert precision.DEFAULT_DTYPE == "float32" and resolve_dtype(None) == "float32"
 
 
 def test_serve_start_line_says_when_it_serves_another_dtype(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,7 +308,8 @@ def test_serve_start_line_says_when_it_serves_another_dtype(artifact: Path, monk
     monkeypatch.setattr(server, "run_server", lambda *a, **kw: None)  # where `serve` imports it from
     plain = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "1"])
     assert plain.exit_code == 0, plain.output
-    assert "(float32)" in plain.output and "measured in" not in plain.output
+    assert "(torch float32 (asked for))" in plain.output and "measured in" not in plain.output
     bf16 = CliRunner().invoke(cli, ["serve", str(artifact), "--port", "1", "--dtype", "bfloat16"])
     assert bf16.exit_code == 0, bf16.output
-    assert "bfloat16; the branches' dev metrics were measured in float32" in bf16.output
+    assert "(asked for); the branches' dev metrics were measured in float32" in bf16.output
+    assert "--backend torch --dtype float32 serves exactly what was measured" in bf16.output

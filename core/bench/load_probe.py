@@ -65,7 +65,7 @@ def probe(path: Path, mode: str) -> dict[str, Any]:
     total = sum(len(p.read_bytes()) for p in files)
     read_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = load(path, verify=mode == "verify")
+    model = load(path, verify=mode == "verify", backend="torch", dtype="float32")
     load_s = time.perf_counter() - t0
     after = rss()
     params = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
@@ -75,7 +75,7 @@ def probe(path: Path, mode: str) -> dict[str, Any]:
     after_forward = rss()
     del model
     t0 = time.perf_counter()  # again: files in the page cache, every lazy import done
-    load(path, verify=mode == "verify")
+    load(path, verify=mode == "verify", backend="torch", dtype="float32")
     load_again_s = time.perf_counter() - t0
     return {"files_bytes": total, "import_s": import_s, "read_s": read_s, "load_s": load_s,
             "load_again_s": load_again_s, "baseline_rss": baseline, "rss_after_load": after,

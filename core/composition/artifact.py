@@ -321,10 +321,13 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
          quantize: str | None = None) -> ComposedModel:
     """Load a composed artifact. Hashes are checked against the lock unless ``verify=False``.
 
-    ``dtype``: ``float32`` (default: equals transformers' forward), ``bfloat16``, ``float16`` (GPU only) or
-    ``auto`` (bf16 where the hardware multiplies it natively, else float32; mtbranch.spec.precision); the choice
-    is kept as ``model.compute_dtype``. ``quantize="int8"``: the CPU fast path, int8 dynamic quantization of the
-    transformer layers (mtbranch.export.quantize). Speed and metric change of each: docs/benchmarks.md.
+    ``backend`` and ``dtype`` default to ``auto`` (``$MTBRANCH_BACKEND`` / ``$MTBRANCH_DTYPE`` when set): the
+    fastest exact-enough engine measured on this machine, per batch size: torch float32, torch bfloat16 (CPUs
+    with native bf16) or ONNX Runtime float32 (mtbranch.backends.auto; what was picked and why:
+    ``model.backend_reason``). The float32 reference, equal to transformers' forward: ``backend="torch",
+    dtype="float32"``. ``dtype`` also takes ``bfloat16`` and ``float16`` (GPU only); ``quantize="int8"``: int8
+    dynamic quantization of the transformer layers (torch, CPU). Speed and metric change of each:
+    docs/benchmarks.md.
     """
     root = Path(path)
     if not root.is_dir():
@@ -346,7 +349,9 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
         raise
     if checking is not None:
         refuse_if_tampered(root, checking.result())
-    model = place_model(model, device, dtype, quantize=quantize)
+    from mtbranch.backends.auto import place
+
+    model = place(model, device=device, dtype=dtype, backend=backend, quantize=quantize)
     if quantize is not None:
         from mtbranch.export.quantize import quantize_layers
 
@@ -415,7 +420,7 @@ def update_composed(path: str | os.PathLike[str], *, put: Sequence[str | os.Path
     path = check_output(path, "composed", inputs=list(put))  # ~ expanded, as for every output
     # read, modify and write under one lock: a concurrent update waits, then reads this one's result
     with exclusive_update(path):
-        model = load(path)
+        model = load(path, backend="torch", dtype="float32")
         pm = get_plugin_manager()
         for name in remove:
             model.remove_branch(name)

@@ -59,6 +59,11 @@ class ComposedModel(nn.Module):
     compute_dtype: str = "float32"  # set by mtbranch.spec.precision.place_model (load/compose)
     compute_dtype_reason: str = "float32"
     attention: str = "sdpa"  # transformers' attention implementation of every layer (spec.precision.attention_for)
+    # the engine (mtbranch.backends.auto.place, at load): torch alone, or an ONNX Runtime graph for some batch sizes
+    runtime: Any = None
+    backend: str = "torch"
+    backend_reason: str = "torch"
+    backend_info: dict[str, Any] | None = None
 
     def __init__(self, trunk: Trunk, branches: Sequence[BranchModule], tokenizer: Any,
                  *, trunk_num_layers: int | None = None, lock: ArtifactLock | None = None,
@@ -165,6 +170,11 @@ class ComposedModel(nn.Module):
         branches = list(self._plan.branches) if branches is None else list(branches)
         if not branches:
             return {}
+        rt = self.runtime
+        signature = None if rt is None else rt.signature_for(branches, input_ids)
+        if signature is not None:  # the same outputs from the ONNX Runtime graph (mtbranch.backends.ort)
+            out = rt.engine.run(signature, input_ids, attention_mask, token_type_ids)
+            return {b.name: out[b.name] for b in branches}
         forks = trunk_pass(self.trunk, input_ids, attention_mask, token_type_ids, branches)
         return {name: out for name, (_, out) in forks.items()}
 
@@ -428,7 +438,28 @@ def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Seque
 
     ``extra``: modules outside the model's plan (a canary version of a branch, keyed by a name no task can have)
     that rows may read too: they fork at their own depth in the same pass, and the plan's branches are untouched.
+    With an ONNX Runtime engine (``model.runtime``) each input signature's rows run apart, on its graph when they
+    ask for all of its tasks and the batch size is one it runs (mtbranch.backends.auto).
     """
+    extra = extra or {}
+    if model.runtime is not None and not extra:
+        by_signature: dict[str, list[int]] = {}
+        for r, names in enumerate(reads):
+            sig = model.branch(next(iter(names))).manifest.tokenizer.input_signature if names else "single"
+            by_signature.setdefault(sig, []).append(r)
+        if len(by_signature) > 1:
+            outs: list[dict[str, Any]] = [{} for _ in ids]
+            for rows in by_signature.values():
+                part = _run_rows(model, [ids[r] for r in rows], [type_ids[r] for r in rows],
+                                 [reads[r] for r in rows], {})
+                for r, o in zip(rows, part, strict=True):
+                    outs[r] = o
+            return outs
+    return _run_rows(model, ids, type_ids, reads, extra)
+
+
+def _run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int] | None],
+              reads: Sequence[Sequence[str]], extra: Mapping[str, Any]) -> list[dict[str, Any]]:
     pad = getattr(model.tokenizer, "pad_token_id", None) or 0
     width = max(len(r) for r in ids)
     input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
@@ -440,9 +471,13 @@ def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Seque
         t = type_ids[r]
         if types is not None and t is not None:
             types[r, :len(t)] = torch.tensor(t, dtype=torch.long)
-    extra = extra or {}
     wanted = list(dict.fromkeys(n for names in reads for n in names))
     branches = [*model.select([n for n in wanted if n not in extra]), *(extra[n] for n in wanted if n in extra)]
+    rt = model.runtime
+    signature = None if rt is None or extra else rt.signature_for(branches, input_ids)
+    if signature is not None:  # the rows ask for every task of one ONNX graph: run it, pick per row
+        got = {n: v.float().tolist() for n, v in rt.engine.run(signature, input_ids, mask, types).items()}
+        return [{n: got[n][r] for n in names} for r, names in enumerate(reads)]
     forks = trunk_pass(model.trunk, input_ids, mask, types, branches, [set(names) for names in reads])
     outs: list[dict[str, Any]] = [{} for _ in ids]
     for name, (rows, value) in forks.items():

@@ -213,22 +213,23 @@ def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = _D.
               max_batch_tokens: int | None = _D.max_batch_tokens, max_queue: int = _D.max_queue,
               batch_wait_timeout_s: float = _D.max_batch_wait_ms / 1000,
               limits: Limits | None = None, ray_actor_options: dict[str, Any] | None = None,
-              load_kwargs: dict[str, Any] | None = None, dtype: str | None = None, otel: bool | None = None) -> Any:
+              load_kwargs: dict[str, Any] | None = None, dtype: str | None = None, otel: bool | None = None,
+              backend: str | None = None) -> Any:
     """A Ray Serve application for ``artifact`` (pass it to ``serve.run``).
 
     ``otel``: OpenTelemetry spans from each replica, as ``mtbranch serve --otel`` (default: on where the replica's
     environment sets an OTLP endpoint; pass the ``OTEL_*`` variables in ``ray_actor_options["runtime_env"]``).
 
-    ``dtype`` (``float32``, ``bfloat16``, ``float16`` on GPUs, ``auto``) is resolved by each replica on its own
-    node's hardware (mtbranch.spec.precision); the default is the one of ``load``, ``predict`` and ``mtbranch
-    serve``: float32, the dtype every branch's dev metrics were measured in.
+    ``backend`` (``torch``, ``onnxruntime``, ``auto``) and ``dtype`` (``float32``, ``bfloat16``, ``float16`` on
+    GPUs, ``auto``) are resolved by each replica on its own node's hardware (mtbranch.backends.auto); the default is
+    the one of ``load``, ``predict`` and ``mtbranch serve``: auto, the fastest exact-enough engine measured there.
+    ``backend="torch", dtype="float32"`` serves the dtype every branch's dev metrics were measured in.
     """
-    from mtbranch.spec.precision import DEFAULT_DTYPE
-
     load_kwargs = dict(load_kwargs or {})
     if dtype is not None:
         load_kwargs["dtype"] = dtype
-    load_kwargs.setdefault("dtype", DEFAULT_DTYPE)
+    if backend is not None:
+        load_kwargs["backend"] = backend
     # backpressure: each replica takes max(2 x batch, 8) at once; Ray's proxy queues at most max_queue more per
     # deployment handle and answers 503 beyond (Ray's own plain 503, not this app's JSON shape)
     options: dict[str, Any] = {"num_replicas": num_replicas, "max_ongoing_requests": max(2 * max_batch_size, 8),

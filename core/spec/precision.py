@@ -52,7 +52,7 @@ def metrics_note(compute_dtype: str) -> str:
     if compute_dtype == MEASURED_IN:
         return ""
     return (f"; the branches' dev metrics were measured in {MEASURED_IN}, {compute_dtype} answers can differ "
-            f"(--dtype {MEASURED_IN} serves exactly what was measured)")
+            f"(--backend torch --dtype {MEASURED_IN} serves exactly what was measured)")
 # the CPU flags that make bf16 matmuls native (reported by the bench, read by `auto`), fastest first
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",

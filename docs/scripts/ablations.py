@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = load(args.artifact)
+    model = load(args.artifact, backend="torch", dtype="float32")
     tasks = [b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single"]
     xs = texts(args.n)
 

@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with open(a.data / "SST-2" / "train.tsv", encoding="utf-8", newline="") as fh:
         texts = [r[0].strip() for i, r in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)) if i]
-    model = mtbranch.load(a.artifact)
+    model = mtbranch.load(a.artifact, backend="torch", dtype="float32")
     tasks = [t for t in TASKS if t in {b.name for b in model.branches}]
 
     def rss_mib() -> int:

@@ -258,6 +258,62 @@ def grouped(rows: list[J]) -> list[str]:
             "here (no GPU lent to this project so far)."]
 
 
+BACKEND_ROWS = {"mtbranch default (auto)": "**mtbranch default** (`auto`)",
+                "mtbranch torch float32": "mtbranch torch float32 (old default)",
+                "mtbranch torch bfloat16": "mtbranch torch bfloat16",
+                "mtbranch onnxruntime float32": "mtbranch ONNX Runtime float32 (fused)",
+                "peers HF float32": "8 models, HF float32", "peers HF bfloat16": "8 models, HF bfloat16",
+                "peers ORT fused float32": "8 models, ONNX + ORT optimizer float32",
+                "peers ORT fused int8": "8 models, ONNX + ORT optimizer int8"}
+
+
+def backends(d: J) -> list[str]:
+    """Issue 31's must-show: sentences/s (% of the dtype's matmul peak) per setup and cell, agreement, goals."""
+    cells = list(d["cells"])
+    out = ["| setup | " + " | ".join(cells) + " | labels = float32 |", "| --- |" + " ---: |" * (len(cells) + 1)]
+    for key, label in BACKEND_ROWS.items():
+        row = [d["cells"][c]["setups"][key] for c in cells]
+        agree = min(r["agreement_with_float32"]["labels_equal"] for r in row)
+        out.append(f"| {label} | " + " | ".join(f"{r['sentences_per_s']:.1f} ({r['pct_peak']:.0f}%)" for r in row)
+                   + f" | {100 * agree:.1f}% |")
+    sm = d["summary"]
+    out.append("| default engine | " + " | ".join(d["cells"][c]["default_engine"] for c in cells) + " | |")
+    out.append("| default / mtbranch's best exact-enough (goal >= 0.9) | "
+               + " | ".join(f"{sm[c]['default_vs_best_mtbranch']:.2f}x" for c in cells) + " | |")
+    out.append("| mtbranch's best / peers' best exact-enough (goal >= 2.0) | "
+               + " | ".join(f"{sm[c]['best_mtbranch_vs_best_peer']:.2f}x" for c in cells) + " | |")
+    out.append("| default / old default (torch float32) | "
+               + " | ".join(f"{sm[c]['default_vs_old_default']:.2f}x" for c in cells) + " | |")
+    out.append("| mtbranch's best / peers' int8 | "
+               + " | ".join(f"{sm[c]['best_mtbranch_vs_peers_int8']:.2f}x" for c in cells) + " | |")
+    return out
+
+
+def serve_backends(c1: J, c16: J) -> list[str]:
+    """The new default server vs the old one (loadtest.py --compare-dtypes auto:auto,torch:float32), c=1 and 16."""
+    out = ["| concurrency | server | sentences/s | p50 ms | p99 ms | errors | throughput vs the default |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for d in (c1, c16):
+        base = next(iter(d["summary"]))
+        for name, x in d["summary"].items():
+            label = "default (`auto`)" if name.startswith("auto") else "old default (torch float32)"
+            out.append(f"| {d['concurrency']} | {label} | {x['throughput']:.1f} | {x['p50_ms']:.1f} | "
+                       f"{x['p99_ms']:.1f} | {x['errors']} | {x['throughput_vs_' + base]:.2f}x |")
+    return out
+
+
+def openvino(d: J) -> list[str]:
+    """OpenVINO next to the engines auto picks from, single-text graph (docs/scripts/openvino_probe.py)."""
+    cells = list(d["cells"])
+    setups = list(d["cells"][cells[0]])
+    out = ["| engine | " + " | ".join(cells) + " | labels = float32 |", "| --- |" + " ---: |" * (len(cells) + 1)]
+    for k in setups:
+        row = [d["cells"][c][k] for c in cells]
+        agree = min(r["labels_equal_float32"] for r in row)
+        out.append(f"| {k} | " + " | ".join(f"{r['sentences_per_s']:.1f}" for r in row) + f" | {100 * agree:.1f}% |")
+    return out
+
+
 BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "paper-mixed": (("paper-mixed.json",), paper_mixed),
     "paper-mixed-claims": (("paper-mixed.json",), paper_mixed_claims),
@@ -269,6 +325,9 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "serving": (("serve.json",), serving),
     "serving-engine": (("serve-engine.json",), serving_engine),
     "grouped": (("grouped-ablation.jsonl",), grouped),
+    "backends": (("backends.json",), backends),
+    "serve-backends": (("serve-backends-c1.json", "serve-backends-c16.json"), serve_backends),
+    "openvino": (("openvino.json",), openvino),
 }
 
 

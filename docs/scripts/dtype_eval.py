@@ -67,7 +67,7 @@ def build(variant: str, artifact: str) -> Any:
     if variant == "int8":
         return load(artifact, quantize="int8")
     dtype, _, extra = variant.partition("+")
-    model = load(artifact, dtype=dtype)
+    model = load(artifact, dtype=dtype, backend="torch")
     if extra in ("sdpa", "eager"):
         set_attention(model, extra)
     elif extra == "fp32-heads":

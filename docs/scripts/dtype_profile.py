@@ -63,7 +63,7 @@ def main() -> None:
     result: dict[str, Any] = {"command": "python docs/scripts/dtype_profile.py " + " ".join(sys.argv[1:]),
                               "threads": args.threads, "batch": [32, 64], "loadavg": os.getloadavg()}
     for dtype in args.dtypes.split(","):
-        model = load(args.artifact, dtype=dtype, verify=False)
+        model = load(args.artifact, dtype=dtype, verify=False, backend="torch")
         branches = [b for b in model.branches if b.manifest.tokenizer.input_signature == "single"]
         result[dtype] = {"attention": model.attention, **profile(model, ids, mask, types, branches)}
     text = json.dumps(result, indent=1)

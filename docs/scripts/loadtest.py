@@ -21,6 +21,12 @@ requests at the same concurrency, the dtypes taking turns round by round:
     python docs/scripts/loadtest.py out/composed --compare-dtypes float32,bfloat16 --requests 200 \
         --dtype-rounds 2 --concurrency 16 --threads 1
 
+Backends compared the same way (issue 31: the default, auto, vs the old default, torch float32), a dtype written
+``BACKEND:DTYPE``:
+
+    python docs/scripts/loadtest.py out/composed --compare-dtypes auto:auto,torch:float32 --requests 200 \
+        --dtype-rounds 2 --concurrency 16 --threads 1
+
 Two checkouts of mtbranch compared (a change's before and after): one composed server per checkout, run from this
 venv with ``PYTHONPATH`` pointing at the checkout's own ``mtbranch`` package, the composed scenarios (all tasks,
 one task) taking turns round by round:
@@ -70,13 +76,18 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.label = ",".join(tasks) or "all"
+        # a dtype "BACKEND:DTYPE" also names the backend (--compare-dtypes auto:auto,torch:float32); a plain dtype
+        # runs torch, as every figure measured before the backends existed (by the environment: a checkout older
+        # than --backend ignores it)
+        backend, _, dtype = (dtype or args.dtype).rpartition(":")
         cmd = [sys.executable, "-m", "mtbranch.cli.main", "serve", artifact, "--port", str(self.port),
                "--threads", str(args.threads), "--max-batch-size", str(args.max_batch_size),
                "--max-batch-wait-ms", str(args.max_batch_wait_ms), "--log-level", "warning",
-               "--dtype", dtype or args.dtype]
+               "--dtype", dtype, *(["--backend", backend] if backend else [])]
         for t in tasks:
             cmd += ["--task", t]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
+               **({} if backend else {"MTBRANCH_BACKEND": "torch"}), **(env or {})}
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def wait_ready(self, timeout: float = 180) -> None:

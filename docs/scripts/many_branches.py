@@ -69,7 +69,7 @@ def main() -> None:
         del model
         gc.collect()
         t0 = time.perf_counter()
-        model = load(work / "composed")
+        model = load(work / "composed", backend="torch", dtype="float32")
         out["load_s"] = round(time.perf_counter() - t0, 1)
         out["peak_rss_mb_compose_and_load"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         status = Path("/proc/self/status").read_text()

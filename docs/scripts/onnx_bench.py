@@ -55,7 +55,7 @@ def main() -> None:
     from mtbranch.composition.artifact import load
     from mtbranch.export.onnx import check_onnx, encode, export_onnx, session
 
-    model = load(args.artifact)
+    model = load(args.artifact, backend="torch", dtype="float32")
     texts, pairs = sentences(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "onnx"

@@ -92,7 +92,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    models = {"float32": load(args.artifact), "int8": load(args.artifact, quantize="int8")}
+    models = {"float32": load(args.artifact, backend="torch", dtype="float32"),
+              "int8": load(args.artifact, quantize="int8")}
     devs = dev_sets()
     key = {"sentiment": "accuracy", "similarity": "pearson", "entities": "entity_f1"}
     scores = {kind: {n: metrics(m, n, devs[n]) for n in devs} for kind, m in models.items()}

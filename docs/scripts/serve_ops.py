@@ -274,7 +274,7 @@ def main() -> None:
     import hashlib
 
     def references() -> str:
-        m = mtbranch.load(art)
+        m = mtbranch.load(art, backend="torch", dtype="float32")
         version = hashlib.sha256((art / "mtbranch.lock.json").read_bytes()).hexdigest()
         refs[version] = [m.predict(b["texts"], tasks=b["tasks"], text_pairs=b.get("text_pairs")) for b in data]
         return version

@@ -23,7 +23,7 @@ from typing import Any
 
 CHILD = """
 import sys, mtbranch
-m = mtbranch.load(sys.argv[1])
+m = mtbranch.load(sys.argv[1], backend="torch", dtype="float32")
 m.predict(["warm-up text"], tasks=[b.name for b in m.branches if b.manifest.tokenizer.input_signature == "single"])
 print("ready", flush=True)
 sys.stdin.read()

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     import mtbranch
 
     torch.set_num_threads(args.torch_threads)
-    model = mtbranch.load(args.artifact)
+    model = mtbranch.load(args.artifact, backend="torch", dtype="float32")
     data = inputs(args.inputs)
     started = time.perf_counter()
     reference = [model.predict([t], text_pairs=[p])[0] for t, p in data]
