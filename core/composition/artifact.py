@@ -318,7 +318,7 @@ def _trunk_problems(root: Path, lock: ArtifactLock) -> list[str]:
 
 def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cpu",
          dtype: str | torch.dtype | None = None, tasks: Sequence[str] | None = None,
-         quantize: str | None = None) -> ComposedModel:
+         quantize: str | None = None, backend: str | None = None) -> ComposedModel:
     """Load a composed artifact. Hashes are checked against the lock unless ``verify=False``.
 
     ``backend`` and ``dtype`` default to ``auto`` (``$MTBRANCH_BACKEND`` / ``$MTBRANCH_DTYPE`` when set): the
