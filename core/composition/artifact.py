@@ -23,6 +23,7 @@ from typing import Any
 
 import mtbranch
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed, os_error
+from mtbranch.export.quantize import BRANCH_PRECISIONS
 from mtbranch.io.atomic import atomic_directory, exclusive_update
 from mtbranch.io.files import (
     JsonFileError,
@@ -191,6 +192,8 @@ def save_composed(model: Any, out: str | os.PathLike[str]) -> dict[str, Any]:
                             "attach_depth": b.manifest.attach_depth, "num_layers": b.manifest.num_layers,
                             "head": b.manifest.head.type,
                             "sha256": sha256_file(bdir / b.manifest.weights.path)})
+            if getattr(b, "precision", "float32") != "float32":  # absent: float32 (mtbranch quantize sets it)
+                entries[-1]["precision"] = b.precision
         files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         lock = {
             "lock_version": LOCK_VERSION,
@@ -260,6 +263,8 @@ def _lock_problem(lock: dict[str, Any]) -> str | None:
                 return f"branches[{i}].{key} is not a {kind.__name__}"
         if not isinstance(e.get("sha256"), str):
             return f"branches[{i}].sha256 is not a str"
+        if e.get("precision", "float32") not in BRANCH_PRECISIONS:
+            return f"branches[{i}].precision {e.get('precision')!r} is not one of {', '.join(BRANCH_PRECISIONS)}"
     if not isinstance(lock.get("overhead"), dict) or not isinstance(lock["overhead"].get("text"), str):
         return "'overhead' is not an object with a 'text'"
     return None
@@ -410,10 +415,12 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
     if checking is not None:
         refuse_if_tampered(root, checking.result())
     model = place_model(model, device, dtype, quantize=quantize)
-    if quantize is not None:
-        from mtbranch.export.quantize import quantize_layers
+    from mtbranch.export.quantize import apply_branch_precisions, quantize_layers
 
+    if quantize is not None:
         quantize_layers(model, quantize)
+    else:  # the branches `mtbranch quantize` kept int8 (their dev metric allowed it); the trunk stays float32
+        apply_branch_precisions(model, {e["name"]: e.get("precision", "float32") for e in lock["branches"]})
     return model
 
 
@@ -455,6 +462,7 @@ def _build(root: Path, lock: dict[str, Any], tasks: Sequence[str] | None) -> Any
         bdir = root / "branches" / e["name"]
         b = load_branch(bdir, pm.head_type(e["head"]), verify=False)
         b.source, b.artifact_path = e.get("source"), bdir  # type: ignore[attr-defined]
+        b.precision = e.get("precision", "float32")  # type: ignore[attr-defined]
         branches.append(b)
     depth = max((b.manifest.attach_depth for b in branches), default=0)
     trunk = load_trunk(source, depth)
