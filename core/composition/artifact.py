@@ -23,7 +23,7 @@ from typing import Any
 
 import mtbranch
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed, os_error
-from mtbranch.export.quantize import BRANCH_PRECISIONS
+from mtbranch.export.quantize import BRANCH_PRECISIONS, apply_branch_precisions, quantize_layers
 from mtbranch.io.atomic import atomic_directory, exclusive_update
 from mtbranch.io.files import (
     JsonFileError,
@@ -415,8 +415,6 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
     if checking is not None:
         refuse_if_tampered(root, checking.result())
     model = place_model(model, device, dtype, quantize=quantize)
-    from mtbranch.export.quantize import apply_branch_precisions, quantize_layers
-
     if quantize is not None:
         quantize_layers(model, quantize)
     else:  # the branches `mtbranch quantize` kept int8 (their dev metric allowed it); the trunk stays float32
