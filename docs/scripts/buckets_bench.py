@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n", type=int, default=384)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--only", default=None, help="run only the variants whose name contains this (e.g. predict)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load(args.artifact)
@@ -132,6 +133,8 @@ def main() -> None:
     variants["predict --input before (sorted by characters)"] = lambda: old_predict(model, xs, tasks)
     variants["predict --input after (token-length buckets 0.2)"] = lambda: list(
         model.predict_iter(xs, tasks=tasks, batch_size=32))
+    if args.only:
+        variants = {k: v for k, v in variants.items() if args.only in k or k == "serve batch 1"}
     got = {k: answers(fn()) for k, fn in variants.items()}  # warm-up, and the answers compared
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):
@@ -141,7 +144,7 @@ def main() -> None:
             times[k].append(time.perf_counter() - t0)
     real = sum(len(s.ids) for j in jobs for s in j.sequences)
     ref = got["serve batch 1"]
-    base = statistics.median(times["serve batch 32, max_padding None"])
+    base = statistics.median(times.get("serve batch 32, max_padding None") or times["serve batch 1"])
     rows = []
     for k in variants:
         sec = statistics.median(times[k])
@@ -157,7 +160,8 @@ def main() -> None:
                      "same_answers_as_batch1": sum(a == b for a, b in zip(got[k], ref, strict=True)) / len(ref),
                      "rounds_s": times[k]})
     out = {"command": "python docs/scripts/buckets_bench.py " + " ".join(
-               f"{a}" for a in [args.artifact, "--threads", args.threads, "--rounds", args.rounds, "--n", args.n]),
+               f"{a}" for a in [args.artifact, "--threads", args.threads, "--rounds", args.rounds, "--n", args.n,
+                            *(["--only", args.only] if args.only else [])]),
            "texts": len(xs), "tokens": real, "tasks": tasks, "threads": args.threads,
            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
            "load": Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None,
