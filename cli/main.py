@@ -77,11 +77,12 @@ def _register() -> None:
     from mtbranch.cli.canary import canary
     from mtbranch.cli.migrate import migrate_cmd
     from mtbranch.cli.new_plugin import new_plugin
+    from mtbranch.cli.quantize import quantize_cmd
     from mtbranch.cli.sdk_commands import distill_cmd, sweep_cmd, train_cmd
     from mtbranch.cli.serve import export_onnx, serve
 
     for cmd in [*commands.ALL, new_plugin, train_cmd, sweep_cmd, distill_cmd, migrate_cmd, build, serve, export_onnx,
-                bench, canary]:
+                bench, canary, quantize_cmd]:
         cli.add_command(cmd)
 
 

@@ -37,8 +37,8 @@ def _named(values: tuple[str, ...], what: str) -> dict[str | None, list[Path]]:
     return out
 
 
-def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], what: str = "--dev"
-              ) -> dict[str, Any]:
+def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], what: str = "--dev",
+              among: str = "the teacher's") -> dict[str, Any]:
     from mtbranch.cli.sdk_commands import _load_data, _rename_labels
 
     tasks = {t.name: t.manifest for t in teachers}
@@ -48,7 +48,7 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], w
         if not sep or not name or not path:
             raise UsageError(f"{what} {v!r}: expected NAME=PATH", hint=f"e.g. {what} sentiment=SST-2/dev.tsv")
         if name not in tasks:
-            raise UsageError(f"{what} {name}=...: no branch {name!r} among the teacher's",
+            raise UsageError(f"{what} {name}=...: no branch {name!r} among {among}",
                              hint=f"branches: {', '.join(tasks)}")
         m = tasks[name]
         spec = {"text_col": o["dev_text_col"], "pair_col": o["dev_pair_col"], "label_col": o["dev_label_col"],

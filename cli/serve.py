@@ -43,6 +43,9 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task")
                    "the same meaning on Ray.")
 @click.option("--max-batch-tokens", default=None, type=click.IntRange(1),
               help="Most padded tokens per trunk pass (sequences x the longest), like TEI's. Default: no limit.")
+@click.option("--max-padding", default=_D.max_padding, show_default=True, type=P.FRACTION,
+              help="Length buckets: a batch's sequences, sorted by length, are cut into passes each at most this "
+                   "fraction padding (1: one pass per batch, as before).")
 @click.option("--max-batch-wait-ms", default=_D.max_batch_wait_ms, show_default=True, type=P.Finite(0, 60_000),
               help="How long the first request of a batch waits for others.")
 @click.option("--max-queue", default=_D.max_queue, show_default=True, type=click.IntRange(1),
@@ -85,8 +88,9 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batch_size: int,
-          max_batch_tokens: int | None, max_batch_wait_ms: float, max_queue: int, request_timeout: float,
-          read_timeout: float, keep_alive: float, grace: float, drain_delay: float, admin_token_env: str,
+          max_batch_tokens: int | None, max_padding: float, max_batch_wait_ms: float, max_queue: int,
+          request_timeout: float, read_timeout: float, keep_alive: float, grace: float, drain_delay: float,
+          admin_token_env: str,
           max_body_bytes: int, max_texts: int, max_chars: int, quotas: tuple[str, ...], threads: int | None,
           device: str, dtype: str | None, backend: str | None, no_verify: bool, quantize: str | None, model_name: str,
           classify_task: str | None, otel: bool | None, log_level: str) -> None:
@@ -127,7 +131,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
         model = load(artifact, **load_kwargs)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
-                             max_batch_wait_ms=max_batch_wait_ms, max_queue=max_queue,
+                             max_padding=max_padding, max_batch_wait_ms=max_batch_wait_ms, max_queue=max_queue,
                              request_timeout_s=request_timeout, read_timeout_s=read_timeout, keep_alive_s=keep_alive,
                              grace_s=grace, drain_delay_s=drain_delay,
                              admin_token=os.environ.get(admin_token_env) or None, quotas=owner_quotas,

@@ -1,5 +1,6 @@
 """The request queue of `mtbranch serve` on its own (asyncio, no model): batches are gathered with the same
-budget that cuts trunk passes (padded tokens), so a gathered batch is one pass unless one request alone is over."""
+budget that cuts trunk passes (padded tokens), so a gathered batch is one pass unless one request alone is over,
+or its lengths are mixed enough for length buckets (--max-padding) to cut it."""
 
 from __future__ import annotations
 
@@ -58,3 +59,11 @@ def test_gathering_stops_at_the_sequence_limit_and_an_oversized_request_runs_alo
 def test_budget_fits_rows_times_the_longest() -> None:
     b = Budget(4, 40)
     assert b.fits(2, 20) and not b.fits(3, 20) and not b.fits(5, 1) and Budget(4).fits(4, 10_000)
+
+
+def test_a_gathered_batch_of_mixed_lengths_runs_as_length_buckets() -> None:
+    jobs = [job("a", 5), job("b", 30), job("c", 6), job("d", 31)]
+    bucketed = ServeSettings(max_batch_size=32, max_batch_wait_ms=200)  # the default --max-padding 0.2
+    assert gathered(bucketed, jobs) == ([["a", "b", "c", "d"]], [2])  # one batch, two passes: 5,6 and 30,31
+    one_pass = ServeSettings(max_batch_size=32, max_batch_wait_ms=200, max_padding=1.0)
+    assert gathered(one_pass, jobs) == ([["a", "b", "c", "d"]], [1])

@@ -34,3 +34,4 @@ def test_serving_defaults_have_one_home() -> None:
     assert (opts["max_body_bytes"], opts["max_texts"], opts["max_chars"]) == (
         d.limits.max_body_bytes, d.limits.max_texts, d.limits.max_chars)
     assert (Budget().max_batch_size, Budget().max_batch_tokens) == (d.max_batch_size, d.max_batch_tokens)
+    assert opts["max_padding"] == d.max_padding == Budget().max_padding  # length buckets: one default

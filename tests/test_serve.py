@@ -273,7 +273,7 @@ def test_cli_help_is_light() -> None:
 def test_task_subsets_share_one_trunk_pass_up_to_the_depth_they_need(model: Any) -> None:
     """sentiment (depth 2), entities (depth 3) and similarity (depth 2, pair) requests in one batch: one pass,
     trunk layers 1-3 run once each (grouping by task set would run 2 + 3 + 2 = 7 layers), rows leave after depth 2."""
-    from mtbranch.serve.batching import Stats, prepare_job, run_jobs
+    from mtbranch.serve.batching import Budget, Stats, prepare_job, run_jobs
 
     rows_per_layer: list[int] = []
     run_layer = model.trunk.run_layer
@@ -288,7 +288,7 @@ def test_task_subsets_share_one_trunk_pass_up_to_the_depth_they_need(model: Any)
     stats = Stats()
     model.trunk.run_layer = counted
     try:
-        out = run_jobs(model, jobs, stats)
+        out = run_jobs(model, jobs, stats, Budget(max_padding=None))  # one pass: no length buckets
     finally:
         del model.trunk.run_layer
     assert stats.predict_calls == 1 and stats.layer_calls == 3
@@ -302,7 +302,7 @@ def test_predict_forward_and_serving_run_the_one_trunk_pass(model: Any, monkeypa
     """One engine: predict (through forward) and the serving batches (run_rows) both run composition's trunk_pass;
     serving's passes name each row's branches, forward's do not (every row reads every branch)."""
     import mtbranch.composition.model as composed
-    from mtbranch.serve.batching import prepare_job, run_jobs
+    from mtbranch.serve.batching import Budget, prepare_job, run_jobs
 
     real = composed.trunk_pass
     per_row: list[bool] = []
@@ -312,8 +312,9 @@ def test_predict_forward_and_serving_run_the_one_trunk_pass(model: Any, monkeypa
         return real(*args, **kwargs)
 
     monkeypatch.setattr(composed, "trunk_pass", counted)
-    want = model.predict(TEXTS[:2], tasks=["sentiment", "entities"])
-    got = run_jobs(model, [prepare_job(model, TEXTS[:2], None, ["sentiment", "entities"], False)])[0]
+    want = model.predict(TEXTS[:2], tasks=["sentiment", "entities"], max_padding=None)  # one pass each
+    got = run_jobs(model, [prepare_job(model, TEXTS[:2], None, ["sentiment", "entities"], False)],
+                   budget=Budget(max_padding=None))[0]
     assert per_row == [False, True]
     assert results_close(got, want)
 
@@ -321,10 +322,11 @@ def test_predict_forward_and_serving_run_the_one_trunk_pass(model: Any, monkeypa
 def test_token_budget_splits_passes_and_a_failing_request_is_isolated(model: Any) -> None:
     from mtbranch.serve.batching import Budget, Job, Stats, prepare_job, run_jobs
 
-    assert Budget(8).passes([5, 3, 9, 4]) == [[1, 3, 0, 2]]
-    assert Budget(2).passes([5, 3, 9, 4]) == [[1, 3], [0, 2]]
+    assert Budget(8, max_padding=None).passes([5, 3, 9, 4]) == [[1, 3, 0, 2]]
+    assert Budget(2, max_padding=None).passes([5, 3, 9, 4]) == [[1, 3], [0, 2]]
     # rows x longest <= 12: [3, 4] (8), [5] (5 + 9 would be 18), [9]; a row over the budget is a pass alone
-    assert Budget(8, 12).passes([5, 3, 9, 4]) == [[1, 3], [0], [2]]
+    assert Budget(8, 12, None).passes([5, 3, 9, 4]) == [[1, 3], [0], [2]]
+    assert Budget(8).passes([5, 3, 9, 4]) == [[1, 3, 0], [2]]  # length buckets: 9 joining would be 42% padding
     seen: list[tuple[int, int]] = []
     jobs = [prepare_job(model, [t], None, ["sentiment"], False) for t in TEXTS]
     stats = Stats()

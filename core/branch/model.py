@@ -64,6 +64,7 @@ class BranchProvenance:
 
     source: str = "directory"  # how it was found: "directory", a branch plugin's name, "hf:ORG/NAME@REV"
     path: Path | None = None  # the directory its manifest.json and weights were read from
+    precision: str = "float32"  # the lock's branches[].precision: "int8" where `mtbranch quantize` kept it
 
 
 class BranchModule(nn.Module):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import mtbranch
 from mtbranch.errors import IntegrityError, MtbranchError, ValidationFailed, os_error
+from mtbranch.export.quantize import apply_branch_precisions, quantize_layers
 from mtbranch.io.atomic import atomic_directory, exclusive_update
 from mtbranch.io.files import check_regular, is_inside, sha256_file
 from mtbranch.io.guard import check_output
@@ -183,7 +184,9 @@ def save_composed(model: ComposedModel, out: str | os.PathLike[str]) -> Artifact
                 save_branch(b, bdir, card=False)  # like a copied branch: manifest and weights only
             entries.append(LockBranch(name=b.name, version=b.manifest.version, source=b.provenance.source,
                                       attach_depth=b.manifest.attach_depth, num_layers=b.manifest.num_layers,
-                                      head=b.manifest.head.type, sha256=sha256_file(bdir / b.manifest.weights.path)))
+                                      head=b.manifest.head.type, sha256=sha256_file(bdir / b.manifest.weights.path),
+                                      # absent: float32 (mtbranch quantize sets int8)
+                                      precision="int8" if b.provenance.precision == "int8" else None))
         files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         lock = ArtifactLock(
             mtbranch_version=mtbranch.__version__,
@@ -351,11 +354,16 @@ def load(path: str | os.PathLike[str], *, verify: bool = True, device: str = "cp
         refuse_if_tampered(root, checking.result())
     from mtbranch.backends.auto import place
 
+    precisions = {e.name: e.precision or "float32" for e in lock.branches}
+    if quantize is None and "int8" in precisions.values():
+        # branches `mtbranch quantize` kept int8 run dynamic int8 over float32 CPU weights in torch: what auto means
+        backend = "torch" if backend in (None, "auto") else backend
+        dtype = "float32" if dtype in (None, "auto") else dtype
     model = place(model, device=device, dtype=dtype, backend=backend, quantize=quantize)
     if quantize is not None:
-        from mtbranch.export.quantize import quantize_layers
-
         quantize_layers(model, quantize)
+    else:  # the branches `mtbranch quantize` kept int8 (their dev metric allowed it); the trunk stays float32
+        apply_branch_precisions(model, precisions)
     return model
 
 
@@ -396,7 +404,7 @@ def _build(root: Path, lock: ArtifactLock, tasks: Sequence[str] | None) -> Compo
             continue
         bdir = root / "branches" / e.name
         b = load_branch(bdir, pm.head_type(e.head), verify=False)
-        b.provenance = BranchProvenance(e.source or "directory", bdir)
+        b.provenance = BranchProvenance(e.source or "directory", bdir, e.precision or "float32")
         branches.append(b)
     depth = max((b.manifest.attach_depth for b in branches), default=0)
     trunk = load_trunk(source, depth)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mtbranch.branch.model import BranchModule
+from mtbranch.composition.buckets import MAX_PADDING, buckets
 from mtbranch.errors import MtbranchError
 from mtbranch.heads.postprocess import AGGREGATIONS, TokenContext, tokens_to_words, word_spans
 from mtbranch.trunk.model import Trunk
@@ -187,13 +188,15 @@ class ComposedModel(nn.Module):
         declared = min(b.manifest.tokenizer.max_length for b in branches)
         return effective_max_length(declared, self.tokenizer, self.trunk.config)
 
-    def tokenize(self, texts: list[str], pairs: list[str] | None, max_length: int, offsets: bool) -> Any:
+    def tokenize(self, texts: list[str], pairs: list[str] | None, max_length: int, offsets: bool,
+                 padded: bool = True) -> Any:
+        """Token ids (padded to the longest as tensors; ``padded=False``: lists of each input's own length)."""
         with self._tok_lock:
             # longest_first, as the SDK tokenizes training pairs: the ids the branch was trained on, and no error
             # when the second text alone is longer than max_length
             enc = self.tokenizer(_tokenizable(texts), None if pairs is None else _tokenizable(pairs),
-                                 padding="longest", truncation=True,
-                                 max_length=max_length, return_tensors="pt",
+                                 padding="longest" if padded else False, truncation=True,
+                                 max_length=max_length, return_tensors="pt" if padded else None,
                                  return_offsets_mapping=offsets)
         truncated = sum(1 for e in enc.encodings if e.overflowing)
         if truncated:
@@ -203,12 +206,13 @@ class ComposedModel(nn.Module):
     def predict(self, texts: str | Sequence[str] | None = None, *, tasks: Sequence[str] | None = None,
                 text_pairs: str | Sequence[str] | None = None, raw: bool = False,
                 batch_size: int = DEFAULT_BATCH_SIZE, words: Sequence[Sequence[str]] | None = None,
-                aggregation: str = "first") -> list[dict[str, Any]]:
+                aggregation: str = "first", max_padding: float | None = MAX_PADDING) -> list[dict[str, Any]]:
         """One dict per input text mapping each task name to its result.
 
         ``tasks`` picks a subset (the trunk then runs only as deep as they need); ``text_pairs`` feeds
-        branches with a ``pair`` signature; ``raw`` adds the head's outputs. Inputs are processed in
-        micro-batches of ``batch_size``, sorted by length so padding stays small.
+        branches with a ``pair`` signature; ``raw`` adds the head's outputs. Inputs are tokenized together, sorted
+        by token length and run in length buckets of at most ``batch_size`` rows, each at most ``max_padding``
+        padding (:mod:`mtbranch.composition.buckets`; ``None``: every ``batch_size`` rows one pass).
 
         ``words`` (instead of ``texts``): inputs already split into words, e.g. ``[["fly", "to", "st.",
         "louis"]]``; token tasks then also return ``tags``, one per word. ``aggregation`` picks how a word's
@@ -233,6 +237,10 @@ class ComposedModel(nn.Module):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MtbranchError(f"batch_size must be a positive integer, not {batch_size!r}",
                                 hint=f"the default is {DEFAULT_BATCH_SIZE}")
+        if max_padding is not None and (isinstance(max_padding, bool) or not isinstance(max_padding, int | float)
+                                        or not 0 <= max_padding <= 1):
+            raise MtbranchError(f"max_padding must be a fraction from 0 to 1 (or None), not {max_padding!r}",
+                                hint=f"the default is {MAX_PADDING}")
         texts = _check_texts(texts, "texts")
         if pairs is not None:
             pairs = _check_texts(pairs, "text_pairs")
@@ -247,28 +255,40 @@ class ComposedModel(nn.Module):
             raise MtbranchError(f"task(s) {names} take a text pair, but no pair was given",
                                 hint="pass text_pairs= (CLI: --pair TEXT), or pick tasks with --task")
         results: list[dict[str, Any]] = [{} for _ in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for signature, branches in groups.items():
             need_offsets = any(not b.sequence_level for b in branches)
-            ml = self.max_length(branches)
-            for start in range(0, len(order), max(1, batch_size)):
-                idx = order[start:start + batch_size]
-                batch = [texts[i] for i in idx]
-                batch_pairs = [pairs[i] for i in idx] if signature == "pair" and pairs is not None else None
-                enc = self.tokenize(batch, batch_pairs, ml, need_offsets)
-                outputs = self(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), branches)
+            group_pairs = pairs if signature == "pair" else None
+            enc = self.tokenize(texts, group_pairs, self.max_length(branches), need_offsets, padded=False)
+            for idx, part in self._buckets(enc, batch_size, max_padding):
+                outputs = self(part["input_ids"], part["attention_mask"], part.get("token_type_ids"), branches)
                 for b in branches:
-                    self._postprocess(b, outputs[b.name], enc, batch, idx, results, raw, aggregation, with_tags)
+                    self._postprocess(b, outputs[b.name], part, [texts[i] for i in idx], idx, results, raw,
+                                      aggregation, with_tags)
         return results
+
+    def _buckets(self, enc: Any, batch_size: int, max_padding: float | None
+                 ) -> Iterator[tuple[list[int], dict[str, Any]]]:
+        """Unpadded inputs (``tokenize(..., padded=False)``) cut into length buckets of at most ``batch_size`` rows
+        (:mod:`mtbranch.composition.buckets`), each padded on the right to its own longest, as ``tokenize`` pads."""
+        ids, types = enc["input_ids"], enc.get("token_type_ids")
+        pad = getattr(self.tokenizer, "pad_token_id", None) or 0
+        for idx in buckets([len(r) for r in ids], batch_size, max_padding=max_padding):
+            width = max(len(ids[i]) for i in idx)
+            part: dict[str, Any] = {"input_ids": _padded([ids[i] for i in idx], width, pad),
+                                    "attention_mask": _padded([[1] * len(ids[i]) for i in idx], width, 0),
+                                    "encodings": [enc.encodings[i] for i in idx]}
+            if types is not None:
+                part["token_type_ids"] = _padded([types[i] for i in idx], width, 0)
+            yield idx, part
 
     def predict_iter(self, items: Iterable[str | tuple[str, str | None]], *, tasks: Sequence[str] | None = None,
                      raw: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
                      chunk_size: int = 1024, words: bool = False,
-                     aggregation: str = "first") -> Iterator[dict[str, Any]]:
+                     aggregation: str = "first", max_padding: float | None = MAX_PADDING) -> Iterator[dict[str, Any]]:
         """Results for a stream of texts (or ``(text, pair)`` tuples), yielded in input order.
 
-        At most ``chunk_size`` inputs are held at a time (each chunk runs as :meth:`predict`, in micro-batches
-        of ``batch_size`` sorted by length), so memory stays flat however long the stream is. With
+        At most ``chunk_size`` inputs are held at a time (each chunk runs as :meth:`predict`, in length buckets
+        of at most ``batch_size``), so memory stays flat however long the stream is. With
         ``words=True`` each item is a list of words (see :meth:`predict`).
         """
         if isinstance(items, str | bytes):
@@ -284,7 +304,7 @@ class ComposedModel(nn.Module):
         while chunk := list(itertools.islice(it, chunk_size)):
             if words:
                 yield from self.predict(words=cast("list[list[str]]", chunk), tasks=tasks, raw=raw,
-                                        batch_size=batch_size, aggregation=aggregation)
+                                        batch_size=batch_size, aggregation=aggregation, max_padding=max_padding)
                 continue
             _check_items(chunk, seen)
             seen += len(chunk)
@@ -292,7 +312,7 @@ class ComposedModel(nn.Module):
             pairs = [None if isinstance(c, str) else c[1] for c in chunk]
             text_pairs = None if all(p is None for p in pairs) else cast("list[str]", pairs)
             yield from self.predict(texts, tasks=tasks, text_pairs=text_pairs, raw=raw, batch_size=batch_size,
-                                    aggregation=aggregation)
+                                    aggregation=aggregation, max_padding=max_padding)
 
     def _postprocess(self, b: BranchModule, out: torch.Tensor, enc: Any, batch: list[str], idx: list[int],
                      results: list[dict[str, Any]], raw: bool, aggregation: str = "first",
@@ -300,7 +320,7 @@ class ComposedModel(nn.Module):
         rows = out.float().tolist()
         for j, i in enumerate(idx):
             n = int(enc["attention_mask"][j].sum())
-            results[i][b.name] = row_result(b, rows[j], enc.encodings[j], n, batch[j], raw,
+            results[i][b.name] = row_result(b, rows[j], enc["encodings"][j], n, batch[j], raw,
                                             aggregation=aggregation, with_tags=with_tags)
 
 
@@ -462,15 +482,10 @@ def _run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Sequ
               reads: Sequence[Sequence[str]], extra: Mapping[str, Any]) -> list[dict[str, Any]]:
     pad = getattr(model.tokenizer, "pad_token_id", None) or 0
     width = max(len(r) for r in ids)
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    types = None if any(t is None for t in type_ids) else torch.zeros((len(ids), width), dtype=torch.long)
-    for r, row in enumerate(ids):
-        input_ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[r, :len(row)] = 1
-        t = type_ids[r]
-        if types is not None and t is not None:
-            types[r, :len(t)] = torch.tensor(t, dtype=torch.long)
+    input_ids = _padded([list(r) for r in ids], width, pad)
+    mask = _padded([[1] * len(r) for r in ids], width, 0)
+    types = None if any(t is None for t in type_ids) else _padded([list(t or ()) for t in type_ids], width, 0)
+    extra = extra or {}
     wanted = list(dict.fromkeys(n for names in reads for n in names))
     branches = [*model.select([n for n in wanted if n not in extra]), *(extra[n] for n in wanted if n in extra)]
     rt = model.runtime
@@ -485,6 +500,13 @@ def _run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Sequ
         for r, v in zip(rows, value.float().tolist(), strict=True):
             outs[r][name] = v
     return outs
+
+
+def _padded(rows: list[list[int]], width: int, value: int) -> torch.Tensor:
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for r, row in enumerate(rows):
+        out[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
 
 
 def _as_list(value: Any, what: str) -> list[Any]:

@@ -2,8 +2,9 @@
 
 One collector task takes the first request waiting and gathers those arriving within ``max_batch_wait_ms`` while
 the batch fits one trunk pass of the :class:`~mtbranch.serve.batching.Budget` (``--max-batch-size`` sequences,
-``--max-batch-tokens`` padded tokens: the budget :func:`~mtbranch.serve.batching.run_jobs` cuts passes with).
-A request alone over the budget is a batch alone. Each batch runs on one version, in one worker thread, so the
+``--max-batch-tokens`` padded tokens: the budget :func:`~mtbranch.serve.batching.run_jobs` cuts passes with;
+it also cuts a batch into length buckets of at most ``--max-padding`` padding). A request alone over the budget is
+a batch alone. Each batch runs on one version, in one worker thread, so the
 event loop keeps accepting requests.
 """
 
@@ -51,7 +52,7 @@ class Batcher:
     def __init__(self, served: Served, settings: ServeSettings, metrics: Metrics, run: RunJobs = run_jobs) -> None:
         self.served = served
         self.settings = settings
-        self.budget = Budget(settings.max_batch_size, settings.max_batch_tokens)
+        self.budget = Budget(settings.max_batch_size, settings.max_batch_tokens, settings.max_padding)
         self.metrics = metrics
         self.stats = Stats()
         self.rate = 0.0  # sequences per second, recent passes (for Retry-After)

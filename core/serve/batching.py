@@ -7,7 +7,8 @@ sequences of all requests of a batch, whatever task subsets they asked for, into
 * a :class:`Budget` is at most ``max_batch_size`` sequences and at most ``max_batch_tokens`` padded tokens
   (sequences x the longest one) in one trunk pass: **the one meaning of batch size** for ``mtbranch serve`` (its
   queue gathers requests while they fit one pass) and Ray; the sequences are sorted by length and cut into
-  passes within it;
+  passes within it, also where a pass would be more than ``max_padding`` padding (length buckets:
+  :mod:`mtbranch.composition.buckets`), so a gathered batch of mixed lengths runs as a few near-unpadded passes;
 * each pass is :func:`mtbranch.composition.model.trunk_pass`, the model's own (``forward`` runs it too): a
   request for a depth-2 task shares layers 1-2 with a request for a depth-4 task and costs no more.
 
@@ -91,6 +92,7 @@ class Budget:
 
     max_batch_size: int = MAX_BATCH_SIZE
     max_batch_tokens: int | None = ServeSettings.max_batch_tokens
+    max_padding: float | None = ServeSettings.max_padding  # padding fraction of a pass (None: no limit)
 
     def fits(self, sequences: int, longest: int) -> bool:
         """Whether ``sequences`` sequences padded to ``longest`` tokens fit one pass."""
@@ -98,18 +100,11 @@ class Budget:
             self.max_batch_tokens is None or sequences * longest <= self.max_batch_tokens)
 
     def passes(self, lengths: list[int]) -> list[list[int]]:
-        """Indices sorted by length, cut into passes that fit; a sequence over the budget alone is a pass alone."""
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        passes: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:  # sorted: the sequence joining is the longest
-            if cur and not self.fits(len(cur) + 1, lengths[i]):
-                passes.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            passes.append(cur)
-        return passes
+        """Indices sorted by length, cut into passes that fit and are at most ``max_padding`` padding; a sequence
+        over the budget alone is a pass alone."""
+        from mtbranch.composition.buckets import buckets
+
+        return buckets(lengths, self.max_batch_size, self.max_batch_tokens, self.max_padding)
 
 
 def prepare_job(model: ComposedModel, texts: list[str], pairs: list[str] | None, tasks: list[str], raw: bool,

@@ -69,7 +69,7 @@ async def tasks(state: State) -> list[TaskInfo]:
 async def stats(state: State) -> dict[str, Any]:
     b, s = state.batcher, state.settings
     return {**(b.stats.as_dict() if b else {}), "uptime_s": round(time.time() - state.started, 1),
-            "max_batch_size": s.max_batch_size, "max_batch_tokens": s.max_batch_tokens,
+            "max_batch_size": s.max_batch_size, "max_batch_tokens": s.max_batch_tokens, "max_padding": s.max_padding,
             "max_batch_wait_ms": s.max_batch_wait_ms, "max_queue": s.max_queue, "queued": b.queued if b else 0}
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mtbranch.composition.buckets import MAX_PADDING
 from mtbranch.io.files import first_duplicate_key
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class ServeSettings:
 
     max_batch_size: int = 32  # sequences per trunk pass (a text run by single and pair tasks counts twice)
     max_batch_tokens: int | None = None  # padded tokens per trunk pass (sequences x the longest); None: no limit
+    max_padding: float | None = MAX_PADDING  # a batch is cut into passes each at most this much padding
     max_batch_wait_ms: float = 5.0
     max_queue: int = 128  # /predict requests admitted at once; the next gets 503 + Retry-After
     request_timeout_s: float = 30.0  # admitted but not answered by then: 503 + Retry-After

@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -48,6 +48,8 @@ class LockBranch(_Strict):
     num_layers: int
     head: str
     sha256: str
+    # what `mtbranch quantize` kept: "int8" runs the branch's own layers in dynamic int8 (absent: float32)
+    precision: Literal["float32", "int8"] | None = None
 
     @field_validator("name")
     @classmethod
