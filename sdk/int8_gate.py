@@ -44,7 +44,7 @@ def gate(model: Any, dev: dict[str, Any], max_drop: float = MAX_DROP, limit: int
     """One decision per branch named in ``dev`` (its :class:`~mtbranch.sdk.data.Dataset`); ``limit``: the first
     N examples of each dev set. ``model`` is float32 on the CPU and is left unchanged."""
     from mtbranch.export.quantize import quantizable, quantize_branch
-    from mtbranch.sdk.metrics import DEFAULT_METRIC
+    from mtbranch.sdk.tasks import get_task
 
     if not quantizable(model):
         raise MtbranchError("the int8 gate needs the composed model in float32 on the CPU",
@@ -52,7 +52,8 @@ def gate(model: Any, dev: dict[str, Any], max_drop: float = MAX_DROP, limit: int
     out = []
     for name, data in dev.items():
         b = model.branch(name)
-        metric = DEFAULT_METRIC[b.manifest.head.type]
+        training = get_task(b.manifest.head.type).training
+        metric = training.default_metric
         examples = data.examples[:limit] if limit else data.examples
         base = 100 * score(model, b, examples)[metric]
         q = copy.deepcopy(b)
@@ -60,7 +61,7 @@ def gate(model: Any, dev: dict[str, Any], max_drop: float = MAX_DROP, limit: int
             out.append(Decision(name, metric, base, None, "float32", "no layers of its own (it reads the trunk)"))
             continue
         low = 100 * score(model, q, examples)[metric]
-        drop = base - low
+        drop = low - base if metric in training.lower_is_better else base - low
         keep = drop <= max_drop
         out.append(Decision(name, metric, base, low, "int8" if keep else "float32",
                             f"{'kept' if keep else 'refused'}: {drop:+.2f} points lost (bound {max_drop:g})"))
@@ -70,30 +71,36 @@ def gate(model: Any, dev: dict[str, Any], max_drop: float = MAX_DROP, limit: int
 def score(model: Any, branch: Any, examples: list[Any]) -> dict[str, float]:
     """``branch``'s dev metrics on ``examples`` through ``model``'s trunk (sorted batches of 64)."""
     from mtbranch.sdk.features import encode_texts, encode_tokens
-    from mtbranch.sdk.metrics import IGNORE_INDEX, compute_metrics
+    from mtbranch.sdk.metrics import IGNORE_INDEX
+    from mtbranch.sdk.tasks import get_task
 
     m = branch.manifest
     names = getattr(m.head, "labels", None)
     label2id = None if names is None else {n: i for i, n in enumerate(names)}
+    training = get_task(m.head.type).training
+    tokens = training.data == "tokens"
     if label2id is not None:
-        _check_labels(m.name, examples, label2id, m.head.type)
-    if m.head.type == "token_classification":
+        _check_labels(m.name, examples, label2id, tokens)
+    if tokens:
         enc = encode_tokens(model.tokenizer, examples, m.tokenizer.max_length, label2id)  # type: ignore[arg-type]
-        outs = _outputs(model, branch, enc.input_ids, enc.token_type_ids)
+        rows = _outputs(model, branch, enc.input_ids, enc.token_type_ids)
         width = max(len(r) for r in enc.input_ids)
-        arr = np.full((len(outs), width, len(names)), float(IGNORE_INDEX), dtype=np.float32)
-        lab = np.full((len(outs), width), IGNORE_INDEX, dtype=np.int64)
-        for i, o in enumerate(outs):
+        assert names is not None  # a token head names its tags
+        arr = np.full((len(rows), width, len(names)), float(IGNORE_INDEX), dtype=np.float32)
+        lab = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
+        for i, o in enumerate(rows):
             arr[i, : len(o)], lab[i, : len(o)] = o, enc.labels[i]
-        return compute_metrics("token_classification", arr, lab, names)
-    enc = encode_texts(model.tokenizer, examples, m.tokenizer.max_length, label2id)
+        return training.score(arr, lab, names)
+    encode = training.encode
+    assert encode is not None  # table data: the record is checked to have one
+    enc = encode_texts(model.tokenizer, examples, m.tokenizer.max_length, None,
+                       encode=lambda lab: encode(lab, label2id or {}))
     outs = np.stack(_outputs(model, branch, enc.input_ids, enc.token_type_ids))
-    return compute_metrics(m.head.type, outs, np.asarray(enc.labels), names)
+    return training.score(outs, np.asarray(enc.labels), names)
 
 
-def _check_labels(name: str, examples: list[Any], label2id: dict[str, int], kind: str) -> None:
-    seen = {t for e in examples for t in e.tags} if kind == "token_classification" else \
-        {str(e.label) for e in examples}
+def _check_labels(name: str, examples: list[Any], label2id: dict[str, int], tokens: bool) -> None:
+    seen = {t for e in examples for t in e.tags} if tokens else {str(e.label) for e in examples}
     unknown = sorted(seen - set(label2id))
     if unknown:
         raise MtbranchError(f"dev set of {name!r}: label(s) {', '.join(map(repr, unknown[:5]))} are not the "

@@ -59,7 +59,7 @@ def test_onnxruntime_answers_as_torch_float32_for_every_head(artifact: Path,
     run = model.runtime.engine.run
     monkeypatch.setattr(model.runtime.engine, "run", lambda sig, *a: calls.append(sig) or run(sig, *a))
     got, want = _raw(model), _raw(ref)
-    assert sorted(calls) == ["pair", "single"]  # both graphs answered, not the torch fallback
+    assert sorted(set(calls)) == ["pair", "single"]  # both graphs answered (per length bucket), not torch
     for g, w in zip(got, want, strict=True):
         for task in w:
             diff = max(abs(a - b) for a, b in zip(_flat(g[task]["raw"]), _flat(w[task]["raw"]), strict=True))

@@ -61,6 +61,7 @@ class ForkGraph(nn.Module):
         super().__init__()
         self.trunk = model.trunk
         self.branches = nn.ModuleList(branches)
+        self.forks: list[Any] = list(branches)  # the same modules, typed as branches (ModuleList items are Modules)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -69,15 +70,15 @@ class ForkGraph(nn.Module):
         mask4d = trunk.mask(hidden, attention_mask)
         width = hidden.shape[-1]
         out: dict[str, torch.Tensor] = {}
-        deepest = max(b.manifest.attach_depth for b in self.branches)
+        deepest = max(b.manifest.attach_depth for b in self.forks)
         for depth in range(deepest + 1):
             if depth:
                 hidden = trunk.run_layer(depth, hidden, mask4d)
-            for i, b in enumerate(self.branches):
+            for i, b in enumerate(self.forks):
                 if b.manifest.attach_depth == depth:
                     k = i % width
                     out[b.name] = b(hidden + hidden[:1, :1, k:k + 1] * 0, attention_mask, mask4d)
-        return tuple(out[b.name] for b in self.branches)
+        return tuple(out[b.name] for b in self.forks)
 
 
 def cache_key(model: Any) -> str:
@@ -168,6 +169,7 @@ class OrtEngine:
         self.info = json.loads((directory / "backend.json").read_text(encoding="utf-8"))
         self.sessions: dict[str, Any] = {}
         self.outputs: dict[str, list[str]] = {}
+        self.max_diff: float | None = None  # the load check's largest difference from torch float32
         self.exported: dict[str, Any] = {}  # name -> the branch module exported (identity: a swapped branch differs)
         for signature, branches in groups(model).items():
             sess = ort.InferenceSession(str(directory / f"{signature}.onnx"), opts,
@@ -246,7 +248,7 @@ def attach(model: Any, threads: int) -> tuple[OrtEngine | None, str]:
         return None, f"ONNX export or session failed ({type(exc).__name__}: {str(exc)[:200]})"
     if not diff <= TOLERANCE:
         return None, f"ONNX Runtime differs from torch by {diff:.2e} > {TOLERANCE:g} on the probe inputs"
-    engine.max_diff = diff  # type: ignore[attr-defined]
+    engine.max_diff = diff
     return engine, f"checked: max |diff| {diff:.1e} <= {TOLERANCE:g} vs torch float32"
 
 

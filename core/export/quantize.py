@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 from mtbranch.errors import MtbranchError, UsageError
@@ -53,7 +54,7 @@ def quantize_branch(branch: Any) -> bool:
     return True
 
 
-def apply_branch_precisions(model: Any, precisions: dict[str, str]) -> list[str]:
+def apply_branch_precisions(model: Any, precisions: Mapping[str, str]) -> list[str]:
     """Quantize the branches ``precisions`` marks int8 (a composed artifact's lock); returns their names. A model
     not float32 on the CPU (bf16, a GPU) keeps them in its own dtype: dynamic int8 runs on float32 CPU weights."""
     names = [b.name for b in model.branches if precisions.get(b.name) == "int8"]
