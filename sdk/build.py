@@ -20,7 +20,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -274,10 +274,11 @@ class BuildState:
         write_text_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
 
-def stage_inputs(recipe: Recipe, recipe_sha256: str, trunk: str, data: list[dict[str, str]]) -> dict[str, str]:
+def stage_inputs(recipe: Recipe, recipe_sha256: str, trunk: str, data: list[dict[str, str]],
+                 tags: Sequence[str] = ()) -> dict[str, str]:
     """Each stage's input fingerprint: what it reads from the recipe, the trunk and the data files' sha256, and
-    the fingerprints of the stages it builds on. The [branch] section (name, version, owner, description)
-    reaches only the export, which writes it into the manifest."""
+    the fingerprints of the stages it builds on. The [branch] section (name, version, owner, description) and
+    ``mtbranch build --tag`` reach only the export, which writes them into the manifest."""
     def digest(*parts: Any) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -287,7 +288,8 @@ def stage_inputs(recipe: Recipe, recipe_sha256: str, trunk: str, data: list[dict
     teacher = digest("teacher", *common, r["teacher"]) if recipe.teacher.enabled else None
     distill = digest("distill", sweep, teacher, r["distill"])
     return {"sweep": sweep, "teacher": teacher or "", "distill": distill,
-            "export": digest("export", recipe_sha256, sweep, teacher, distill if recipe.distill.enabled else None)}
+            "export": digest("export", recipe_sha256, sweep, teacher, distill if recipe.distill.enabled else None,
+                             *([list(tags)] if tags else []))}  # no tags: the digest builds before --tag had
 
 
 def _under(base: Path, relative: str) -> Path:
@@ -354,17 +356,18 @@ def _plot_sweep(table: dict[str, Any], path: Path, title: str) -> bool:
 
 
 def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, progress: bool = True,
-              on_event: Event = print) -> dict[str, Any]:
-    """Run (or resume) every stage of the recipe; returns the build state (stage records)."""
+              on_event: Event = print, tags: Sequence[str] = ()) -> dict[str, Any]:
+    """Run (or resume) every stage of the recipe; returns the build state (stage records). ``tags``: the
+    exported manifest's tags (``mtbranch build --tag``)."""
     recipe, base, sha = read_recipe(recipe_path)
     out = guard_out(recipe, base, recipe_path)
     with build_lock(out):
         return _run_stages(recipe, base, sha, out, recipe_path, restart=restart, progress=progress,
-                           on_event=on_event)
+                           on_event=on_event, tags=tags)
 
 
 def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: str | os.PathLike[str], *,
-                restart: bool, progress: bool, on_event: Event) -> dict[str, Any]:
+                restart: bool, progress: bool, on_event: Event, tags: Sequence[str] = ()) -> dict[str, Any]:
     from mtbranch.branch.model import load_branch, save_branch
     from mtbranch.sdk.build_state import check_stage
     from mtbranch.sdk.distill import distill
@@ -390,7 +393,7 @@ def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: st
                       description=recipe.branch.description)
     cache = out / "cache"
     labels = recipe.data.labels
-    inputs = stage_inputs(recipe, sha, source.fingerprints[-1], train_data.sources + dev_data.sources)
+    inputs = stage_inputs(recipe, sha, source.fingerprints[-1], train_data.sources + dev_data.sources, tags)
     for name, enabled in (("teacher", recipe.teacher.enabled), ("distill", recipe.distill.enabled)):
         if not enabled:
             state.drop(name)
@@ -481,7 +484,7 @@ def _run_stages(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: st
                  if reference["value"] and reference["source"] == "teacher" else None}
         b = recipe.branch
         branch.manifest = m.model_copy(update={"name": b.name, "version": b.version, "owner": b.owner,
-                                               "description": b.description,
+                                               "description": b.description, "tags": list(tags),
                                                "training": {**m.training, "build": build}})
         save_branch(branch, out / "branch")
         return {"branch": str(out / "branch"), **{k: final[k] for k in ("layers", "depth", "value")},

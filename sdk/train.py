@@ -88,6 +88,7 @@ class BranchInfo:
     version: str = "0.1.0"
     owner: str | None = None
     description: str = ""
+    tags: list[str] = field(default_factory=list)  # the manifest's tags (a request's "tags" routes by them)
 
 
 @dataclass
@@ -276,6 +277,7 @@ def build_manifest(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, in
                             hint="use fewer layers or a lower depth: depth + layers <= trunk layers")
     return BranchManifest(
         name=info.name, version=info.version, owner=info.owner, description=info.description,
+        tags=list(info.tags),
         trunk=TrunkBinding(structure=src.structure, fingerprint=src.fingerprints[depth],
                            num_layers=src.num_layers, reference=src.reference),
         attach_depth=depth, num_layers=layers, pooling=cfg.pooling, projection=cfg.projection,
