@@ -4,8 +4,8 @@
   tasks a request asks for, refilled at the quota and holding ``burst_s`` seconds of it. A request whose owner's
   bucket lacks its texts is refused with 429 and ``Retry-After`` (the seconds until the bucket holds them) at the
   edge (:func:`edge_refusal`, called by :class:`~mtbranch.serve.http.Guard` once the body is read): before FastAPI
-  routes it, tokenizes or queues it, so an owner over its share costs the others almost nothing (the route's
-  own :meth:`Quotas.admit` then takes the texts of the requests let through).
+  routes it, tokenizes or queues it, so an owner over its share costs the others its HTTP exchange only (the
+  route's own :meth:`Quotas.admit` then takes the texts of the requests let through).
 * **Fair queue** (:class:`FairQueue`): the batcher's queue, one lane per tenant (the owners a request asks for),
   served round-robin: a burst from one team waits behind its own requests, not in front of everyone else's.
 """
@@ -99,12 +99,11 @@ class Quotas:
 
 
 def edge_refusal(raw: bytes, content_type: str | None, served: Any, quotas: Quotas, limits: Any) -> RequestError | None:
-    """The 429 a ``/predict`` body gets for an owner over its quota, decided from the raw body before the app runs.
-
-    Measured (docs/serving.md, fairness): a refusal that went through FastAPI's routing, the route and its exception
-    handler cost the event loop ~1-2 ms of CPU, on the cores the model thread needs, at ten refusals for each
-    admitted request. Any other problem (not JSON, unknown task, a TEI body, not loaded) is left to the route,
-    which reports it in its own words; nothing is taken from a bucket here."""
+    """The 429 a ``/predict`` body gets for an owner over its quota, decided from the raw body before the app runs
+    (nothing routed, tokenized or queued). A refusal still costs its HTTP exchange: ~0.6-1.3 ms of server CPU
+    measured, at the edge or in the route alike (docs/serving.md, fairness). Any other problem (not JSON, unknown
+    task, a TEI body, not loaded) is left to the route, which reports it in its own words; nothing is taken from a
+    bucket here."""
     if not quotas.rates or served is None:
         return None
     from mtbranch.serve import tei
