@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from mtbranch.cli import params as P
 from mtbranch.cli.output import console, esc, show_warnings
 from mtbranch.cli.threads import apply_threads, threads_option
 from mtbranch.io.files import read_json_object
@@ -20,9 +21,11 @@ from mtbranch.io.files import read_json_object
 @threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build state (every stage's record) as JSON.")
+@click.option("--tag", "tags", type=P.TAG, multiple=True, callback=P.unique_tags,
+              help="A tag for the exported manifest's tags (repeatable): requests can ask for tasks by tag.")
 @click.pass_context
 def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, no_progress: bool,
-          as_json: bool) -> None:
+          as_json: bool, tags: list[str]) -> None:
     """Run the paper's pipeline from a TOML RECIPE: depth sweep -> (teacher) -> (distill) -> export -> plugin.
 
     Stages are resumable: run the same command again after an interruption and the finished stages are
@@ -44,7 +47,8 @@ def build(ctx: click.Context, recipe: Path, restart: bool, threads: int | None, 
     out = guard_out(parsed, base, recipe)  # the same path run_build writes (~ expanded once, in one place)
     say = (lambda _msg: None) if as_json else (lambda msg: console.print(esc(msg)))
     with build_lock(out):  # the plugin stage updates build-state.json too: one build at a time
-        state = run_build(recipe, restart=restart, progress=not no_progress and not as_json, on_event=say)
+        state = run_build(recipe, restart=restart, progress=not no_progress and not as_json, on_event=say,
+                          tags=tags)
         _plugin_stage(ctx, parsed, out, state, restart, say)
     if as_json:
         print(json.dumps(state, indent=2, sort_keys=True))

@@ -69,3 +69,37 @@ def backend_options(f: Any) -> Any:
                                        "the reference: --backend torch --dtype float32.")(f)
     return click.option("--backend", type=click.Choice(BACKENDS), default=None, show_default=DEFAULT_BACKEND,
                         help=BACKEND_HELP)(f)
+
+
+class TagName(click.ParamType):
+    """A manifest tag (``--tag safety``): a name as the manifest's ``tags`` field takes it. A bad one is a user
+    error naming the field and the fix (exit 1, :class:`~mtbranch.errors.MtbranchError`), before any work starts."""
+
+    name = "tag"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from mtbranch.errors import MtbranchError
+        from mtbranch.spec.manifest import NAME_RE
+
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            raise MtbranchError(f"--tag {value!r} is not a valid tag for the manifest field 'tags'",
+                                hint="a tag is lowercase letters, digits, '-' and '_', starting with a letter or "
+                                     "digit, at most 64 characters: e.g. --tag safety")
+        return value
+
+
+TAG = TagName()
+
+
+def unique_tags(ctx: click.Context | None, param: click.Parameter | None, tags: tuple[str, ...]) -> list[str]:
+    """The callback of a repeatable ``--tag`` (type :data:`TAG`): the manifest's list; a tag given twice is refused
+    while the options are parsed (the field's tags are unique)."""
+    from mtbranch.errors import MtbranchError
+
+    seen: set[str] = set()
+    for tag in tags:
+        if tag in seen:
+            raise MtbranchError(f"--tag {tag!r} is given twice (the manifest field 'tags' holds each tag once)",
+                                hint="give each --tag once")
+        seen.add(tag)
+    return list(tags)

@@ -121,6 +121,8 @@ def _branch_options(f: F) -> F:
         click.option("--name", required=True, help="Branch (task) name, e.g. sentiment."),
         click.option("--version", "version", default="0.1.0", show_default=True),
         click.option("--owner", default=None, help="Owning team, e.g. team-sentiment."),
+        click.option("--tag", "tags", type=P.TAG, multiple=True, callback=P.unique_tags,
+                     help="A tag for the manifest's tags (repeatable): requests can ask for tasks by tag."),
         click.option("--pooling", type=click.Choice(["cls", "mean", "attention"]), default="cls",
                      show_default=True, help="Sequence pooling (attention: 003's multi-head attention pooling)."),
         click.option("--no-projection", is_flag=True, help="No dense+tanh (BERT pooler) before the head."),
@@ -212,7 +214,7 @@ def _config(o: dict[str, Any]) -> Any:
 def _info(o: dict[str, Any]) -> Any:
     from mtbranch.sdk.train import BranchInfo
 
-    return BranchInfo(name=o["name"], version=o["version"], owner=o["owner"])
+    return BranchInfo(name=o["name"], version=o["version"], owner=o["owner"], tags=list(o["tags"]))
 
 
 def _quiet_stdout(as_json: bool) -> Any:

@@ -25,7 +25,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -297,10 +297,11 @@ class BuildState:
         write_text_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
 
-def stage_inputs(recipe: Recipe, recipe_sha256: str, trunk: str, data: list[dict[str, str]]) -> dict[str, str]:
+def stage_inputs(recipe: Recipe, recipe_sha256: str, trunk: str, data: list[dict[str, str]],
+                 tags: Sequence[str] = ()) -> dict[str, str]:
     """Each stage's input fingerprint: what it reads from the recipe, the trunk and the data files' sha256, and
-    the fingerprints of the stages it builds on. The [branch] section (name, version, owner, description)
-    reaches only the export, which writes it into the manifest."""
+    the fingerprints of the stages it builds on. The [branch] section (name, version, owner, description) and
+    ``mtbranch build --tag`` reach only the export, which writes them into the manifest."""
     def digest(*parts: Any) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -310,7 +311,8 @@ def stage_inputs(recipe: Recipe, recipe_sha256: str, trunk: str, data: list[dict
     teacher = digest("teacher", *common, r["teacher"]) if recipe.teacher.enabled else None
     distill = digest("distill", sweep, teacher, r["distill"])
     return {"sweep": sweep, "teacher": teacher or "", "distill": distill,
-            "export": digest("export", recipe_sha256, sweep, teacher, distill if recipe.distill.enabled else None)}
+            "export": digest("export", recipe_sha256, sweep, teacher, distill if recipe.distill.enabled else None,
+                             *([list(tags)] if tags else []))}  # no tags: the digest builds before --tag had
 
 
 def _under(base: Path, relative: str) -> Path:
@@ -402,6 +404,7 @@ class BuildContext:
     inputs: dict[str, str]
     progress: bool
     on_event: Event
+    tags: list[str] = dataclasses.field(default_factory=list)  # the exported manifest's (`mtbranch build --tag`)
     records: dict[str, StageRecord] = dataclasses.field(default_factory=dict)
 
     @property
@@ -551,7 +554,7 @@ def export(ctx: BuildContext) -> StageRecord:
              "reference": asdict(reference), "retention": retention}
     b = ctx.recipe.branch
     branch.manifest = m.model_copy(update={"name": b.name, "version": b.version, "owner": b.owner,
-                                           "description": b.description,
+                                           "description": b.description, "tags": list(ctx.tags),
                                            "training": {**m.training, "build": build}})
     save_branch(branch, ctx.out / "branch")
     return StageRecord(branch=str(ctx.out / "branch"), layers=final.layers, depth=final.depth, value=final.value,
@@ -583,13 +586,14 @@ def run_stage(ctx: BuildContext, step: Stage) -> None:
 
 
 def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, progress: bool = True,
-              on_event: Event = print) -> dict[str, Any]:
-    """Run (or resume) every stage of the recipe; returns the build state (stage records)."""
+              on_event: Event = print, tags: Sequence[str] = ()) -> dict[str, Any]:
+    """Run (or resume) every stage of the recipe; returns the build state (stage records). ``tags``: the
+    exported manifest's tags (``mtbranch build --tag``)."""
     recipe, base, sha = read_recipe(recipe_path)
     out = guard_out(recipe, base, recipe_path)
     with build_lock(out):
         ctx = open_build(recipe, base, sha, out, recipe_path, restart=restart, progress=progress,
-                         on_event=on_event)
+                         on_event=on_event, tags=tags)
         for step in STAGES:
             if step.wanted(recipe):
                 step.before(ctx)
@@ -599,7 +603,7 @@ def run_build(recipe_path: str | os.PathLike[str], *, restart: bool = False, pro
 
 
 def open_build(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: str | os.PathLike[str], *,
-               restart: bool, progress: bool, on_event: Event) -> BuildContext:
+               restart: bool, progress: bool, on_event: Event, tags: Sequence[str] = ()) -> BuildContext:
     """The build's context: its state (read first: a broken one is refused before any work), the trunk, the data,
     each stage's input fingerprint; the stages the recipe no longer asks for are forgotten."""
     from mtbranch.sdk.train import BranchInfo
@@ -620,12 +624,12 @@ def open_build(recipe: Recipe, base: Path, sha: str, out: Path, recipe_path: str
         train_data, dev_data = split_dev(train_data, recipe.data.dev_split or 0.0, recipe.train.seed)
     b = recipe.branch
     info = BranchInfo(name=b.name, version=b.version, owner=b.owner, description=b.description)
-    inputs = stage_inputs(recipe, sha, source.fingerprints[-1], train_data.sources + dev_data.sources)
+    inputs = stage_inputs(recipe, sha, source.fingerprints[-1], train_data.sources + dev_data.sources, tags)
     for step in STAGES:
         if not step.wanted(recipe):
             state.drop(step.name)
     return BuildContext(recipe, sha, recipe_path, out, state, source, train_data, dev_data, info, inputs, progress,
-                        on_event)
+                        on_event, tags=list(tags))
 
 
 def _value(rec: StageRecord) -> float:

@@ -84,6 +84,7 @@ class BranchInfo:
     version: str = "0.1.0"
     owner: str | None = None
     description: str = ""
+    tags: list[str] = field(default_factory=list)  # the manifest's tags (a request's "tags" routes by them)
 
 
 @dataclass
@@ -284,7 +285,8 @@ def new_branch(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: 
                                description=info.description, attach_depth=depth, num_layers=layers,
                                head=head_spec(prep.task, prep.labels, cfg.dropout).model_dump(), pooling=cfg.pooling,
                                projection=cfg.projection, max_length=prep.max_length,
-                               input_signature=prep.input_signature)
+                               input_signature=prep.input_signature,
+                               tags=list(info.tags))
     head_type: HeadType = get_plugin_manager().head_type(manifest.head.type)
     module = BranchModule(manifest, head_type)
     if init_state is None:

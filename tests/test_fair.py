@@ -121,6 +121,47 @@ def test_quota_over_http(artifact: Path) -> None:  # noqa: F811
         assert "429" in c.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]
 
 
+def test_over_quota_is_refused_at_the_edge(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A request over its owner's quota is refused by the Guard from the raw body, before FastAPI routes it (the
+    route's parsing never runs: the event loop's cost of a refusal, docs/serving.md); the edge takes no texts (two
+    requests of the bucket's two still pass) and leaves every other error to the route."""
+    import mtbranch.serve.routes as routes
+
+    parsed: list[bytes] = []
+    real = routes.parse_request
+
+    def counting(raw: Any, limits: Any) -> Any:
+        parsed.append(raw)
+        return real(raw, limits)
+
+    monkeypatch.setattr(routes, "parse_request", counting)
+    settings = ServeSettings(quotas={"team-a": 1.0}, max_batch_wait_ms=0)
+    with TestClient(create_app(artifact=artifact, settings=settings)) as c:
+        while c.get("/ready").status_code != 200:
+            pass
+        ok = [c.post("/predict", json={"texts": ["good"], "owners": ["team-a"]}) for _ in range(2)]
+        assert [r.status_code for r in ok] == [200, 200] and len(parsed) == 2
+        refused = [c.post("/predict", json={"texts": ["good"], "tasks": ["sentiment"]}) for _ in range(3)]
+        assert [r.status_code for r in refused] == [429] * 3 and len(parsed) == 2  # the route never saw them
+        assert refused[0].json()["error"] == "owner 'team-a' is over its quota of 1 texts/s"
+        assert int(refused[0].headers["retry-after"]) >= 1
+        # not the quota's to answer: the route's own errors, in its words
+        assert c.post("/predict", content=b"{not json", headers={"content-type": "application/json"}
+                      ).status_code == 400
+        assert c.post("/predict", json={"texts": ["good"], "tasks": ["nope"]}).status_code == 422
+        assert c.post("/predict", json={"texts": ["x"]}, headers={"content-type": "text/plain"}).status_code == 415
+        assert 'mtbranch_quota_rejected_total{owner="team-a"} 3.0' in c.get("/metrics").text
+
+
+def test_quota_check_without_taking() -> None:
+    q = Quotas({"team-a": 1.0}, burst_s=2.0, clock=Clock())
+    for _ in range(5):
+        q.admit(["team-a"], 2, take=False)  # the edge's check: nothing taken
+    q.admit(["team-a"], 2)
+    with pytest.raises(RequestError):
+        q.admit(["team-a"], 1, take=False)
+
+
 def test_cli_serve_refuses_a_malformed_quota(artifact: Path) -> None:  # noqa: F811
     from click.testing import CliRunner
 

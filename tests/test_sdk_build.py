@@ -165,11 +165,12 @@ def test_adding_stages_reuses_the_finished_sweep(sdk_trunk_dir: Path, tmp_path: 
         monkeypatch.setattr(target, boom)
     recipe.write_text(recipe.read_text().replace('version = "0.2.0"', 'version = "0.2.1"')
                       .replace('owner = "team-tiny"', 'owner = "team-other"'))
-    third = _run(str(recipe))
+    third = _run(str(recipe), "--tag", "safety", "--tag", "reviews")
     assert third.exit_code == 0, third.output
     assert third.output.count("done in an earlier run") == 3 and "[export] finished" in third.output
     manifest = json.loads((out / "branch" / "manifest.json").read_text())
     assert (manifest["version"], manifest["owner"]) == ("0.2.1", "team-other")
+    assert manifest["tags"] == ["safety", "reviews"]  # mtbranch build --tag
 
 
 def test_stage_inputs_follow_what_each_stage_reads(tmp_path: Path) -> None:
@@ -191,6 +192,12 @@ def test_stage_inputs_follow_what_each_stage_reads(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
     recipe, _, sha = read_recipe(path)
     assert stage_inputs(recipe, sha, "trunk-fp", [{"sha256": "b"}])["sweep"] != base["sweep"]  # the data changed
+    # --tag reaches the export only; without tags the fingerprints are those builds had before --tag existed
+    path.write_text(RECIPE.format(trunk="t"))
+    recipe, _, sha = read_recipe(path)
+    tagged = stage_inputs(recipe, sha, "trunk-fp", [{"sha256": "a"}], ["safety"])
+    assert {k for k in base if base[k] != tagged[k]} == {"export"}
+    assert stage_inputs(recipe, sha, "trunk-fp", [{"sha256": "a"}], ()) == base
 
 
 def test_a_teacher_below_the_branch_it_teaches_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -28,13 +28,15 @@ def test_train_sweep_distill_commands(sdk_trunk_dir: Path, tmp_path: Path) -> No
     r = CliRunner()
     out = tmp_path / "sentiment"
     args = ["--trunk", str(sdk_trunk_dir), "--task", "classification", *_sst(tmp_path), *FAST,
-            "--label-names", "negative,positive", "--layers", "2", "--name", "sentiment", "-o", str(out), "--json"]
+            "--label-names", "negative,positive", "--layers", "2", "--name", "sentiment", "-o", str(out), "--json",
+            "--tag", "safety", "--tag", "reviews"]
     res = r.invoke(train_cmd, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)  # --json: only the result on stdout, Trainer's logs on stderr
     assert info["layers"] == 2 and "accuracy" in info["dev"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["head"]["labels"] == ["negative", "positive"] and manifest["attach_depth"] == 2
+    assert manifest["tags"] == ["safety", "reviews"]  # --tag, in the order given
 
     res = r.invoke(sweep_cmd, ["--trunk", str(sdk_trunk_dir), "--task", "classification", *_sst(tmp_path), *FAST,
                                "--label-names", "negative,positive",
@@ -65,6 +67,26 @@ def test_user_errors_exit_1_without_traceback(sdk_trunk_dir: Path, tmp_path: Pat
                                    *_sst(tmp_path), "--min-layers", "1", "--max-layers", "2", "--rule", "nope",
                                    "--name", "s"])
     assert res.exit_code == 2 and "unknown selection rule" in res.output
+
+
+@pytest.mark.parametrize(("tags", "says"), [(["Safety"], "'Safety' is not a valid tag"),
+                                            (["has space"], "'has space' is not a valid tag"),
+                                            (["safety", "safety"], "'safety' is given twice")])
+@pytest.mark.parametrize("command", ["train", "build"])
+def test_bad_tags_are_refused_before_any_work(tmp_path: Path, command: str, tags: list[str], says: str) -> None:
+    """A tag the manifest's tags field would refuse is a user error (exit 1) naming the field and the fix, while
+    the options are parsed: nothing is read (the data and recipe paths do not exist) and nothing written."""
+    from mtbranch.cli.main import cli
+
+    if command == "train":
+        args = ["train", "--trunk", str(tmp_path / "no-trunk"), "--task", "classification", "--train",
+                str(tmp_path / "no.tsv"), "--dev", str(tmp_path / "no.tsv"), "--name", "s", "-o", str(tmp_path / "o")]
+    else:
+        args = ["build", str(tmp_path / "no-recipe.toml")]
+    res = CliRunner().invoke(cli, [*args, *[x for t in tags for x in ("--tag", t)]])
+    assert res.exit_code == 1, res.output
+    assert says in res.output and "'tags'" in res.output and "hint:" in res.output
+    assert "Traceback" not in res.output and list(tmp_path.iterdir()) == []
 
 
 def test_help_does_not_import_torch() -> None:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtbranch.errors import MtbranchError
 from mtbranch.serve import protocols
+from mtbranch.serve.fair import edge_refusal
 from mtbranch.serve.schema import (
     REQUEST_HINT,
     ErrorBody,
@@ -95,6 +96,9 @@ class Guard:
             body = await self._read(scope, receive, counted_send)
             if body is None:
                 return
+            if path == "/predict" and (refused := self._over_quota(scope, body)) is not None:
+                await _error(counted_send, refused, path=path)  # the body was read: the connection stays open
+                return
             replayed = False
 
             async def replay() -> Message:
@@ -110,6 +114,15 @@ class Guard:
                 self.in_flight -= 1
                 self.state.metrics.in_flight.set(self.in_flight)
             self.state.metrics.requests.labels(label, str(code)).inc()
+
+    def _over_quota(self, scope: Scope, body: bytes) -> RequestError | None:
+        """429 for an owner over its quota, before FastAPI routes the request (:func:`~.fair.edge_refusal`)."""
+        quotas = self.state.quotas
+        if not quotas.rates:
+            return None
+        content_type = dict(scope.get("headers") or []).get(b"content-type")
+        return edge_refusal(body, None if content_type is None else content_type.decode("latin-1"), self.state.served,
+                            quotas, self.settings.limits)
 
     async def _read(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         limit = self.settings.limits.max_body_bytes

@@ -314,6 +314,34 @@ def openvino(d: J) -> list[str]:
     return out
 
 
+def grouped_many(d: J) -> list[str]:
+    rows = d["groups"]
+    names = {("4", "2", "single"): "depth 4 x 2 layers, single texts", ("4", "2", "pair"): "depth 4 x 2 layers, pairs",
+             ("5", "1", "single"): "depth 5 x 1 layer"}
+    out = [f"Re-measured at {d['n']} branches (`{d['command']}`, raw: "
+           "[docs/benchmarks/grouped-many.json](benchmarks/grouped-many.json)): copies of the eight example branches "
+           "under new names on the example trunk (MiniLM-L6, 384 hidden), each group of one shape run as mtbranch runs "
+           "it (`BranchModule.encode`, one branch after another) and grouped (the ablation's code), interleaved, "
+           f"one thread, on this shared VM ({d['cpu']}, {d['cpus']} cores, load average {d['load_average'][0]:.1f} at "
+           "the end). 100 copies: 26 pair branches and 38 single-text ones at depth 4 with 2 layers, 12 at depth 5 "
+           "with 1 (the ablation above had 21 branches of 768 hidden).", "",
+           "| group | branches | batch (x 32 tokens) | separate ms | grouped ms | grouped speed | max abs diff |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        name = names.get((str(r["depth"]), str(r["layers"]), r["signature"]),
+                         f"depth {r['depth']} x {r['layers']}, {r['signature']}")
+        out.append(f"| {name} | {r['branches']} | {r['batch_size']} | {r['separate_ms']:.1f} | {r['grouped_ms']:.1f} | "
+                   f"{r['grouped_speedup']:.2f}x | {r['max_abs_diff']:.1e} |")
+    totals = d["all_groups_by_batch_size"]
+    speeds = {int(k): v["grouped_speedup"] for k, v in totals.items()}
+    summary = ", ".join(f"{speeds[b]:.2f}x at batch {b}" for b in sorted(speeds))
+    faster = all(v > 1 for v in speeds.values())
+    verdict = ("faster at every batch size: adopted" if faster else
+               "not faster at every batch size a server pass has, so not adopted: a pass's batch is whatever "
+               "arrived, and the grouped path loses where the work is largest")
+    return [*out, "", f"All groups together: {summary}; {verdict}."]
+
+
 BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "paper-mixed": (("paper-mixed.json",), paper_mixed),
     "paper-mixed-claims": (("paper-mixed.json",), paper_mixed_claims),
@@ -328,6 +356,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "backends": (("backends.json",), backends),
     "serve-backends": (("serve-backends-c1.json", "serve-backends-c16.json"), serve_backends),
     "openvino": (("openvino.json",), openvino),
+    "grouped-many": (("grouped-many.json",), grouped_many),
 }
 
 

@@ -13,7 +13,11 @@ rates (httpx async). Two parts, one server process:
   Monthly cost = the team's CPU-seconds per second of traffic x 730 h x ``--usd-per-cpu-hour`` (an assumed price).
 * **fairness**: ``--rounds`` rounds, each three windows: quiet (the victim team alone at its rate), at quota (the
   noisy team also sends at its quota) and burst (the noisy team at 10x its quota). The victim's p50/p99 per kind of
-  window (all rounds pooled), and the noisy team's 200s and 429s.
+  window (all rounds pooled), and the noisy team's 200s and 429s. Where the victim's time went, per kind of window
+  (``diagnosis``): the server's CPU per second (the model thread's, the rest of the process's: HTTP, JSON,
+  refusals), the model thread's wall time per batch, the victim's p99 split by whether its request overlapped an
+  admitted noisy one, the victim's server-side latency (the server's histogram: share slower than each bound) and
+  this client's own event-loop lag. ``--separate-clients``: the noisy team sends from a process of its own.
 """
 
 from __future__ import annotations
@@ -69,8 +73,9 @@ def counters(text: str, name: str) -> dict[str, float]:
 
 
 async def traffic(url: str, rates: dict[str, float], seconds: float, texts: list[tuple[str, str]],
-                  log: list[dict[str, Any]]) -> None:
-    """Open-loop arrivals: each team at its rate (requests/s), for ``seconds``."""
+                  log: list[dict[str, Any]], phases: dict[str, float] | None = None) -> None:
+    """Open-loop arrivals: each team at its rate (requests/s), for ``seconds``; ``phases``: each team's offset
+    (a fraction of its interval; default: teams spread evenly)."""
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=256)) as client:
         async def one(team: str, k: int) -> None:
             text, pair = texts[k % len(texts)]
@@ -94,8 +99,44 @@ async def traffic(url: str, rates: dict[str, float], seconds: float, texts: list
                 k += 1
             await asyncio.gather(*pending)
 
+        async def lag_probe() -> None:
+            """How late this client's own event loop wakes (a 10 ms sleep's overshoot): time the victim's measured
+            latency spends in the load generator, not in the server."""
+            end = time.perf_counter() + seconds
+            while (t := time.perf_counter()) < end:
+                await asyncio.sleep(0.01)
+                log.append({"team": "_client_lag", "code": 0, "ms": 1000 * (time.perf_counter() - t - 0.01), "at": t})
+
         live = [(t, r) for t, r in rates.items() if r > 0]
-        await asyncio.gather(*(team_loop(t, r, (i + 0.5) / len(live)) for i, (t, r) in enumerate(live)))
+        phase = phases or {t: (i + 0.5) / len(live) for i, (t, _) in enumerate(live)}
+        await asyncio.gather(lag_probe(), *(team_loop(t, r, phase[t]) for t, r in live))
+
+
+def traffic_apart(url: str, rates: dict[str, float], seconds: float, texts: list[tuple[str, str]],
+                  log: list[dict[str, Any]], apart: str) -> None:
+    """As :func:`traffic`, with the team ``apart`` sending from a process of its own (its own client, as another
+    team would be): its client's work does not delay this process's measurements."""
+    live = [t for t, r in rates.items() if r > 0]
+    phases = {t: (i + 0.5) / len(live) for i, t in enumerate(live)}
+    if apart not in live:
+        asyncio.run(traffic(url, rates, seconds, texts, log, phases))
+        return
+    child = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(
+        {"url": url, "team": apart, "rate": rates[apart], "phase": phases[apart], "seconds": seconds})],
+        stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    asyncio.run(traffic(url, {t: r for t, r in rates.items() if t != apart}, seconds, texts, log, phases))
+    out, _ = child.communicate(timeout=seconds + 120)
+    log.extend(r for r in json.loads(out) if r["team"] == apart)
+
+
+def child_main(spec: dict[str, Any]) -> None:
+    print("ready", flush=True)
+    log: list[dict[str, Any]] = []
+    asyncio.run(traffic(spec["url"], {spec["team"]: spec["rate"]}, spec["seconds"], sentences(400), log,
+                        {spec["team"]: spec["phase"]}))
+    print(json.dumps(log))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -116,6 +157,8 @@ def main() -> None:
     ap.add_argument("--quota", type=float, default=2.0, help="the noisy team's quota (texts/s)")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--window-s", type=float, default=15)
+    ap.add_argument("--separate-clients", action="store_true",
+                    help="fairness: the noisy team sends from a process of its own (default: one client process)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -130,7 +173,7 @@ def main() -> None:
         cost: dict[str, Any] = {}
         if args.cost_s > 0:
             cost = measure_cost(url, server.pid, teams, owners, texts, args)
-        fairness = measure_fairness(url, texts, args)
+        fairness = measure_fairness(url, texts, args, server.pid, owners[args.victim][0])
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -178,14 +221,72 @@ def measure_cost(url: str, pid: int, teams: list[str], owners: dict[str, list[st
             "teams": rows}
 
 
-def measure_fairness(url: str, texts: list[tuple[str, str]], args: argparse.Namespace) -> dict[str, Any]:
+def server_counters(url: str, pid: int, victim_task: str) -> dict[str, float]:
+    """What the server spent so far: process CPU, the model thread's wall and CPU seconds (all tasks), batches,
+    and the victim task's server-side latency histogram (route entry to answer: no HTTP parsing, no client)."""
+    text = httpx.get(url + "/metrics").text
+    stats = httpx.get(url + "/stats").json()
+    buckets = {}
+    for labels, value in re.findall(r"^mtbranch_task_latency_seconds_bucket{([^}]*)} (\S+)$", text, re.M):
+        pairs = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if pairs.get("task") == victim_task:
+            buckets[f"le_{pairs['le']}"] = float(value)
+    return {"process_cpu_s": cpu_seconds(pid), "batches": stats["batches"],
+            "model_wall_s": sum(counters(text, "mtbranch_task_compute_seconds").values()),
+            "model_cpu_s": sum(counters(text, "mtbranch_task_cpu_seconds").values()), **buckets}
+
+
+def overlaps(req: dict[str, Any], others: list[dict[str, Any]]) -> bool:
+    end = req["at"] + req["ms"] / 1000
+    return any(o["at"] < end and req["at"] < o["at"] + o["ms"] / 1000 for o in others)
+
+
+def diagnosis(windows: list[dict[str, Any]], kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Where the victim's time went in one kind of window: the server's time per second (model thread's wall and
+    CPU, the rest of the process's CPU: HTTP, JSON, tokenizing, refusals), the mean batch, and the victim's p99 split
+    by whether its request overlapped an admitted (200) noisy request."""
+    mine = [w for w in windows if w["kind"] == kind]
+    seconds = sum(w["seconds"] for w in mine)
+    spent = {k: sum(w["spent"].get(k, 0.0) for w in mine) for k in {k for w in mine for k in w["spent"]}}
+    victims, hit = [], []
+    for w in mine:
+        admitted = [r for r in w["log"] if r["team"] == args.noisy and r["code"] == 200]
+        for r in w["log"]:
+            if r["team"] == args.victim and r["code"] == 200:
+                (hit if overlaps(r, admitted) else victims).append(r["ms"])
+    slowest = sorted([(ms, True) for ms in hit] + [(ms, False) for ms in victims], reverse=True)
+    top = slowest[: max(1, len(slowest) // 100)]
+    lag = [r["ms"] for w in mine for r in w["log"] if r["team"] == "_client_lag"]
+    total = spent.get("le_+Inf", 0.0)
+    server_side = {k.removeprefix("le_"): round(1 - v / total, 4) for k, v in spent.items()
+                   if k.startswith("le_") and k != "le_+Inf" and 0.05 <= float(k[3:]) <= 0.5} if total else {}
+    return {"client_loop_lag_ms_p50": round(pct(lag, 50), 1), "client_loop_lag_ms_p99": round(pct(lag, 99), 1),
+            "victim_server_side_share_slower_than_s": server_side,
+            "model_wall_ms_per_s": round(1000 * spent["model_wall_s"] / seconds, 1),
+            "model_cpu_ms_per_s": round(1000 * spent["model_cpu_s"] / seconds, 1),
+            "other_process_cpu_ms_per_s": round(1000 * (spent["process_cpu_s"] - spent["model_cpu_s"]) / seconds, 1),
+            "batches": int(spent["batches"]),
+            "model_wall_ms_per_batch": round(1000 * spent["model_wall_s"] / max(1, spent["batches"]), 2),
+            "victim_overlapping_admitted_noisy": len(hit), "victim_p99_ms_overlapping": round(pct(hit, 99), 1),
+            "victim_p99_ms_not_overlapping": round(pct(victims, 99), 1),
+            "slowest_1pct_victim_overlapping_admitted_noisy": f"{sum(o for _, o in top)} of {len(top)}"}
+
+
+def measure_fairness(url: str, texts: list[tuple[str, str]], args: argparse.Namespace,
+                     pid: int, victim_task: str) -> dict[str, Any]:
     windows: list[dict[str, Any]] = []
     for rnd in range(args.rounds):
         for kind, noisy_rate in (("quiet", 0.0), ("at_quota", args.quota), ("burst", 10 * args.quota)):
             wlog: list[dict[str, Any]] = []
             rates = {args.victim: args.victim_rate, args.noisy: noisy_rate}
-            asyncio.run(traffic(url, rates, args.window_s, texts, wlog))
-            windows.append({"round": rnd, "kind": kind, "log": wlog})
+            before, t0 = server_counters(url, pid, victim_task), time.perf_counter()
+            if args.separate_clients:
+                traffic_apart(url, rates, args.window_s, texts, wlog, args.noisy)
+            else:
+                asyncio.run(traffic(url, rates, args.window_s, texts, wlog))
+            seconds, after = time.perf_counter() - t0, server_counters(url, pid, victim_task)
+            windows.append({"round": rnd, "kind": kind, "log": wlog, "seconds": seconds,
+                            "spent": {k: after[k] - before.get(k, 0.0) for k in after}})  # a task's first bucket
 
     def summary(kind: str) -> dict[str, Any]:
         logs = [r for w in windows if w["kind"] == kind for r in w["log"]]
@@ -199,11 +300,13 @@ def measure_fairness(url: str, texts: list[tuple[str, str]], args: argparse.Name
                 "victim_p99_ms_median_of_windows": round(statistics.median(per_round), 1),
                 "noisy_requests": len(noisy), "noisy_200": sum(r["code"] == 200 for r in noisy),
                 "noisy_429": sum(r["code"] == 429 for r in noisy),
-                "noisy_other": sum(r["code"] not in (200, 429) for r in noisy)}
+                "noisy_other": sum(r["code"] not in (200, 429) for r in noisy),
+                "diagnosis": diagnosis(windows, kind, args)}
 
     quiet, at_quota, burst = summary("quiet"), summary("at_quota"), summary("burst")
     fairness = {"victim": args.victim, "victim_rate": args.victim_rate, "noisy": args.noisy,
                 "noisy_quota_texts_per_s": args.quota, "noisy_rate": 10 * args.quota, "rounds": args.rounds,
+                "separate_clients": args.separate_clients,
                 "window_s": args.window_s, "quiet": quiet, "at_quota": at_quota, "burst": burst,
                 "p99_burst_over_quiet": round(burst["victim_p99_ms"] / quiet["victim_p99_ms"], 3),
                 "p99_burst_over_at_quota": round(burst["victim_p99_ms"] / at_quota["victim_p99_ms"], 3)}
@@ -211,4 +314,7 @@ def measure_fairness(url: str, texts: list[tuple[str, str]], args: argparse.Name
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:
+        child_main(json.loads(sys.argv[2]))
+    else:
+        main()
