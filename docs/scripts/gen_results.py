@@ -359,7 +359,7 @@ def overhead_section(w: W) -> None:
     from mtbranch.composition.artifact import overhead
 
     o = overhead(4, [2, 2, 2], 6)
-    w(f"The three shipped branches (each 2 layers at depth 4) compose to {o['text']} of the layers that three "
+    w(f"The three shipped branches (each 2 layers at depth 4) compose to {o.text} of the layers that three "
       "separate fine-tuned models would run.\n")
 
 

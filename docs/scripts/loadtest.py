@@ -270,7 +270,7 @@ def compare_code(args: argparse.Namespace) -> None:
     from mtbranch.spec.precision import cpu_report
 
     variants = dict(item.split("=", 1) for item in args.compare_code.split(",") if item.strip())
-    lock = read_lock(args.artifact)
+    lock = read_lock(args.artifact).to_dict()
     pair_tasks = {e["name"] for e in lock["branches"]
                   if json.loads((Path(args.artifact) / "branches" / e["name"] / "manifest.json").read_text())
                   ["tokenizer"]["input_signature"] == "pair"}
@@ -377,7 +377,7 @@ def main() -> None:
 
     from mtbranch.composition.artifact import read_lock
 
-    lock = read_lock(args.artifact)
+    lock = read_lock(args.artifact).to_dict()
     tasks = [e["name"] for e in lock["branches"]]
     pair_tasks = {e["name"] for e in lock["branches"]
                   if json.loads((Path(args.artifact) / "branches" / e["name"] / "manifest.json").read_text())

@@ -47,7 +47,7 @@ def main() -> None:
     }
     result: dict[str, object] = {"validation_errors": [f.message for f in report.errors],
                                  "overhead": overhead(max(b.manifest.attach_depth for b in model.branches),
-                                                      [b.manifest.num_layers for b in model.branches], 6)}
+                                                      [b.manifest.num_layers for b in model.branches], 6).model_dump()}
     for name, (task, dev, metric) in tasks.items():
         b = model.branch(name)
         m = b.manifest
