@@ -193,21 +193,6 @@ class FeatureStore:
 
 
 # -- computing features -----------------------------------------------------------------------------------
-def _batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Indices sorted by length, grouped so each padded batch holds about ``max_tokens`` tokens."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[i] > max_tokens:
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
-
-
 def pad_ids(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
@@ -224,7 +209,11 @@ def compute_features(source: TrunkSource, encoded: Encoded, depths: Sequence[int
     trunk = load_trunk(source, max(wanted))
     per_depth: dict[int, list[torch.Tensor | None]] = {d: [None] * len(encoded) for d in wanted}
     lengths = [len(ids) for ids in encoded.input_ids]
-    batches = _batches(lengths, max_tokens)
+    from mtbranch.composition.buckets import buckets
+
+    # sorted by length, cut at about max_tokens padded tokens each (the cut predict and serve make, without their
+    # row and padding limits: a feature pass has no request to answer quickly)
+    batches = buckets(lengths, max_rows=max(1, len(lengths)), max_tokens=max_tokens, max_padding=None)
     bar = _progress(len(batches), f"trunk features (depths {','.join(map(str, wanted))})", progress)
     for idx in batches:
         ids = pad_ids([encoded.input_ids[i] for i in idx], pad_token_id)
