@@ -39,7 +39,7 @@ def _named(values: tuple[str, ...], what: str) -> dict[str | None, list[Path]]:
 
 def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], what: str = "--dev",
               among: str = "the teacher's") -> dict[str, Any]:
-    from mtbranch.cli.sdk_commands import _load_data, _rename_labels
+    from mtbranch.cli.sdk_commands import _load_data, _rename_labels, renames_labels
 
     tasks = {t.name: t.manifest for t in teachers}
     out = {}
@@ -57,7 +57,7 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], w
         if spec["pair_col"] is None and m.tokenizer.input_signature == "pair":
             raise UsageError(f"{what} {name}=...: branch {name!r} takes text pairs", hint="give --dev-pair-col")
         data = _load_data(m.head.type, Path(path), spec)
-        if o["dev_label_names"] and m.head.type == "classification":
+        if o["dev_label_names"] and renames_labels(m.head.type, data):
             names = [x.strip() for x in o["dev_label_names"].split(",")]
             raw = sorted({str(e.label) for e in data.examples})
             if len(names) != len(raw):

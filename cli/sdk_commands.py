@@ -162,6 +162,16 @@ def _rename_labels(data: Any, mapping: dict[str, str]) -> Any:
     return Dataset([replace(e, label=mapping.get(str(e.label), str(e.label))) for e in data.examples], data.sources)
 
 
+def renames_labels(task: str, data: Any) -> bool:
+    """Whether ``--label-names`` can rename ``task``'s labels: a table task whose examples each carry one named
+    label (a class), looked up on the task's training side rather than by its name."""
+    from mtbranch.sdk.tasks import get_task
+
+    training = get_task(task).training
+    return (training.data == "table" and training.label_names_in is not None
+            and all(isinstance(e.label, str) for e in data.examples))
+
+
 def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
     from mtbranch.cli.output import show_warnings
 
@@ -181,8 +191,9 @@ def load_task_data(o: dict[str, Any]) -> tuple[str, Any, Any, list[str] | None]:
         dev = _load_data(task, o["dev_path"], o)
     labels = [x.strip() for x in o["labels_csv"].split(",")] if o.get("labels_csv") else None
     if o.get("label_names"):
-        if task != "classification":
-            raise UsageError("--label-names applies to classification")
+        if not renames_labels(task, train):
+            raise UsageError(f"--label-names applies to tasks with one named label per example (classification), "
+                             f"not {task}")
         names = [x.strip() for x in o["label_names"].split(",")]
         raw = labels or sorted({str(e.label) for e in train.examples})
         if len(names) != len(raw):

@@ -177,3 +177,15 @@ def test_train_cli_prints_the_still_improving_warning(sdk_trunk_dir: Path, tmp_p
     info = json.loads(res.stdout)
     assert info["best_epoch"] == 2.0 and info["still_improving"] is True
     assert "the best dev epoch is the last one (2 of 2): still improving: raise --epochs" in caplog.text  # type: ignore
+
+
+def test_label_names_apply_to_named_single_labels_only(sdk_trunk_dir: Path, tmp_path: Path) -> None:
+    """--label-names renames one class label per example (looked up on the task's training side, not by its name):
+    for token tags it is a user error (exit 1) naming the task, before any training."""
+    conll = write_conll(tmp_path / "train.txt", 16, 1)
+    res = CliRunner().invoke(train_cmd, ["--trunk", str(sdk_trunk_dir), "--task", "token-classification",
+                                         "--train", str(conll), "--dev", str(conll), *FAST,
+                                         "--label-names", "a,b", "--name", "ents", "-o", str(tmp_path / "out")])
+    assert res.exit_code == 1, res.output
+    assert "--label-names applies to tasks with one named label per example" in res.output
+    assert "token_classification" in res.output and not (tmp_path / "out").exists()
