@@ -181,11 +181,14 @@ def test_train_cli_prints_the_still_improving_warning(sdk_trunk_dir: Path, tmp_p
 
 def test_label_names_apply_to_named_single_labels_only(sdk_trunk_dir: Path, tmp_path: Path) -> None:
     """--label-names renames one class label per example (looked up on the task's training side, not by its name):
-    for token tags it is a user error (exit 1) naming the task, before any training."""
+    for token tags it is a usage error naming the task, before any training."""
+    from mtbranch.cli.main import cli
+
     conll = write_conll(tmp_path / "train.txt", 16, 1)
-    res = CliRunner().invoke(train_cmd, ["--trunk", str(sdk_trunk_dir), "--task", "token-classification",
+    res = CliRunner().invoke(cli, ["train", "--trunk", str(sdk_trunk_dir), "--task", "token-classification",
                                          "--train", str(conll), "--dev", str(conll), *FAST,
                                          "--label-names", "a,b", "--name", "ents", "-o", str(tmp_path / "out")])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 2, res.output  # a usage error (the CLI's exit code for them), no traceback
+    assert "Traceback" not in res.output
     assert "--label-names applies to tasks with one named label per example" in res.output
     assert "token_classification" in res.output and not (tmp_path / "out").exists()
