@@ -92,3 +92,89 @@ echo done
 
 # speed
 OMP_NUM_THREADS=1 python docs/scripts/migrate_speed.py /tmp/mig-runs > docs/results/migrate/speed.json
+
+# ---- session 2 (/work/wt-migrate2; texts under /tmp/mig2/texts, results copied from /tmp/mig2/results) ----
+# texts: banking77-train.txt and clinc150-train.txt: the "text" field of each line of /work/main/runs/data/{banking77,clinc150}/train.jsonl
+#   (docs/scripts/prepare_data.py's files, the shipped branches' training data); slots reads snips/train/seq.in as it is
+#   (its tags are in seq.out); mrpc-train.txt as above
+
+# laneA.sh
+# laneA: slots (SNIPS slot tagging): 4000 utterances, 2 layers at depth 1 of L3, 3 epochs (as run.sh)
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+M=/work/wt-migrate2/.venv/bin/mtbranch
+EX=/work/wt-migrate2/examples
+D=/work/shared/data
+R=/tmp/mig2/results
+COMMON="--to-trunk minilm-l3 --from-trunk minilm-l6 --epochs 3 --patience 3 --lr 3e-4 --threads 1 --no-progress --json --speed-texts 0"
+$M migrate $EX/plugin-slots/src/mtbranch_slots/branch $COMMON --layers 2 --texts $D/snips/train/seq.in --max-texts 4000 \
+  --dev slots=$D/snips/valid -o /tmp/mig2/slots > $R/slots-migrate.json 2> $R/slots-migrate.log
+$M train --trunk minilm-l3 --task token-classification --train $D/snips/train --dev $D/snips/valid \
+  --layers 2 --depth 1 --max-train 4000 --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name slots \
+  -o /tmp/mig2/slots-labelled > $R/slots-labelled.json 2> $R/slots-labelled.log
+
+# laneB.sh
+# laneB: banking (Banking77) and clinc (CLINC150 + oos): heads on the trunk's last layer (0 layers, mean pooling),
+# all training texts, 15 epochs, patience 5 (the shipped branches' recipe), both arms alike
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+M=/work/wt-migrate2/.venv/bin/mtbranch
+EX=/work/wt-migrate2/examples
+RD=/work/main/runs/data
+T=/tmp/mig2/texts
+R=/tmp/mig2/results
+COMMON="--to-trunk minilm-l3 --from-trunk minilm-l6 --layers 0 --epochs 15 --patience 5 --lr 3e-4 --threads 1 --no-progress --json --speed-texts 0"
+$M migrate $EX/plugin-banking/src/mtbranch_banking/branch $COMMON --texts $T/banking77-train.txt \
+  --dev banking=$RD/banking77/dev.jsonl --dev-text-col text --dev-label-col label -o /tmp/mig2/banking \
+  > $R/banking-migrate.json 2> $R/banking-migrate.log
+$M train --trunk minilm-l3 --task classification --train $RD/banking77/train.jsonl --dev $RD/banking77/dev.jsonl \
+  --text-col text --label-col label --layers 0 --depth 3 --pooling mean --epochs 15 --patience 5 --lr 3e-4 --threads 1 \
+  --no-progress --json --name banking -o /tmp/mig2/banking-labelled > $R/banking-labelled.json 2> $R/banking-labelled.log
+$M migrate $EX/plugin-clinc/src/mtbranch_clinc/branch $COMMON --texts $T/clinc150-train.txt \
+  --dev clinc=$RD/clinc150/dev.jsonl --dev-text-col text --dev-label-col label -o /tmp/mig2/clinc \
+  > $R/clinc-migrate.json 2> $R/clinc-migrate.log
+$M train --trunk minilm-l3 --task classification --train $RD/clinc150/train.jsonl --dev $RD/clinc150/dev.jsonl \
+  --text-col text --label-col label --layers 0 --depth 3 --pooling mean --epochs 15 --patience 5 --lr 3e-4 --threads 1 \
+  --no-progress --json --name clinc -o /tmp/mig2/clinc-labelled > $R/clinc-labelled.json 2> $R/clinc-labelled.log
+
+# laneA2.sh
+# laneA2 (after laneA): paraphrase (MRPC pairs) again, both arms alike: 10 epochs (the shipped branch's), patience 3,
+# mean pooling (the teacher's; the labelled run of run4.sh used train's default, cls), all 3668 training pairs
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+M=/work/wt-migrate2/.venv/bin/mtbranch
+EX=/work/wt-migrate2/examples
+D=/work/shared/data
+T=/tmp/mig2/texts
+R=/tmp/mig2/results
+$M migrate $EX/plugin-paraphrase/src/mtbranch_paraphrase/branch --to-trunk minilm-l3 --from-trunk minilm-l6 --layers 2 \
+  --epochs 10 --patience 3 --lr 3e-4 --threads 1 --no-progress --json --speed-texts 0 --texts $T/mrpc-train.txt \
+  --dev paraphrase=$D/MRPC/dev.tsv --dev-text-col "#1 String" --dev-pair-col "#2 String" --dev-label-col Quality \
+  --dev-quote-none --dev-label-names not_paraphrase,paraphrase -o /tmp/mig2/paraphrase-e10 \
+  > $R/paraphrase-migrate-e10.json 2> $R/paraphrase-migrate-e10.log
+$M train --trunk minilm-l3 --task classification --train $D/MRPC/train.tsv --dev $D/MRPC/dev.tsv --text-col "#1 String" \
+  --pair-col "#2 String" --label-col Quality --quote-none --label-names not_paraphrase,paraphrase --layers 2 --depth 1 \
+  --pooling mean --epochs 10 --patience 3 --lr 3e-4 --threads 1 --no-progress --json --name paraphrase \
+  -o /tmp/mig2/paraphrase-labelled-e10 > $R/paraphrase-labelled-e10.json 2> $R/paraphrase-labelled-e10.log
+# intent's labelled branch again with the teacher's mean pooling (run4.sh's used cls)
+$M train --trunk minilm-l3 --task classification --train /work/main/runs/data/snips-intent/train.jsonl \
+  --dev /work/main/runs/data/snips-intent/dev.jsonl --text-col text --label-col label --layers 1 --depth 2 --max-train 4000 \
+  --pooling mean --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name intent -o /tmp/mig2/intent-labelled-mean \
+  > $R/intent-labelled-mean.json 2> $R/intent-labelled-mean.log
+
+# laneB2.sh
+# laneB2 (after laneB): the labelled L3 branches of run.sh / run4.sh again with the teacher's pooling (mean): train's
+# default is cls, the migrated students take the teacher's; everything else as before
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+M=/work/wt-migrate2/.venv/bin/mtbranch
+D=/work/shared/data
+R=/tmp/mig2/results
+$M train --trunk minilm-l3 --task classification --train $D/MRPC/train.tsv --dev $D/MRPC/dev.tsv --text-col "#1 String" \
+  --pair-col "#2 String" --label-col Quality --quote-none --label-names not_paraphrase,paraphrase --layers 2 --depth 1 \
+  --pooling mean --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name paraphrase \
+  -o /tmp/mig2/paraphrase-labelled-mean > $R/paraphrase-labelled-mean.json 2> $R/paraphrase-labelled-mean.log
+$M train --trunk minilm-l3 --task regression --train $D/STS-B/sts-train.csv --dev $D/STS-B/sts-dev.csv --no-header \
+  --quote-none --text-col 5 --pair-col 6 --label-col 4 --layers 2 --depth 1 --max-train 3000 --pooling mean --epochs 3 \
+  --lr 3e-4 --threads 1 --no-progress --json --name similarity -o /tmp/mig2/similarity-labelled-mean \
+  > $R/similarity-labelled-mean.json 2> $R/similarity-labelled-mean.log
+$M train --trunk minilm-l3 --task classification --train $D/SST-2/train.tsv --dev $D/SST-2/dev.tsv --text-col sentence \
+  --label-col label --label-names negative,positive --layers 2 --depth 1 --max-train 4000 --pooling mean --epochs 3 \
+  --lr 3e-4 --threads 1 --no-progress --json --name sentiment -o /tmp/mig2/sentiment-labelled-mean \
+  > $R/sentiment-labelled-mean.json 2> $R/sentiment-labelled-mean.log
