@@ -135,7 +135,8 @@ $M train --trunk minilm-l3 --task classification --train $RD/clinc150/train.json
   --text-col text --label-col label --layers 0 --depth 3 --pooling mean --epochs 15 --patience 5 --lr 3e-4 --threads 1 \
   --no-progress --json --name clinc -o /tmp/mig2/clinc-labelled > $R/clinc-labelled.json 2> $R/clinc-labelled.log
 
-# laneA2.sh
+# laneA2.sh (after laneA; it ran this migration only: its two labelled runs moved to lane3.sh and lane4.sh, which
+# ran in parallel with it and with laneB to fit the time left)
 # laneA2 (after laneA): paraphrase (MRPC pairs) again, both arms alike: 10 epochs (the shipped branch's), patience 3,
 # mean pooling (the teacher's; the labelled run of run4.sh used train's default, cls), all 3668 training pairs
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
@@ -149,32 +150,50 @@ $M migrate $EX/plugin-paraphrase/src/mtbranch_paraphrase/branch --to-trunk minil
   --dev paraphrase=$D/MRPC/dev.tsv --dev-text-col "#1 String" --dev-pair-col "#2 String" --dev-label-col Quality \
   --dev-quote-none --dev-label-names not_paraphrase,paraphrase -o /tmp/mig2/paraphrase-e10 \
   > $R/paraphrase-migrate-e10.json 2> $R/paraphrase-migrate-e10.log
-$M train --trunk minilm-l3 --task classification --train $D/MRPC/train.tsv --dev $D/MRPC/dev.tsv --text-col "#1 String" \
-  --pair-col "#2 String" --label-col Quality --quote-none --label-names not_paraphrase,paraphrase --layers 2 --depth 1 \
-  --pooling mean --epochs 10 --patience 3 --lr 3e-4 --threads 1 --no-progress --json --name paraphrase \
-  -o /tmp/mig2/paraphrase-labelled-e10 > $R/paraphrase-labelled-e10.json 2> $R/paraphrase-labelled-e10.log
-# intent's labelled branch again with the teacher's mean pooling (run4.sh's used cls)
-$M train --trunk minilm-l3 --task classification --train /work/main/runs/data/snips-intent/train.jsonl \
-  --dev /work/main/runs/data/snips-intent/dev.jsonl --text-col text --label-col label --layers 1 --depth 2 --max-train 4000 \
-  --pooling mean --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name intent -o /tmp/mig2/intent-labelled-mean \
-  > $R/intent-labelled-mean.json 2> $R/intent-labelled-mean.log
 
-# laneB2.sh
-# laneB2 (after laneB): the labelled L3 branches of run.sh / run4.sh again with the teacher's pooling (mean): train's
-# default is cls, the migrated students take the teacher's; everything else as before
+# lane3.sh (after laneB)
+# lane3 (after laneB, i.e. clinc): replaces laneB2 and laneA2's tail (same commands, reordered to fit the time left)
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 M=/work/wt-migrate2/.venv/bin/mtbranch
 D=/work/shared/data
 R=/tmp/mig2/results
 $M train --trunk minilm-l3 --task classification --train $D/MRPC/train.tsv --dev $D/MRPC/dev.tsv --text-col "#1 String" \
   --pair-col "#2 String" --label-col Quality --quote-none --label-names not_paraphrase,paraphrase --layers 2 --depth 1 \
-  --pooling mean --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name paraphrase \
-  -o /tmp/mig2/paraphrase-labelled-mean > $R/paraphrase-labelled-mean.json 2> $R/paraphrase-labelled-mean.log
+  --pooling mean --epochs 10 --patience 3 --lr 3e-4 --threads 1 --no-progress --json --name paraphrase \
+  -o /tmp/mig2/paraphrase-labelled-e10 > $R/paraphrase-labelled-e10.json 2> $R/paraphrase-labelled-e10.log
 $M train --trunk minilm-l3 --task regression --train $D/STS-B/sts-train.csv --dev $D/STS-B/sts-dev.csv --no-header \
   --quote-none --text-col 5 --pair-col 6 --label-col 4 --layers 2 --depth 1 --max-train 3000 --pooling mean --epochs 3 \
   --lr 3e-4 --threads 1 --no-progress --json --name similarity -o /tmp/mig2/similarity-labelled-mean \
   > $R/similarity-labelled-mean.json 2> $R/similarity-labelled-mean.log
+$M train --trunk minilm-l3 --task classification --train $D/MRPC/train.tsv --dev $D/MRPC/dev.tsv --text-col "#1 String" \
+  --pair-col "#2 String" --label-col Quality --quote-none --label-names not_paraphrase,paraphrase --layers 2 --depth 1 \
+  --pooling mean --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name paraphrase \
+  -o /tmp/mig2/paraphrase-labelled-mean > $R/paraphrase-labelled-mean.json 2> $R/paraphrase-labelled-mean.log
+
+# lane4.sh (after the 10-epoch paraphrase migration)
+# lane4 (after the paraphrase 10-epoch migration, pid 32296)
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+M=/work/wt-migrate2/.venv/bin/mtbranch
+D=/work/shared/data
+R=/tmp/mig2/results
+$M train --trunk minilm-l3 --task classification --train /work/main/runs/data/snips-intent/train.jsonl \
+  --dev /work/main/runs/data/snips-intent/dev.jsonl --text-col text --label-col label --layers 1 --depth 2 --max-train 4000 \
+  --pooling mean --epochs 3 --lr 3e-4 --threads 1 --no-progress --json --name intent -o /tmp/mig2/intent-labelled-mean \
+  > $R/intent-labelled-mean.json 2> $R/intent-labelled-mean.log
 $M train --trunk minilm-l3 --task classification --train $D/SST-2/train.tsv --dev $D/SST-2/dev.tsv --text-col sentence \
   --label-col label --label-names negative,positive --layers 2 --depth 1 --max-train 4000 --pooling mean --epochs 3 \
   --lr 3e-4 --threads 1 --no-progress --json --name sentiment -o /tmp/mig2/sentiment-labelled-mean \
   > $R/sentiment-labelled-mean.json 2> $R/sentiment-labelled-mean.log
+
+# the paraphrase teacher against MRPC's training labels (docs/migrate.md, paraphrase): /tmp/mig2/teacher_train.py is
+#   # The paraphrase teacher's agreement with MRPC's training labels: its cached outputs over mrpc-train.txt (the
+#   # 10-epoch migration's OUT/.cache) against train.tsv's Quality column, line by line.
+#   import glob, json, sys
+#   import numpy as np
+#   x = np.load(glob.glob(sys.argv[1] + "/.cache/teacher-paraphrase-*.npz")[0])["flat"]
+#   rows = [r.split("\t") for r in open(sys.argv[2], encoding="utf-8-sig").read().splitlines()[1:] if r.strip()]
+#   y = np.array([int(r[0]) for r in rows])
+#   pred = x.argmax(-1)
+#   print(json.dumps({"pairs": int(len(y)), "teacher_accuracy_on_train_labels": float((pred == y).mean()),
+#                     "teacher_says_paraphrase": float(pred.mean()), "labels_paraphrase": float(y.mean())}, indent=2))
+python teacher_train.py /tmp/mig2/paraphrase-e10 /work/shared/data/MRPC/train.tsv > docs/results/migrate/paraphrase-teacher-train.json
