@@ -197,3 +197,12 @@ $M train --trunk minilm-l3 --task classification --train $D/SST-2/train.tsv --de
 #   print(json.dumps({"pairs": int(len(y)), "teacher_accuracy_on_train_labels": float((pred == y).mean()),
 #                     "teacher_says_paraphrase": float(pred.mean()), "labels_paraphrase": float(y.mean())}, indent=2))
 python teacher_train.py /tmp/mig2/paraphrase-e10 /work/shared/data/MRPC/train.tsv > docs/results/migrate/paraphrase-teacher-train.json
+
+# speed8.sh: the eight teacher branches on L6 vs the eight migrated ones on L3 (run twice: the first pass, kept as
+# speed-8-first.json, ran beside the last labelled run of lane3.sh; the second, speed-8.json, beside no run of this session)
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+cd /work/wt-migrate2 && .venv/bin/python docs/scripts/migrate_speed.py sentiment=/tmp/mig-runs/sentiment/branches/sentiment \
+  entities=/tmp/mig-runs/entities/branches/entities similarity=/tmp/mig-runs/similarity/branches/similarity \
+  paraphrase=/tmp/mig2/paraphrase-e10/branches/paraphrase intent=/tmp/mig-runs/intent/branches/intent \
+  slots=/tmp/mig2/slots/branches/slots banking=/tmp/mig2/banking/branches/banking clinc=/tmp/mig2/clinc/branches/clinc \
+  > /tmp/mig2/results/speed-8.json 2> /tmp/mig2/results/speed-8.err
