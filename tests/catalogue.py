@@ -1141,6 +1141,103 @@ def predict_iter_of(items: Any) -> Callable[[Ctx, Path], Outcome]:
     return lambda ctx, _tmp: Outcome([api_error(lambda: list(ctx.model.predict_iter(items)))])
 
 
+# -- migrate (issue 27) -------------------------------------------------------------------------------------
+FAST_MIGRATE = ("--layers", "1", "--epochs", "1", "--lr", "1e-3", "--no-progress", "--threads", "1",
+                "--speed-texts", "0")
+GOOD_TEXTS = "the movie was good\nthe plot was very bad\njohn visited paris\na great film\n" * 10
+
+
+def migrate_cli(ctx: Ctx, out: Path, texts: Any, *extra: Any, teacher: Path | None = None,
+                to: Path | None = None) -> tuple[int, str]:
+    """``migrate`` of a branch directory (the sentiment one by default) to the reseeded trunk."""
+    texts_args = [a for t in (texts if isinstance(texts, list) else [texts]) for a in ("--texts", t)]
+    return cli_run("migrate", teacher or ctx.branches["sentiment"], "--from-trunk", ctx.trunk, "--to-trunk",
+                   to or ctx.reseeded, *texts_args, "-o", out, *FAST_MIGRATE, *extra)
+
+
+def migrate_refused(name: str, content: bytes, needles: tuple[str, ...], *, teacher: str = "sentiment",
+                    short_trunk: bool = False) -> Callable[[Ctx, Path], Outcome]:
+    """A bad input refused before anything is written: exit 1, the message names the file (and the line or field)
+    and the fix, and OUT does not exist afterwards."""
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        from conftest import make_bert_dir
+
+        p = tmp / name
+        p.write_bytes(content)
+        to = make_bert_dir(tmp / "short", layers=2, max_positions=16, tok_max_length=None) if short_trunk else None
+        out_dir = tmp / "out"
+        code, out = migrate_cli(ctx, out_dir, p, teacher=ctx.branches[teacher], to=to)
+        flat = " ".join(out.split())  # rich wraps long messages
+        named = str(to / "config.json") if to else str(p)
+        missing = [n for n in (named, *needles) if n not in flat]
+        ok = not missing and not out_dir.exists()
+        return Outcome(["MtbranchError: file, field and fix; nothing written" if ok else f"missing {missing}"],
+                       code, out)
+    return run
+
+
+def migrate_out_occupied(ctx: Ctx, tmp: Path) -> Outcome:
+    (tmp / "t.txt").write_text(GOOD_TEXTS)
+    occupied = tmp / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    code, out = migrate_cli(ctx, occupied, tmp / "t.txt")
+    ok = ("not an earlier migration" in out and [p.name for p in occupied.iterdir()] == ["keep.txt"]
+          and (occupied / "keep.txt").read_text() == "mine")
+    return Outcome(["MtbranchError: names OUT; its file untouched" if ok else "?"], code, out)
+
+
+def migrate_state(text: str, needle: str) -> Callable[[Ctx, Path], Outcome]:
+    """An OUT whose migrate-state.json is unreadable, or from a run with other settings: refused, kept as it was."""
+    def run(ctx: Ctx, tmp: Path) -> Outcome:
+        (tmp / "t.txt").write_text(GOOD_TEXTS)
+        out_dir = tmp / "out"
+        out_dir.mkdir()
+        (out_dir / "migrate-state.json").write_text(text)
+        code, out = migrate_cli(ctx, out_dir, tmp / "t.txt")
+        flat = " ".join(out.split())
+        ok = (needle in flat and "migrate-state.json" in flat and "--restart" in flat
+              and [p.name for p in out_dir.iterdir()] == ["migrate-state.json"]
+              and (out_dir / "migrate-state.json").read_text() == text)
+        return Outcome(["MtbranchError: names the state file and --restart; OUT untouched" if ok else "?"],
+                       code, out)
+    return run
+
+
+def migrate_stopped_resumes(ctx: Ctx, tmp: Path) -> Outcome:
+    """Ctrl-C in the second branch (exit 130): the first stays finished (state + branch), the second left no
+    directory; the same command then keeps the first (not retrained) and does the second."""
+    from mtbranch.sdk import migrate as mig
+
+    (tmp / "s.txt").write_text(GOOD_TEXTS)
+    (tmp / "e.txt").write_text(GOOD_TEXTS)
+    texts = [f"sentiment={tmp / 's.txt'}", f"entities={tmp / 'e.txt'}"]
+    out_dir = tmp / "out"
+    args = ("--only", "sentiment", "--only", "entities")
+    real, calls = mig.migrate_branch, []
+
+    def stop_in_the_second(t: Any, *a: Any, **kw: Any) -> Any:
+        calls.append(t.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(t, *a, **kw)
+    mig.migrate_branch = stop_in_the_second  # type: ignore[assignment]
+    try:
+        stopped, out1 = migrate_cli(ctx, out_dir, texts, *args, teacher=ctx.composed, to=ctx.reseeded)
+    finally:
+        mig.migrate_branch = real  # type: ignore[assignment]
+    state = json.loads((out_dir / "migrate-state.json").read_text())
+    first = out_dir / "branches" / "sentiment" / "branch.safetensors"
+    kept = list(state["branches"]) == ["sentiment"] and first.is_file() and not (out_dir / "branches" / "entities"
+                                                                                 ).exists()
+    before = first.stat().st_mtime_ns if first.is_file() else None
+    code, out = migrate_cli(ctx, out_dir, texts, *args, teacher=ctx.composed, to=ctx.reseeded)
+    ok = (stopped == 130 and kept and "sentiment: finished in an earlier run, kept" in out
+          and first.stat().st_mtime_ns == before and (out_dir / "branches" / "entities" / "manifest.json").is_file())
+    return Outcome(["resumed: the finished branch kept, not retrained" if ok else "?"], code, out1 + out,
+                   [f"stopped exit {stopped}", f"state {state.get('branches', {}).keys()}"])
+
+
 # -- the catalogue --------------------------------------------------------------------------------------------
 # -- newcomer paths (issue 19) ------------------------------------------------------------------------------
 def missing_train_extra(_ctx: Ctx, tmp: Path) -> Outcome:
@@ -1578,6 +1675,38 @@ CATALOGUE: list[Case] = [
     Case("installed-branch-other-trunk", "newcomer",
          "`compose --trunk T --branch B` with an installed branch for another trunk",
          "ok: exactly the --branch directories", 0, branch_dir_with_foreign_installed),
+    Case("migrate-texts-latin1", "migrate", "`migrate --texts` a Latin-1 file (`tr\\xe8s` on line 2)",
+         "MtbranchError: file, field and fix; nothing written", 1,
+         migrate_refused("latin1.txt", "the film\nun film tr\u00e8s bon\n".encode("latin-1"),
+                         ("line 2", "not UTF-8", "--encoding"))),
+    Case("migrate-texts-utf16", "migrate", "`migrate --texts` a UTF-16 file (with byte order mark)",
+         "MtbranchError: file, field and fix; nothing written", 1,
+         migrate_refused("u16.txt", "the film\na good movie\n".encode("utf-16"), ("UTF-16", "--encoding"))),
+    Case("migrate-texts-empty", "migrate", "`migrate --texts` a file of blank lines only",
+         "MtbranchError: file, field and fix; nothing written", 1,
+         migrate_refused("empty.txt", b"\n  \n\t\n", ("no texts", "one text per line"))),
+    Case("migrate-texts-unreadable", "migrate", "`migrate --texts` in a script the teacher's tokenizer cannot read "
+         "(Greek)", "MtbranchError: file, field and fix; nothing written", 1,
+         migrate_refused("greek.txt", "\u03b7 \u03c4\u03b1\u03b9\u03bd\u03af\u03b1\n".encode() * 20,
+                         ("cannot read these texts", "[UNK]", "language and script"))),
+    Case("migrate-trunk-too-short", "migrate", "`migrate --to-trunk` a trunk of 16 positions; the teacher reads 64 "
+         "tokens", "MtbranchError: file, field and fix; nothing written", 1,
+         migrate_refused("t.txt", GOOD_TEXTS.encode(), ("at most 16 tokens", "tokenizer.max_length", "--max-length 16"),
+                         short_trunk=True)),
+    Case("migrate-pair-single-texts", "migrate", "`migrate` a pair branch with single texts (no tab)",
+         "MtbranchError: file, field and fix; nothing written", 1,
+         migrate_refused("single.txt", GOOD_TEXTS.encode(), ("text 1 has no second text", "--texts similarity="),
+                         teacher="similarity")),
+    Case("migrate-out-occupied", "migrate", "`migrate -o` a directory holding someone's file",
+         "MtbranchError: names OUT; its file untouched", 1, migrate_out_occupied),
+    Case("migrate-state-corrupt", "migrate", "`migrate -o` an earlier run whose migrate-state.json is cut short",
+         "MtbranchError: names the state file and --restart; OUT untouched", 1,
+         migrate_state('{"format": "mtbranch-migrate-1", "key": "ab', "cannot read the migration state")),
+    Case("migrate-state-other-settings", "migrate", "`migrate -o` an earlier run made with other settings",
+         "MtbranchError: names the state file and --restart; OUT untouched", 1,
+         migrate_state('{"format": "mtbranch-migrate-1", "key": "other", "branches": {}}\n', "other settings")),
+    Case("migrate-stopped-run", "migrate", "`migrate` stopped (Ctrl-C) in its second branch, then run again",
+         "resumed: the finished branch kept, not retrained", 0, migrate_stopped_resumes),
 ]
 
 

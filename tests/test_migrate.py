@@ -310,13 +310,41 @@ def test_gold_labels_mix_in_with_alpha(composed: Path, new_trunk: Path, texts: t
     assert res.exit_code == 2 and "no branch 'sentiment'" in res.output
 
 
+def test_pair_texts_reach_the_teacher_as_pairs(sdk_trunk_dir: Path, tmp_path: Path) -> None:
+    """A pair branch's teacher outputs are its predictions on (first, second text), not on the line as one text
+    (the paraphrase migration of docs/migrate.md: both L3 arms near MRPC's majority class was no pair bug)."""
+    import mtbranch
+    from mtbranch.composition.artifact import compose, save_composed
+
+    from helpers import make_branch
+
+    branch = make_branch(sdk_trunk_dir, tmp_path / "similarity", name="similarity", depth=2, layers=1,
+                         head="regression", signature="pair", pooling="mean", max_length=32)
+    source = load_trunk_source(sdk_trunk_dir)
+    teacher = mig.Teacher("similarity", branch, source, read_manifest(branch / MANIFEST_NAME))
+    lines = ["the movie was good\tthe film was great", "john visited paris\tmary works at google",
+             "a boring plot\ta boring plot"]
+    examples = mig.examples_for(teacher.manifest, lines, "texts.txt")
+    outs = mig.teacher_outputs(teacher, examples, max_length=32, cache_dir=tmp_path / "cache", progress=False)
+    save_composed(compose(source, [(branch, "directory")]), tmp_path / "c")
+    model = mtbranch.load(tmp_path / "c")
+    firsts, seconds = zip(*(line.split("\t") for line in lines), strict=True)
+    as_pairs = [float(np.ravel(r["similarity"]["raw"])[0])
+                for r in model.predict(list(firsts), text_pairs=list(seconds), raw=True)]
+    as_one_text = [float(np.ravel(r["similarity"]["raw"])[0])
+                   for r in model.predict(lines, text_pairs=[""] * len(lines), raw=True)]
+    np.testing.assert_allclose([float(o.reshape(-1)[0]) for o in outs], as_pairs, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(as_pairs, as_one_text, atol=1e-3)  # the check can tell the two apart
+
+
 def test_docs_tables_come_from_the_committed_runs() -> None:
     """docs/migrate.md's figures are the tables docs/scripts/migrate_table.py makes from docs/results/migrate/."""
     from doc_scripts import load_script
 
     tables = load_script("migrate_table")
     text = (Path(__file__).resolve().parents[1] / "docs" / "migrate.md").read_text()
-    made = [tables.migration_table(), tables.consolidation_table(), tables.speed_table()]
+    made = [tables.migration_table(), tables.pooling_table(), tables.consolidation_table(), tables.speed_table(),
+            tables.speed_table("speed-8")]
     assert made[0].count("\n") >= 3  # the header, at least one task and the average
     for table in made:
         if table:
