@@ -90,12 +90,7 @@ def _dev_sets(values: tuple[str, ...], o: dict[str, Any], teachers: list[Any], w
                    "--dev-* options).")
 @click.option("--alpha", type=P.FRACTION, default=None,
               help="Weight of the teacher's soft targets (default 1: no labels; 0.5 with --train).")
-@click.option("--dev-text-col", default="0", show_default=True)
-@click.option("--dev-pair-col", default=None)
-@click.option("--dev-label-col", default="1", show_default=True)
-@click.option("--dev-no-header", is_flag=True)
-@click.option("--dev-quote-none", is_flag=True)
-@click.option("--dev-label-names", default=None, help="Branch label names for the dev file's sorted labels.")
+@P.dev_file_options
 @click.option("--layers", type=P.LAYERS, default=None,
               help="Student layers L (default: a sweep, see --min/--max-layers).")
 @click.option("--min-layers", type=P.LAYERS, default=1, show_default=True)

@@ -103,3 +103,17 @@ def unique_tags(ctx: click.Context | None, param: click.Parameter | None, tags: 
                                 hint="give each --tag once")
         seen.add(tag)
     return list(tags)
+
+
+def dev_file_options(f: Any) -> Any:
+    """How ``--dev NAME=PATH`` files are read (migrate, quantize): the columns, header, quoting and label names."""
+    for option in reversed([
+        click.option("--dev-text-col", default="0", show_default=True),
+        click.option("--dev-pair-col", default=None),
+        click.option("--dev-label-col", default="1", show_default=True),
+        click.option("--dev-no-header", is_flag=True),
+        click.option("--dev-quote-none", is_flag=True),
+        click.option("--dev-label-names", default=None, help="Branch label names for the dev file's sorted labels."),
+    ]):
+        f = option(f)
+    return f

@@ -26,12 +26,7 @@ Examples:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--dev", "dev", multiple=True, required=True, metavar="NAME=PATH",
               help="A labelled dev set of a branch (repeatable; read like `mtbranch train --dev`, see --dev-*).")
-@click.option("--dev-text-col", default="0", show_default=True)
-@click.option("--dev-pair-col", default=None)
-@click.option("--dev-label-col", default="1", show_default=True)
-@click.option("--dev-no-header", is_flag=True)
-@click.option("--dev-quote-none", is_flag=True)
-@click.option("--dev-label-names", default=None, help="Branch label names for the dev file's sorted labels.")
+@P.dev_file_options
 @click.option("--encoding", default="utf-8-sig", show_default=True, help="Text encoding of the dev files.")
 @click.option("--max-drop", type=P.Finite(0, 100), default=0.5, show_default=True,
               help="Points of its dev metric (x 100) a branch may lose and still be kept int8.")
