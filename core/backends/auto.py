@@ -6,7 +6,7 @@
   against torch at load. A failed export or check falls back to torch float32 with a warning.
 * ``openvino``: the same export compiled by OpenVINO (:mod:`mtbranch.backends.ov`), ``dtype`` ``auto``: bfloat16
   where the CPU has native bf16 (torch's rule), else float32; checked against torch float32 at load (bf16 within
-  :data:`mtbranch.backends.ov.BF16_TOLERANCE`). Not installed: a user error naming the extra; a failed export or
+  :func:`mtbranch.backends.ov.within`). Not installed: a user error naming the extra; a failed export or
   check falls back to torch in the same dtype with a warning.
 * ``auto`` (the default of load, predict, serve and Ray): the exact-enough candidates (torch float32; torch
   bfloat16 where the CPU has native bf16 matmuls, whose dev-metric changes are measured in docs/benchmarks.md;
@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -178,7 +178,7 @@ def _openvino(model: Any, device: Any, dtype: str, quantize: str | None) -> Any:
         return _record(model, TORCH, f"torch {resolved} (openvino asked for, not usable: {why})", None)
     model.runtime = Runtime({OPENVINO: engine}, [Rule(None, OPENVINO)])
     return _record(model, OPENVINO, f"openvino {resolved} (asked for; {why}; cache {engine.directory})",
-                   {"max_diff": engine.max_diff, "labels_equal": engine.agreement, "precision": resolved})
+                   {"precision": resolved, **asdict(engine.checked)} if engine.checked else {"precision": resolved})
 
 
 # -- auto: measure ------------------------------------------------------------------------------------

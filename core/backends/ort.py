@@ -21,6 +21,7 @@ import json
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -214,12 +215,20 @@ class OrtEngine:
         return {n: torch.from_numpy(v) for n, v in zip(self.outputs[signature], got, strict=True)}
 
 
-def compare(engine: Any, model: Any) -> tuple[float, float]:
-    """(max |engine - torch|, fraction of argmax labels equal) over every head output on the probe inputs (real
-    tokens only; labels: every head but regression, the argmax of its outputs)."""
+@dataclass(frozen=True)
+class Agreement:
+    """An engine against torch float32 on the probe inputs (real tokens only)."""
+
+    max_diff: float  # max |engine - torch| over every head output
+    max_scaled: float  # the same, each head's over max(1, its largest |torch| output): bf16 errors scale with it
+    labels_equal: float  # share of argmax labels equal (every head but regression)
+
+
+def compare(engine: Any, model: Any) -> Agreement:
+    """``engine``'s outputs against ``model``'s (torch float32) on :data:`PROBE_TEXTS` / :data:`PROBE_PAIRS`."""
     from mtbranch.export.onnx import encode
 
-    worst, same, total = 0.0, 0, 0
+    worst, scaled, same, total = 0.0, 0.0, 0, 0
     for signature, branches in groups(model).items():
         pairs = PROBE_PAIRS if signature == "pair" else None
         enc = encode(model, PROBE_TEXTS, pairs, model.max_length(branches))
@@ -230,16 +239,19 @@ def compare(engine: Any, model: Any) -> tuple[float, float]:
             g, r = got[b.name].float(), ref[b.name].float()
             if g.dim() == 3:  # token heads: real tokens only
                 g, r = g[real], r[real]
-            worst = max(worst, float((g - r).abs().max()))
+            diff = float((g - r).abs().max())
+            worst = max(worst, diff)
+            scaled = max(scaled, diff / max(1.0, float(r.abs().max())))
             if b.manifest.head.type != "regression" and g.shape[-1] > 1:
                 same += int((g.argmax(-1) == r.argmax(-1)).sum())
                 total += int(g.argmax(-1).numel())
-    return worst, (same / total if total else 1.0)
+    return Agreement(worst, scaled, same / total if total else 1.0)
 
 
 def check(engine: OrtEngine, model: Any) -> float:
     """Max |onnxruntime - torch| over every head output on the probe inputs (real tokens only)."""
-    return compare(engine, model)[0]
+    return compare(engine, model).max_diff
+
 
 
 def open_cached(model: Any, flavour: str, make: Any) -> Any:
@@ -283,5 +295,5 @@ def attach(model: Any, threads: int) -> tuple[OrtEngine | None, str]:
     return engine, f"checked: max |diff| {diff:.1e} <= {TOLERANCE:g} vs torch float32"
 
 
-__all__ = ["TOLERANCE", "OrtEngine", "attach", "available", "cache_dir", "check", "compare", "export_cached",
-           "export_raw", "groups", "lock_key", "open_cached"]
+__all__ = ["TOLERANCE", "Agreement", "OrtEngine", "attach", "available", "cache_dir", "check", "compare",
+           "export_cached", "export_raw", "groups", "lock_key", "open_cached"]

@@ -7,10 +7,12 @@ and ``INFERENCE_PRECISION_HINT`` ``bf16`` where :func:`mtbranch.spec.precision.r
 bfloat16 (the test torch's bf16 uses: ``avx512_bf16`` or AMX), else ``f32``. Measured 1.28-1.55x the best of
 torch float32 / bfloat16 and ONNX Runtime in every cell (docs/benchmarks.md, "OpenVINO").
 
-Load check against torch float32 on the probe inputs: f32 within :data:`mtbranch.backends.ort.TOLERANCE`; bf16
-within :data:`BF16_TOLERANCE` (a bf16 result differs from float32 by design; the bound is the one torch bfloat16
-meets, so no label whose float32 margin exceeds twice the bound can change). Over the bound the engine is refused
-and the caller falls back to torch with a warning.
+Load check against torch float32 on the probe inputs (:func:`mtbranch.backends.ort.compare`): f32 within
+:data:`mtbranch.backends.ort.TOLERANCE`, as ONNX Runtime. bf16 differs from float32 by design, so its bound is the
+one torch bfloat16 (shipped by ``auto`` on the strength of its dev metrics, docs/benchmarks.md "Compute dtype")
+meets with a margin: each head's max |diff| within :data:`BF16_SCALED` of its largest |float32 output| (at least
+1), and :data:`BF16_LABELS` of the argmax labels equal. Outside either bound the engine is refused and the caller
+falls back to torch with a warning.
 
 Thread safety: a compiled model is shared; each thread gets its own infer request per signature (serving runs the
 model from worker threads).
@@ -25,13 +27,14 @@ from typing import Any
 
 import torch
 
-from mtbranch.backends.ort import INPUTS, TOLERANCE, compare, groups, open_cached
+from mtbranch.backends.ort import INPUTS, TOLERANCE, Agreement, compare, groups, open_cached
 from mtbranch.errors import MtbranchError
 
-# max |openvino bf16 - torch float32| of any head output on the probe inputs. torch bfloat16 itself differs from
-# float32 by up to ~0.05 there (tiny test models and the 8-task example); OpenVINO bf16 by about the same. Logits
-# are O(1-10): 0.25 keeps every label with a float32 margin over 0.5 and refuses a broken graph (diffs O(1)).
-BF16_TOLERANCE = 0.25
+# bf16 vs torch float32 on the probe inputs, seen on the 8-task example (heads' outputs up to |12|): OpenVINO bf16
+# max |diff| 0.19 = 1.6% of its head's scale, torch bf16 0.13 (1.1%); labels equal 99.0% for both. The bounds
+# leave 3x that scale and one label in 20: a broken graph (an op compiled wrong) misses both by far.
+BF16_SCALED = 0.05
+BF16_LABELS = 0.95
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 
 
@@ -50,8 +53,20 @@ def version() -> str:
     return str(openvino.__version__)
 
 
-def tolerance(dtype: str) -> float:
-    return BF16_TOLERANCE if dtype == "bfloat16" else TOLERANCE
+def within(dtype: str, got: Agreement) -> str | None:
+    """None when ``got`` meets ``dtype``'s bound; else which bound it misses."""
+    if dtype != "bfloat16":
+        return None if got.max_diff <= TOLERANCE else f"max |diff| {got.max_diff:.2e} > {TOLERANCE:g}"
+    if not got.max_scaled <= BF16_SCALED:
+        return f"max |diff| {got.max_scaled:.1%} of the head's scale > {BF16_SCALED:.0%}"
+    if not got.labels_equal >= BF16_LABELS:
+        return f"labels equal {got.labels_equal:.1%} < {BF16_LABELS:.0%}"
+    return None
+
+
+def bound(dtype: str) -> str:
+    return (f"{BF16_SCALED:.0%} of each head's scale, labels >= {BF16_LABELS:.0%}" if dtype == "bfloat16"
+            else f"{TOLERANCE:g}")
 
 
 class OvEngine:
@@ -67,8 +82,7 @@ class OvEngine:
         self.dtype = dtype
         self.compiled: dict[str, Any] = {}
         self.outputs: dict[str, list[str]] = {}
-        self.max_diff: float | None = None  # the load check's largest difference from torch float32
-        self.agreement: float | None = None  # the load check's label agreement with torch float32
+        self.checked: Agreement | None = None  # the load check against torch float32
         self.exported: dict[str, Any] = {}  # name -> the branch module exported (identity: a swapped branch differs)
         self._local = threading.local()
         for signature, branches in groups(model).items():
@@ -117,17 +131,17 @@ def attach(model: Any, threads: int, dtype: str) -> tuple[OvEngine | None, str]:
         return None, "no branches"
     try:
         engine: OvEngine = open_cached(model, "raw", lambda d: OvEngine(model, d, threads, dtype))
-        diff, agreement = compare(engine, model)
+        got = compare(engine, model)
     except MtbranchError:
         raise
     except Exception as exc:  # an exporter / compiler / runtime failure: the torch path still answers
         return None, f"ONNX export or OpenVINO compile failed ({type(exc).__name__}: {str(exc)[:200]})"
-    bound = tolerance(dtype)
-    if not diff <= bound:
-        return None, (f"OpenVINO {dtype} differs from torch float32 by {diff:.2e} > {bound:g} on the probe inputs "
-                      f"(labels equal: {agreement:.0%})")
-    engine.max_diff, engine.agreement = diff, agreement
-    return engine, (f"checked: max |diff| {diff:.1e} <= {bound:g} vs torch float32, labels equal {agreement:.0%}")
+    missed = within(dtype, got)
+    if missed:
+        return None, f"OpenVINO {dtype} differs from torch float32 on the probe inputs: {missed}"
+    engine.checked = got
+    return engine, (f"checked vs torch float32: max |diff| {got.max_diff:.1e} ({got.max_scaled:.1%} of the head's "
+                    f"scale), labels equal {got.labels_equal:.0%}; bound {bound(dtype)}")
 
 
-__all__ = ["BF16_TOLERANCE", "OvEngine", "attach", "available", "tolerance", "version"]
+__all__ = ["BF16_LABELS", "BF16_SCALED", "OvEngine", "attach", "available", "bound", "version", "within"]
