@@ -301,3 +301,13 @@ def test_auto_without_onnxruntime_times_openvino(artifact: Path, monkeypatch: py
     model = load(artifact, backend="auto", dtype="auto")
     info = model.backend_info
     assert info is not None and "openvino" in info["seconds"] and "onnxruntime" not in info["seconds"]
+
+
+@needs_openvino
+def test_openvino_bf16_answers_say_so(artifact: Path) -> None:
+    """The torch model stays float32 under OpenVINO bf16; the serve start line's dtype note reads the engine's."""
+    from mtbranch.backends import answer_dtype
+
+    model = load(artifact, backend="openvino", dtype="bfloat16")
+    assert model.compute_dtype == "float32" and answer_dtype(model) == "bfloat16"
+    assert answer_dtype(load(artifact, backend="openvino", dtype="float32")) == "float32"

@@ -22,3 +22,13 @@ BACKEND_HELP = ("Execution backend: torch, onnxruntime (the artifact exported on
                 "'mtbranch[openvino]'), or auto (the fastest of torch float32 / bfloat16, ONNX Runtime float32 and "
                 "OpenVINO, each when installed, on this machine, measured once per hardware and artifact, per batch "
                 "size). The float32 reference: --backend torch --dtype float32.")
+
+
+def answer_dtype(model: object) -> str:
+    """The dtype answers are computed in: the torch model's, or bfloat16 where a graph engine runs bf16 (OpenVINO
+    on a native-bf16 CPU) while the torch model stays float32."""
+    runtime = getattr(model, "runtime", None)
+    engines = getattr(runtime, "engines", {}) if runtime is not None else {}
+    if any(getattr(e, "dtype", "float32") == "bfloat16" for e in engines.values()):
+        return "bfloat16"
+    return str(getattr(model, "compute_dtype", "float32"))

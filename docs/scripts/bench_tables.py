@@ -262,6 +262,8 @@ BACKEND_ROWS = {"mtbranch default (auto)": "**mtbranch default** (`auto`)",
                 "mtbranch torch float32": "mtbranch torch float32 (old default)",
                 "mtbranch torch bfloat16": "mtbranch torch bfloat16",
                 "mtbranch onnxruntime float32": "mtbranch ONNX Runtime float32 (fused)",
+                "mtbranch openvino bfloat16": "mtbranch OpenVINO bfloat16",
+                "mtbranch openvino float32": "mtbranch OpenVINO float32",
                 "peers HF float32": "8 models, HF float32", "peers HF bfloat16": "8 models, HF bfloat16",
                 "peers ORT fused float32": "8 models, ONNX + ORT optimizer float32",
                 "peers ORT fused int8": "8 models, ONNX + ORT optimizer int8"}
