@@ -259,8 +259,11 @@ def decide(times: dict[str, list[float]]) -> tuple[str, list[Rule]]:
     fastest = [min(t[i] for t in times.values()) for i in range(len(PROBES))]
     dtype = min(torch_dtypes, key=lambda d: sum(t / f for t, f in zip(times[d], fastest, strict=True)))
     engines = [e for e in ENGINES if e in times]
-    winners = [min([TORCH, *engines], key=lambda e, i=i: times[dtype if e == TORCH else e][i])
-               for i in range(len(PROBES))]
+
+    def seconds(engine: str, i: int) -> float:
+        return times[dtype if engine == TORCH else engine][i]
+
+    winners = [min([TORCH, *engines], key=lambda e: seconds(e, i)) for i in range(len(PROBES))]
     rules: list[Rule] = []
     sizes = [b * t for b, t in PROBES]
     for i, w in enumerate(winners):
@@ -295,22 +298,22 @@ def _attach_engines(model: Any, candidates: Sequence[str]) -> tuple[dict[str, An
     versions: list[str] = []
     notes: list[str] = []
     threads = torch.get_num_threads()
-    engine, note = ort.attach(model, threads)
-    if engine is None:
+    ort_engine, note = ort.attach(model, threads)
+    if ort_engine is None:
         log.warning("onnxruntime not used: %s", note)
     else:
         import onnxruntime
 
-        engines[ONNXRUNTIME] = engine
+        engines[ONNXRUNTIME] = ort_engine
         versions.append(f"onnxruntime {onnxruntime.__version__}")
     notes.append(f"onnxruntime {note}")
     if ov.available() is None:
         ov_dtype = "bfloat16" if "bfloat16" in candidates else "float32"
-        engine, note = ov.attach(model, threads, ov_dtype)
-        if engine is None:
+        ov_engine, note = ov.attach(model, threads, ov_dtype)
+        if ov_engine is None:
             log.warning("openvino not used: %s", note)
         else:
-            engines[OPENVINO] = engine
+            engines[OPENVINO] = ov_engine
             versions.append(f"openvino {ov.version()} {ov_dtype}")
         notes.append(f"openvino {ov_dtype} {note}")
     return engines, versions, "; ".join(notes)

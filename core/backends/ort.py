@@ -267,7 +267,8 @@ def open_cached(model: Any, flavour: str, make: Any) -> Any:
 
 
 def _engine(model: Any, threads: int) -> OrtEngine:
-    return open_cached(model, "fused", lambda d: OrtEngine(model, d, threads))  # type: ignore[no-any-return]
+    engine: OrtEngine = open_cached(model, "fused", lambda d: OrtEngine(model, d, threads))
+    return engine
 
 
 def attach(model: Any, threads: int) -> tuple[OrtEngine | None, str]:

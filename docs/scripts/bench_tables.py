@@ -316,6 +316,16 @@ def openvino(d: J) -> list[str]:
     return out
 
 
+def openvino_check(d: J) -> list[str]:
+    """The bf16 load check's figures: each engine against torch float32 on the probe inputs (openvino_check.py)."""
+    out = ["| engine | max abs diff | max diff / head scale | labels = float32 |", "| --- | ---: | ---: | ---: |"]
+    for k, r in d["against_torch_float32"].items():
+        out.append(f"| {k} | {r['max_diff']:.2g} | {100 * r['max_scaled']:.2f}% | {100 * r['labels_equal']:.1f}% |")
+    b = d["bounds"]
+    out.append(f"| bound for a bf16 engine | | {100 * b['bf16_scaled']:.0f}% | >= {100 * b['bf16_labels']:.0f}% |")
+    return out
+
+
 BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "paper-mixed": (("paper-mixed.json",), paper_mixed),
     "paper-mixed-claims": (("paper-mixed.json",), paper_mixed_claims),
@@ -330,6 +340,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "backends": (("backends.json",), backends),
     "serve-backends": (("serve-backends-c1.json", "serve-backends-c16.json"), serve_backends),
     "openvino": (("openvino.json",), openvino),
+    "openvino-check": (("openvino-check.json",), openvino_check),
 }
 
 
