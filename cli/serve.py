@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from mtbranch.backends import answer_dtype
 from mtbranch.cli import params as P
 from mtbranch.cli.output import console, err_console, esc
 from mtbranch.cli.threads import apply_threads, threads_option
@@ -139,7 +140,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     # one line (soft_wrap): logs and scripts grep the start line
     err_console.print(f"serving {', '.join(model.task_names)} from {artifact} on http://{host}:{port} "
-                      f"({model.backend_reason}{metrics_note(model.compute_dtype)})", markup=False,
+                      f"({model.backend_reason}{metrics_note(answer_dtype(model))})", markup=False,
                       soft_wrap=True)
     app = create_app(model, artifact=artifact, settings=settings, load_kwargs={**load_kwargs, "verify": True},
                      tracer_provider=tracer_provider)

@@ -54,6 +54,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "prometheus_client"),
     "ray": ("ray", "fastapi", "pandas", "pyarrow"),  # Ray Serve and Ray Data
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
+    "openvino": ("openvino",),
     "bench": ("matplotlib",),
     "mlflow": ("mlflow", "pandas"),
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http", "opentelemetry.instrumentation.fastapi"),

@@ -113,8 +113,9 @@ def test_a_task_subset_runs_in_torch(artifact: Path) -> None:
                                        enc["input_ids"]) == "single"
 
 
-def test_auto_without_onnxruntime_picks_torch(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_without_onnxruntime_or_openvino_picks_torch(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError, as uninstalled
+    monkeypatch.setitem(sys.modules, "openvino", None)
     model = load(artifact, backend="auto", dtype="auto")
     assert model.backend == "torch" and model.runtime is None
     assert "onnxruntime is not installed" in model.backend_reason
@@ -190,3 +191,123 @@ def test_predict_file_verbose_says_which_backend(artifact: Path, tmp_path: Path)
     assert res.exit_code == 0, res.output
     assert "backend: torch float32 (asked for)" in res.stderr
     assert len([ln for ln in res.stdout.splitlines() if ln.strip()]) == 2
+
+
+# -- OpenVINO --------------------------------------------------------------------------------------------
+def _ov_missing() -> str | None:
+    from mtbranch.backends import ov
+
+    return ov.available()
+
+
+needs_openvino = pytest.mark.skipif(_ov_missing() is not None,
+                                    reason="openvino not installed (pip install 'mtbranch[openvino]'; in dev)")
+
+
+@needs_openvino
+@pytest.mark.slow  # exports the raw graphs and compiles them twice (about 10 s on a shared core)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_openvino_answers_within_its_bound_for_every_head(artifact: Path, dtype: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtbranch.backends import ov
+
+    ref = load(artifact, backend="torch", dtype="float32")
+    model = load(artifact, backend="openvino", dtype=dtype)
+    assert model.backend == "openvino" and model.runtime is not None
+    engine = model.runtime.engine
+    assert isinstance(engine, ov.OvEngine) and engine.dtype == dtype
+    calls: list[str] = []
+    run = engine.run
+    monkeypatch.setattr(engine, "run", lambda sig, *a: calls.append(sig) or run(sig, *a))
+    got, want = _raw(model), _raw(ref)
+    assert sorted(set(calls)) == ["pair", "single"]  # both graphs answered, not torch
+    for g, w in zip(got, want, strict=True):
+        for task in w:
+            ref_raw = _flat(w[task]["raw"])
+            diff = max(abs(a - b) for a, b in zip(_flat(g[task]["raw"]), ref_raw, strict=True))
+            scale = max([1.0, *map(abs, ref_raw)]) if dtype == "bfloat16" else 1.0
+            assert diff / scale <= (ov.BF16_SCALED if dtype == "bfloat16" else ort.TOLERANCE), (task, diff)
+    assert verify_artifact(artifact) == []  # the raw graphs are cached outside the artifact too
+
+
+@needs_openvino
+def test_openvino_serving_rows_from_threads(artifact: Path) -> None:
+    """Serving runs the model from worker threads: each thread gets its own infer request, same answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = load(artifact, backend="openvino", dtype="float32")
+    names = [b.name for b in model.branches if b.manifest.tokenizer.input_signature == "single"]
+    ids = [model.tokenizer(t)["input_ids"] for t in TEXTS[:3]]
+    want = run_rows(model, ids, [None] * 3, [names] * 3)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: run_rows(model, ids, [None] * 3, [names] * 3), range(8)))
+    assert all(g == want for g in got)
+    assert len(model.runtime.engine._local.__dict__) == 1  # this thread's requests only: the others kept theirs
+
+
+@needs_openvino
+def test_auto_includes_openvino_when_installed(artifact: Path) -> None:
+    model = load(artifact, backend="auto", dtype="auto")
+    info = model.backend_info
+    assert info is not None and {"openvino", "onnxruntime", "float32"} <= set(info["seconds"])
+    assert "openvino" in model.backend_reason
+
+
+def test_auto_without_openvino_is_as_before(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError, as uninstalled
+    model = load(artifact, backend="auto", dtype="auto")
+    info = model.backend_info
+    assert info is not None and "openvino" not in info["seconds"] and "onnxruntime" in info["seconds"]
+    assert "openvino" not in model.backend_reason
+
+
+def test_backend_openvino_without_the_package_names_the_extra(artifact: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from mtbranch.cli.main import cli
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    res = CliRunner().invoke(cli, ["predict", str(artifact), "good", "--task", "sentiment", "--backend", "openvino"])
+    assert res.exit_code == 1, res.output
+    assert "pip install 'mtbranch[openvino]'" in res.output and "Traceback" not in res.output
+
+
+@needs_openvino
+@pytest.mark.parametrize(("bound", "value"), [("BF16_LABELS", 1.01), ("BF16_SCALED", -1.0)])  # unmeetable
+def test_openvino_failed_check_falls_back_to_torch(artifact: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture, bound: str, value: float) -> None:
+    from mtbranch.backends import ov
+
+    monkeypatch.setattr(ov, bound, value)
+    model = load(artifact, backend="openvino", dtype="bfloat16")
+    assert model.backend == "torch" and model.runtime is None and model.compute_dtype == "bfloat16"
+    assert "differs from torch float32" in model.backend_reason
+    assert any("openvino backend unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_decide_picks_openvino_where_it_is_fastest() -> None:
+    times = {"float32": [3.0, 10.0, 40.0], "onnxruntime": [2.0, 6.0, 30.0], "openvino": [2.5, 4.0, 15.0],
+             "bfloat16": [2.8, 5.0, 20.0]}
+    dtype, rules = auto.decide(times)
+    assert dtype == "bfloat16"
+    small, mid = auto.PROBES[0][0] * auto.PROBES[0][1], auto.PROBES[1][0] * auto.PROBES[1][1]
+    assert rules == [auto.Rule(int(math.sqrt(small * mid)), "onnxruntime"), auto.Rule(None, "openvino")]
+
+
+@needs_openvino
+def test_auto_without_onnxruntime_times_openvino(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    model = load(artifact, backend="auto", dtype="auto")
+    info = model.backend_info
+    assert info is not None and "openvino" in info["seconds"] and "onnxruntime" not in info["seconds"]
+
+
+@needs_openvino
+def test_openvino_bf16_answers_say_so(artifact: Path) -> None:
+    """The torch model stays float32 under OpenVINO bf16; the serve start line's dtype note reads the engine's."""
+    from mtbranch.backends import answer_dtype
+
+    model = load(artifact, backend="openvino", dtype="bfloat16")
+    assert model.compute_dtype == "float32" and answer_dtype(model) == "bfloat16"
+    assert answer_dtype(load(artifact, backend="openvino", dtype="float32")) == "float32"

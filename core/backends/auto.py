@@ -1,16 +1,21 @@
-"""Place a loaded composed model on its engine: ``backend`` (torch, onnxruntime, auto) x ``dtype``.
+"""Place a loaded composed model on its engine: ``backend`` (torch, onnxruntime, openvino, auto) x ``dtype``.
 
 * ``torch``: the PyTorch model in ``dtype`` (``auto`` there: bf16 where the CPU multiplies it natively,
   :func:`mtbranch.spec.precision.resolve_dtype`).
 * ``onnxruntime``: float32 only; the artifact's forward in ONNX Runtime (:mod:`mtbranch.backends.ort`), checked
   against torch at load. A failed export or check falls back to torch float32 with a warning.
+* ``openvino``: the same export compiled by OpenVINO (:mod:`mtbranch.backends.ov`), ``dtype`` ``auto``: bfloat16
+  where the CPU has native bf16 (torch's rule), else float32; checked against torch float32 at load (bf16 within
+  :func:`mtbranch.backends.ov.within`). Not installed: a user error naming the extra; a failed export or
+  check falls back to torch in the same dtype with a warning.
 * ``auto`` (the default of load, predict, serve and Ray): the exact-enough candidates (torch float32; torch
   bfloat16 where the CPU has native bf16 matmuls, whose dev-metric changes are measured in docs/benchmarks.md;
-  ONNX Runtime float32 when installed and checked) are timed on :data:`PROBES` (batch regimes, as ``batch x
-  tokens``), interleaved, best of :data:`REPEATS`. The fastest wins each regime; between two measured regimes the
-  boundary is their geometric mean in tokens per batch. The measurement is cached per artifact, tasks, CPU,
-  threads and library versions (``~/.cache/mtbranch/backend-timings``), so only the first load on a machine pays
-  for it (seconds). On a GPU, with ``quantize`` or without onnxruntime, auto is torch with ``dtype``'s rule.
+  ONNX Runtime float32 and OpenVINO (bf16 where native, else float32), each when installed and checked) are
+  timed on :data:`PROBES` (batch regimes, as ``batch x tokens``), interleaved, best of :data:`REPEATS`. The
+  fastest wins each regime; between two measured regimes the boundary is their geometric mean in tokens per
+  batch. The measurement is cached per artifact, tasks, CPU, threads and library versions
+  (``~/.cache/mtbranch/backend-timings``), so only the first load on a machine pays for it (seconds). On a GPU,
+  with ``quantize`` or with neither onnxruntime nor openvino, auto is torch with ``dtype``'s rule.
 
 What was picked and why is ``model.backend_reason`` (``mtbranch predict -v``, ``inspect --runtime``, serve's start
 line) and ``model.backend_info`` (the measurement).
@@ -25,18 +30,19 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from mtbranch.backends import AUTO, BACKENDS, DEFAULT_BACKEND, ONNXRUNTIME, TORCH
-from mtbranch.errors import MtbranchError, UsageError
+from mtbranch.backends import AUTO, BACKENDS, DEFAULT_BACKEND, ONNXRUNTIME, OPENVINO, TORCH
+from mtbranch.errors import MissingExtra, MtbranchError, UsageError
 
 log = logging.getLogger("mtbranch")
 PROBES: tuple[tuple[int, int], ...] = ((1, 16), (1, 128), (8, 64))  # (batch, tokens): the regimes timed
 REPEATS = 3
 ENV_BACKEND, ENV_DTYPE = "MTBRANCH_BACKEND", "MTBRANCH_DTYPE"  # a fleet's (or a test suite's) default
+ENGINES = (ONNXRUNTIME, OPENVINO)  # the graph engines (the rest of a timings table: torch dtypes)
 
 
 @dataclass(frozen=True)
@@ -48,19 +54,32 @@ class Rule:
 
 
 class Runtime:
-    """The ONNX Runtime engine of a model and the batch sizes it runs (the rest run in torch)."""
+    """The graph engines of a model (by name: onnxruntime, openvino) and the batch sizes each runs (the rest run in
+    torch)."""
 
-    def __init__(self, engine: Any, rules: Sequence[Rule]) -> None:
-        self.engine = engine
+    def __init__(self, engines: dict[str, Any], rules: Sequence[Rule]) -> None:
+        self.engines = dict(engines)
         self.rules = tuple(rules)
 
-    def signature_for(self, branches: Sequence[Any], input_ids: torch.Tensor) -> str | None:
-        """The ONNX graph to run for this batch, or None: torch runs it."""
+    @property
+    def engine(self) -> Any:
+        """The engine of the first rule that is not torch (the only one where a single engine is used)."""
+        return next(self.engines[r.engine] for r in self.rules if r.engine in self.engines)
+
+    def route(self, branches: Sequence[Any], input_ids: torch.Tensor) -> tuple[Any, str] | None:
+        """The engine and graph (signature) to run this batch on, or None: torch runs it."""
         tokens = int(input_ids.numel())
         for rule in self.rules:
             if rule.up_to is None or tokens <= rule.up_to:
-                return self.engine.covers(branches) if rule.engine == ONNXRUNTIME else None
+                engine = self.engines.get(rule.engine)
+                signature = None if engine is None else engine.covers(branches)
+                return None if signature is None else (engine, signature)
         return None
+
+    def signature_for(self, branches: Sequence[Any], input_ids: torch.Tensor) -> str | None:
+        """The graph to run for this batch, or None: torch runs it."""
+        hit = self.route(branches, input_ids)
+        return None if hit is None else hit[1]
 
 
 def canonical_backend(name: Any) -> str:
@@ -93,6 +112,8 @@ def place(model: Any, *, device: Any = "cpu", dtype: Any = None, backend: Any = 
             raise MtbranchError(f"the onnxruntime backend runs float32, not {dtype}",
                                 hint="use --dtype float32 (or auto), or --backend torch for bfloat16")
         return _onnxruntime(place_model(model, device, "float32"))
+    if backend == OPENVINO:
+        return _openvino(model, device, dtype, quantize)
     torch_only = None
     if backend == TORCH:
         torch_only = "asked for"
@@ -103,10 +124,10 @@ def place(model: Any, *, device: Any = "cpu", dtype: Any = None, backend: Any = 
     elif dtype not in (DAUTO, "float32"):
         torch_only = f"auto: --dtype {dtype} runs in torch"
     else:
-        from mtbranch.backends.ort import available
+        from mtbranch.backends import ort, ov
 
-        torch_only = available()
-        torch_only = f"auto: {torch_only}" if torch_only else None
+        torch_only = ort.available()
+        torch_only = f"auto: {torch_only}" if torch_only and ov.available() else None
     if torch_only is not None:
         model = place_model(model, device, dtype, quantize=quantize)
         return _record(model, TORCH, f"torch {model.compute_dtype_reason} ({torch_only})", None)
@@ -130,17 +151,42 @@ def _onnxruntime(model: Any) -> Any:
     if engine is None:
         log.warning("onnxruntime backend unavailable: %s; running torch float32", why)
         return _record(model, TORCH, f"torch float32 (onnxruntime asked for, not usable: {why})", None)
-    model.runtime = Runtime(engine, [Rule(None, ONNXRUNTIME)])
+    model.runtime = Runtime({ONNXRUNTIME: engine}, [Rule(None, ONNXRUNTIME)])
     return _record(model, ONNXRUNTIME, f"onnxruntime float32 (asked for; {why}; cache {engine.directory})",
                    {"max_diff": engine.max_diff})
 
 
+def _openvino(model: Any, device: Any, dtype: str, quantize: str | None) -> Any:
+    from mtbranch.backends import ov
+    from mtbranch.spec.precision import AUTO as DAUTO
+    from mtbranch.spec.precision import device_type, place_model, resolve_dtype
+
+    if device_type(device) != "cpu" or quantize is not None:
+        raise MtbranchError("the openvino backend runs on the CPU, without --quantize",
+                            hint="drop --device/--quantize, or use --backend torch")
+    resolved = resolve_dtype(DAUTO, device) if dtype == DAUTO else dtype
+    if resolved not in ov.PRECISIONS:
+        raise MtbranchError(f"the openvino backend runs float32 or bfloat16, not {dtype}",
+                            hint="use --dtype auto, float32 or bfloat16, or --backend torch")
+    if ov.available():
+        raise MissingExtra("openvino", ["openvino"], "the openvino backend")
+    model = place_model(model, device, "float32")  # the load check's reference is torch float32
+    engine, why = ov.attach(model, torch.get_num_threads(), resolved)
+    if engine is None:
+        log.warning("openvino backend unavailable: %s; running torch %s", why, resolved)
+        model = place_model(model, device, resolved)
+        return _record(model, TORCH, f"torch {resolved} (openvino asked for, not usable: {why})", None)
+    model.runtime = Runtime({OPENVINO: engine}, [Rule(None, OPENVINO)])
+    return _record(model, OPENVINO, f"openvino {resolved} (asked for; {why}; cache {engine.directory})",
+                   {"precision": resolved, **asdict(engine.checked)} if engine.checked else {"precision": resolved})
+
+
 # -- auto: measure ------------------------------------------------------------------------------------
-def _timings_key(model: Any, candidates: Sequence[str]) -> str:
-    from mtbranch.backends.ort import cache_key
+def _timings_key(model: Any, candidates: Sequence[str], versions: Sequence[str]) -> str:
+    from mtbranch.backends.ort import lock_key
     from mtbranch.spec.precision import cpu_report
 
-    parts = [cache_key(model), json.dumps(cpu_report(), sort_keys=True), str(torch.get_num_threads()),
+    parts = [lock_key(model), *versions, json.dumps(cpu_report(), sort_keys=True), str(torch.get_num_threads()),
              ",".join(candidates), json.dumps(PROBES), str(REPEATS)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
@@ -170,8 +216,8 @@ def _time(fn: Any) -> float:
     return time.perf_counter() - t0
 
 
-def measure(model: Any, engine: Any, candidates: Sequence[str]) -> dict[str, list[float]]:
-    """Best-of-:data:`REPEATS` seconds per candidate (``onnxruntime``, torch dtypes) and probe, interleaved.
+def measure(model: Any, engines: dict[str, Any], candidates: Sequence[str]) -> dict[str, list[float]]:
+    """Best-of-:data:`REPEATS` seconds per candidate (the graph engines, torch dtypes) and probe, interleaved.
 
     ``model`` is float32 on entry and on return (a bf16 candidate is timed on the model cast, then the float32
     weights are put back bit for bit)."""
@@ -180,8 +226,8 @@ def measure(model: Any, engine: Any, candidates: Sequence[str]) -> dict[str, lis
     signature, branches = _largest_group(model)
     inputs = [_probe_inputs(model, b, t) for b, t in PROBES]
     runs: dict[str, Any] = {"float32": lambda x: model(*x, branches)}
-    if engine is not None:
-        runs[ONNXRUNTIME] = lambda x: engine.run(signature, *x)
+    for name, engine in engines.items():
+        runs[name] = lambda x, engine=engine: engine.run(signature, *x)
     best: dict[str, list[float]] = {name: [math.inf] * len(PROBES) for name in [*runs, *candidates[1:]]}
 
     def rounds(names: Sequence[str]) -> None:
@@ -207,12 +253,17 @@ def measure(model: Any, engine: Any, candidates: Sequence[str]) -> dict[str, lis
 
 
 def decide(times: dict[str, list[float]]) -> tuple[str, list[Rule]]:
-    """The torch dtype (fewest total relative time over the probes) and the per-regime rules."""
-    torch_dtypes = [d for d in times if d != ONNXRUNTIME]
+    """The torch dtype (fewest total relative time over the probes) and the per-regime rules (the fastest of
+    torch in that dtype and each graph engine timed; torch on a tie)."""
+    torch_dtypes = [d for d in times if d not in ENGINES]
     fastest = [min(t[i] for t in times.values()) for i in range(len(PROBES))]
     dtype = min(torch_dtypes, key=lambda d: sum(t / f for t, f in zip(times[d], fastest, strict=True)))
-    winners = [ONNXRUNTIME if ONNXRUNTIME in times and times[ONNXRUNTIME][i] < times[dtype][i] else TORCH
-               for i in range(len(PROBES))]
+    engines = [e for e in ENGINES if e in times]
+
+    def seconds(engine: str, i: int) -> float:
+        return times[dtype if engine == TORCH else engine][i]
+
+    winners = [min([TORCH, *engines], key=lambda e: seconds(e, i)) for i in range(len(PROBES))]
     rules: list[Rule] = []
     sizes = [b * t for b, t in PROBES]
     for i, w in enumerate(winners):
@@ -225,8 +276,8 @@ def decide(times: dict[str, list[float]]) -> tuple[str, list[Rule]]:
 
 
 def _describe(dtype: str, rules: Sequence[Rule], times: dict[str, list[float]], cached: bool,
-              ort_note: str) -> str:
-    names = {ONNXRUNTIME: "onnxruntime float32", TORCH: f"torch {dtype}"}
+              notes: str, ov_dtype: str) -> str:
+    names = {ONNXRUNTIME: "onnxruntime float32", OPENVINO: f"openvino {ov_dtype}", TORCH: f"torch {dtype}"}
     if len(rules) == 1:
         pick = names[rules[0].engine]
     else:
@@ -235,39 +286,68 @@ def _describe(dtype: str, rules: Sequence[Rule], times: dict[str, list[float]], 
     shown = "; ".join(f"{b}x{t}: " + ", ".join(f"{n} {1000 * v[i]:.1f} ms" for n, v in times.items())
                       for i, (b, t) in enumerate(PROBES))
     return (f"auto: {pick} (fastest measured on this machine{' (cached)' if cached else ''}: {shown}; "
-            f"onnxruntime {ort_note})")
+            f"{notes})")
+
+
+def _attach_engines(model: Any, candidates: Sequence[str]) -> tuple[dict[str, Any], list[str], str]:
+    """The checked graph engines (by name), their libraries' versions (the timings key) and a note per engine.
+    OpenVINO takes part only when installed (without it, auto is what it was before OpenVINO)."""
+    from mtbranch.backends import ort, ov
+
+    engines: dict[str, Any] = {}
+    versions: list[str] = []
+    notes: list[str] = []
+    threads = torch.get_num_threads()
+    ort_engine, note = ort.attach(model, threads)
+    if ort_engine is None:
+        log.warning("onnxruntime not used: %s", note)
+    else:
+        import onnxruntime
+
+        engines[ONNXRUNTIME] = ort_engine
+        versions.append(f"onnxruntime {onnxruntime.__version__}")
+    notes.append(f"onnxruntime {note}")
+    if ov.available() is None:
+        ov_dtype = "bfloat16" if "bfloat16" in candidates else "float32"
+        ov_engine, note = ov.attach(model, threads, ov_dtype)
+        if ov_engine is None:
+            log.warning("openvino not used: %s", note)
+        else:
+            engines[OPENVINO] = ov_engine
+            versions.append(f"openvino {ov.version()} {ov_dtype}")
+        notes.append(f"openvino {ov_dtype} {note}")
+    return engines, versions, "; ".join(notes)
 
 
 def _measured(model: Any, candidates: list[str]) -> Any:
-    from mtbranch.backends.ort import attach
     from mtbranch.io.atomic import write_text_atomic
     from mtbranch.spec.precision import place_model
 
-    engine, ort_note = attach(model, torch.get_num_threads())
-    if engine is None:
-        log.warning("onnxruntime not used: %s", ort_note)
-    key = _timings_key(model, [*candidates, *([ONNXRUNTIME] if engine else [])])
+    engines, versions, notes = _attach_engines(model, candidates)
+    key = _timings_key(model, [*candidates, *engines], versions)
     path = _timings_path(key)
     cached = True
     try:
         times = json.loads(path.read_text(encoding="utf-8"))["seconds"]
     except (OSError, ValueError, KeyError, TypeError):
         cached = False
-        times = measure(model, engine, candidates)
+        times = measure(model, engines, candidates)
         try:
             write_text_atomic(path, json.dumps({"probes": PROBES, "seconds": times}, indent=2) + "\n")
         except MtbranchError as exc:  # a read-only cache: measure again next time
             log.warning("backend measurement not cached: %s", exc)
     dtype, rules = decide(times)
     model = place_model(model, "cpu", dtype)
-    uses_ort = any(r.engine == ONNXRUNTIME for r in rules)
-    if uses_ort:
-        model.runtime = Runtime(engine, rules)
-    backend = ONNXRUNTIME if uses_ort and len(rules) == 1 else (TORCH if not uses_ort else AUTO)
+    used = {r.engine for r in rules} - {TORCH}
+    if used:
+        model.runtime = Runtime({e: engines[e] for e in used}, rules)
+    backend = rules[0].engine if len(rules) == 1 else AUTO
+    ov_engine = engines.get(OPENVINO)
+    ov_dtype = ov_engine.dtype if ov_engine is not None else "bfloat16"
     info = {"probes": [list(p) for p in PROBES], "seconds": times, "torch_dtype": dtype, "cached": cached,
             "rules": [{"up_to_tokens": r.up_to, "engine": r.engine} for r in rules], "timings_file": str(path)}
-    return _record(model, backend, _describe(dtype, rules, times, cached, ort_note), info)
+    return _record(model, backend, _describe(dtype, rules, times, cached, notes, ov_dtype), info)
 
 
-__all__ = ["ENV_BACKEND", "ENV_DTYPE", "PROBES", "Rule", "Runtime", "canonical_backend", "decide", "measure",
+__all__ = ["ENGINES", "ENV_BACKEND", "ENV_DTYPE", "PROBES", "Rule", "Runtime", "canonical_backend", "decide", "measure",
            "place"]

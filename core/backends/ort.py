@@ -21,6 +21,7 @@ import json
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,26 +82,32 @@ class ForkGraph(nn.Module):
         return tuple(out[b.name] for b in self.forks)
 
 
-def cache_key(model: Any) -> str:
-    import onnxruntime
-
+def lock_key(model: Any) -> str:
+    """The artifact's identity for a cache entry: its lock (the hash of every file), the tasks loaded, torch."""
     if model.lock is None:  # composed in memory: no file hashes to key a cache entry by
-        raise ValueError("a model composed in memory has no lock file to key its ONNX Runtime cache by")
+        raise ValueError("a model composed in memory has no lock file to key its backend cache by")
     lock = json.dumps(model.lock.model_dump(mode="json"), sort_keys=True)
-    parts = [str(FORMAT), lock, ",".join(sorted(model.task_names)), torch.__version__, onnxruntime.__version__]
+    return "\n".join([lock, ",".join(sorted(model.task_names)), torch.__version__])
+
+
+def cache_key(model: Any, flavour: str = "fused") -> str:
+    """``fused``: ONNX Runtime's optimized graphs (keyed by its version too); ``raw``: the export as is."""
+    parts = [str(FORMAT), flavour, lock_key(model)]
+    if flavour == "fused":
+        import onnxruntime
+
+        parts.append(onnxruntime.__version__)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
-def cache_dir(model: Any) -> Path:
+def cache_dir(model: Any, flavour: str = "fused") -> Path:
     from mtbranch.trunk.fingerprint import cache_dir as root
 
-    return root() / "backends" / cache_key(model)
+    return root() / "backends" / cache_key(model, flavour)
 
 
-def _export(model: Any, branches: Sequence[Any], path: Path) -> dict[str, int]:
-    """Export ``branches``' forward to ``path`` and optimize it in place; returns the fused operator counts."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
+def export_raw(model: Any, branches: Sequence[Any], path: Path) -> None:
+    """Export ``branches``' forward (one signature) to ``path``: standard ONNX ops, eager attention."""
     from mtbranch.export.onnx import encode
     from mtbranch.spec.precision import set_attention
 
@@ -118,6 +125,12 @@ def _export(model: Any, branches: Sequence[Any], path: Path) -> dict[str, int]:
                               opset_version=OPSET, dynamo=False)
     finally:
         set_attention(model, previous)
+
+
+def _fuse(model: Any, path: Path) -> dict[str, int]:
+    """Optimize ``path`` in place with ONNX Runtime's transformer optimizer; returns the fused operator counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
     cfg = model.trunk.config
     heads, hidden = int(getattr(cfg, "num_attention_heads", 0)), int(getattr(cfg, "hidden_size", 0))
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
@@ -138,19 +151,23 @@ def groups(model: Any) -> dict[str, list[Any]]:
     return out
 
 
-def export_cached(model: Any) -> Path:
-    """The cache directory holding ``<signature>.onnx`` for each signature of ``model`` (exported if missing)."""
+def export_cached(model: Any, flavour: str = "fused") -> Path:
+    """The cache directory holding ``<signature>.onnx`` for each signature of ``model`` (exported if missing):
+    ``fused`` for ONNX Runtime, ``raw`` (unfused, standard ops) for OpenVINO (mtbranch.backends.ov)."""
     from mtbranch.io.atomic import atomic_directory
 
-    target = cache_dir(model)
+    target = cache_dir(model, flavour)
     if (target / "backend.json").is_file():
         return target
-    info: dict[str, Any] = {"format": FORMAT, "tasks": model.task_names, "torch": torch.__version__,
-                            "exporter": "torch.onnx.export(dynamo=False) + onnxruntime.transformers optimizer",
-                            "fused": {}}
+    exporter = "torch.onnx.export(dynamo=False)" + (" + onnxruntime.transformers optimizer" if flavour == "fused"
+                                                   else "")
+    info: dict[str, Any] = {"format": FORMAT, "flavour": flavour, "tasks": model.task_names,
+                            "torch": torch.__version__, "exporter": exporter, "fused": {}}
     with atomic_directory(target) as tmp:
         for signature, branches in groups(model).items():
-            info["fused"][signature] = _export(model, branches, tmp / f"{signature}.onnx")
+            export_raw(model, branches, tmp / f"{signature}.onnx")
+            if flavour == "fused":
+                info["fused"][signature] = _fuse(model, tmp / f"{signature}.onnx")
         (tmp / "backend.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return target
 
@@ -198,11 +215,20 @@ class OrtEngine:
         return {n: torch.from_numpy(v) for n, v in zip(self.outputs[signature], got, strict=True)}
 
 
-def check(engine: OrtEngine, model: Any) -> float:
-    """Max |onnxruntime - torch| over every head output on the probe inputs (real tokens only)."""
+@dataclass(frozen=True)
+class Agreement:
+    """An engine against torch float32 on the probe inputs (real tokens only)."""
+
+    max_diff: float  # max |engine - torch| over every head output
+    max_scaled: float  # the same, each head's over max(1, its largest |torch| output): bf16 errors scale with it
+    labels_equal: float  # share of argmax labels equal (every head but regression)
+
+
+def compare(engine: Any, model: Any) -> Agreement:
+    """``engine``'s outputs against ``model``'s (torch float32) on :data:`PROBE_TEXTS` / :data:`PROBE_PAIRS`."""
     from mtbranch.export.onnx import encode
 
-    worst = 0.0
+    worst, scaled, same, total = 0.0, 0.0, 0, 0
     for signature, branches in groups(model).items():
         pairs = PROBE_PAIRS if signature == "pair" else None
         enc = encode(model, PROBE_TEXTS, pairs, model.max_length(branches))
@@ -210,21 +236,39 @@ def check(engine: OrtEngine, model: Any) -> float:
         got = engine.run(signature, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
         real = enc["attention_mask"].bool()
         for b in branches:
-            diff = (got[b.name] - ref[b.name].float()).abs()
-            worst = max(worst, float(diff[real].max() if diff.dim() == 3 else diff.max()))
-    return worst
+            g, r = got[b.name].float(), ref[b.name].float()
+            if g.dim() == 3:  # token heads: real tokens only
+                g, r = g[real], r[real]
+            diff = float((g - r).abs().max())
+            worst = max(worst, diff)
+            scaled = max(scaled, diff / max(1.0, float(r.abs().max())))
+            if b.manifest.head.type != "regression" and g.shape[-1] > 1:
+                same += int((g.argmax(-1) == r.argmax(-1)).sum())
+                total += int(g.argmax(-1).numel())
+    return Agreement(worst, scaled, same / total if total else 1.0)
 
 
-def _engine(model: Any, threads: int) -> OrtEngine:
-    """The session on the cached graphs; a cache entry that does not open (a file damaged or removed by hand) is
-    exported again, once."""
-    directory = export_cached(model)
+def check(engine: OrtEngine, model: Any) -> float:
+    """Max |onnxruntime - torch| over every head output on the probe inputs (real tokens only)."""
+    return compare(engine, model).max_diff
+
+
+
+def open_cached(model: Any, flavour: str, make: Any) -> Any:
+    """``make(directory)`` on the cached graphs; a cache entry that does not open (a file damaged or removed by
+    hand) is exported again, once."""
+    directory = export_cached(model, flavour)
     try:
-        return OrtEngine(model, directory, threads)
+        return make(directory)
     except Exception as exc:
         log.warning("ONNX cache %s unusable (%s): exporting again", directory, type(exc).__name__)
         (directory / "backend.json").unlink(missing_ok=True)
-        return OrtEngine(model, export_cached(model), threads)
+        return make(export_cached(model, flavour))
+
+
+def _engine(model: Any, threads: int) -> OrtEngine:
+    engine: OrtEngine = open_cached(model, "fused", lambda d: OrtEngine(model, d, threads))
+    return engine
 
 
 def attach(model: Any, threads: int) -> tuple[OrtEngine | None, str]:
@@ -252,4 +296,5 @@ def attach(model: Any, threads: int) -> tuple[OrtEngine | None, str]:
     return engine, f"checked: max |diff| {diff:.1e} <= {TOLERANCE:g} vs torch float32"
 
 
-__all__ = ["TOLERANCE", "OrtEngine", "attach", "available", "cache_dir", "check", "export_cached"]
+__all__ = ["TOLERANCE", "Agreement", "OrtEngine", "attach", "available", "cache_dir", "check", "compare",
+           "export_cached", "export_raw", "groups", "lock_key", "open_cached"]

@@ -171,10 +171,10 @@ class ComposedModel(nn.Module):
         branches = list(self._plan.branches) if branches is None else list(branches)
         if not branches:
             return {}
-        rt = self.runtime
-        signature = None if rt is None else rt.signature_for(branches, input_ids)
-        if signature is not None:  # the same outputs from the ONNX Runtime graph (mtbranch.backends.ort)
-            out = rt.engine.run(signature, input_ids, attention_mask, token_type_ids)
+        hit = None if self.runtime is None else self.runtime.route(branches, input_ids)
+        if hit is not None:  # the same outputs from a graph engine (mtbranch.backends.ort / .ov)
+            engine, signature = hit
+            out = engine.run(signature, input_ids, attention_mask, token_type_ids)
             return {b.name: out[b.name] for b in branches}
         forks = trunk_pass(self.trunk, input_ids, attention_mask, token_type_ids, branches)
         return {name: out for name, (_, out) in forks.items()}
@@ -458,8 +458,8 @@ def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Seque
 
     ``extra``: modules outside the model's plan (a canary version of a branch, keyed by a name no task can have)
     that rows may read too: they fork at their own depth in the same pass, and the plan's branches are untouched.
-    With an ONNX Runtime engine (``model.runtime``) each input signature's rows run apart, on its graph when they
-    ask for all of its tasks and the batch size is one it runs (mtbranch.backends.auto).
+    With a graph engine (``model.runtime``: ONNX Runtime, OpenVINO) each input signature's rows run apart, on its
+    graph when they ask for all of its tasks and the batch size is one it runs (mtbranch.backends.auto).
     """
     extra = extra or {}
     if model.runtime is not None and not extra:
@@ -488,10 +488,10 @@ def _run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Sequ
     extra = extra or {}
     wanted = list(dict.fromkeys(n for names in reads for n in names))
     branches = [*model.select([n for n in wanted if n not in extra]), *(extra[n] for n in wanted if n in extra)]
-    rt = model.runtime
-    signature = None if rt is None or extra else rt.signature_for(branches, input_ids)
-    if signature is not None:  # the rows ask for every task of one ONNX graph: run it, pick per row
-        got = {n: v.float().tolist() for n, v in rt.engine.run(signature, input_ids, mask, types).items()}
+    hit = None if model.runtime is None or extra else model.runtime.route(branches, input_ids)
+    if hit is not None:  # the rows ask for every task of one engine's graph: run it, pick per row
+        engine, signature = hit
+        got = {n: v.float().tolist() for n, v in engine.run(signature, input_ids, mask, types).items()}
         return [{n: got[n][r] for n in names} for r, names in enumerate(reads)]
     forks = trunk_pass(model.trunk, input_ids, mask, types, branches, [set(names) for names in reads])
     outs: list[dict[str, Any]] = [{} for _ in ids]

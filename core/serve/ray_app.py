@@ -220,9 +220,10 @@ def build_app(artifact: str, *, num_replicas: int = 1, max_batch_size: int = _D.
     ``otel``: OpenTelemetry spans from each replica, as ``mtbranch serve --otel`` (default: on where the replica's
     environment sets an OTLP endpoint; pass the ``OTEL_*`` variables in ``ray_actor_options["runtime_env"]``).
 
-    ``backend`` (``torch``, ``onnxruntime``, ``auto``) and ``dtype`` (``float32``, ``bfloat16``, ``float16`` on
-    GPUs, ``auto``) are resolved by each replica on its own node's hardware (mtbranch.backends.auto); the default is
-    the one of ``load``, ``predict`` and ``mtbranch serve``: auto, the fastest exact-enough engine measured there.
+    ``backend`` (``torch``, ``onnxruntime``, ``openvino``, ``auto``) and ``dtype`` (``float32``, ``bfloat16``,
+    ``float16`` on GPUs, ``auto``) are resolved by each replica on its own node's hardware (mtbranch.backends.auto);
+    the default is the one of ``load``, ``predict`` and ``mtbranch serve``: auto, the fastest exact-enough engine
+    measured there.
     ``backend="torch", dtype="float32"`` serves the dtype every branch's dev metrics were measured in.
     """
     load_kwargs = dict(load_kwargs or {})

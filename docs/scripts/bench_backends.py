@@ -8,7 +8,8 @@ tokenizer: the single-text encoding for single-text tasks, the pair encoding for
 
 * mtbranch ``default``: ``mtbranch.load(artifact)`` with no backend or dtype (auto: measured, cached);
   ``torch float32`` (the reference and the old default), ``torch bfloat16``, ``onnxruntime float32`` (the
-  fused graph of mtbranch.backends.ort).
+  fused graph of mtbranch.backends.ort), ``openvino bfloat16`` / ``float32`` (the raw graph compiled by OpenVINO,
+  mtbranch.backends.ov; needs the [openvino] extra).
 * peers: one full transformers model per task (the trunk's layers 1..d and the branch's own layers, its pooler
   and classifier where the branch has them; 6 layers each for the example branches): ``HF float32`` (SDPA),
   ``HF bfloat16``, ``ORT fused float32`` (each exported with torch.onnx's TorchScript exporter and ONNX Runtime's
@@ -234,6 +235,9 @@ def main() -> None:
     bf16 = load(args.artifact, backend="torch", dtype="bfloat16")
     ortm = load(args.artifact, backend="onnxruntime")
     assert ortm.backend == "onnxruntime", ortm.backend_reason
+    ov16 = load(args.artifact, backend="openvino", dtype="bfloat16")
+    ov32 = load(args.artifact, backend="openvino", dtype="float32")
+    assert ov16.backend == ov32.backend == "openvino", (ov16.backend_reason, ov32.backend_reason)
     tok = ref.tokenizer
     heads = {b.name: ("regression" if b.head_spec.type == "regression" else "labels",
                       b.manifest.tokenizer.input_signature) for b in ref.branches}
@@ -253,6 +257,8 @@ def main() -> None:
         "mtbranch torch float32": ("mtbranch", "float32", mtbranch_call(ref)),
         "mtbranch torch bfloat16": ("mtbranch", "bfloat16", mtbranch_call(bf16)),
         "mtbranch onnxruntime float32": ("mtbranch", "float32", mtbranch_call(ortm)),
+        "mtbranch openvino bfloat16": ("mtbranch", "bfloat16", mtbranch_call(ov16)),
+        "mtbranch openvino float32": ("mtbranch", "float32", mtbranch_call(ov32)),
         "peers HF float32": ("peers", "float32", peers_call(peers32)),
         "peers HF bfloat16": ("peers", "bfloat16", peers_call(peers16)),
         "peers ORT fused float32": ("peers", "float32",
@@ -285,11 +291,15 @@ def main() -> None:
                                "setups": {}}
         first = next(iter(groups(default).values()))
         rt = default.runtime
-        used_ort = rt is not None and rt.signature_for(first, batches[0]["single"]["input_ids"]) is not None
-        engine = "onnxruntime" if used_ort else default.compute_dtype
+        hit = None if rt is None else rt.route(first, batches[0]["single"]["input_ids"])
+        engine, engine_dtype = f"torch {default.compute_dtype}", default.compute_dtype
+        if hit is not None:
+            name = next(k for k, v in rt.engines.items() if v is hit[0])
+            engine_dtype = getattr(hit[0], "dtype", "float32")
+            engine = f"{name} {engine_dtype}"
         for name, (family, dtype, _) in setups.items():
             med = statistics.median(times[name])
-            pdtype = ("float32" if engine == "onnxruntime" else engine) if dtype == "default" else dtype
+            pdtype = engine_dtype if dtype == "default" else dtype
             flops = layer_flops_total(ref, batches, family == "peers")
             refs = outs["mtbranch torch float32" if family == "mtbranch" else "peers HF float32"]
             row["setups"][name] = {"sentences_per_s": n / med, "median_s": med, "seconds": times[name],
@@ -309,7 +319,8 @@ def main() -> None:
     summary = {}
     for cell, row in results.items():
         s = row["setups"]
-        exact_mt = ["mtbranch torch float32", "mtbranch torch bfloat16", "mtbranch onnxruntime float32"]
+        exact_mt = ["mtbranch torch float32", "mtbranch torch bfloat16", "mtbranch onnxruntime float32",
+                    "mtbranch openvino bfloat16", "mtbranch openvino float32"]
         exact_peers = ["peers HF float32", "peers HF bfloat16", "peers ORT fused float32"]
         best_mt = max(exact_mt, key=lambda k: s[k]["sentences_per_s"])
         best_peer = max(exact_peers, key=lambda k: s[k]["sentences_per_s"])
@@ -324,6 +335,7 @@ def main() -> None:
     report = {"command": "OMP_NUM_THREADS=1 python docs/scripts/bench_backends.py " + " ".join(sys.argv[1:]),
               "artifact_tasks": ref.task_names, "threads": 1, "machine": cpu_report(),
               "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
+              "openvino": __import__("openvino").__version__,
               "loadavg_start": load0, "loadavg_end": os.getloadavg(),
               "matmul_peak_gflops": {"start": peaks0, "end": peaks1, "probes": peaks_seen, "used": peak},
               "default_reason": default.backend_reason, "default_info": default.backend_info,

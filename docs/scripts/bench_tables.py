@@ -262,6 +262,8 @@ BACKEND_ROWS = {"mtbranch default (auto)": "**mtbranch default** (`auto`)",
                 "mtbranch torch float32": "mtbranch torch float32 (old default)",
                 "mtbranch torch bfloat16": "mtbranch torch bfloat16",
                 "mtbranch onnxruntime float32": "mtbranch ONNX Runtime float32 (fused)",
+                "mtbranch openvino bfloat16": "mtbranch OpenVINO bfloat16",
+                "mtbranch openvino float32": "mtbranch OpenVINO float32",
                 "peers HF float32": "8 models, HF float32", "peers HF bfloat16": "8 models, HF bfloat16",
                 "peers ORT fused float32": "8 models, ONNX + ORT optimizer float32",
                 "peers ORT fused int8": "8 models, ONNX + ORT optimizer int8"}
@@ -342,6 +344,16 @@ def grouped_many(d: J) -> list[str]:
     return [*out, "", f"All groups together: {summary}; {verdict}."]
 
 
+def openvino_check(d: J) -> list[str]:
+    """The bf16 load check's figures: each engine against torch float32 on the probe inputs (openvino_check.py)."""
+    out = ["| engine | max abs diff | max diff / head scale | labels = float32 |", "| --- | ---: | ---: | ---: |"]
+    for k, r in d["against_torch_float32"].items():
+        out.append(f"| {k} | {r['max_diff']:.2g} | {100 * r['max_scaled']:.2f}% | {100 * r['labels_equal']:.1f}% |")
+    b = d["bounds"]
+    out.append(f"| bound for a bf16 engine | | {100 * b['bf16_scaled']:.0f}% | >= {100 * b['bf16_labels']:.0f}% |")
+    return out
+
+
 BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "paper-mixed": (("paper-mixed.json",), paper_mixed),
     "paper-mixed-claims": (("paper-mixed.json",), paper_mixed_claims),
@@ -357,6 +369,7 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[..., list[str]]]] = {
     "serve-backends": (("serve-backends-c1.json", "serve-backends-c16.json"), serve_backends),
     "openvino": (("openvino.json",), openvino),
     "grouped-many": (("grouped-many.json",), grouped_many),
+    "openvino-check": (("openvino-check.json",), openvino_check),
 }
 
 

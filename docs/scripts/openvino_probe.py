@@ -1,6 +1,6 @@
 """OpenVINO vs the engines mtbranch's auto picks from, on the composed model's single-text graph (issue 31, item 1).
 
-    pip install openvino        # not an mtbranch dependency: this probe decides whether it should become one
+    pip install openvino        # the probe that led to mtbranch.backends.ov (now the [openvino] extra)
     OMP_NUM_THREADS=1 python docs/scripts/openvino_probe.py runs/composed8 --json docs/benchmarks/openvino.json
 
 The single-text tasks' forward (mtbranch.backends.ort.ForkGraph, exported with torch.onnx's TorchScript exporter,
