@@ -219,7 +219,7 @@ def _config(o: dict[str, Any]) -> Any:
                        cache_dir=str(o["cache_dir"]) if o["cache_dir"] else None,
                        progress=not o["no_progress"], max_train_examples=o["max_train"],
                        pooling=o.get("pooling", "cls"), projection=not o.get("no_projection", False),
-                       patience=o["patience"] or None)
+                       patience=o["patience"] or None, pair_mode=o.get("pair_mode") or "joint")
 
 
 def _info(o: dict[str, Any]) -> Any:
@@ -267,6 +267,10 @@ Examples:
                                                                         "feature-based head).")
 @click.option("--depth", type=P.LAYERS, default=None, help="Attach depth d (default: trunk layers - n).")
 @click.option("--full", is_flag=True, help="Full fine-tuning reference: depth 0, every trunk layer trained.")
+@click.option("--pair-mode", type=click.Choice(["joint", "shared"]), default="joint", show_default=True,
+              help="Pair data (--pair-col): joint reads both texts as one sequence (a second trunk pass when served); "
+                   "shared encodes each text alone (served on the single-text pass) and the head reads "
+                   "[u, v, |u-v|, u*v] of their pooled vectors.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
               help="Branch artifact directory to write.")
 def train_cmd(**o: Any) -> None:

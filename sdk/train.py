@@ -9,6 +9,7 @@ artifact whose manifest records metrics and provenance.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -73,6 +74,7 @@ class TrainConfig:
     progress: bool = True
     max_train_examples: int | None = None  # subsample (seeded) for time-bound runs
     patience: int | None = DEFAULT_PATIENCE  # stop after this many evaluations without a better dev metric
+    pair_mode: Literal["joint", "shared"] = "joint"  # pair data: texts encoded together, or each alone (manifest)
 
     def effective_head_lr(self) -> float:
         return self.head_lr if self.head_lr is not None else 10 * self.lr
@@ -105,6 +107,7 @@ class Prepared:
     dev_features: dict[int, FeatureStore] = field(default_factory=dict)
     quantize: str = "none"
     dev_only_labels: list[str] = field(default_factory=list)  # dev labels training never saw: scored as misses
+    pair_mode: Literal["joint", "shared"] = "joint"  # shared: train/dev hold each example's two texts apart
 
     @property
     def training(self) -> HeadTraining:
@@ -226,16 +229,24 @@ def prepare(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data:
     l2i = {n: i for i, n in enumerate(names or [])}
     dev_l2i = l2i | {n: len(l2i) + i for i, n in enumerate(dev_only)}  # dev-only labels: ids past the head's
     pair = training.data == "table" and any(e.pair is not None for e in train_data.examples)
+    if cfg.pair_mode == "shared" and not pair:
+        raise MtbranchError(f"pair_mode 'shared' needs text-pair data (a table task with a pair text), not {task!r} "
+                            f"on {'pairs' if pair else 'single texts'}",
+                            hint="give the pair column (--pair-col), or leave --pair-mode joint")
     if training.data == "tokens":
         enc_train = encode_tokens(tok, train_data.examples, cfg.max_length, l2i)
         enc_dev = encode_tokens(tok, dev_data.examples, cfg.max_length, dev_l2i)
     else:
         encode = training.encode
         assert encode is not None  # checked with the record: table data needs it
-        enc_train = encode_texts(tok, train_data.examples, cfg.max_length, None, encode=lambda lab: encode(lab, l2i))
-        enc_dev = encode_texts(tok, dev_data.examples, cfg.max_length, None, encode=lambda lab: encode(lab, dev_l2i))
+        split = shared_halves if pair and cfg.pair_mode == "shared" else list
+        enc_train = encode_texts(tok, split(train_data.examples), cfg.max_length, None,
+                                 encode=lambda lab: encode(lab, l2i))
+        enc_dev = encode_texts(tok, split(dev_data.examples), cfg.max_length, None,
+                               encode=lambda lab: encode(lab, dev_l2i))
     prep = Prepared(source, tok, task, names, enc_train, enc_dev, train_data, dev_data,
-                    "pair" if pair else "single", cfg.max_length, quantize=cfg.quantize, dev_only_labels=dev_only)
+                    "pair" if pair else "single", cfg.max_length, quantize=cfg.quantize, dev_only_labels=dev_only,
+                    pair_mode=cfg.pair_mode if pair else "joint")
     cache = FeatureCache(cfg.cache_dir)
     pad = int(tok.pad_token_id or 0)
     with _main_process_first():
@@ -245,6 +256,12 @@ def prepare(trunk: str | os.PathLike[str] | TrunkSource, task: Task, train_data:
         prep.dev_features = cache.get(source, enc_dev, depths, kind="none", pad_token_id=pad,
                                       progress=cfg.progress)
     return prep
+
+
+def shared_halves(examples: Sequence[Any]) -> list[Any]:
+    """A ``shared`` pair branch's inputs: every first text alone, then every pair text alone (row i and N+i)."""
+    return ([dataclasses.replace(e, pair=None) for e in examples]
+            + [dataclasses.replace(e, text=e.pair or "", pair=None) for e in examples])
 
 
 class _main_process_first:
@@ -285,7 +302,7 @@ def new_branch(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: 
                                description=info.description, attach_depth=depth, num_layers=layers,
                                head=head_spec(prep.task, prep.labels, cfg.dropout).model_dump(), pooling=cfg.pooling,
                                projection=cfg.projection, max_length=prep.max_length,
-                               input_signature=prep.input_signature,
+                               input_signature=prep.input_signature, pair_mode=prep.pair_mode,
                                tags=list(info.tags))
     head_type: HeadType = get_plugin_manager().head_type(manifest.head.type)
     module = BranchModule(manifest, head_type)
@@ -316,8 +333,12 @@ class TrainingModel(nn.Module):
         self.distill = distill
 
     def forward(self, features: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
-                teacher: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        out = self.branch(features, attention_mask)
+                teacher: torch.Tensor | None = None, features_b: torch.Tensor | None = None,
+                attention_mask_b: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if features_b is not None:  # a shared pair branch: each text's features apart
+            out = self.branch.pair_forward(features, attention_mask, features_b, attention_mask_b)
+        else:
+            out = self.branch(features, attention_mask)
         result = {"logits": out}
         if labels is None:
             return result
@@ -357,17 +378,37 @@ class FeatureDataset(torch.utils.data.Dataset):
         return item
 
 
+class PairFeatureDataset(FeatureDataset):
+    """A ``shared`` pair branch's examples: row i of the store is the first text, row N+i its pair text."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def lengths(self) -> list[int]:
+        n = len(self.labels)
+        return [self.store.length(i) + self.store.length(n + i) for i in range(n)]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"features": self.store[i], "features_b": self.store[len(self.labels) + i], "labels": self.labels[i]}
+
+
+def _padded_features(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(r.shape[0] for r in rows)
+    feats = torch.zeros(len(rows), width, rows[0].shape[1])
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for j, r in enumerate(rows):
+        feats[j, : r.shape[0]] = r
+        mask[j, : r.shape[0]] = 1
+    return feats, mask
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Pad features to the longest example in the batch; the mask marks real tokens."""
-    width = max(it["features"].shape[0] for it in items)
-    hidden = items[0]["features"].shape[1]
-    feats = torch.zeros(len(items), width, hidden)
-    mask = torch.zeros(len(items), width, dtype=torch.long)
-    for j, it in enumerate(items):
-        n = it["features"].shape[0]
-        feats[j, :n] = it["features"]
-        mask[j, :n] = 1
+    feats, mask = _padded_features([it["features"] for it in items])
+    width = feats.shape[1]
     batch = {"features": feats, "attention_mask": mask}
+    if "features_b" in items[0]:  # a shared pair branch's second texts
+        batch["features_b"], batch["attention_mask_b"] = _padded_features([it["features_b"] for it in items])
     first = items[0]["labels"]  # a target as the task's encode gives it (see mtbranch.heads.training)
     if isinstance(first, list):  # one class id per token
         lab = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
@@ -532,8 +573,16 @@ def fit(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, info: BranchI
     set_seed(cfg.seed)
     branch = new_branch(prep, depth, layers, cfg, info, init_state)
     model = TrainingModel(branch, prep.task, distill)
-    train_ds = FeatureDataset(prep.train_features[depth], prep.train.labels, teacher_outputs)
-    dev_ds = FeatureDataset(prep.dev_features[depth], prep.dev.labels)
+    if prep.pair_mode == "shared":
+        if teacher_outputs is not None:
+            raise MtbranchError("distilling into a pair_mode 'shared' branch is not supported",
+                                hint="distill with pair_mode 'joint'")
+        n_train, n_dev = len(prep.train) // 2, len(prep.dev) // 2  # each example's two texts, apart
+        train_ds: FeatureDataset = PairFeatureDataset(prep.train_features[depth], prep.train.labels[:n_train])
+        dev_ds: FeatureDataset = PairFeatureDataset(prep.dev_features[depth], prep.dev.labels[:n_dev])
+    else:
+        train_ds = FeatureDataset(prep.train_features[depth], prep.train.labels, teacher_outputs)
+        dev_ds = FeatureDataset(prep.dev_features[depth], prep.dev.labels)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {}
     names = prep.metric_labels
@@ -605,7 +654,7 @@ def provenance(prep: Prepared, depth: int, layers: int, cfg: TrainConfig, metric
     return {
         "task": prep.task,
         "data": {"train": prep.train_data.sources, "dev": prep.dev_data.sources,
-                 "train_examples": len(prep.train), "dev_examples": len(prep.dev)},
+                 "train_examples": len(prep.train_data.examples), "dev_examples": len(prep.dev_data.examples)},
         "trunk": {"reference": prep.source.reference, "num_layers": prep.source.num_layers},
         "attach_depth": depth, "num_layers": layers,
         "init": f"trunk layers {depth + 1}..{depth + layers}" if layers else "none (feature-based)",

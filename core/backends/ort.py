@@ -144,9 +144,12 @@ def _signature(branches: Sequence[Any]) -> str:
 
 
 def groups(model: Any) -> dict[str, list[Any]]:
-    """The model's branches by input signature (as composition.model.by_signature; that layer sits above this one)."""
+    """The model's branches by input signature (as composition.model.by_signature; that layer sits above this one).
+    ``shared`` pair branches are in no graph: they run in torch (their two texts' passes and combining head)."""
     out: dict[str, list[Any]] = {}
     for b in model.branches:
+        if b.shared_pair:
+            continue
         out.setdefault(b.manifest.tokenizer.input_signature, []).append(b)
     return out
 

@@ -26,6 +26,7 @@ from mtbranch.io.files import check_regular, is_inside, sha256_file
 from mtbranch.io.safetensors_header import read_header
 from mtbranch.spec.dtypes import torch_dtype
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, read_manifest
+from mtbranch.spec.tensor_layout import head_input_size
 from mtbranch.trunk.families.base import Projection  # noqa: F401 (re-exported: BERT's pooler)
 from mtbranch.trunk.model import family_of
 
@@ -96,7 +97,11 @@ class BranchModule(nn.Module):
         if manifest.projection and (self.sequence_level or self.family.token_projection):
             self.pooler = self.family.build_projection(self.config)
         self.head_spec = typed_spec(head_type, manifest.head)  # a plugin head: its own spec model
-        self.head = head_type.build(self.head_spec, s.hidden_size)
+        self.shared_pair = manifest.pair_mode == "shared"
+        if self.shared_pair and not self.sequence_level:
+            raise MtbranchError(f"branch {manifest.name!r}: pair_mode 'shared' needs a sequence-level head, not "
+                                f"{manifest.head.type!r}", hint="use pair_mode 'joint' for this head type")
+        self.head = head_type.build(self.head_spec, head_input_size(manifest))
 
     @property
     def name(self) -> str:
@@ -127,7 +132,19 @@ class BranchModule(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 mask4d: Any = None) -> torch.Tensor:
-        return self.head(self.head_input(self.encode(hidden, attention_mask, mask4d), attention_mask))
+        """The head's outputs; a ``shared`` pair branch returns the pooled vector of each text instead (what
+        :meth:`combine` reads: the two texts of a pair run apart, in the single-text pass)."""
+        x = self.head_input(self.encode(hidden, attention_mask, mask4d), attention_mask)
+        return x if self.shared_pair else self.head(x)
+
+    def combine(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """A ``shared`` pair branch's head over its two texts' pooled vectors: [u, v, |u-v|, u*v]."""
+        return self.head(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))
+
+    def pair_forward(self, hidden_a: torch.Tensor, mask_a: torch.Tensor | None, hidden_b: torch.Tensor,
+                     mask_b: torch.Tensor | None) -> torch.Tensor:
+        """A ``shared`` pair branch over both texts' hidden states at its depth (training reads this)."""
+        return self.combine(self(hidden_a, mask_a), self(hidden_b, mask_b))
 
 
 def save_branch(module: BranchModule, out_dir: str | os.PathLike[str], *,

@@ -1,7 +1,9 @@
 """The composed model: one trunk, many branches, the frozen computation done once.
 
 Forward runs the trunk once per input signature present (``single`` text, text ``pair``) up to the
-deepest depth the requested tasks need, and forks each branch at its attach depth. Branch modules only
+deepest depth the requested tasks need, and forks each branch at its attach depth. A ``shared`` pair branch
+(manifest ``pair_mode``) reads the single-text pass for the first texts and a pass over the pair texts alone, and
+its head combines the two pooled vectors (:func:`combine_pairs`). Branch modules only
 read the shared hidden states, so adding, removing or replacing one branch cannot change another's output.
 The branch set is an immutable plan swapped atomically: a request in flight keeps the plan it started with.
 """
@@ -167,7 +169,8 @@ class ComposedModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None,
                 branches: Sequence[BranchModule] | None = None) -> dict[str, torch.Tensor]:
-        """Outputs of ``branches`` (default: all) for one tokenized batch; the trunk runs to their deepest depth."""
+        """Outputs of ``branches`` (default: all) for one tokenized batch; the trunk runs to their deepest depth.
+        A ``shared`` pair branch's output is its pooled vector of each row (``combine_pairs`` makes its answer)."""
         branches = list(self._plan.branches) if branches is None else list(branches)
         if not branches:
             return {}
@@ -250,11 +253,13 @@ class ComposedModel(nn.Module):
         plan = self._plan
         selected = self.select(tasks, plan)
         groups = by_signature(selected)
-        if "pair" in groups and pairs is None:
-            names = ", ".join(b.name for b in groups["pair"])
+        need_pair = [b.name for b in selected if b.manifest.tokenizer.input_signature == "pair"]
+        if need_pair and pairs is None:
+            names = ", ".join(need_pair)
             raise MtbranchError(f"task(s) {names} take a text pair, but no pair was given",
                                 hint="pass text_pairs= (CLI: --pair TEXT), or pick tasks with --task")
         results: list[dict[str, Any]] = [{} for _ in texts]
+        first: dict[str, list[Any]] = {}  # shared pair branches: each text's pooled vector, from the single pass
         for signature, branches in groups.items():
             need_offsets = any(not b.sequence_level for b in branches)
             group_pairs = pairs if signature == "pair" else None
@@ -262,9 +267,33 @@ class ComposedModel(nn.Module):
             for idx, part in self._buckets(enc, batch_size, max_padding):
                 outputs = self(part["input_ids"], part["attention_mask"], part.get("token_type_ids"), branches)
                 for b in branches:
+                    if b.shared_pair:
+                        _put_rows(first.setdefault(b.name, [None] * len(texts)), idx, outputs[b.name])
+                        continue
                     self._postprocess(b, outputs[b.name], part, [texts[i] for i in idx], idx, results, raw,
                                       aggregation, with_tags)
+        shared = [b for b in selected if b.shared_pair]
+        if shared:
+            assert pairs is not None  # checked above: they take a text pair
+            self._shared_pairs(shared, texts, pairs, first, self.max_length(groups["single"]), batch_size,
+                               max_padding, results, raw)
         return results
+
+    def _shared_pairs(self, shared: list[BranchModule], texts: list[str], pairs: list[str],
+                      first: dict[str, list[Any]], max_length: int, batch_size: int, max_padding: float | None,
+                      results: list[dict[str, Any]], raw: bool) -> None:
+        """``shared`` pair branches: the pair texts alone (single-text encoding, as long as the single pass's) run
+        to those branches' depth; each head reads both texts' pooled vectors."""
+        enc = self.tokenize(pairs, None, max_length, False, padded=False)
+        second: dict[str, list[Any]] = {b.name: [None] * len(pairs) for b in shared}
+        for idx, part in self._buckets(enc, batch_size, max_padding):
+            outputs = self(part["input_ids"], part["attention_mask"], part.get("token_type_ids"), shared)
+            for b in shared:
+                _put_rows(second[b.name], idx, outputs[b.name])
+        for b in shared:
+            rows = combine_pairs(b, first[b.name], second[b.name])
+            for i, row in enumerate(rows):
+                results[i][b.name] = row_result(b, row, None, 0, texts[i], raw)
 
     def _buckets(self, enc: Any, batch_size: int, max_padding: float | None
                  ) -> Iterator[tuple[list[int], dict[str, Any]]]:
@@ -322,6 +351,19 @@ class ComposedModel(nn.Module):
             n = int(enc["attention_mask"][j].sum())
             results[i][b.name] = row_result(b, rows[j], enc["encodings"][j], n, batch[j], raw,
                                             aggregation=aggregation, with_tags=with_tags)
+
+
+def _put_rows(into: list[Any], idx: list[int], value: torch.Tensor) -> None:
+    for j, i in enumerate(idx):
+        into[i] = value[j]
+
+
+@torch.inference_mode()
+def combine_pairs(b: BranchModule, first: Sequence[Any], second: Sequence[Any]) -> list[Any]:
+    """A ``shared`` pair branch's outputs (as lists) from each pair's two pooled vectors (tensors or lists)."""
+    ref = next(b.head.parameters())
+    u, v = (torch.stack([torch.as_tensor(x) for x in xs]).to(ref.device, ref.dtype) for xs in (first, second))
+    return b.combine(u, v).float().tolist()
 
 
 def join_words(words: Any) -> list[str]:
@@ -465,7 +507,7 @@ def run_rows(model: ComposedModel, ids: Sequence[Sequence[int]], type_ids: Seque
     if model.runtime is not None and not extra:
         by_signature: dict[str, list[int]] = {}
         for r, names in enumerate(reads):
-            sig = model.branch(next(iter(names))).manifest.tokenizer.input_signature if names else "single"
+            sig = pass_signature(model.branch(next(iter(names)))) if names else "single"
             by_signature.setdefault(sig, []).append(r)
         if len(by_signature) > 1:
             outs: list[dict[str, Any]] = [{} for _ in ids]
@@ -529,11 +571,18 @@ def _check_items(chunk: list[Any], offset: int) -> None:
                             hint="pass strings, or (text, pair) tuples for pair tasks")
 
 
+def pass_signature(b: BranchModule) -> str:
+    """The pass a branch reads: its input signature, but ``single`` for a ``shared`` pair branch (each text of the
+    pair runs alone; its first texts ride the single-text pass)."""
+    return "single" if b.shared_pair else b.manifest.tokenizer.input_signature
+
+
 def by_signature(branches: Sequence[BranchModule]) -> dict[str, list[BranchModule]]:
-    """Branches grouped by input signature (``single``, ``pair``): the trunk runs once per group."""
+    """Branches grouped by the pass they read (``single``, ``pair``; :func:`pass_signature`): the trunk runs once
+    per group (and once more over the pair texts alone, for ``shared`` pair branches)."""
     groups: dict[str, list[BranchModule]] = {}
     for b in branches:
-        groups.setdefault(b.manifest.tokenizer.input_signature, []).append(b)
+        groups.setdefault(pass_signature(b), []).append(b)
     return groups
 
 

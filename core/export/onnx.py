@@ -107,6 +107,11 @@ def export_onnx(model: Any, out: str | os.PathLike[str], *, opset: int | None = 
     names = model.task_names
     if not names:
         raise MtbranchError("the model has no branches to export")
+    shared = [b.name for b in model.branches if b.shared_pair]
+    if shared:  # the graph's one forward per signature cannot run a pair's two texts apart
+        raise MtbranchError(f"task(s) {', '.join(shared)} read their pair texts apart (pair_mode 'shared'): the "
+                            "ONNX export does not cover them", hint="export a model composed without them "
+                            "(ONNX Runtime serving runs them in torch: `mtbranch serve --backend ort`)")
     family = record_for(model.trunk.config.model_type)
     if not family.onnx:
         raise MtbranchError(f"ONNX export is not supported for the {family.name} trunk family yet",

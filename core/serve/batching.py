@@ -47,6 +47,7 @@ class Row:
     encoding: Any  # the tokenizer's Encoding (offsets and word ids for token heads)
     branches: tuple[str, ...]
     depth: int  # the deepest attach depth of those branches
+    second: bool = False  # the pair text alone, read by ``shared`` pair branches only
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,28 @@ def prepare_job(model: ComposedModel, texts: list[str], pairs: list[str] | None,
             tt = enc.get("token_type_ids")
             seqs.append(Row(i, enc["input_ids"][0].tolist(), None if tt is None else tt[0].tolist(),
                                  enc.encodings[0], names, depth))
+        seqs.extend(_second_rows(model, [b for b in group if b.shared_pair], pairs, ml))
     return Job(texts, pairs, tuple(tasks), raw, tuple(seqs), model_id=id(model), tagged=tagged)
+
+
+def _second_rows(model: ComposedModel, shared: list[Any], pairs: list[str] | None, max_length: int) -> list[Row]:
+    """The pair texts alone (as long as the single pass's rows), for ``shared`` pair branches."""
+    if not shared:
+        return []
+    if pairs is None:
+        from mtbranch.errors import MtbranchError
+
+        raise MtbranchError(f"task(s) {', '.join(b.name for b in shared)} take a text pair, but no pair was given",
+                            hint="send text_pairs, one per text")
+    names = tuple(b.name for b in shared)
+    depth = max(b.manifest.attach_depth for b in shared)
+    rows = []
+    for i, pair in enumerate(pairs):
+        enc = model.tokenize([pair], None, max_length, False)
+        tt = enc.get("token_type_ids")
+        rows.append(Row(i, enc["input_ids"][0].tolist(), None if tt is None else tt[0].tolist(), enc.encodings[0],
+                        names, depth, second=True))
+    return rows
 
 
 def run_jobs(model: ComposedModel, jobs: list[Job], stats: Stats | None = None, budget: Budget | None = None,
@@ -166,6 +188,7 @@ def _run(model: ComposedModel, jobs: list[Job], stats: Stats | None, budget: Bud
     rec = tracing.recorder()  # None unless a traced batch runs in this thread
     rows = [(j, s) for j, job in enumerate(jobs) for s in job.sequences]
     results: list[Results] = [[{} for _ in job.texts] for job in jobs]
+    pooled: dict[tuple[int, int, str], list[Any]] = {}  # shared pair branches: (job, text, name) -> [u, v]
     for chosen in budget.passes([len(s.ids) for _, s in rows]):
         part = [rows[k] for k in chosen]
         seqs = [s for _, s in part]
@@ -187,8 +210,27 @@ def _run(model: ComposedModel, jobs: list[Job], stats: Stats | None, budget: Bud
             job = jobs[j]
             for name, row in per_branch.items():
                 b = job.extra[name] if name in job.extra else model.branch(name)
+                if b.shared_pair:  # one half of its pair: combined once both texts ran
+                    pooled.setdefault((j, s.text, name), [None, None])[int(s.second)] = row
+                    continue
                 results[j][s.text][name] = row_result(b, row, s.encoding, len(s.ids), job.texts[s.text], job.raw,
                                                       with_tags=job.tagged)
+    _combine(model, jobs, pooled, results)
     for j, job in enumerate(jobs):  # the order the request named its tasks in
         results[j] = [{t: r[t] for t in (*job.tasks, *job.extra) if t in r} for r in results[j]]
     return results
+
+
+def _combine(model: ComposedModel, jobs: list[Job], pooled: dict[tuple[int, int, str], list[Any]],
+             results: list[Results]) -> None:
+    """Each ``shared`` pair branch's result from its two texts' pooled vectors (one head call per branch)."""
+    from mtbranch.composition.model import combine_pairs, row_result
+
+    by_name: dict[str, list[tuple[int, int]]] = {}
+    for j, t, name in pooled:
+        by_name.setdefault(name, []).append((j, t))
+    for name, keys in by_name.items():
+        b = model.branch(name)
+        rows = combine_pairs(b, [pooled[(j, t, name)][0] for j, t in keys], [pooled[(j, t, name)][1] for j, t in keys])
+        for (j, t), row in zip(keys, rows, strict=True):
+            results[j][t][name] = row_result(b, row, None, 0, jobs[j].texts[t], jobs[j].raw)

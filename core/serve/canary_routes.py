@@ -73,6 +73,9 @@ def load_version_b(model: ComposedModel, task: str, source: Path) -> CanaryModul
         raise MtbranchError(f"version B takes {m.tokenizer.input_signature!r} inputs, the live version "
                             f"{live.tokenizer.input_signature!r}", path=str(source),
                             hint="a branch with another input signature is a new task: compose it under a new name")
+    if "shared" in (m.pair_mode, live.pair_mode):  # a canary forks on the rows of A: a shared pair has two
+        raise MtbranchError(f"task {task!r}: a pair_mode 'shared' branch cannot be a canary version (nor be "
+                            "replaced by one)", path=str(source), hint="update the task instead: `mtbranch update`")
     if m.tokenizer.max_length < live.tokenizer.max_length:
         raise MtbranchError(f"version B's tokenizer.max_length {m.tokenizer.max_length} is below the live "
                             f"version's {live.tokenizer.max_length}: it would read longer inputs than it was "

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mtbranch.io.files import read_json_object
 from mtbranch.spec.dtypes import ManifestDType
@@ -21,7 +21,7 @@ from mtbranch.spec.heads import HeadSpec
 from mtbranch.spec.structure import TrunkStructure
 from mtbranch.spec.tokenizer_contract import TokenizerContract
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 MANIFEST_NAME = "manifest.json"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_LAYERS = 1024  # far deeper than any transformer; bounds the work validating a hostile manifest can cause
@@ -67,6 +67,10 @@ class BranchManifest(BaseModel):
         True, description="dense+tanh on the pooled vector before the classifier (BERT's pooler)"
     )
     head: HeadSpec
+    pair_mode: Literal["joint", "shared"] = Field(
+        "joint", description="pair branches only: 'joint' reads the two texts encoded together (one sequence); "
+                             "'shared' encodes each text alone (the single-text pass), pools each and its head "
+                             "reads [u, v, |u-v|, u*v]")
     tokenizer: TokenizerContract
     weights: WeightsSpec
     metrics: dict[str, float] = Field(default_factory=dict)
@@ -108,6 +112,13 @@ class BranchManifest(BaseModel):
             raise ValueError(f"{v!r} is not a PEP 440 version range (e.g. '>=0.1,<1')") from None
         return v
 
+    @model_validator(mode="after")
+    def _pair_mode(self) -> BranchManifest:
+        if self.pair_mode == "shared" and self.tokenizer.input_signature != "pair":
+            raise ValueError("pair_mode 'shared' needs tokenizer.input_signature 'pair' (a single-text branch "
+                             "has no second text to share the pass with)")
+        return self
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=True) + "\n"
 
@@ -129,8 +140,14 @@ def _from_1_0(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": "1.1"}
 
 
+def _from_1_1(data: dict[str, Any]) -> dict[str, Any]:
+    """1.2 added ``pair_mode``; its default (``joint``) is how every 1.1 pair branch reads its texts."""
+    return {**data, "schema_version": "1.2"}
+
+
 # minor-version or older-major converters, applied in order until SCHEMA_VERSION is reached
-CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"0.9": _from_0_9, "1.0": _from_1_0}
+CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"0.9": _from_0_9, "1.0": _from_1_0,
+                                                                     "1.1": _from_1_1}
 
 
 class SchemaVersionError(ValueError):

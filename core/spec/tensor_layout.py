@@ -24,6 +24,13 @@ def linear_head_shapes(num_outputs: int, hidden: int) -> dict[str, tuple[int, ..
     return {"head.classifier.weight": (num_outputs, hidden), "head.classifier.bias": (num_outputs,)}
 
 
+def head_input_size(manifest: BranchManifest) -> int:
+    """Width of the head's input: the hidden size, or four of them for a ``shared`` pair branch
+    ([u, v, |u-v|, u*v] of its two texts' pooled vectors)."""
+    h = manifest.trunk.structure.hidden_size
+    return 4 * h if manifest.pair_mode == "shared" else h
+
+
 def expected_branch_tensors(manifest: BranchManifest, head_shapes: dict[str, tuple[int, ...]] | None = None,
                             *, sequence_level: bool | None = None,
                             family_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
@@ -42,6 +49,6 @@ def expected_branch_tensors(manifest: BranchManifest, head_shapes: dict[str, tup
         if manifest.projection and family_shapes is None:
             shapes.update({"pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)})
     if head_shapes is None:
-        head_shapes = linear_head_shapes(manifest.head.num_outputs, h)
+        head_shapes = linear_head_shapes(manifest.head.num_outputs, head_input_size(manifest))
     shapes.update(head_shapes)
     return shapes

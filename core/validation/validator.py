@@ -26,7 +26,7 @@ from mtbranch.spec.dtypes import DTYPES, numpy_views, safetensors_code
 from mtbranch.spec.findings import Finding, finding
 from mtbranch.spec.heads import HEAD_SPEC_TAGS
 from mtbranch.spec.manifest import MANIFEST_NAME, BranchManifest, SchemaVersionError, upgrade
-from mtbranch.spec.tensor_layout import expected_branch_tensors
+from mtbranch.spec.tensor_layout import expected_branch_tensors, head_input_size
 from mtbranch.trunk.source import TrunkSource
 
 CHECKS = ("files", "manifest", "head", "requires", "weights", "trunk", "tokenizer", "card", "policies")
@@ -355,7 +355,7 @@ class Validator:
             spec = typed_spec(ht, m.head) if ht else m.head
         except ValidationError:
             spec = m.head
-        head_shapes = ht.tensor_shapes(spec, m.trunk.structure.hidden_size) if ht else None
+        head_shapes = ht.tensor_shapes(spec, head_input_size(m)) if ht else None
         expected = expected_branch_tensors(m, head_shapes, sequence_level=ht.sequence_level if ht else None,
                                            family_shapes=_family_shapes(m, ht))
         code = safetensors_code(m.weights.dtype)
