@@ -206,3 +206,19 @@ cd /work/wt-migrate2 && .venv/bin/python docs/scripts/migrate_speed.py sentiment
   paraphrase=/tmp/mig2/paraphrase-e10/branches/paraphrase intent=/tmp/mig-runs/intent/branches/intent \
   slots=/tmp/mig2/slots/branches/slots banking=/tmp/mig2/banking/branches/banking clinc=/tmp/mig2/clinc/branches/clinc \
   > /tmp/mig2/results/speed-8.json 2> /tmp/mig2/results/speed-8.err
+
+# paraphrase-mrpc-sts.sh (session 8, lead): paraphrase migrated from more unlabelled pairs. Unlabelled texts cost
+# nothing: MRPC's 3668 training pairs plus STS-B's 5749 training pairs (both pair files of ../shared/data, labels
+# dropped, pairs kept as pairs), 4 epochs; the labelled arm (paraphrase-labelled-e10) cannot use STS-B's pairs (they
+# carry no paraphrase labels). Same student: 2 layers at depth 1 of L3, mean pooling, lr 3e-4.
+#   awk -F'\t' '{print $6"\t"$7}' STS-B/sts-train.csv > /tmp/lead/para/sts-train.txt
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+M=/work/wt-migrate2/.venv/bin/mtbranch
+EX=/work/wt-migrate2/examples
+D=/work/shared/data
+$M migrate $EX/plugin-paraphrase/src/mtbranch_paraphrase/branch --to-trunk minilm-l3 --from-trunk minilm-l6 --layers 2 \
+  --epochs 4 --patience 3 --lr 3e-4 --threads 1 --no-progress --json --speed-texts 0 \
+  --texts /tmp/mig2/texts/mrpc-train.txt --texts /tmp/lead/para/sts-train.txt \
+  --dev paraphrase=$D/MRPC/dev.tsv --dev-text-col "#1 String" --dev-pair-col "#2 String" --dev-label-col Quality \
+  --dev-quote-none --dev-label-names not_paraphrase,paraphrase -o /tmp/lead/para/out \
+  > docs/results/migrate/paraphrase-migrate-mrpc-sts.json 2> docs/results/migrate/paraphrase-migrate-mrpc-sts.log
