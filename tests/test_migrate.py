@@ -349,3 +349,29 @@ def test_docs_tables_come_from_the_committed_runs() -> None:
     for table in made:
         if table:
             assert table in text, table
+
+
+@pytest.mark.slow
+def test_consolidation_of_a_token_classification_checkpoint(sdk_trunk_dir: Path, new_trunk: Path,
+                                                            texts: tuple[Path, Path], tmp_path: Path) -> None:
+    """A fine-tuned *ForTokenClassification checkpoint becomes a token branch on the shared trunk, distilled per
+    word from plain sentences (its BIO tags become the branch's labels)."""
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    ckpt = tmp_path / "Team-NER-BERT"
+    torch.manual_seed(5)
+    cfg = BertConfig.from_pretrained(str(sdk_trunk_dir), num_labels=len(tags), id2label=dict(enumerate(tags)),
+                                     label2id={t: i for i, t in enumerate(tags)})
+    BertForTokenClassification(cfg).save_pretrained(str(ckpt))
+    load_tokenizer(sdk_trunk_dir).save_pretrained(str(ckpt))
+    out = tmp_path / "consolidated"
+    res = _run(str(ckpt), "--to-trunk", str(new_trunk), "--texts", str(texts[1]), "-o", str(out), "--json", *FAST)
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.stdout.strip().splitlines()[-1])["branches"]
+    assert r["task"] == "token_classification" and r["teacher"]["attach_depth"] == 0
+    m = read_manifest(out / "branches" / "team-ner-bert" / MANIFEST_NAME)
+    assert m.head.type == "token_classification" and m.head.labels == tags
+    assert m.trunk.fingerprint == load_trunk_source(new_trunk).fingerprints[m.attach_depth]
+    assert m.training["migration"]["teacher"]["checkpoint"]["architecture"] == "BertForTokenClassification"
