@@ -269,6 +269,16 @@ def open_cached(model: Any, flavour: str, make: Any) -> Any:
         return make(export_cached(model, flavour))
 
 
+def not_exportable(model: Any) -> str | None:
+    """Why ``model`` has no ONNX graph for an engine to run (ONNX Runtime's or OpenVINO's), or None."""
+    from mtbranch.trunk.families import record_for
+
+    family = record_for(model.trunk.config.model_type)
+    if not family.onnx:
+        return f"the {family.name} trunk family has no checked ONNX export"
+    return None if model.branches else "no branches"
+
+
 def _engine(model: Any, threads: int) -> OrtEngine:
     engine: OrtEngine = open_cached(model, "fused", lambda d: OrtEngine(model, d, threads))
     return engine
@@ -276,16 +286,9 @@ def _engine(model: Any, threads: int) -> OrtEngine:
 
 def attach(model: Any, threads: int) -> tuple[OrtEngine | None, str]:
     """The checked engine for ``model`` (float32, CPU), or None and why not (a warning's text)."""
-    missing = available()
+    missing = available() or not_exportable(model)
     if missing:
         return None, missing
-    from mtbranch.trunk.families import record_for
-
-    family = record_for(model.trunk.config.model_type)
-    if not family.onnx:
-        return None, f"the {family.name} trunk family has no checked ONNX export"
-    if not model.branches:
-        return None, "no branches"
     try:
         engine = _engine(model, threads)
         diff = check(engine, model)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from mtbranch.backends.ort import INPUTS, TOLERANCE, Agreement, compare, groups, open_cached
+from mtbranch.backends.ort import INPUTS, TOLERANCE, Agreement, compare, groups, not_exportable, open_cached
 from mtbranch.errors import MtbranchError
 
 # bf16 vs torch float32 on the probe inputs, seen on the 8-task example (heads' outputs up to |12|): OpenVINO bf16
@@ -119,16 +119,9 @@ class OvEngine:
 
 def attach(model: Any, threads: int, dtype: str) -> tuple[OvEngine | None, str]:
     """The checked engine for ``model`` in ``dtype`` (``float32`` / ``bfloat16``), or None and why not."""
-    missing = available()
+    missing = available() or not_exportable(model)
     if missing:
         return None, missing
-    from mtbranch.trunk.families import record_for
-
-    family = record_for(model.trunk.config.model_type)
-    if not family.onnx:
-        return None, f"the {family.name} trunk family has no checked ONNX export"
-    if not model.branches:
-        return None, "no branches"
     try:
         engine: OvEngine = open_cached(model, "raw", lambda d: OvEngine(model, d, threads, dtype))
         got = compare(engine, model)
