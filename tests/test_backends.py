@@ -311,3 +311,20 @@ def test_openvino_bf16_answers_say_so(artifact: Path) -> None:
     model = load(artifact, backend="openvino", dtype="bfloat16")
     assert model.compute_dtype == "float32" and answer_dtype(model) == "bfloat16"
     assert answer_dtype(load(artifact, backend="openvino", dtype="float32")) == "float32"
+
+
+def test_auto_with_an_unwritable_cache_answers_on_torch(artifact: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default path never fails for want of a cache (a read-only home, a file where the folder should be):
+    auto warns and keeps torch, while an explicit --backend onnxruntime reports the file and the fix."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("MTBRANCH_CACHE", str(blocker))
+    model = load(artifact, backend="auto", dtype="auto")
+    assert model.backend == "torch" and model.runtime is None
+    assert "not usable here" in model.backend_reason
+    assert len(_raw(model)) == len(TEXTS)  # it answers
+    from mtbranch.errors import MtbranchError
+
+    with pytest.raises(MtbranchError, match=str(blocker)):
+        load(artifact, backend="onnxruntime")

@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -289,6 +289,15 @@ def _describe(dtype: str, rules: Sequence[Rule], times: dict[str, list[float]], 
             f"{notes})")
 
 
+def _optional(attach: Callable[..., tuple[Any, str]], *args: Any) -> tuple[Any, str]:
+    """An engine auto may use: anything that keeps it from attaching (an unwritable cache, ...) leaves the model on
+    torch with a warning, where an explicit ``--backend`` reports it as the error it is."""
+    try:
+        return attach(*args)
+    except MtbranchError as exc:
+        return None, f"not usable here ({exc})"
+
+
 def _attach_engines(model: Any, candidates: Sequence[str]) -> tuple[dict[str, Any], list[str], str]:
     """The checked graph engines (by name), their libraries' versions (the timings key) and a note per engine.
     OpenVINO takes part only when installed (without it, auto is what it was before OpenVINO)."""
@@ -298,7 +307,7 @@ def _attach_engines(model: Any, candidates: Sequence[str]) -> tuple[dict[str, An
     versions: list[str] = []
     notes: list[str] = []
     threads = torch.get_num_threads()
-    ort_engine, note = ort.attach(model, threads)
+    ort_engine, note = _optional(ort.attach, model, threads)
     if ort_engine is None:
         log.warning("onnxruntime not used: %s", note)
     else:
@@ -309,7 +318,7 @@ def _attach_engines(model: Any, candidates: Sequence[str]) -> tuple[dict[str, An
     notes.append(f"onnxruntime {note}")
     if ov.available() is None:
         ov_dtype = "bfloat16" if "bfloat16" in candidates else "float32"
-        ov_engine, note = ov.attach(model, threads, ov_dtype)
+        ov_engine, note = _optional(ov.attach, model, threads, ov_dtype)
         if ov_engine is None:
             log.warning("openvino not used: %s", note)
         else:
@@ -334,7 +343,7 @@ def _measured(model: Any, candidates: list[str]) -> Any:
         times = measure(model, engines, candidates)
         try:
             write_text_atomic(path, json.dumps({"probes": PROBES, "seconds": times}, indent=2) + "\n")
-        except MtbranchError as exc:  # a read-only cache: measure again next time
+        except (MtbranchError, OSError) as exc:  # a read-only cache: measure again next time
             log.warning("backend measurement not cached: %s", exc)
     dtype, rules = decide(times)
     model = place_model(model, "cpu", dtype)

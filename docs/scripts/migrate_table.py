@@ -37,7 +37,8 @@ def _load(name: str) -> dict[str, Any] | None:
 
 def migration_table() -> str:
     lines = ["| task (dev metric) | teacher: MiniLM-L6, labels | L3 with labels | L3 migrated, no labels | "
-             "no labels / labels | agreement with the teacher (held-out texts) | texts | training (both arms unless named) |",
+             "no labels / labels | agreement with the teacher (held-out texts) | texts | "
+             "training (both arms unless named) |",
              "|---|---|---|---|---|---|---|---|"]
     ratios = []
     for task, (mig_name, lab_name, protocol) in RUNS.items():
