@@ -72,6 +72,9 @@ def _check_tasks(artifact: Path, tasks: tuple[str, ...], option: str = "--task")
 @click.option("--quota", "quotas", multiple=True, metavar="OWNER=TEXTS_PER_S",
               help="Texts per second for the tasks of one owner (manifest owner; '*': each owner without one); "
                    "over it: 429 with Retry-After (repeatable). Requests queue round-robin per owner.")
+@click.option("--quota-burst", "quota_burst", default=_D.quota_burst_s, show_default=True, type=P.Finite(0, 3600),
+              help="Seconds of its quota an owner may send at once after idling (its bucket's size; at least one "
+                   "text). Smaller: a team's burst above its quota weighs less on the others (docs/serving.md).")
 @threads_option
 @click.option("--device", default="cpu", show_default=True, type=P.DEVICE, help="cpu, cuda, cuda:1, mps...")
 @P.backend_options
@@ -92,7 +95,8 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
           max_batch_tokens: int | None, max_padding: float, max_batch_wait_ms: float, max_queue: int,
           request_timeout: float, read_timeout: float, keep_alive: float, grace: float, drain_delay: float,
           admin_token_env: str,
-          max_body_bytes: int, max_texts: int, max_chars: int, quotas: tuple[str, ...], threads: int | None,
+          max_body_bytes: int, max_texts: int, max_chars: int, quotas: tuple[str, ...], quota_burst: float,
+          threads: int | None,
           device: str, dtype: str | None, backend: str | None, no_verify: bool, quantize: str | None, model_name: str,
           classify_task: str | None, otel: bool | None, log_level: str) -> None:
     """Serve a composed artifact over HTTP (FastAPI + uvicorn) with request batching.
@@ -136,6 +140,7 @@ def serve(artifact: Path, host: str, port: int, tasks: tuple[str, ...], max_batc
                              request_timeout_s=request_timeout, read_timeout_s=read_timeout, keep_alive_s=keep_alive,
                              grace_s=grace, drain_delay_s=drain_delay,
                              admin_token=os.environ.get(admin_token_env) or None, quotas=owner_quotas,
+                             quota_burst_s=quota_burst,
                              model_name=model_name, classify_task=classify_task,
                              limits=Limits(max_body_bytes=max_body_bytes, max_texts=max_texts, max_chars=max_chars))
     # one line (soft_wrap): logs and scripts grep the start line

@@ -121,6 +121,17 @@ def test_quota_over_http(artifact: Path) -> None:  # noqa: F811
         assert "429" in c.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]
 
 
+def test_quota_burst_sets_what_an_idle_owner_may_send_at_once(artifact: Path) -> None:  # noqa: F811
+    """``quota_burst_s`` (serve --quota-burst) is the bucket's size: 0 leaves one text, so a team that idled sends
+    no more above its quota than while it was busy."""
+    settings = ServeSettings(quotas={"team-a": 1.0}, quota_burst_s=0.0, max_batch_wait_ms=0)
+    with TestClient(create_app(artifact=artifact, settings=settings)) as c:
+        while c.get("/ready").status_code != 200:
+            pass
+        codes = [c.post("/predict", json={"texts": ["good"], "tasks": ["sentiment"]}).status_code for _ in range(2)]
+        assert codes == [200, 429]  # the default (2 s) lets two through: test_quota_over_http
+
+
 def test_over_quota_is_refused_at_the_edge(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """A request over its owner's quota is refused by the Guard from the raw body, before FastAPI routes it (the
     route's parsing never runs: the event loop's cost of a refusal, docs/serving.md); the edge takes no texts (two

@@ -126,6 +126,8 @@ class ServeSettings:
     model_name: str = "mtbranch"  # the model's name under the v2 protocol (/v2/models/NAME) and vLLM's `model`
     classify_task: str | None = None  # the task TEI's /predict and vLLM's /classify answer for by default
     quotas: dict[str, float] = dataclasses.field(default_factory=dict)  # owner ('*': any other) -> texts/s
+    # seconds of its quota an owner's bucket holds (at least one text): what an idle owner may send at once
+    quota_burst_s: float = 2.0
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:

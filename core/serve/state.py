@@ -87,7 +87,8 @@ class ServerState:
         self.batcher: Batcher | None = None
         self.metrics = Metrics()
         self.canaries = Canaries(self.metrics.registry)  # canary versions of branches (mtbranch.serve.canary)
-        self.quotas = Quotas(settings.quotas, self.metrics.registry)  # texts/s per owner (mtbranch.serve.fair)
+        # texts/s per owner (mtbranch.serve.fair)
+        self.quotas = Quotas(settings.quotas, self.metrics.registry, burst_s=settings.quota_burst_s)
         self.ready = False
         self.draining = False  # readiness 503 (SIGTERM received)
         self.closing = False  # listener closed: new requests get 503

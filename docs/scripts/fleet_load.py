@@ -42,10 +42,11 @@ from loadtest import free_port, sentences  # the script beside this one (STS-B d
 PAIR_TEAMS = {"team-paraphrase", "team-similarity"}
 
 
-def start_server(artifact: str, port: int, quota: str) -> subprocess.Popen[bytes]:
+def start_server(artifact: str, port: int, quota: str, burst: float | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [str(Path(sys.executable).parent / "mtbranch"), "serve", artifact, "--port", str(port), "--threads", "1",
-           "--dtype", "float32", "--max-batch-wait-ms", "2", "--quota", quota, "--log-level", "warning"]
+           "--dtype", "float32", "--max-batch-wait-ms", "2", "--quota", quota, "--log-level", "warning",
+           *(["--quota-burst", f"{burst:g}"] if burst is not None else [])]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -155,6 +156,8 @@ def main() -> None:
     ap.add_argument("--victim-rate", type=float, default=4.0)
     ap.add_argument("--noisy", default="team-sentiment")
     ap.add_argument("--quota", type=float, default=2.0, help="the noisy team's quota (texts/s)")
+    ap.add_argument("--quota-burst", type=float, default=None,
+                    help="serve --quota-burst: seconds of its quota a bucket holds (default: serve's, 2)")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--window-s", type=float, default=15)
     ap.add_argument("--separate-clients", action="store_true",
@@ -165,7 +168,7 @@ def main() -> None:
     texts = sentences(400)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(args.artifact, port, f"{args.noisy}={args.quota:g}")
+    server = start_server(args.artifact, port, f"{args.noisy}={args.quota:g}", args.quota_burst)
     try:
         tasks = httpx.get(url + "/tasks").json()
         teams = sorted({t["owner"] for t in tasks})
@@ -305,7 +308,8 @@ def measure_fairness(url: str, texts: list[tuple[str, str]], args: argparse.Name
 
     quiet, at_quota, burst = summary("quiet"), summary("at_quota"), summary("burst")
     fairness = {"victim": args.victim, "victim_rate": args.victim_rate, "noisy": args.noisy,
-                "noisy_quota_texts_per_s": args.quota, "noisy_rate": 10 * args.quota, "rounds": args.rounds,
+                "noisy_quota_texts_per_s": args.quota, "quota_burst_s": args.quota_burst,
+                "noisy_rate": 10 * args.quota, "rounds": args.rounds,
                 "separate_clients": args.separate_clients,
                 "window_s": args.window_s, "quiet": quiet, "at_quota": at_quota, "burst": burst,
                 "p99_burst_over_quiet": round(burst["victim_p99_ms"] / quiet["victim_p99_ms"], 3),
