@@ -328,3 +328,12 @@ def test_auto_with_an_unwritable_cache_answers_on_torch(artifact: Path, tmp_path
 
     with pytest.raises(MtbranchError, match=str(blocker)):
         load(artifact, backend="onnxruntime")
+
+
+def test_auto_probes_no_longer_than_the_trunk_reads(artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto times its probes at most as long as the model's inputs can be: a 128-token probe on a trunk of 64
+    positions was an internal error (exit 2) at the first predict."""
+    monkeypatch.setattr(auto, "PROBES", ((1, 16), (1, 100_000)))
+    model = load(artifact, backend="auto", dtype="auto")
+    assert model.backend_info is not None and len(model.backend_info["seconds"]["float32"]) == 2
+    assert len(_raw(model)) == len(TEXTS)

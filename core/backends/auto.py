@@ -224,7 +224,8 @@ def measure(model: Any, engines: dict[str, Any], candidates: Sequence[str]) -> d
     from mtbranch.spec.precision import place_model
 
     signature, branches = _largest_group(model)
-    inputs = [_probe_inputs(model, b, t) for b, t in PROBES]
+    longest = model.max_length(branches)  # a trunk with fewer positions than a probe: its longest input instead
+    inputs = [_probe_inputs(model, b, min(t, longest)) for b, t in PROBES]
     runs: dict[str, Any] = {"float32": lambda x: model(*x, branches)}
     for name, engine in engines.items():
         runs[name] = lambda x, engine=engine: engine.run(signature, *x)
