@@ -22,6 +22,8 @@ import numpy as np
 from mtbranch.errors import MtbranchError
 
 if TYPE_CHECKING:
+    from mtbranch.branch.model import BranchModule
+    from mtbranch.composition.model import ComposedModel
     from mtbranch.spec.lock import ArtifactLock
 
 MAX_DROP = 0.5  # points of the branch's dev metric int8 may cost
@@ -40,7 +42,8 @@ class Decision:
         return asdict(self)
 
 
-def gate(model: Any, dev: dict[str, Any], max_drop: float = MAX_DROP, limit: int | None = None) -> list[Decision]:
+def gate(model: ComposedModel, dev: dict[str, Any], max_drop: float = MAX_DROP,
+         limit: int | None = None) -> list[Decision]:
     """One decision per branch named in ``dev`` (its :class:`~mtbranch.sdk.data.Dataset`); ``limit``: the first
     N examples of each dev set. ``model`` is float32 on the CPU and is left unchanged."""
     from mtbranch.export.quantize import quantizable, quantize_branch
@@ -68,7 +71,7 @@ def gate(model: Any, dev: dict[str, Any], max_drop: float = MAX_DROP, limit: int
     return out
 
 
-def score(model: Any, branch: Any, examples: list[Any]) -> dict[str, float]:
+def score(model: ComposedModel, branch: BranchModule, examples: list[Any]) -> dict[str, float]:
     """``branch``'s dev metrics on ``examples`` through ``model``'s trunk (sorted batches of 64)."""
     from mtbranch.sdk.features import encode_texts, encode_tokens
     from mtbranch.sdk.metrics import IGNORE_INDEX
@@ -108,7 +111,8 @@ def _check_labels(name: str, examples: list[Any], label2id: dict[str, int], toke
                             hint="map the file's labels with --dev-label-names (sorted file labels -> branch labels)")
 
 
-def _outputs(model: Any, branch: Any, ids: list[list[int]], types: list[list[int]]) -> list[np.ndarray]:
+def _outputs(model: ComposedModel, branch: BranchModule, ids: list[list[int]],
+             types: list[list[int]]) -> list[np.ndarray]:
     import torch
 
     from mtbranch.sdk.features import pad_ids
